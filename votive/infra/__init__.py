@@ -1,0 +1,1 @@
+"""Deployment (AWS, Modal) and the local emulators of Lambda's function URL and Runtime API."""

@@ -1,0 +1,1 @@
+"""Weight files, quantized formats and their kernels, and weight residency. Imports no model."""

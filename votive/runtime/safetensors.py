@@ -1,0 +1,214 @@
+"""Memory-mapped safetensors files: every tensor is a read-only numpy view into the mapping.
+
+Format (https://github.com/huggingface/safetensors, README "Format"): an unsigned little-endian 64-bit header
+length N, N bytes of UTF-8 JSON, then the data. The JSON maps each tensor name to its dtype, shape and
+`data_offsets` [begin, end) relative to the start of the data, plus an optional `__metadata__` of strings.
+
+The header is checked the way the reference Rust crate checks it (`safetensors/src/tensor.rs`,
+`SafeTensors::read_metadata` and `Metadata::validate`): length prefix present, header no larger than
+MAX_HEADER_BYTES and inside the file, UTF-8 JSON object, duplicate names rejected, known dtypes, tensors laid
+out contiguously from offset 0 with no gaps or overlaps, each byte span equal to prod(shape) * itemsize, and no
+bytes after the last tensor. Every violation raises `WeightFileError` naming the file and the problem.
+
+Example:
+    >>> f = SafetensorsFile("model.safetensors")          # doctest: +SKIP
+    >>> f["embeddings.word_embeddings.weight"].shape       # doctest: +SKIP
+    (30522, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from votive.errors import WeightFileError
+
+# The Rust crate refuses headers above 100 MB; so do we, before reading them.
+MAX_HEADER_BYTES = 100_000_000
+
+# safetensors dtype string -> (numpy dtype of the stored bytes, bytes per element). Always little-endian:
+# the format says so, and '<' keeps a big-endian host from reading the bytes backwards. BF16 and the FP8 types
+# have no numpy dtype, so their raw bits are exposed as unsigned integers and converted on demand.
+DTYPES: dict[str, tuple[np.dtype, int]] = {
+    "BOOL": (np.dtype("?"), 1),
+    "U8": (np.dtype("u1"), 1),
+    "I8": (np.dtype("i1"), 1),
+    "F8_E5M2": (np.dtype("u1"), 1),
+    "F8_E4M3": (np.dtype("u1"), 1),
+    "I16": (np.dtype("<i2"), 2),
+    "U16": (np.dtype("<u2"), 2),
+    "F16": (np.dtype("<f2"), 2),
+    "BF16": (np.dtype("<u2"), 2),
+    "I32": (np.dtype("<i4"), 4),
+    "U32": (np.dtype("<u4"), 4),
+    "F32": (np.dtype("<f4"), 4),
+    "F64": (np.dtype("<f8"), 8),
+    "I64": (np.dtype("<i8"), 8),
+    "U64": (np.dtype("<u8"), 8),
+}
+
+# What a Git LFS pointer file starts with: a checkout made without `git lfs pull`.
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One entry of the header."""
+
+    name: str
+    dtype: str  # safetensors dtype string, a key of DTYPES
+    shape: tuple[int, ...]
+    begin: int  # byte offset of the first element, relative to the start of the data section
+    end: int  # byte offset one past the last element
+
+
+class SafetensorsFile:
+    """A validated, memory-mapped safetensors file.
+
+    Args:
+        path (str or Path): the file to open.
+
+    `f[name]` returns the tensor as stored (a read-only view, no copy); `f.info[name]` its header entry;
+    `f.metadata` the `__metadata__` strings. The mapping stays open while any view is alive.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                prefix = fh.read(8)
+                if prefix == LFS_POINTER_PREFIX[:8] and prefix + fh.read(len(LFS_POINTER_PREFIX) - 8) == (
+                    LFS_POINTER_PREFIX
+                ):
+                    raise WeightFileError(
+                        self.path,
+                        "this is a Git LFS pointer, not the weights; fetch the real file with `git lfs pull` "
+                        "or download it from the Hub",
+                    )
+                if len(prefix) < 8:
+                    raise WeightFileError(self.path, f"file is {size} bytes, too short for the 8-byte header length")
+                fh.seek(8)
+                (header_len,) = struct.unpack("<Q", prefix)
+                if header_len > MAX_HEADER_BYTES:
+                    raise WeightFileError(
+                        self.path, f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"
+                    )
+                if 8 + header_len > size:
+                    raise WeightFileError(
+                        self.path, f"header length {header_len} runs past the end of the {size}-byte file"
+                    )
+                header = fh.read(header_len)
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except OSError as e:
+            raise WeightFileError(self.path, f"cannot read: {e.strerror or e}") from None
+        self.data_start = 8 + header_len
+        self.metadata, self.info = _parse_header(self.path, header, size - self.data_start)
+
+    def keys(self):
+        return self.info.keys()
+
+    def __contains__(self, name) -> bool:
+        return name in self.info
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            t = self.info[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+        dtype, itemsize = DTYPES[t.dtype]
+        count = (t.end - t.begin) // itemsize
+        arr = np.frombuffer(self._map, dtype=dtype, count=count, offset=self.data_start + t.begin)
+        return arr.reshape(t.shape)
+
+    def advise_willneed(self) -> None:
+        """Ask the kernel to start reading the whole file in the background (cheap; a hint only)."""
+        if self._map is not None and hasattr(mmap, "MADV_WILLNEED"):
+            self._map.madvise(mmap.MADV_WILLNEED)
+
+
+def _reject_duplicates(path):
+    def hook(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise WeightFileError(path, f"header names {key!r} twice")
+            seen.add(key)
+        return dict(pairs)
+
+    return hook
+
+
+def _parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WeightFileError(path, f"header is not valid UTF-8 (byte {e.start})") from None
+    if not text.startswith("{"):
+        raise WeightFileError(path, "header is not a JSON object (it must start with '{')")
+    try:
+        obj = json.loads(text, object_pairs_hook=_reject_duplicates(path))
+    except json.JSONDecodeError as e:
+        raise WeightFileError(path, f"header is not valid JSON: {e.msg} at character {e.pos}") from None
+    if not isinstance(obj, dict):
+        raise WeightFileError(path, "header is not a JSON object")
+
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise WeightFileError(path, "__metadata__ must map strings to strings")
+
+    infos = [_parse_entry(path, name, entry) for name, entry in obj.items()]
+    # Contiguous from 0 in offset order: each tensor starts where the previous one ended.
+    expected = 0
+    for t in sorted(infos, key=lambda t: (t.begin, t.end)):
+        if t.begin != expected:
+            what = "overlaps the previous tensor" if t.begin < expected else "leaves a gap before it"
+            raise WeightFileError(
+                path, f"tensor {t.name!r} starts at byte {t.begin} but the previous one ends at {expected}: it {what}"
+            )
+        expected = t.end
+    if expected != data_len:
+        raise WeightFileError(
+            path, f"tensors cover {expected} data bytes but the file holds {data_len} after the header"
+        )
+    return metadata, {t.name: t for t in infos}
+
+
+def _parse_entry(path: Path, name: str, entry) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise WeightFileError(path, f"tensor {name!r}: header entry is not an object")
+    dtype = entry.get("dtype")
+    if dtype not in DTYPES:
+        raise WeightFileError(path, f"tensor {name!r}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise WeightFileError(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+    offsets = entry.get("data_offsets")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise WeightFileError(path, f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with begin <= end")
+    nbytes = DTYPES[dtype][1]
+    for d in shape:  # Python ints cannot overflow, but keep the product honest about absurd shapes
+        nbytes *= d
+    begin, end = offsets
+    if end - begin != nbytes:
+        raise WeightFileError(
+            path,
+            f"tensor {name!r}: {dtype} {tuple(shape)} needs {nbytes} bytes but data_offsets span {end - begin}",
+        )
+    return TensorInfo(name, dtype, tuple(shape), begin, end)
