@@ -1,0 +1,30 @@
+"""votive: serverless inference that starts cold in a fraction of a second.
+
+    >>> import votive
+    >>> model = votive.load("minilm")            # doctest: +SKIP
+    >>> model.embed(["hello world"]).shape       # doctest: +SKIP
+    (1, 384)
+"""
+
+from votive.runtime.cpus import configure_blas_threads
+
+# Before numpy loads anywhere: OpenBLAS sizes its thread pool once, at import.
+configure_blas_threads()
+
+__version__ = "0.1.0"
+
+
+def load(source, *, backend: str | None = None):
+    """Load a model for inference.
+
+    Args:
+        source: a model folder, a weight file, a Hugging Face Hub id (`hf:org/name`, `org/name`, `@revision`
+            optional), or an installed model package (`pkg:NAME`, or an alias such as `minilm`).
+        backend: "numpy" (CPU) or "cupy" (GPU); default $VOTIVE_BACKEND or numpy.
+
+    Returns:
+        An encoder (`.embed(texts)`) or, for GGUF decoders, a generator (`.generate(prompt)`).
+    """
+    from votive.models import load_model
+
+    return load_model(source, backend=backend)
