@@ -34,3 +34,19 @@ class BackendError(VotiveError):
 
 class InputError(VotiveError):
     """Input given to a model is unusable (empty list, non-string text, too many items)."""
+
+
+class EmulatorError(VotiveError):
+    """A local Lambda emulator cannot start or keep running (port taken, runtime process died, init failed).
+
+    `lambda_error` holds Lambda's error object ({errorType, errorMessage, stackTrace}) when the function itself
+    reported one, for instance from the Runtime API's /init/error.
+    """
+
+    def __init__(self, message: str, lambda_error: dict | None = None):
+        self.lambda_error = lambda_error
+        super().__init__(message)
+
+
+class EndpointError(VotiveError):
+    """An HTTP endpoint (a function URL, local or deployed) cannot be reached or answers unusably."""
