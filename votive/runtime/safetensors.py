@@ -8,7 +8,9 @@ The header is checked the way the reference Rust crate checks it (`safetensors/s
 `SafeTensors::read_metadata` and `Metadata::validate`): length prefix present, header no larger than
 MAX_HEADER_BYTES and inside the file, UTF-8 JSON object, duplicate names rejected, known dtypes, tensors laid
 out contiguously from offset 0 with no gaps or overlaps, each byte span equal to prod(shape) * itemsize, and no
-bytes after the last tensor. Every violation raises `WeightFileError` naming the file and the problem.
+bytes after the last tensor. Two limits are ours, because numpy must be able to make the view: at most
+MAX_NDIM dimensions, and no tensor bigger than numpy's largest array. Every violation raises `WeightFileError`
+naming the file and the problem.
 
 Example:
     >>> f = SafetensorsFile("model.safetensors")          # doctest: +SKIP
@@ -19,8 +21,10 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,12 @@ from votive.errors import WeightFileError
 # The Rust crate refuses headers above 100 MB; so do we, before reading them.
 MAX_HEADER_BYTES = 100_000_000
 
+# The most dimensions numpy can give an array (NPY_MAXDIMS): 32 before numpy 2, 64 since.
+MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+
+# numpy refuses arrays whose byte size does not fit its index type, even when a zero dimension makes them empty.
+MAX_TENSOR_BYTES = np.iinfo(np.intp).max
+
 # safetensors dtype string -> (numpy dtype of the stored bytes, bytes per element). Always little-endian:
 # the format says so, and '<' keeps a big-endian host from reading the bytes backwards. BF16 and the FP8 types
 # have no numpy dtype, so their raw bits are exposed as unsigned integers and converted on demand.
@@ -41,6 +51,9 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
     "I8": (np.dtype("i1"), 1),
     "F8_E5M2": (np.dtype("u1"), 1),
     "F8_E4M3": (np.dtype("u1"), 1),
+    "F8_E8M0": (np.dtype("u1"), 1),
+    "F8_E4M3FNUZ": (np.dtype("u1"), 1),
+    "F8_E5M2FNUZ": (np.dtype("u1"), 1),
     "I16": (np.dtype("<i2"), 2),
     "U16": (np.dtype("<u2"), 2),
     "F16": (np.dtype("<f2"), 2),
@@ -48,10 +61,14 @@ DTYPES: dict[str, tuple[np.dtype, int]] = {
     "I32": (np.dtype("<i4"), 4),
     "U32": (np.dtype("<u4"), 4),
     "F32": (np.dtype("<f4"), 4),
+    "C64": (np.dtype("<c8"), 8),
     "F64": (np.dtype("<f8"), 8),
     "I64": (np.dtype("<i8"), 8),
     "U64": (np.dtype("<u8"), 8),
 }
+
+# Dtypes the format defines that pack several elements into a byte: there is no numpy view of one element.
+SUB_BYTE_DTYPES = ("F4", "F6_E2M3", "F6_E3M2")
 
 # What a Git LFS pointer file starts with: a checkout made without `git lfs pull`.
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
@@ -74,28 +91,36 @@ class SafetensorsFile:
     Args:
         path (str or Path): the file to open.
 
+    Raises:
+        WeightFileError: the file cannot be read or breaks the format; the message names the file and the rule.
+
     `f[name]` returns the tensor as stored (a read-only view, no copy); `f.info[name]` its header entry;
     `f.metadata` the `__metadata__` strings. The mapping stays open while any view is alive.
+
+    Example:
+        >>> f = SafetensorsFile("model.safetensors")              # doctest: +SKIP
+        >>> w = f["pooler.dense.weight"]; w.flags.writeable       # doctest: +SKIP
+        False
     """
 
     def __init__(self, path):
         self.path = Path(path)
         try:
+            # A FIFO would block open() forever and a device has no size: refuse anything but a regular file.
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise WeightFileError(self.path, "not a regular file")
             with open(self.path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                prefix = fh.read(8)
-                if prefix == LFS_POINTER_PREFIX[:8] and prefix + fh.read(len(LFS_POINTER_PREFIX) - 8) == (
-                    LFS_POINTER_PREFIX
-                ):
+                prefix = fh.read(len(LFS_POINTER_PREFIX))
+                if prefix == LFS_POINTER_PREFIX:
                     raise WeightFileError(
                         self.path,
                         "this is a Git LFS pointer, not the weights; fetch the real file with `git lfs pull` "
                         "or download it from the Hub",
                     )
-                if len(prefix) < 8:
+                if size < 8:
                     raise WeightFileError(self.path, f"file is {size} bytes, too short for the 8-byte header length")
-                fh.seek(8)
-                (header_len,) = struct.unpack("<Q", prefix)
+                (header_len,) = struct.unpack("<Q", prefix[:8])
                 if header_len > MAX_HEADER_BYTES:
                     raise WeightFileError(
                         self.path, f"header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"
@@ -104,12 +129,14 @@ class SafetensorsFile:
                     raise WeightFileError(
                         self.path, f"header length {header_len} runs past the end of the {size}-byte file"
                     )
+                fh.seek(8)
                 header = fh.read(header_len)
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:
             raise WeightFileError(self.path, f"cannot read: {e.strerror or e}") from None
         self.data_start = 8 + header_len
-        self.metadata, self.info = _parse_header(self.path, header, size - self.data_start)
+        # Sizes come from the mapping itself, so the bounds checked below are the bounds the views will see.
+        self.metadata, self.info = _parse_header(self.path, header, len(self._map) - self.data_start)
 
     def keys(self):
         return self.info.keys()
@@ -132,7 +159,7 @@ class SafetensorsFile:
 
     def advise_willneed(self) -> None:
         """Ask the kernel to start reading the whole file in the background (cheap; a hint only)."""
-        if self._map is not None and hasattr(mmap, "MADV_WILLNEED"):
+        if hasattr(mmap, "MADV_WILLNEED"):
             self._map.madvise(mmap.MADV_WILLNEED)
 
 
@@ -153,34 +180,40 @@ def _parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, s
         text = header.decode("utf-8")
     except UnicodeDecodeError as e:
         raise WeightFileError(path, f"header is not valid UTF-8 (byte {e.start})") from None
-    if not text.startswith("{"):
+    # serde_json (the reference) allows JSON whitespace before the object; so do we.
+    if not text.lstrip(" \t\r\n").startswith("{"):
         raise WeightFileError(path, "header is not a JSON object (it must start with '{')")
     try:
         obj = json.loads(text, object_pairs_hook=_reject_duplicates(path))
     except json.JSONDecodeError as e:
         raise WeightFileError(path, f"header is not valid JSON: {e.msg} at character {e.pos}") from None
+    except (ValueError, RecursionError) as e:  # an integer too long to convert, or nesting too deep to parse
+        raise WeightFileError(path, f"header is not usable JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WeightFileError(path, "header is not a JSON object")
 
-    metadata = obj.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
+    metadata = obj.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise WeightFileError(path, "__metadata__ must map strings to strings")
 
     infos = [_parse_entry(path, name, entry) for name, entry in obj.items()]
     # Contiguous from 0 in offset order: each tensor starts where the previous one ended.
-    expected = 0
+    expected, previous = 0, None
     for t in sorted(infos, key=lambda t: (t.begin, t.end)):
         if t.begin != expected:
-            what = "overlaps the previous tensor" if t.begin < expected else "leaves a gap before it"
-            raise WeightFileError(
-                path, f"tensor {t.name!r} starts at byte {t.begin} but the previous one ends at {expected}: it {what}"
-            )
-        expected = t.end
-    if expected != data_len:
+            after = f"{previous!r} ends" if previous is not None else "the data starts"
+            what = "overlaps it" if t.begin < expected else f"leaves a gap of {t.begin - expected} bytes"
+            raise WeightFileError(path, f"tensor {t.name!r} starts at byte {t.begin} but {after} at {expected}: {what}")
+        expected, previous = t.end, t.name
+    if expected < data_len:
         raise WeightFileError(
-            path, f"tensors cover {expected} data bytes but the file holds {data_len} after the header"
+            path, f"{data_len - expected} trailing bytes: tensors end at data byte {expected} of {data_len}"
+        )
+    if expected > data_len:
+        raise WeightFileError(
+            path, f"file is truncated: tensors need {expected} data bytes but only {data_len} follow the header"
         )
     return metadata, {t.name: t for t in infos}
 
@@ -188,13 +221,21 @@ def _parse_header(path: Path, header: bytes, data_len: int) -> tuple[dict[str, s
 def _parse_entry(path: Path, name: str, entry) -> TensorInfo:
     if not isinstance(entry, dict):
         raise WeightFileError(path, f"tensor {name!r}: header entry is not an object")
-    dtype = entry.get("dtype")
-    if dtype not in DTYPES:
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in entry:
+            raise WeightFileError(path, f"tensor {name!r}: header entry has no {key!r}")
+    dtype = entry["dtype"]
+    if dtype in SUB_BYTE_DTYPES:
+        raise WeightFileError(path, f"tensor {name!r}: dtype {dtype} packs elements below a byte; not supported")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise WeightFileError(path, f"tensor {name!r}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-    shape = entry.get("shape")
+    shape = entry["shape"]
+    # type() rather than isinstance: JSON true/false arrive as bool, a subclass of int.
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise WeightFileError(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    offsets = entry.get("data_offsets")
+    if len(shape) > MAX_NDIM:
+        raise WeightFileError(path, f"tensor {name!r}: {len(shape)} dimensions, more than the {MAX_NDIM} numpy allows")
+    offsets = entry["data_offsets"]
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
@@ -202,9 +243,11 @@ def _parse_entry(path: Path, name: str, entry) -> TensorInfo:
         or offsets[0] > offsets[1]
     ):
         raise WeightFileError(path, f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with begin <= end")
-    nbytes = DTYPES[dtype][1]
-    for d in shape:  # Python ints cannot overflow, but keep the product honest about absurd shapes
-        nbytes *= d
+    itemsize = DTYPES[dtype][1]
+    # numpy sizes the array ignoring zero dimensions, so that is the product that must stay in range.
+    if math.prod(d for d in shape if d) * itemsize > MAX_TENSOR_BYTES:
+        raise WeightFileError(path, f"tensor {name!r}: shape {tuple(shape)} is too large for any array")
+    nbytes = itemsize * math.prod(shape)
     begin, end = offsets
     if end - begin != nbytes:
         raise WeightFileError(

@@ -55,29 +55,38 @@ class WeightStore:
         return self._files[key]
 
     def _open_sharded(self, index_path: Path) -> None:
+        if not index_path.is_file():
+            raise WeightFileError(index_path, "file not found")
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))
-            weight_map = index["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # ValueError covers bad UTF-8 and bad JSON
             raise WeightFileError(index_path, f"not a safetensors shard index ({type(e).__name__}: {e})") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict):
-            raise WeightFileError(index_path, "weight_map is not an object")
+            raise WeightFileError(index_path, "not a safetensors shard index: no 'weight_map' object")
         for name, shard in weight_map.items():
+            # Plain file names only: a path could reach outside the folder. Symlinked shards (the Hub cache)
+            # are fine, since only the name is checked, never where it points.
             if not isinstance(shard, str) or "/" in shard or "\\" in shard or shard in ("", ".", ".."):
                 raise WeightFileError(index_path, f"tensor {name!r}: shard name {shard!r} is not a file name")
-            f = self._open(index_path.parent / shard)
-            if name not in f:
+        for shard in dict.fromkeys(weight_map.values()):  # each shard once, in order of first mention
+            if not (index_path.parent / shard).is_file():
+                raise WeightFileError(index_path, f"shard {shard!r} named in the weight_map is missing")
+            self._open(index_path.parent / shard)
+        for name, shard in weight_map.items():
+            if name not in self._files[str(index_path.parent / shard)]:
                 raise WeightFileError(index_path, f"tensor {name!r} is mapped to {shard} but that shard lacks it")
-        # Every tensor of every shard must be claimed by the index exactly once.
+        # Every tensor of every shard must be claimed by the index, and live in only one shard.
         for f in self._files.values():
             for name in f.keys():
                 if name in self._where:
                     raise WeightFileError(
                         index_path, f"tensor {name!r} is in both {self._where[name].path.name} and {f.path.name}"
                     )
-                if weight_map.get(name) != f.path.name:
-                    raise WeightFileError(index_path, f"tensor {name!r} in {f.path.name} is not in the weight_map")
                 self._where[name] = f
+        for name, f in self._where.items():
+            if name not in weight_map:
+                raise WeightFileError(index_path, f"tensor {name!r} in {f.path.name} is not in the weight_map")
 
     def keys(self):
         return self._where.keys()
