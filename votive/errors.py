@@ -50,3 +50,41 @@ class EmulatorError(VotiveError):
 
 class EndpointError(VotiveError):
     """An HTTP endpoint (a function URL, local or deployed) cannot be reached or answers unusably."""
+
+
+class VotiveFault(VotiveError):
+    """A Lambda handler cannot serve, with a stable `code` callers can match on (like Lambda's Runtime.* codes).
+
+    Raised out of a handler, so Lambda reports it: at init (`Votive.ConfigError`, `Votive.ModelLoadError`) as the
+    function's init error, per invocation (the rest) as a function error with `errorType` "VotiveFault" and
+    `errorMessage` "<code>: <message>". `trace` holds the cause's formatted traceback with votive's own leading
+    handler frames removed, so it starts where the cause was raised (user or model code), not in our plumbing.
+    """
+
+    CONFIG_ERROR = "Votive.ConfigError"  # a VOTIVE_* setting is missing or malformed
+    MODEL_LOAD_ERROR = "Votive.ModelLoadError"  # the model VOTIVE_MODEL names cannot be loaded
+    UNSUPPORTED_EVENT = "Votive.UnsupportedEvent"  # neither a function URL (payload 2.0) nor a direct-invoke event
+    BAD_REQUEST = "Votive.BadRequest"  # a direct invoke the handler refuses (HTTP 4xx for a URL event)
+    MODEL_ERROR = "Votive.ModelError"  # the model raised while answering (HTTP 500 for a URL event)
+
+    def __init__(self, code: str, message: str, trace: list[str] | None = None):
+        self.code = code
+        self.message = message
+        self.trace = trace or []
+        super().__init__(f"{code}: {message}")
+
+    @classmethod
+    def from_exception(cls, code: str, exc: BaseException, message: str | None = None) -> "VotiveFault":
+        """A fault caused by `exc`; message defaults to "ExcType: text", trace is exc's minus handler frames."""
+        import traceback
+        from pathlib import Path
+
+        handlers_dir = Path(__file__).resolve().parent / "handlers"
+        frames = traceback.extract_tb(exc.__traceback__)
+        # As awslambdaric drops its bootstrap frames: skip the leading frames that are our handler plumbing,
+        # but keep them all when the fault happened inside the plumbing itself.
+        first_outside = next(
+            (i for i, f in enumerate(frames) if not Path(f.filename).resolve().is_relative_to(handlers_dir)), 0
+        )
+        trace = traceback.format_list(frames[first_outside:])
+        return cls(code, message or f"{type(exc).__name__}: {exc}", trace)
