@@ -120,3 +120,7 @@ def masked_mean(x, mask):
 def masked_max(x, mask):
     """Max of x over unmasked positions; masked ones count as -1e9 like sentence-transformers' max pooling."""
     return np.where(mask[..., None].astype(bool), x, np.float32(-1e9)).max(axis=1)
+
+
+def concatenate(arrays, axis: int = 0):
+    return np.concatenate(arrays, axis=axis)
