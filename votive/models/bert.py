@@ -284,7 +284,13 @@ class SentenceEncoder:
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, special tokens included, truncated to max_seq_length."""
-        return [e.ids for e in self.tokenizer.encode_batch(_check_texts(texts))]
+        return [e.ids for e in self._encode_batch(_check_texts(texts))]
+
+    def _encode_batch(self, texts: list[str]):
+        try:
+            return self.tokenizer.encode_batch(texts)
+        except TypeError as e:  # what the Rust side raises for text Python can't hand over, e.g. a lone surrogate
+            raise InputError(f"cannot tokenize the input: {e}") from None
 
     def encode(self, texts: list[str], batch_size: int = 32):
         """Embed `texts` -> (float32 array (len(texts), dim), total token count incl. special tokens).
@@ -296,7 +302,7 @@ class SentenceEncoder:
         out = ops.empty((len(texts), self.dim), ops.float32)
         if not texts:
             return out, 0
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = self._encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         n_tokens = 0
         for start in range(0, len(order), batch_size):
