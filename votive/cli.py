@@ -1,0 +1,183 @@
+"""The `votive` command line.
+
+Each subcommand is one row of SUBCOMMANDS: a name, a one-line help, and a function that adds its arguments
+and points `run` at the function doing the work. Work functions return an exit code. Library errors
+(VotiveError) become one line `votive: error: ...` on stderr and exit code 2; Ctrl-C exits 130 without a
+traceback. Imports happen inside the work functions so that `votive --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from votive.errors import InputError, VotiveError
+
+DEFAULT_HANDLER = "votive.handlers.embeddings.handler"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except VotiveError as exc:
+        print(f"votive: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="votive", description="Serverless inference endpoints that start cold in a fraction of a second."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name, help_text, add_arguments in SUBCOMMANDS:
+        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+# --- serve -------------------------------------------------------------------------------------------------
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", metavar="MODEL", help="model folder or Hub id (sets VOTIVE_MODEL)")
+    parser.add_argument("--port", type=_port, default=9000, help="port to listen on (default 9000; 0 picks one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--environments",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="execution environments, each running one request at a time (default 1)",
+    )
+    parser.add_argument("--handler", help=f"module.function to serve (default {DEFAULT_HANDLER})")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=30.0, metavar="S", help="function timeout (default 30 s)"
+    )
+    parser.add_argument(
+        "--runtime-api",
+        action="store_true",
+        help="run the handler under the real awslambdaric runtime client behind an emulated Runtime API, "
+        "one process per environment, instead of in this process",
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for --runtime-api (default: this one)")
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from votive.infra.function_url import FunctionUrlServer
+    from votive.infra.in_process import InProcessFunction
+    from votive.infra.lambda_sandbox import FunctionConfig
+    from votive.infra.runtime_api import RuntimeApiEmulator
+
+    if args.model is None and args.handler is None:
+        raise InputError("serve needs a MODEL for the default handler, or --handler module.function")
+    handler = args.handler or DEFAULT_HANDLER
+    env = {}
+    if args.model is not None:
+        # A folder given relative to here must still resolve in a runtime started elsewhere.
+        env["VOTIVE_MODEL"] = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    config = FunctionConfig(timeout_s=args.timeout)
+    if args.runtime_api:
+        function = RuntimeApiEmulator(
+            handler, environments=args.environments, config=config, python=args.python, env=env
+        )
+    else:
+        os.environ.update(env)
+        function = InProcessFunction(handler, environments=args.environments, config=config)
+    server = FunctionUrlServer(function, host=args.host, port=args.port)
+    server.start()
+    try:
+        mode = "awslambdaric runtime" if args.runtime_api else "in-process"
+        print(f"votive: serving {handler} at {server.url} ({args.environments} environment(s), {mode})", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"votive: warning: listening on {args.host} without any authentication", file=sys.stderr)
+        server.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+# --- invoke ------------------------------------------------------------------------------------------------
+
+
+def _add_invoke(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", metavar="URL", help="function URL, e.g. http://127.0.0.1:9000")
+    parser.add_argument("--data", "-d", help="JSON body, or @file holding it")
+    parser.add_argument("--path", help="path to call on the URL, e.g. /v1/embeddings")
+    parser.add_argument("--method", "-X", help="HTTP method (default POST with --data, else GET)")
+    parser.add_argument(
+        "--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="extra header (repeatable)"
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds, default=60.0, metavar="S", help="seconds to wait (default 60)"
+    )
+    parser.set_defaults(run=_run_invoke)
+
+
+def _run_invoke(args: argparse.Namespace) -> int:
+    from votive.infra.invoke import invoke_url, read_data
+
+    data = read_data(args.data) if args.data is not None else None
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise InputError(f"--header must look like 'Name: value', found {header!r}")
+        headers[name.strip()] = value.strip()
+    result = invoke_url(
+        args.url, data=data, path=args.path, method=args.method, headers=headers, timeout_s=args.timeout
+    )
+    print(f"HTTP {result.status} {result.reason}", file=sys.stderr)
+    sys.stdout.buffer.write(result.body if result.body.endswith(b"\n") or not result.body else result.body + b"\n")
+    sys.stdout.flush()
+    return 0 if result.ok else 1
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = (
+    ("serve", "serve a model behind a local Lambda function URL", _add_serve),
+    ("invoke", "send a request to a function URL and print the answer", _add_invoke),
+)
+
+
+# --- argument types ----------------------------------------------------------------------------------------
+
+
+def _checked(convert, what: str, accept, rule: str):
+    """An argparse type: convert the text, then check the value against `rule`."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{rule}, found {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_seconds = _checked(float, "a number of seconds", lambda v: 0 < v <= 86400, "must be more than 0 and at most 86400")
+_port = _checked(int, "a port number", lambda v: 0 <= v <= 65535, "must be from 0 to 65535")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

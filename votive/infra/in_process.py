@@ -1,0 +1,153 @@
+"""Execution environments as threads in this process, sharing one imported handler.
+
+Why threads: importing the handler is the init phase, and for votive it maps the model's weights. The weights
+are read-only, so N environments can share one import and one mapping; a thread per environment keeps
+Lambda's rule that an environment runs one invocation at a time, and numpy releases the GIL inside its
+kernels, so environments do overlap in real work. What threads cannot give is isolation: a handler that
+mutates module state shares it, a crash takes the process down, and a handler past its timeout cannot be
+stopped (its caller gets Sandbox.Timedout while the thread stays busy until the handler returns). For faithful
+isolation use `votive.infra.runtime_api.RuntimeApiEmulator`, where each environment is its own awslambdaric
+process.
+
+The handler sees what it would on Lambda: the event after a JSON round trip, a `LambdaContext`, and its result
+serialized as awslambdaric would (so a numpy array returned by mistake fails here with Runtime.MarshalError,
+not only once deployed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import types
+from typing import Callable
+
+from votive.errors import EmulatorError
+from votive.infra.invocations import Invocation, QueuedFunction
+from votive.infra.lambda_sandbox import (
+    EXIT_ERROR,
+    MARSHAL_ERROR,
+    PAYLOAD_LIMIT_BYTES,
+    UNMARSHAL_ERROR,
+    FunctionConfig,
+    HandlerFunction,
+    HandlerInitError,
+    LambdaContext,
+    error_from_exception,
+    lambda_error,
+    load_handler,
+    marshal_result,
+    new_log_stream_name,
+    response_too_large,
+)
+
+log = logging.getLogger("votive.lambda")
+_CLIENT_CONTEXT_FIELDS = ("client", "custom", "env")
+
+
+class InProcessFunction(QueuedFunction):
+    """A Lambda function whose environments are threads calling `handler` here.
+
+    Args:
+        handler: "package.module.function" or a callable `handler(event, context)`.
+        environments: how many invocations may run at once (each environment runs one at a time).
+        config: the function's settings (name, memory, timeout, fake ARN).
+        queue_timeout_s: how long an invocation may wait for a free environment before it is throttled.
+        clock: epoch seconds, for deadlines and the context's remaining time.
+
+    Example:
+        >>> f = InProcessFunction(lambda event, context: {"echo": event})
+        >>> f.start(); f.invoke({"a": 1}).payload; f.stop()
+        b'{"echo": {"a": 1}}'
+    """
+
+    def __init__(
+        self,
+        handler: str | HandlerFunction,
+        *,
+        environments: int = 1,
+        config: FunctionConfig | None = None,
+        queue_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(environments=environments, config=config, queue_timeout_s=queue_timeout_s, clock=clock)
+        self.handler = handler
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Init: import the handler once, then start the environments.
+
+        Raises:
+            EmulatorError: the handler cannot be loaded; `lambda_error` holds what Lambda would report.
+        """
+        try:
+            function = load_handler(self.handler)
+        except HandlerInitError as exc:
+            raise EmulatorError(f"function init failed: {exc}", lambda_error=exc.error) from None
+        for index in range(self.environments):
+            environment = _ThreadEnvironment(index, self, function)
+            thread = threading.Thread(target=environment.serve, name=f"lambda-{environment.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop taking work and let idle environments end (a handler still running is left to finish)."""
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        self._threads.clear()
+
+
+class _ThreadEnvironment:
+    """One environment: a thread that takes one invocation at a time from the queue."""
+
+    def __init__(self, index: int, function: InProcessFunction, handler: HandlerFunction):
+        self.name = f"env-{index}"
+        self.function = function
+        self.handler = handler
+        self.log_stream_name = new_log_stream_name(function.config.version, function.clock())
+
+    def abort(self, invocation: Invocation) -> None:
+        log.warning(
+            "[%s] invocation %s timed out; a thread cannot be stopped, so this environment stays busy until the "
+            "handler returns",
+            self.name,
+            invocation.request_id,
+        )
+
+    def serve(self) -> None:
+        queue = self.function.queue
+        while (invocation := queue.take(self)) is not None:
+            payload, error = self._run(invocation)
+            queue.finish(invocation, payload=payload, error=error)
+
+    def _run(self, invocation: Invocation) -> tuple[bytes | None, dict | None]:
+        request_id = invocation.request_id
+        context = LambdaContext(
+            request_id, invocation.deadline_ms, self.function.config, self.log_stream_name, self.function.clock
+        )
+        try:
+            event = json.loads(invocation.event)
+            if invocation.client_context:
+                # awslambdaric turns the client context into an object with client/custom/env attributes.
+                fields = json.loads(invocation.client_context)
+                context.client_context = types.SimpleNamespace(**{k: fields.get(k) for k in _CLIENT_CONTEXT_FIELDS})
+        except ValueError as exc:
+            return None, lambda_error(f"Unable to unmarshal input: {exc}", UNMARSHAL_ERROR, request_id)
+        try:
+            result = self.handler(event, context)
+        except Exception as exc:
+            error = error_from_exception(exc, request_id, skip_frames=1)
+            log.error("[%s] %s: %s", self.name, error["errorType"], error["errorMessage"], exc_info=exc)
+            return None, error
+        except SystemExit as exc:
+            message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {exc.code}"
+            return None, lambda_error(message, EXIT_ERROR, request_id)
+        try:
+            payload, _content_type = marshal_result(result)
+        except (TypeError, ValueError) as exc:
+            return None, lambda_error(f"Unable to marshal response: {exc}", MARSHAL_ERROR, request_id)
+        if len(payload) > PAYLOAD_LIMIT_BYTES:
+            return None, response_too_large(len(payload), request_id)
+        return payload, None
