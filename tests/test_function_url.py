@@ -213,6 +213,8 @@ def test_context_fields_and_remaining_time_follow_the_clock():
         ("no_such_module_xyz.handler", "Runtime.ImportModuleError", "Unable to import module 'no_such_module_xyz'"),
         ("fake_handlers.missing", "Runtime.HandlerNotFound", "Handler 'missing' missing on module 'fake_handlers'"),
         ("fake_handlers_broken.handler", "RuntimeError", "model weights not found at /nowhere"),
+        ("fake_handlers_lazy.handler", "RuntimeError", "lazy model load failed"),
+        ("fake_handlers_lazy.other", "Runtime.HandlerNotFound", "Handler 'other' missing"),
     ],
 )
 def test_handler_loading_reports_lambda_init_errors(name, error_type, message):

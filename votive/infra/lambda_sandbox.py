@@ -207,6 +207,8 @@ def load_handler(handler: str | HandlerFunction) -> HandlerFunction:
         raise HandlerInitError(
             lambda_error(f"Handler '{function_name}' missing on module '{module_name}'", HANDLER_NOT_FOUND)
         ) from None
+    except Exception as exc:  # a module __getattr__ that builds the handler (and loads the model) on access
+        raise HandlerInitError(error_from_exception(exc)) from exc
     if not callable(function):
         raise HandlerInitError(
             lambda_error(f"Handler '{function_name}' on module '{module_name}' is not callable", HANDLER_NOT_FOUND)
