@@ -124,3 +124,88 @@ def masked_max(x, mask):
 
 def concatenate(arrays, axis: int = 0):
     return np.concatenate(arrays, axis=axis)
+
+
+# ----------------------------------------------------------------------------------------- decoder ops
+def rms_norm(x, weight, eps: float):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis (LLaMA's RMSNorm; GGUF Gemma weights already hold
+    Gemma's 1 + w, added by the converter)."""
+    ms = np.einsum("...i,...i->...", x, x)[..., None]  # (..., 1)
+    ms /= x.shape[-1]
+    ms += eps
+    return x * (1.0 / np.sqrt(ms)) * weight
+
+
+def silu(x):
+    """x * sigmoid(x), in place on x."""
+    s = np.negative(x)
+    np.exp(s, out=s)
+    s += 1
+    x /= s
+    return x
+
+
+_GELU_TANH_C = np.float32(0.7978845608028654)  # sqrt(2 / pi)
+
+
+def gelu_tanh(x):
+    """GELU with the tanh approximation (ggml_gelu, PyTorch approximate='tanh'), as Gemma uses. In place on x."""
+    inner = x * x
+    inner *= np.float32(0.044715)
+    inner += 1
+    inner *= x
+    inner *= _GELU_TANH_C
+    np.tanh(inner, out=inner)
+    inner += 1
+    inner *= 0.5
+    x *= inner
+    return x
+
+
+def rope(x, positions, base: float, neox: bool):
+    """Rotary position embedding on x (n, heads, head_dim) at integer `positions` (n,), returning a new array.
+
+    Pairs are rotated by angle pos * base^(-2i/head_dim). ggml's two layouts: "normal" (LLaMA in GGUF, whose
+    converter permuted Q/K so adjacent elements pair up) rotates (x[2i], x[2i+1]); "neox" (Gemma) rotates
+    (x[i], x[i + head_dim/2]).
+    """
+    d = x.shape[-1]
+    inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # (d/2,)
+    angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # (n, d/2)
+    cos = np.cos(angles).astype(np.float32)[:, None, :]  # (n, 1, d/2)
+    sin = np.sin(angles).astype(np.float32)[:, None, :]
+    if neox:
+        x0, x1 = x[..., : d // 2], x[..., d // 2 :]
+    else:
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    r0, r1 = (out[..., : d // 2], out[..., d // 2 :]) if neox else (out[..., 0::2], out[..., 1::2])
+    np.subtract(x0 * cos, x1 * sin, out=r0)
+    np.add(x0 * sin, x1 * cos, out=r1)
+    return out
+
+
+def causal_attention(q, k, v, q_start: int, k_start: int = 0, window: int | None = None):
+    """Grouped-query causal attention of n new queries over cached keys and values.
+
+    q: (n, H, Dh) already scaled, for positions q_start .. q_start+n-1; k, v: (Hkv, L, Dh) for positions
+    k_start .. k_start+L-1 (the new ones included). A query sees keys at positions <= its own and, with a sliding
+    `window`, > its own - window. Returns (n, H, Dh).
+    """
+    n, H, Dh = q.shape
+    Hkv, L, _ = k.shape
+    group = H // Hkv
+    qg = q.reshape(n, Hkv, group, Dh).transpose(1, 2, 0, 3).reshape(Hkv, group * n, Dh)  # (Hkv, g*n, Dh)
+    scores = qg @ k.transpose(0, 2, 1)  # (Hkv, g*n, L)
+    qpos = q_start + np.arange(n)  # (n,)
+    kpos = k_start + np.arange(L)  # (L,)
+    masked = kpos[None, :] > qpos[:, None]  # (n, L): keys in the future
+    if window is not None:
+        masked |= kpos[None, :] <= qpos[:, None] - window  # keys that slid out of the window
+    if masked.any():
+        scores = scores.reshape(Hkv, group, n, L)
+        scores[:, :, masked] = -np.inf
+        scores = scores.reshape(Hkv, group * n, L)
+    probs = softmax(scores, axis=-1)
+    out = probs @ v  # (Hkv, g*n, Dh)
+    return out.reshape(Hkv, group, n, Dh).transpose(2, 0, 1, 3).reshape(n, H, Dh)

@@ -1,0 +1,116 @@
+"""Gemma 3 decoders from GGUF files (`general.architecture` "gemma3"; Gemma 3 270M, 1B, ...).
+
+Ported from llama.cpp @ 569a009: `src/models/gemma3.cpp` (the graph) and `src/llama-model.cpp` (hparams for
+LLM_ARCH_GEMMA3), which follow google/gemma_pytorch `gemma/model.py`. Differences from LLaMA, in order:
+- the token embedding is scaled by sqrt(dim);
+- RMSNorm weights: Gemma computes x * (1 + w); the GGUF converter stores 1 + w, so the norm here is plain;
+- Q and K are RMS-normed per head (QK-norm) before RoPE, and RoPE rotates halves ("neox" layout);
+- five of every six layers attend through a sliding window with RoPE base 10000; every sixth is global with
+  the file's `rope.freq_base`;
+- attention and feed-forward outputs pass through their own RMSNorm before the residual add;
+- the feed-forward is GeGLU (tanh-approximated GELU of the gate times the up projection);
+- the output projection is tied to the token embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from votive.models.llama import Config as LlamaConfig
+from votive.models.llama import LlamaModel, bind_weights
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class Config(LlamaConfig):
+    """LLaMA's fields plus Gemma 3's attention layout."""
+
+    sliding_window: int = 512  # gemma3.attention.sliding_window: keys a local layer can see
+    swa_pattern: int = 6  # layer i is global when (i + 1) % swa_pattern == 0 (llama.cpp: set_swa_pattern(6))
+    rope_base_local: float = 10000.0  # RoPE base of sliding-window layers (llama.cpp: rope_freq_base_train_swa)
+    attn_scale: float = 0.0  # query scale: 1/sqrt(head_dim), except 27B's 1/sqrt(dim/n_heads)
+
+    @classmethod
+    def from_gguf(cls, f, arch: str = "gemma3") -> "Config":
+        base = LlamaConfig.from_gguf(f, arch)
+        cfg = cls(**vars(base), sliding_window=f.require(f"{arch}.attention.sliding_window"))
+        cfg.swa_pattern = f.get(f"{arch}.attention.sliding_window_pattern", cfg.swa_pattern)
+        if not isinstance(cfg.swa_pattern, int):  # newer converters store a per-layer bool list instead
+            cfg.swa_pattern = 6
+        cfg.attn_scale = 1.0 / math.sqrt(cfg.dim / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
+        return cfg
+
+    def is_global(self, layer: int) -> bool:
+        return (layer + 1) % self.swa_pattern == 0
+
+
+# -------------------------------------------------------------------------------------------- weight names
+WEIGHTS = {
+    "tok_embed": "token_embd.weight",  # (vocab, dim), also the output projection
+    "norm": "output_norm.weight",  # (dim,)
+}
+LAYER_WEIGHTS = {
+    "attn_norm": "blk.{i}.attn_norm.weight",  # (dim,)
+    "wq": "blk.{i}.attn_q.weight",  # (n_heads * head_dim, dim)
+    "wk": "blk.{i}.attn_k.weight",  # (n_kv_heads * head_dim, dim)
+    "wv": "blk.{i}.attn_v.weight",  # (n_kv_heads * head_dim, dim)
+    "q_norm": "blk.{i}.attn_q_norm.weight",  # (head_dim,)
+    "k_norm": "blk.{i}.attn_k_norm.weight",  # (head_dim,)
+    "wo": "blk.{i}.attn_output.weight",  # (dim, n_heads * head_dim)
+    "post_attn_norm": "blk.{i}.post_attention_norm.weight",  # (dim,)
+    "ffn_norm": "blk.{i}.ffn_norm.weight",  # (dim,)
+    "w_gate": "blk.{i}.ffn_gate.weight",  # (ffn_dim, dim)
+    "w_up": "blk.{i}.ffn_up.weight",  # (ffn_dim, dim)
+    "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
+    "post_ffn_norm": "blk.{i}.post_ffw_norm.weight",  # (dim,)
+}
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class Gemma3Model(LlamaModel):
+    """A Gemma 3 decoder; shares the KV cache and generation loop with LlamaModel."""
+
+    rope_neox = True
+
+    def attention(self, i: int, x, cache, start: int):
+        """x: (n, dim) normed -> (n, dim), local (sliding window) or global by layer index."""
+        ops, cfg, w = self.ops, self.cfg, self.layers[i]
+        n = x.shape[0]
+        positions = np.arange(start, start + n)
+        is_global = cfg.is_global(i)
+        base = cfg.rope_base if is_global else cfg.rope_base_local
+        q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
+        k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), positions, base, True)
+        q *= cfg.attn_scale
+        k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), positions, base, True)
+        keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh)
+        window = None if is_global else cfg.sliding_window
+        k_start = 0 if window is None else max(0, start - window + 1)  # older keys are invisible to every query
+        out = ops.causal_attention(q, keys[:, k_start:], values[:, k_start:], start, k_start, window)  # (n, H, Dh)
+        return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
+
+    def forward(self, ids, cache, start: int):
+        """Tokens `ids` at positions start.. -> logits (vocab,) of the last one."""
+        ops, cfg = self.ops, self.cfg
+        x = self.w["tok_embed"].rows(ids)  # (n, dim)
+        x *= np.float32(math.sqrt(cfg.dim))
+        for i, w in enumerate(self.layers):
+            h = self.attention(i, ops.rms_norm(x, w["attn_norm"], cfg.norm_eps), cache, start)  # (n, dim)
+            x = x + ops.rms_norm(h, w["post_attn_norm"], cfg.norm_eps)
+            h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
+            h = ops.gelu_tanh(w["w_gate"](h)) * w["w_up"](h)  # (n, ffn_dim): GeGLU
+            x = x + ops.rms_norm(w["w_down"](h), w["post_ffn_norm"], cfg.norm_eps)  # (n, dim)
+        x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim)
+        return self.w["tok_embed"](x)[0]  # (vocab,): tied output
+
+    @classmethod
+    def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "Gemma3Model":
+        cfg = Config.from_gguf(f)
+        weights, layers = bind_weights(f, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
+        weights["output"] = None
+        return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)

@@ -1,0 +1,170 @@
+"""LLaMA-family decoders from GGUF files (SmolLM2, TinyLlama, Llama 2/3, Mistral: `general.architecture` "llama").
+
+Ported from, at pinned commits:
+- llama.cpp `src/models/llama.cpp` and `src/llama-model.cpp` (hparams, tensor names) @ 569a009: pre-norm
+  blocks of RMSNorm -> GQA attention with RoPE -> residual -> RMSNorm -> SwiGLU -> residual.
+- llama.cpp `convert_hf_to_gguf.py` (LlamaModel.permute): the converter reorders Q/K rows so ggml's "normal"
+  RoPE, which rotates adjacent pairs, reproduces Hugging Face's rotate_half. We therefore rotate adjacent pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from votive.errors import ModelConfigError
+from votive.models.generation import TextGenerator
+from votive.runtime.qlinear import make_linear
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class Config:
+    """Hyperparameters, read from GGUF metadata under the architecture's prefix (`llama.*`)."""
+
+    n_layers: int  # {arch}.block_count
+    dim: int  # {arch}.embedding_length
+    ffn_dim: int  # {arch}.feed_forward_length
+    n_heads: int  # {arch}.attention.head_count
+    n_kv_heads: int  # {arch}.attention.head_count_kv (GQA: each KV head serves n_heads / n_kv_heads queries)
+    head_dim: int  # {arch}.attention.key_length, else dim / n_heads
+    rope_base: float  # {arch}.rope.freq_base
+    norm_eps: float  # {arch}.attention.layer_norm_rms_epsilon
+    train_ctx: int  # {arch}.context_length: the longest context the model was trained on
+    vocab_size: int  # rows of token_embd
+
+    @classmethod
+    def from_gguf(cls, f, arch: str) -> "Config":
+        n_heads = f.require(f"{arch}.attention.head_count")
+        dim = f.require(f"{arch}.embedding_length")
+        return cls(
+            n_layers=f.require(f"{arch}.block_count"),
+            dim=dim,
+            ffn_dim=f.require(f"{arch}.feed_forward_length"),
+            n_heads=n_heads,
+            n_kv_heads=f.get(f"{arch}.attention.head_count_kv", n_heads),
+            head_dim=f.get(f"{arch}.attention.key_length", dim // n_heads),
+            rope_base=float(f.get(f"{arch}.rope.freq_base", 10000.0)),
+            norm_eps=float(f.require(f"{arch}.attention.layer_norm_rms_epsilon")),
+            train_ctx=f.require(f"{arch}.context_length"),
+            vocab_size=f.tensors["token_embd.weight"].shape[0],
+        )
+
+
+# -------------------------------------------------------------------------------------------- weight names
+# Our name -> GGUF tensor name. Matrices are (out, in) in numpy order; quantized ones stay GGML blocks.
+WEIGHTS = {
+    "tok_embed": "token_embd.weight",  # (vocab, dim)
+    "norm": "output_norm.weight",  # (dim,)
+    "output": "output.weight",  # (vocab, dim); absent when tied to tok_embed
+}
+LAYER_WEIGHTS = {
+    "attn_norm": "blk.{i}.attn_norm.weight",  # (dim,)
+    "wq": "blk.{i}.attn_q.weight",  # (n_heads * head_dim, dim), rows permuted for adjacent-pair RoPE
+    "wk": "blk.{i}.attn_k.weight",  # (n_kv_heads * head_dim, dim), likewise
+    "wv": "blk.{i}.attn_v.weight",  # (n_kv_heads * head_dim, dim)
+    "wo": "blk.{i}.attn_output.weight",  # (dim, n_heads * head_dim)
+    "ffn_norm": "blk.{i}.ffn_norm.weight",  # (dim,)
+    "w_gate": "blk.{i}.ffn_gate.weight",  # (ffn_dim, dim)
+    "w_up": "blk.{i}.ffn_up.weight",  # (ffn_dim, dim)
+    "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
+}
+
+
+def bind_weights(f, table: dict, n_layers: int, layer_table: dict, optional=()):
+    """Look every name of `table` / `layer_table` up in GGUF file `f`: 1-D tensors (norm weights) as float32
+    arrays, matrices as linears. A name the file lacks fails loudly, naming it; so does a tensor no table claims."""
+    used = set()
+
+    def one(ours, theirs):
+        if theirs not in f.tensors:
+            if ours in optional:
+                return None
+            raise ModelConfigError(f"{f.path}: missing tensor {theirs!r}")
+        used.add(theirs)
+        if len(f.tensors[theirs].shape) == 1:
+            return np.asarray(f[theirs], np.float32)
+        return make_linear(f, theirs)
+
+    top = {ours: one(ours, theirs) for ours, theirs in table.items()}
+    layers = [{ours: one(ours, t.format(i=i)) for ours, t in layer_table.items()} for i in range(n_layers)]
+    unknown = sorted(set(f.tensors) - used - {"rope_freqs.weight"})
+    if unknown:
+        raise ModelConfigError(f"{f.path}: {len(unknown)} tensors this architecture does not use, e.g. {unknown[0]!r}")
+    return top, layers
+
+
+# ------------------------------------------------------------------------------------------------- KV cache
+class KVCache:
+    """Keys and values of every layer for one sequence, preallocated for n_ctx positions.
+
+    np.empty reserves address space only: pages are touched as positions fill, so a short chat costs little."""
+
+    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
+        self.k = np.empty((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, Hkv, ctx, Dh)
+        self.v = np.empty((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, Hkv, ctx, Dh)
+
+    def store(self, layer: int, start: int, k, v):
+        """k, v: (n, Hkv, Dh) for positions start..start+n-1 -> views (Hkv, start+n, Dh) of everything so far."""
+        end = start + k.shape[0]
+        self.k[layer, :, start:end] = k.transpose(1, 0, 2)
+        self.v[layer, :, start:end] = v.transpose(1, 0, 2)
+        return self.k[layer, :, :end], self.v[layer, :, :end]
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class LlamaModel(TextGenerator):
+    """A LLaMA decoder over memory-mapped GGUF weights."""
+
+    rope_neox = False  # ggml's "normal" RoPE (adjacent pairs), see the module docstring
+
+    def __init__(self, ops, cfg: Config, weights: dict, layers: list[dict], tokenizer, n_ctx: int, model_id: str):
+        self.ops, self.cfg = ops, cfg
+        self.w = weights  # WEIGHTS names -> arrays / linears
+        self.layers = layers  # per layer: LAYER_WEIGHTS names -> arrays / linears
+        self.output = weights["output"] or weights["tok_embed"]  # tied embeddings when output.weight is absent
+        self.tokenizer = tokenizer
+        self.n_ctx = n_ctx  # positions the KV cache holds (<= cfg.train_ctx)
+        self.model_id = model_id
+        self.eos_ids = tokenizer.eos_ids
+        self.backend = ops.name
+        self.scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
+
+    def attention(self, i: int, x, cache: KVCache, start: int):
+        """x: (n, dim) normed -> (n, dim) attention output, filling layer i of the cache."""
+        ops, cfg, w = self.ops, self.cfg, self.layers[i]
+        n = x.shape[0]
+        positions = np.arange(start, start + n)
+        q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
+        k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        q = ops.rope(q, positions, cfg.rope_base, self.rope_neox)
+        q *= self.scale
+        k = ops.rope(k, positions, cfg.rope_base, self.rope_neox)
+        keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh) each
+        out = ops.causal_attention(q, keys, values, start)  # (n, H, Dh)
+        return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
+
+    def forward(self, ids, cache: KVCache, start: int):
+        """Run tokens `ids` at positions start.. through the model; returns logits (vocab,) of the last one."""
+        ops, cfg = self.ops, self.cfg
+        x = self.w["tok_embed"].rows(ids)  # (n, dim)
+        for i, w in enumerate(self.layers):
+            h = ops.rms_norm(x, w["attn_norm"], cfg.norm_eps)  # (n, dim)
+            x = x + self.attention(i, h, cache, start)
+            h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
+            h = ops.silu(w["w_gate"](h)) * w["w_up"](h)  # (n, ffn_dim): SwiGLU
+            x = x + w["w_down"](h)  # (n, dim)
+        x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim): only the last position is sampled
+        return self.output(x)[0]  # (vocab,)
+
+    @classmethod
+    def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "LlamaModel":
+        cfg = Config.from_gguf(f, "llama")
+        weights, layers = bind_weights(f, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
+        return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)

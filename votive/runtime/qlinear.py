@@ -1,0 +1,86 @@
+"""Linear layers over GGUF weights, quantized or not: the drop-in `linear` a decoder is built with.
+
+`QuantLinear` keeps the weight as the file stores it (GGML blocks, memory-mapped) and multiplies through the C
+kernels, which read the blocks directly. Where the compiled library is missing, or lacks a format, the numpy
+path dequantizes a band of rows at a time into a scratch buffer, so the weight is never expanded whole.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger("votive")
+
+# Rows dequantized per step on the numpy path: bounds the scratch buffer (rows x cols float32).
+_BAND_ROWS = 1024
+
+
+class DenseLinear:
+    """y = x @ W.T for a float weight (F32 view, or F16/BF16 widened once)."""
+
+    def __init__(self, weight: np.ndarray, name: str = ""):
+        self.weight = weight  # (out, in) float32
+        self.name = name
+        self.out_features, self.in_features = weight.shape
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight.T  # (n, out)
+
+    def rows(self, ids) -> np.ndarray:
+        """Embedding lookup: rows `ids` of the weight as float32 (n, in)."""
+        return np.array(self.weight[ids], dtype=np.float32)
+
+
+class QuantLinear:
+    """y = x @ W.T for W held as GGML blocks (uint8 (out, bytes_per_row), zero-copy over the file)."""
+
+    def __init__(self, blocks: np.ndarray, ggml_type: int, shape: tuple[int, int], name: str = ""):
+        from votive.runtime import kernels
+
+        self.blocks = blocks
+        self.ggml_type = ggml_type
+        self.out_features, self.in_features = shape
+        self.name = name
+        self._fast = kernels.supports(ggml_type)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)  # (n, in)
+        if self._fast:
+            from votive.runtime import kernels
+
+            return kernels.qmatmul(self.blocks, self.ggml_type, x, self.out_features, self.in_features)
+        out = np.empty((x.shape[0], self.out_features), np.float32)  # (n, out)
+        for start in range(0, self.out_features, _BAND_ROWS):
+            band = self._dequantize(slice(start, start + _BAND_ROWS))  # (band, in)
+            np.matmul(x, band.T, out=out[:, start : start + band.shape[0]])
+        return out
+
+    def rows(self, ids) -> np.ndarray:
+        """Embedding lookup: dequantize only rows `ids` -> float32 (n, in)."""
+        ids = np.asarray(ids, np.int64)
+        if self._fast:
+            from votive.runtime import kernels
+
+            return kernels.get_rows(self.blocks, self.ggml_type, ids, self.in_features)
+        return self._dequantize(ids)
+
+    def _dequantize(self, rows) -> np.ndarray:
+        from votive.runtime.quants import dequantize
+
+        return dequantize(self.blocks[rows], self.ggml_type).reshape(-1, self.in_features)
+
+
+def make_linear(gguf, name: str):
+    """The right linear for tensor `name` of an open GGUF file: dense for float types, quantized otherwise."""
+    from votive.runtime.gguf import GGMLType
+
+    info = gguf.tensors[name]
+    if info.ggml_type == GGMLType.F32:
+        return DenseLinear(gguf[name], name)
+    if info.ggml_type in (GGMLType.F16, GGMLType.BF16):
+        from votive.runtime.quants import dequantize
+
+        return DenseLinear(dequantize(gguf[name], info.ggml_type).reshape(info.shape), name)
+    return QuantLinear(gguf[name], info.ggml_type, info.shape, name)
