@@ -416,17 +416,23 @@ def test_fifty_concurrent_clients_get_their_own_answers(serve, environments):
 
 
 def test_no_free_environment_within_the_queue_timeout_is_429(serve):
-    server = serve(fake_handlers.slow, environments=1, queue_timeout_s=0.1)
-    answers = []
-    threads = [threading.Thread(target=lambda: answers.append(_call(server.url, "/?s=0.5"))) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    statuses = sorted(status for status, _, _ in answers)
-    assert statuses == [200, 429]
-    throttled = next(body for status, _, body in answers if status == 429)
-    assert json.loads(throttled) == {"Message": "Rate Exceeded."}
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(event, context):
+        entered.set()
+        release.wait(10)
+        return {"ok": True}
+
+    server = serve(blocking, environments=1, queue_timeout_s=0.1)
+    first = []
+    thread = threading.Thread(target=lambda: first.append(_call(server.url, "/first")))
+    thread.start()
+    assert entered.wait(10)  # the only environment is busy from here on
+    status, _, body = _call(server.url, "/second")
+    release.set()
+    thread.join(timeout=10)
+    assert (status, json.loads(body)) == (429, {"Message": "Rate Exceeded."})
+    assert first[0][0] == 200
 
 
 def test_handler_past_the_function_timeout_fails_with_sandbox_timedout():

@@ -155,6 +155,24 @@ def test_runtime_exit_mid_invocation_fails_it_and_a_fresh_runtime_serves_the_nex
     assert json.loads(after.payload)["pid"] != first_pid
 
 
+def test_runtime_that_restarts_into_a_failing_init_answers_every_later_request_with_that_error(tmp_path):
+    marker = tmp_path / "break"
+    function = RuntimeApiEmulator(
+        "fake_handlers_flaky.handler", cwd=TASK_ROOT, env={"FAKE_BREAK_INIT": str(marker)}, init_timeout_s=20
+    )
+    function.start()
+    try:
+        assert function.invoke({}).ok
+        marker.touch()  # the next init of this function fails
+        assert function.invoke({"exit": 1}).error["errorType"] == "Runtime.ExitError"
+        later = function.invoke({})
+        assert later.error["errorType"] == "RuntimeError"
+        assert later.error["errorMessage"] == "init broke on restart"
+        assert function.init_error["errorType"] == "RuntimeError"
+    finally:
+        function.stop()
+
+
 def test_timeout_kills_the_runtime_and_the_next_request_is_served(emulator):
     function = emulator("slow", config=FunctionConfig(timeout_s=0.3))
     started = time.monotonic()
