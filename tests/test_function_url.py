@@ -332,7 +332,7 @@ def test_malformed_structured_response_is_502(serve):
     assert status == 502 and json.loads(body) == {"Message": "Internal Server Error"}
 
 
-def test_unserializable_result_fails_like_lambda_marshalling(serve):
+def test_unserializable_result_fails_like_lambda_marshalling():
     function = InProcessFunction(lambda event, context: {"vector": {1, 2}})
     function.start()
     try:
