@@ -144,11 +144,64 @@ def _run_invoke(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+# --- demo --------------------------------------------------------------------------------------------------
+
+DEMO_INPUT = ["How do I reset my password?", "I forgot my password and need to change it."]
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default="minilm", help="embedding model to serve (default: minilm)")
+    parser.add_argument("--port", type=_port, default=9000, help="port to listen on (default 9000; 0 picks one)")
+    parser.add_argument("--exit", action="store_true", help="stop after answering the demo request")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Serve MODEL on a local function URL, send it one real OpenAI-style request over HTTP, print the answer."""
+    import json
+    import os
+    import time
+
+    from votive.infra.function_url import FunctionUrlServer
+    from votive.infra.in_process import InProcessFunction
+    from votive.infra.invoke import invoke_url
+
+    os.environ["VOTIVE_MODEL"] = args.model
+    started = time.perf_counter()
+    server = FunctionUrlServer(InProcessFunction(DEFAULT_HANDLER), port=args.port)
+    server.start()
+    try:
+        print(f"votive: {args.model} is served at {server.url} (function init {time.perf_counter() - started:.2f} s)")
+        body = {"model": args.model, "input": DEMO_INPUT}
+        print(f"POST {server.url}/v1/embeddings {json.dumps(body)}")
+        result = invoke_url(server.url, path="/v1/embeddings", data=json.dumps(body).encode())
+        answer = json.loads(result.body)
+        if not result.ok:
+            print(f"HTTP {result.status}: {json.dumps(answer)}", file=sys.stderr)
+            return 1
+        vectors = [item["embedding"] for item in answer["data"]]
+        cosine = sum(a * b for a, b in zip(*vectors))  # the served vectors are L2-normalised
+        print(
+            f"HTTP {result.status}: {len(vectors)} embeddings of {len(vectors[0])} floats from {answer['model']}, "
+            f"{answer['usage']['prompt_tokens']} tokens; first values {[round(v, 4) for v in vectors[0][:4]]}; "
+            f"cosine between the two sentences {cosine:.4f}"
+        )
+        if args.exit:
+            return 0
+        print(f"Still serving; try: votive invoke {server.url} --path /v1/embeddings --data "
+              "'{\"input\": \"hello\"}'   (Ctrl-C stops)", flush=True)
+        server.wait()
+    finally:
+        server.stop()
+    return 0
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 SUBCOMMANDS = (
     ("serve", "serve a model behind a local Lambda function URL", _add_serve),
     ("invoke", "send a request to a function URL and print the answer", _add_invoke),
+    ("demo", "serve an embedding model locally and answer one real request through its function URL", _add_demo),
 )
 
 

@@ -36,6 +36,10 @@ class InputError(VotiveError):
     """Input given to a model is unusable (empty list, non-string text, too many items)."""
 
 
+class KernelError(VotiveError):
+    """A compute kernel got arrays it cannot take (dtype, layout, shape), or its settings are invalid."""
+
+
 class EmulatorError(VotiveError):
     """A local Lambda emulator cannot start or keep running (port taken, runtime process died, init failed).
 

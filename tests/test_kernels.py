@@ -1,0 +1,410 @@
+"""The C kernels (libvotive) against their numpy twins and against math.erf, on every ISA this CPU runs.
+
+The library under test is compiled from the current sources into a temporary folder once per session (a
+second or two), so a stale in-tree build cannot hide a change; the module-level functions that pick C or
+numpy are tested on the installed build (or the fallback when there is none).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import platform
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+from votive.errors import KernelError
+from votive.runtime import kernel_build, kernels
+from votive.runtime.kernels import gelu_ref, layer_norm_ref, softmax_ref
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """libvotive.so and its C self-test, freshly compiled; skips when this machine has no C compiler."""
+    if not shutil.which(kernel_build.default_cc()[0]):
+        pytest.skip("no C compiler: the C kernels cannot be built here")
+    folder = tmp_path_factory.mktemp("kernels")
+    library = kernel_build.build_library(folder / kernel_build.LIBRARY_NAME)
+    return library, kernel_build.build_selftest(library)
+
+
+@pytest.fixture(scope="session")
+def lib(built):
+    loaded = kernels.load(built[0])
+    assert loaded is not None, f"{built[0]} was built but does not load"
+    return loaded
+
+
+# The kernel builds of this machine's architecture (kernel_build.ISA_FLAGS); the CPU may lack some.
+ARCH_ISAS = [name for name, _ in kernel_build.ISA_FLAGS.get(platform.machine(), kernel_build.GENERIC_ISA)]
+
+
+@pytest.fixture(params=ARCH_ISAS)
+def isa(request, lib):
+    """Each kernel build this CPU runs, made active for the test."""
+    if request.param not in lib.supported_isas():
+        pytest.skip(f"{request.param} kernels do not run here")
+    best = lib.isa
+    lib.set_isa(request.param)
+    yield request.param
+    lib.set_isa(best)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def gelu_exact(x: np.ndarray) -> np.ndarray:
+    """GELU in float64 from math.erf: the independent truth."""
+    return np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in np.asarray(x, np.float64).ravel()])
+
+
+# Shapes with tails of every kind: 1 row, 1 column, lengths not divisible by 4, 8 or 16, and 3-D.
+ODD_SHAPES = [(1, 1), (1, 7), (3, 17), (5, 33), (2, 3, 65), (7, 384), (1, 1000)]
+
+
+# ---------------------------------------------------------------------------------------------------- GELU
+
+
+def test_gelu_matches_erf_on_minus10_to_10(lib, isa):
+    x = np.linspace(-10, 10, 200_001, dtype=np.float32)
+    truth = gelu_exact(x)
+    assert np.abs(lib.gelu(x.copy()) - truth).max() <= 1e-6
+    assert np.abs(gelu_ref(x.copy()) - truth).max() <= 1e-6
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+def test_gelu_with_and_without_bias_matches_reference(lib, isa, rng, shape):
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    bias = rng.normal(0, 1, shape[-1]).astype(np.float32)
+    np.testing.assert_allclose(lib.gelu(x.copy()), gelu_ref(x.copy()), rtol=0, atol=1e-6)
+    fused = lib.gelu(x.copy(), bias)
+    np.testing.assert_allclose(fused, gelu_ref(x.copy(), bias), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fused, gelu_exact(x + bias).reshape(shape), rtol=0, atol=1e-6)
+
+
+def test_gelu_extremes_stay_finite_and_nan_propagates(lib, isa):
+    x = np.array([FLT_MAX, -FLT_MAX, 1e30, -1e30, 1e-40, -1e-40, 0.0, -0.0, 40, -40, np.inf, -np.inf, np.nan],
+                 dtype=np.float32)
+    want = np.array([FLT_MAX, 0, 1e30, 0, 0.5e-40, -0.5e-40, 0, 0, 40, 0, np.inf, np.nan, np.nan], dtype=np.float32)
+    for got in (lib.gelu(x.copy()), gelu_ref(x.copy())):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44)  # NaN where want is NaN, nowhere else
+
+
+def test_gelu_leaves_nothing_outside_the_array(lib):
+    buf = np.full(64, 7.0, dtype=np.float32)
+    lib.gelu(buf[8:21])  # 13 floats: a tail on every ISA, inside a larger buffer
+    assert (buf[:8] == 7.0).all() and (buf[21:] == 7.0).all()
+
+
+# ----------------------------------------------------------------------------------------------- LayerNorm
+
+
+def layer_norm_exact(x, weight, bias, eps, residual=None):
+    h = x.astype(np.float64) + (0 if residual is None else residual)
+    y = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + eps)
+    return y * (1 if weight is None else weight) + (0 if bias is None else bias)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_layer_norm_matches_reference(lib, isa, rng, shape, with_residual):
+    x = rng.normal(2, 3, shape).astype(np.float32)
+    residual = rng.normal(0, 1, shape).astype(np.float32) if with_residual else None
+    weight = rng.normal(1, 0.2, shape[-1]).astype(np.float32)
+    bias = rng.normal(0, 0.5, shape[-1]).astype(np.float32)
+    got = lib.layer_norm(x, weight, bias, 1e-5, residual)
+    np.testing.assert_allclose(got, layer_norm_ref(x, weight, bias, 1e-5, residual), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(got, layer_norm_exact(x, weight, bias, 1e-5, residual), rtol=0, atol=2e-5)
+    assert got is not x and got.shape == x.shape
+
+
+def test_layer_norm_in_place_and_without_affine(lib, rng):
+    x = rng.normal(0, 1, (9, 50)).astype(np.float32)
+    residual = rng.normal(0, 1, (9, 50)).astype(np.float32)
+    want = layer_norm_exact(x, None, None, 1e-12, residual)
+    for out_name in ("x", "residual"):
+        xs, rs = x.copy(), residual.copy()
+        out = xs if out_name == "x" else rs
+        assert lib.layer_norm(xs, None, None, 1e-12, rs, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=0, atol=2e-5)
+
+
+def test_layer_norm_large_offset_does_not_cancel(lib):
+    # mean 1e4, spread 1e-1: E[x^2] - mean^2 would lose every digit; the two-pass variance does not
+    x = (1e4 + np.linspace(-0.1, 0.1, 384)).astype(np.float32)[None, :]
+    np.testing.assert_allclose(lib.layer_norm(x, None, None, 0.0), layer_norm_exact(x, None, None, 0.0),
+                               rtol=0, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------- softmax
+
+
+def softmax_exact(x, mask, scale):
+    # x * scale + mask is rounded to float32 as the kernels store it (a -1e4 mask leaves ~1e-3 of resolution)
+    h = (x * np.float32(scale) + (0 if mask is None else mask)).astype(np.float64)
+    e = np.exp(h - h.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+MASK_SHAPES = [None, (3, 1, 1, 21), (1, 1, 5, 21), (3, 1, 5, 21), (21,), (3, 4, 5, 1), (1, 4, 1, 21), ()]
+
+
+@pytest.mark.parametrize("mask_shape", MASK_SHAPES)
+def test_softmax_with_broadcast_masks_matches_reference(lib, isa, rng, mask_shape):
+    x = rng.normal(0, 4, (3, 4, 5, 21)).astype(np.float32)  # (batch, heads, queries, keys)
+    mask = None
+    if mask_shape is not None:
+        mask = np.where(rng.random(mask_shape) < 0.3, -10000.0, 0.0).astype(np.float32)
+    got = lib.softmax(x.copy(), mask, scale=0.125)
+    np.testing.assert_allclose(got, softmax_ref(x.copy(), mask, 0.125), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, softmax_exact(x, mask, 0.125), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES + [(2, 300), (2, 4099)])
+def test_softmax_rows_sum_to_one(lib, isa, rng, shape):
+    x = rng.normal(0, 10, shape).astype(np.float32)
+    got = lib.softmax(x.copy())
+    np.testing.assert_allclose(got, softmax_exact(x, None, 1.0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=0, atol=1e-5)
+
+
+def test_softmax_extremes(lib):
+    x = np.array([[1e30, 1e30, -1e30, 88.0], [-np.inf, -np.inf, -np.inf, -np.inf], [0, np.nan, 0, 0]],
+                 dtype=np.float32)
+    got = lib.softmax(x.copy())
+    np.testing.assert_array_equal(got[0], [0.5, 0.5, 0, 0])
+    assert np.isnan(got[1]).all() and np.isnan(got[2]).all()  # as numpy and PyTorch give
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(np.isnan(softmax_ref(x.copy())), np.isnan(got))
+
+
+@pytest.mark.parametrize(
+    "mask_shape, want",
+    [
+        ((3, 1, 1, 21), (3, 20, 3)),  # one mask row per batch, 4 heads x 5 queries each
+        ((1, 1, 5, 21), (5, 1, 5)),  # one per query, cycling over batch and heads
+        ((1, 4, 5, 21), (20, 1, 20)),
+        ((21,), (1, 1, 1)),
+        ((3, 1, 5, 21), (60, 1, 60)),  # batch and query vary, heads do not: expanded to x's shape
+        ((3, 4, 5, 1), (60, 1, 60)),  # one value per row: expanded
+    ],
+)
+def test_mask_layout(mask_shape, want):
+    rows, div, mod = kernels._mask_layout(np.zeros(mask_shape, np.float32), (3, 4, 5, 21))
+    assert (rows.shape[0], div, mod) == want and rows.shape[1] == 21 and rows.flags.c_contiguous
+
+
+def test_mask_layout_skips_axes_of_size_one(lib, rng):
+    # one head: (batch, 1, queries, keys) masks vary over consecutive axes once the size-1 axis is ignored
+    rows, div, mod = kernels._mask_layout(np.zeros((3, 1, 5, 21), np.float32), (3, 1, 5, 21))
+    assert (rows.shape[0], div, mod) == (15, 1, 15)
+    x = rng.normal(0, 2, (3, 1, 5, 21)).astype(np.float32)
+    mask = rng.normal(0, 2, (3, 1, 5, 21)).astype(np.float32)
+    np.testing.assert_allclose(lib.softmax(x.copy(), mask), softmax_exact(x, mask, 1.0), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------- threads
+
+
+def test_one_and_two_threads_give_identical_bits(lib, isa, rng):
+    x = rng.normal(0, 3, (640, 1536)).astype(np.float32)  # large enough to be split over threads
+    bias = rng.normal(0, 1, 1536).astype(np.float32)
+    scores = rng.normal(0, 3, (64, 12, 20, 20)).astype(np.float32)
+    mask = np.where(rng.random((64, 1, 1, 20)) < 0.2, -1e4, 0).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            assert lib.num_threads == threads
+            results.append((lib.gelu(x.copy()), lib.gelu(x.copy(), bias), lib.layer_norm(x, bias, bias, 1e-6, x),
+                            lib.softmax(scores.copy(), mask, 0.2)))
+    finally:
+        lib.set_num_threads(None)
+    for one, two in zip(*results):
+        assert np.array_equal(one, two, equal_nan=True)
+
+
+def test_concurrent_python_threads(lib, rng):
+    # ctypes drops the GIL: two callers at once, one gets the pool and the other runs alone, both right
+    inputs = [rng.normal(0, 3, (256, 1024)).astype(np.float32) for _ in range(4)]
+    want = [gelu_ref(a.copy()) for a in inputs]
+    got = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(5):
+            got[i] = lib.gelu(inputs[i].copy())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
+
+
+def _gelu_in_child(path, queue):
+    child_lib = kernels.load(path)
+    x = np.linspace(-5, 5, 1 << 20, dtype=np.float32)
+    queue.put(float(np.abs(child_lib.gelu(x.copy()) - gelu_ref(x)).max()))
+
+
+def test_kernels_work_in_a_forked_child(lib, built):
+    lib.gelu(np.ones((1024, 1024), np.float32))  # the parent's pool exists before the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_gelu_in_child, args=(built[0], queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung running a kernel")
+    assert child.exitcode == 0 and queue.get(timeout=5) <= 1e-6
+
+
+def test_configured_threads_from_environment():
+    assert kernels.configured_threads({"VOTIVE_NUM_THREADS": "3"}) == 3
+    assert kernels.configured_threads({}) >= 1
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(KernelError, match=f"VOTIVE_NUM_THREADS must be an integer >= 1, found '{bad}'"):
+            kernels.configured_threads({"VOTIVE_NUM_THREADS": bad})
+
+
+# -------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda lib: lib.gelu(np.zeros(4)), "gelu: x must be a C-contiguous float32 array, found float64"),
+        (lambda lib: lib.gelu(np.zeros((4, 4), np.float32).T), "found float32 array of shape (4, 4), non-contiguous"),
+        (lambda lib: lib.gelu(np.zeros(4, np.float32), np.zeros(3, np.float32)),
+         "gelu: bias must be a float vector of shape (4,)"),
+        (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), np.zeros(4), None, 1e-5),
+         "layer_norm: weight must be a float vector of shape (3,)"),
+        (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), None, None, 1e-5, np.zeros((3, 2))),
+         "layer_norm: residual must be a float array of shape (2, 3)"),
+        (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), None, None, float("nan")),
+         "layer_norm: eps must be finite"),
+        (lambda lib: lib.layer_norm(np.zeros((2, 0), np.float32), None, None, 1e-5), "non-empty last axis"),
+        (lambda lib: lib.softmax(np.zeros((2, 3), np.float32), np.zeros((2, 3), bool)),
+         "softmax: mask must be additive floats"),
+        (lambda lib: lib.softmax(np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)),
+         "softmax: mask of shape (3, 3) does not broadcast against x of shape (2, 3)"),
+        (lambda lib: lib.set_num_threads(0), "set_num_threads: expected an integer >= 1, found 0"),
+        (lambda lib: lib.set_isa("sve9"), "set_isa: 'sve9' is not available here"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(lib, call, message):
+    with pytest.raises(KernelError) as err:
+        call(lib)
+    assert message in str(err.value)
+
+
+def test_read_only_and_overlapping_outputs_are_refused(lib):
+    frozen = np.zeros((2, 8), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(KernelError, match="gelu: x is read-only"):
+        lib.gelu(frozen)
+    with pytest.raises(KernelError, match="gelu: x is read-only"):
+        kernels.gelu(frozen)  # the numpy path checks the same
+    buf = np.zeros(20, np.float32)
+    with pytest.raises(KernelError, match="layer_norm: out overlaps x without being the same array"):
+        lib.layer_norm(buf[:16].reshape(2, 8), None, None, 1e-5, out=buf[4:20].reshape(2, 8))
+
+
+# ------------------------------------------------------------------------------- loading and the fallback
+
+
+def test_missing_library_returns_none_and_warns_once(tmp_path, caplog):
+    missing = tmp_path / "libvotive.so"
+    with caplog.at_level(logging.WARNING, logger="votive.runtime.kernels"):
+        assert kernels.load(missing) is None
+        assert kernels.load(missing) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(missing) in warnings[0].getMessage() and "numpy path" in warnings[0].getMessage()
+
+
+def test_file_that_is_not_the_library_is_refused(tmp_path, caplog):
+    junk = tmp_path / "libvotive.so"
+    junk.write_bytes(b"not an ELF file")
+    with caplog.at_level(logging.WARNING, logger="votive.runtime.kernels"):
+        assert kernels.load(junk) is None
+    assert f"votive C kernels unavailable ({junk}: " in caplog.text
+
+
+def test_module_functions_fall_back_to_numpy_without_library(monkeypatch, rng):
+    monkeypatch.setattr(kernels, "_default", [None])  # as after get() found no library
+    assert not kernels.available() and kernels.num_threads() == 1
+    x = rng.normal(0, 2, (4, 33)).astype(np.float32)
+    np.testing.assert_allclose(kernels.gelu(x.copy()), gelu_exact(x).reshape(x.shape), rtol=0, atol=1e-6)
+    w = np.ones(33, np.float32)
+    np.testing.assert_allclose(kernels.layer_norm(x, w, w, 1e-5), layer_norm_exact(x, w, w, 1e-5), atol=2e-5)
+    np.testing.assert_allclose(kernels.softmax(x.copy(), scale=0.5), softmax_exact(x, None, 0.5), atol=1e-6)
+    with pytest.raises(KernelError, match="gelu: bias must be a float vector of shape"):
+        kernels.gelu(x, np.zeros(5, np.float32))
+
+
+def test_module_functions_take_any_layout(rng):
+    # C when the library is there and x is float32 C-contiguous, numpy otherwise: same numbers either way
+    x = rng.normal(0, 2, (33, 4)).astype(np.float32)
+    np.testing.assert_allclose(kernels.gelu(x.T.copy()), kernels.gelu(np.array(x.T, order="F")), atol=1e-6)
+    w = np.ones(4, np.float64)
+    np.testing.assert_allclose(kernels.layer_norm(x, w, w, 1e-5), layer_norm_exact(x, w, w, 1e-5), atol=2e-5)
+
+
+def test_c_selftest_program_passes(built):
+    done = subprocess.run([str(built[1])], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("all passed")
+
+
+# ---------------------------------------------------------------------------------------------- the build
+
+
+class RecordingRun:
+    """Stands in for subprocess.run: records each command and writes the -o file a compiler would."""
+
+    def __init__(self, machine="x86_64-linux-gnu", fail_on=None):
+        self.machine, self.fail_on, self.calls = machine, fail_on, []
+
+    def __call__(self, args, **kwargs):
+        self.calls.append(args)
+        if "-dumpmachine" in args:
+            return subprocess.CompletedProcess(args, 0, self.machine + "\n", "")
+        if self.fail_on and any(self.fail_on in a for a in args):
+            return subprocess.CompletedProcess(args, 1, "", "error: bad things")
+        with open(args[args.index("-o") + 1], "wb") as fh:
+            fh.write(b"\x7fELF")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+def test_build_compiles_one_kernel_object_per_isa_of_the_target(tmp_path):
+    for machine, isas in (("x86_64-linux-gnu", ["sse2", "avx2", "avx512"]), ("aarch64-linux-gnu", ["neon"]),
+                          ("riscv64-linux-gnu", ["generic"])):
+        run = RecordingRun(machine)
+        out = kernel_build.build_library(tmp_path / machine / "libvotive.so", cc=["fakecc"], run=run)
+        assert out.read_bytes() == b"\x7fELF"
+        objects = [a[a.index("-o") + 1] for a in run.calls if "-c" in a and "nn_kernels.c" in a[a.index("-c") + 1]]
+        assert [o.rsplit("_", 1)[-1][:-2] for o in objects] == isas
+        assert any("-mavx2" in a for a in run.calls) == (machine.startswith("x86_64"))
+        assert run.calls[-1][1] == "-shared" and "-lm" in run.calls[-1]
+        assert not list((tmp_path / machine).glob(".*tmp"))  # no partial file left
+
+
+def test_build_errors_name_the_step(tmp_path):
+    with pytest.raises(kernel_build.KernelBuildError, match="(?s)cannot compile nn_kernels.c for avx2: .*bad things"):
+        kernel_build.build_library(tmp_path / "libvotive.so", cc=["fakecc"], run=RecordingRun(fail_on="-mavx2"))
+    with pytest.raises(kernel_build.KernelBuildError, match="C compiler 'no-such-cc-here' not found"):
+        kernel_build.build_library(tmp_path / "libvotive.so", cc=["no-such-cc-here"])
+    assert not (tmp_path / "libvotive.so").exists()
