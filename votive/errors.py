@@ -56,6 +56,15 @@ class EndpointError(VotiveError):
     """An HTTP endpoint (a function URL, local or deployed) cannot be reached or answers unusably."""
 
 
+class ChatTemplateError(InputError):
+    """A model's chat template cannot render these messages: it refused them (its `raise_exception`, e.g. roles
+    that do not alternate) or failed on them. `template_message` is the template's own words."""
+
+    def __init__(self, message: str, template_message: str = ""):
+        self.template_message = template_message or message
+        super().__init__(message)
+
+
 class VotiveFault(VotiveError):
     """A Lambda handler cannot serve, with a stable `code` callers can match on (like Lambda's Runtime.* codes).
 
