@@ -173,6 +173,7 @@ def test_end_of_generation_ids(smollm, gemma):
     assert smollm.eog_ids == {0, 2, 4} and smollm.eos_id == 2
     assert gemma.eog_ids == {1, 106, 212} and gemma.eot_id == 106  # <eos>, <end_of_turn>, </s>
     assert gemma.is_eog(106) and not gemma.is_eog(105)
+    assert gemma.eos_ids == gemma.eog_ids
 
 
 def test_stream_decoder_holds_back_unfinished_characters(smollm, gemma):

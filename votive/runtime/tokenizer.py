@@ -154,6 +154,7 @@ class GGUFTokenizer:
         bos_id, eos_id, eot_id, unk_id, pad_id (int | None): the file's special ids.
         add_bos, add_eos (bool): whether `encode(add_special=True)` adds them.
         eog_ids (frozenset[int]): ids that end a generation: EOS, end of turn and the END_OF_GENERATION_TEXTS.
+        eos_ids (frozenset[int]): the same set, under the name the decoders read.
         chat_template_source (str | None): the file's tokenizer.chat_template, else a built-in chosen by vocabulary.
     """
 
@@ -304,6 +305,10 @@ class GGUFTokenizer:
     def stream_decoder(self, special: bool = False) -> "StreamDecoder":
         """A decoder fed one id at a time that hands out only whole UTF-8 characters (for streaming)."""
         return StreamDecoder(lambda i: self.token_bytes(i, special))
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        return self.eog_ids
 
     def is_eog(self, token_id: int) -> bool:
         """Whether `token_id` ends a generation (EOS, end of turn, ...)."""
