@@ -452,3 +452,36 @@ def test_rendering_matches_transformers(name, tokenizers):
 
 def test_token_types_are_read(gemma):
     assert gemma.token_types[238] == TokenType.BYTE and gemma.token_types[107] == TokenType.USER_DEFINED
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "starcoder", "llama-bpe", "qwen2"])
+def test_other_pre_tokenizers_against_llama_cpp(pre, smollm, tmp_path):
+    """SmolLM2's vocabulary under other pre-tokenizer names, written to a tensorless GGUF llama.cpp can load."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    gguf = pytest.importorskip("gguf")
+    path = str(tmp_path / f"{pre}.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    for add, value in [("context_length", 64), ("embedding_length", 8), ("block_count", 1), ("head_count", 1),
+                       ("feed_forward_length", 8), ("head_count_kv", 1), ("rope_dimension_count", 8)]:  # fmt: skip
+        getattr(w, f"add_{add}")(value)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(smollm.tokens)
+    w.add_token_types([int(t) for t in smollm.spec.token_types])
+    w.add_token_merges(smollm.spec.merges)
+    w.add_bos_token_id(1)
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ref = llama_cpp.Llama(path, vocab_only=True, verbose=False)
+    ours = GGUFTokenizer.from_gguf(GGUFFile(path))
+    atoms = [" ", "  ", "   ", "\n", "\n\n", " \n", "\t", "\r\n", "the", " The", "'s", "'S", "'LL", "7", "42", "12345",
+             ",", "?!", "<", "é", "日本", "😀", "👍🏽", "\u00a0", "\u3000", "\u0301", "<|im_start|>"]  # fmt: skip
+    rng = random.Random(pre)
+    for _ in range(200):
+        n = rng.randrange(1, 20)
+        text = "".join(rng.choice(atoms) if rng.random() < 0.75 else chr(rng.randrange(0x20, 0x3000)) for _ in range(n))
+        assert ours.encode(text) == ref.tokenize(text.encode(), add_bos=True, special=True), text

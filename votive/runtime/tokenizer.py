@@ -618,8 +618,8 @@ _LLAMA3_REGEX = (
 )
 _QWEN2_REGEX = _LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 
-# tokenizer.ggml.pre -> PreTokenizer, for the names llama.cpp maps to these regexes. SmolLM's "smollm" is the
-# one checked against llama.cpp's ids in the tests; the rest share its machinery with other regexes.
+# tokenizer.ggml.pre -> PreTokenizer, for the names llama.cpp maps to these regexes. The tests check "smollm"
+# against llama.cpp's ids for the real SmolLM2 file, and one name per regex with SmolLM2's vocabulary.
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     **dict.fromkeys(("gpt-2", "phi-2", "mpt", "olmo"), PreTokenizer((_GPT2_REGEX,))),
     **dict.fromkeys(("smollm", "starcoder", "refact", "codeshell"), PreTokenizer((r"\p{N}", _GPT2_REGEX))),
