@@ -56,6 +56,13 @@ class EndpointError(VotiveError):
     """An HTTP endpoint (a function URL, local or deployed) cannot be reached or answers unusably."""
 
 
+class QuantError(VotiveError, ValueError):
+    """Data cannot be (de)quantized: unknown or unsupported GGML type, sizes that are not whole blocks, bad values.
+
+    Also a ValueError, so code that validates arguments generically catches it too.
+    """
+
+
 class ChatTemplateError(InputError):
     """A model's chat template cannot render these messages: it refused them (its `raise_exception`, e.g. roles
     that do not alternate) or failed on them. `template_message` is the template's own words."""
