@@ -14,17 +14,19 @@ configure_blas_threads()
 __version__ = "0.1.0"
 
 
-def load(source, *, backend: str | None = None):
+def load(source, *, backend: str | None = None, n_ctx: int | None = None):
     """Load a model for inference.
 
     Args:
         source: a model folder, a weight file, a Hugging Face Hub id (`hf:org/name`, `org/name`, `@revision`
             optional), or an installed model package (`pkg:NAME`, or an alias such as `minilm`).
         backend: "numpy" (CPU) or "cupy" (GPU); default $VOTIVE_BACKEND or numpy.
+        n_ctx: for decoders, the positions a generation's KV cache holds (default 4096, capped by the model's
+            training context).
 
     Returns:
         An encoder (`.embed(texts)`) or, for GGUF decoders, a generator (`.generate(prompt)`).
     """
     from votive.models import load_model
 
-    return load_model(source, backend=backend)
+    return load_model(source, backend=backend, n_ctx=n_ctx)

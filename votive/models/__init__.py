@@ -6,8 +6,14 @@ from pathlib import Path
 
 from votive.errors import ModelConfigError
 
+# GGUF `general.architecture` -> (module, class) of the decoder family that reads it.
+DECODERS = {
+    "llama": ("votive.models.llama", "LlamaModel"),
+    "gemma3": ("votive.models.gemma", "Gemma3Model"),
+}
 
-def load_model(source, *, backend: str | None = None):
+
+def load_model(source, *, backend: str | None = None, n_ctx: int | None = None):
     """Resolve `source` (see `votive.load`) and build the model its files describe."""
     from votive.backends import get_backend
     from votive.runtime.sources import resolve_source
@@ -15,8 +21,25 @@ def load_model(source, *, backend: str | None = None):
     resolved = resolve_source(source)
     ops = get_backend(backend)
     path = Path(resolved.path)
+    if path.suffix == ".gguf":
+        return load_gguf(path, ops, n_ctx=n_ctx, model_id=resolved.model_id)
     if path.is_dir() and (path / "config.json").is_file():
         from votive.models.bert import SentenceEncoder
 
         return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id)
-    raise ModelConfigError(f"{path}: not a model votive can serve (expected a BERT folder with config.json)")
+    raise ModelConfigError(f"{path}: not a model votive can serve (a BERT folder with config.json, or a .gguf)")
+
+
+def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
+    import importlib
+
+    from votive.runtime.gguf import GGUFFile
+    from votive.runtime.tokenizer import GGUFTokenizer
+
+    f = GGUFFile(path)
+    arch = f.architecture
+    if arch not in DECODERS:
+        raise ModelConfigError(f"{path}: architecture {arch!r} is not supported (supported: {', '.join(DECODERS)})")
+    module, name = DECODERS[arch]
+    cls = getattr(importlib.import_module(module), name)
+    return cls.from_gguf(f, ops, GGUFTokenizer.from_gguf(f), n_ctx=n_ctx, model_id=model_id or path.stem)

@@ -49,7 +49,7 @@ class Generation:
         cache = model.new_cache()
         logits = model.forward(self.prompt_ids, cache, 0)  # (vocab,): the whole prompt in one pass
         history = list(self.prompt_ids)
-        emitted = ""  # text already handed out
+        decoder = model.tokenizer.stream_decoder()  # yields text only once a UTF-8 character is complete
         pending = ""  # decoded text held back: it may be the start of a stop string
         for _ in range(self._max_tokens):
             token = self._sampler(logits, history)
@@ -59,26 +59,23 @@ class Generation:
             history.append(token)
             self.token_ids.append(token)
             self.completion_tokens += 1
-            text = model.tokenizer.decode(self.token_ids)
-            if not text.endswith("\ufffd"):  # a multi-byte character is complete only when no U+FFFD trails
-                pending += text[len(emitted) + len(pending) :]
-                cut = _find_stop(pending, self._stop)
-                if cut is not None:
-                    if pending[:cut]:
-                        yield pending[:cut]
-                    self.finish_reason = "stop"
-                    return
-                keep = _stop_prefix_len(pending, self._stop)
-                if len(pending) > keep:
-                    out = pending[: len(pending) - keep]
-                    emitted += out
-                    pending = pending[len(out) :]
-                    yield out
+            pending += decoder.push(token)
+            cut = _find_stop(pending, self._stop)
+            if cut is not None:
+                if cut:
+                    yield pending[:cut]
+                self.finish_reason = "stop"
+                return
+            ready = len(pending) - _stop_prefix_len(pending, self._stop)
+            if ready > 0:
+                yield pending[:ready]
+                pending = pending[ready:]
             if len(history) >= model.n_ctx:
                 break
             logits = model.forward([token], cache, len(history) - 1)
         if self.finish_reason is None:
             self.finish_reason = "length"
+        pending += decoder.flush()
         if pending:
             yield pending
 
