@@ -3,13 +3,16 @@
 Models call these functions (through `votive.backends.get_backend`) and never numpy itself for math, so
 `cupy_backend` can offer the same names on a GPU. Arrays are float32 throughout; functions that return a
 fresh array may reuse it in place to save the memory traffic of temporaries, which dominates at these sizes.
-Thread count: BLAS threads are set from the cores this process may use before numpy loads
-(`votive.runtime.cpus.configure_blas_threads`).
+The elementwise hot spots (GELU, LayerNorm, softmax) run in votive's C library (`votive.runtime.kernels`),
+which falls back to numpy twins when it is missing. Thread count: BLAS threads are set from the cores this
+process may use before numpy loads (`votive.runtime.cpus.configure_blas_threads`); the C pool follows the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from votive.runtime import kernels
 
 name = "numpy"
 float32 = np.float32
@@ -54,54 +57,23 @@ def embedding(table, ids):
     return table[ids]
 
 
-def layer_norm(x, weight, bias, eps: float):
-    """LayerNorm over the last axis (torch.nn.functional.layer_norm), in float32 like PyTorch's CPU kernel."""
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean  # (..., dim), a fresh array reused for the output
-    var = np.einsum("...i,...i->...", centered, centered)[..., None]
-    var /= x.shape[-1]
-    var += eps
-    np.sqrt(var, out=var)
-    centered /= var
-    centered *= weight
-    centered += bias
-    return centered
+def layer_norm(x, weight, bias, eps: float, residual=None):
+    """LayerNorm of x (+ residual) over the last axis (torch.nn.functional.layer_norm), written into x.
+
+    The C kernel does the add and both passes in one sweep; `kernels` falls back to its numpy twin."""
+    return kernels.layer_norm(x, weight, bias, eps, residual=residual, out=x)
 
 
-def softmax(x, axis: int = -1):
-    """Softmax along `axis`, computed in place on x (callers pass a temporary)."""
-    x -= x.max(axis=axis, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=axis, keepdims=True)
-    return x
+def softmax(x, axis: int = -1, mask=None):
+    """Softmax along the last axis of x + mask (an additive, broadcastable mask), in place on x."""
+    if axis not in (-1, x.ndim - 1):
+        raise ValueError(f"softmax runs over the last axis, got axis={axis}")
+    return kernels.softmax(x, mask)
 
 
-# Abramowitz & Stegun 7.1.26: erf(z) = 1 - (a1 t + ... + a5 t^5) exp(-z^2), t = 1 / (1 + p z), z >= 0,
-# absolute error <= 1.5e-7, below float32 resolution near 1. numpy has no erf and scipy is too heavy to ship.
-_ERF_P = np.float32(0.3275911)
-_ERF_A = [np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)]
-_INV_SQRT2 = np.float32(0.7071067811865476)
-
-
-def gelu(x):
-    """Exact (erf) GELU, torch.nn.functional.gelu(x) with approximate='none', as BERT uses. In place on x."""
-    z = np.abs(x)
-    z *= _INV_SQRT2  # z = |x| / sqrt(2)
-    t = z * _ERF_P
-    t += 1
-    np.reciprocal(t, out=t)  # t = 1 / (1 + p z)
-    y = t * _ERF_A[4]
-    for a in reversed(_ERF_A[:4]):  # Horner: y = t (a1 + t (a2 + ... ))
-        y += a
-        y *= t
-    np.square(z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    y *= z  # y = erfc(|x| / sqrt 2) = 2 * Phi(-|x|)
-    y *= 0.5  # Phi(-|x|)
-    np.subtract(1, y, out=y, where=x >= 0)  # Phi(x) = 1 - Phi(-x) for x >= 0
-    x *= y
-    return x
+def gelu(x, bias=None):
+    """Exact (erf) GELU of x + bias, torch.nn.functional.gelu(approximate='none') as BERT uses; in place on x."""
+    return kernels.gelu(x, bias)
 
 
 def l2_normalize(x, axis: int = -1, eps: float = 1e-12):

@@ -125,19 +125,15 @@ class EncoderLayer:
         q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         k = ops.linear(flat, w["wk"], w["bk"]).reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
         v = ops.linear(flat, w["wv"], w["bv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
-        scores = ops.matmul(q, k)  # (B, H, T, T)
-        scores += mask_bias
-        probs = ops.softmax(scores, axis=-1)  # (B, H, T, T)
+        probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
         attn = ops.linear(ctx, w["wo"], w["bo"])  # (B*T, D)
-        attn += flat
-        flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_eps)  # (B*T, D)
+        flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_eps, residual=flat)
 
         # feed-forward: GELU(x W_up^T + b) W_down^T + b
-        h = ops.gelu(ops.linear(flat, w["w_up"], w["b_up"]))  # (B*T, F)
+        h = ops.gelu(ops.linear(flat, w["w_up"]), bias=w["b_up"])  # (B*T, F)
         out = ops.linear(h, w["w_down"], w["b_down"])  # (B*T, D)
-        out += flat
-        out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps)  # (B*T, D)
+        out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps, residual=flat)
         return out.reshape(B, T, D)
 
 
