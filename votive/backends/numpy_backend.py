@@ -134,24 +134,26 @@ def gelu_tanh(x):
     return x
 
 
-def rope(x, positions, base: float, neox: bool):
-    """Rotary position embedding on x (n, heads, head_dim) at integer `positions` (n,), returning a new array.
+def rope_table(base: float, head_dim: int, n_positions: int):
+    """cos and sin (n_positions, head_dim/2) float32 of angle pos * base^(-2i/head_dim): computed once per model."""
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (d/2,)
+    angles = np.arange(n_positions, dtype=np.float64)[:, None] * inv_freq  # (n, d/2)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
-    Pairs are rotated by angle pos * base^(-2i/head_dim). ggml's two layouts: "normal" (LLaMA in GGUF, whose
-    converter permuted Q/K so adjacent elements pair up) rotates (x[2i], x[2i+1]); "neox" (Gemma) rotates
-    (x[i], x[i + head_dim/2]).
+
+def rope(x, cos, sin, neox: bool):
+    """Rotary position embedding of x (n, heads, head_dim), with cos/sin rows (n, head_dim/2) for its positions.
+
+    ggml's two layouts: "normal" (LLaMA in GGUF, whose converter permuted Q/K so adjacent elements pair up)
+    rotates (x[2i], x[2i+1]); "neox" (Gemma) rotates (x[i], x[i + head_dim/2]). Returns a new array.
     """
-    d = x.shape[-1]
-    inv_freq = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # (d/2,)
-    angles = np.asarray(positions, np.float64)[:, None] * inv_freq  # (n, d/2)
-    cos = np.cos(angles).astype(np.float32)[:, None, :]  # (n, 1, d/2)
-    sin = np.sin(angles).astype(np.float32)[:, None, :]
-    if neox:
-        x0, x1 = x[..., : d // 2], x[..., d // 2 :]
-    else:
-        x0, x1 = x[..., 0::2], x[..., 1::2]
+    half = x.shape[-1] // 2
+    cos, sin = cos[:, None, :], sin[:, None, :]  # (n, 1, d/2): broadcast over heads
     out = np.empty_like(x)
-    r0, r1 = (out[..., : d // 2], out[..., d // 2 :]) if neox else (out[..., 0::2], out[..., 1::2])
+    if neox:
+        (x0, x1), (r0, r1) = (x[..., :half], x[..., half:]), (out[..., :half], out[..., half:])
+    else:
+        (x0, x1), (r0, r1) = (x[..., 0::2], x[..., 1::2]), (out[..., 0::2], out[..., 1::2])
     np.subtract(x0 * cos, x1 * sin, out=r0)
     np.add(x0 * sin, x1 * cos, out=r1)
     return out
@@ -174,7 +176,7 @@ def causal_attention(q, k, v, q_start: int, k_start: int = 0, window: int | None
     masked = kpos[None, :] > qpos[:, None]  # (n, L): keys in the future
     if window is not None:
         masked |= kpos[None, :] <= qpos[:, None] - window  # keys that slid out of the window
-    if masked.any():
+    if n > 1 or masked.any():  # one query over exactly its visible keys (decoding) needs no mask
         scores = scores.reshape(Hkv, group, n, L)
         scores[:, :, masked] = -np.inf
         scores = scores.reshape(Hkv, group * n, L)

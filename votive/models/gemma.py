@@ -79,15 +79,14 @@ class Gemma3Model(LlamaModel):
         """x: (n, dim) normed -> (n, dim), local (sliding window) or global by layer index."""
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
-        positions = np.arange(start, start + n)
         is_global = cfg.is_global(i)
-        base = cfg.rope_base if is_global else cfg.rope_base_local
+        cos, sin = (t[start : start + n] for t in (self.rope if is_global else self.rope_local))  # (n, Dh/2)
         q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
         k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
         v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), positions, base, True)
+        q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), cos, sin, True)
         q *= cfg.attn_scale
-        k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), positions, base, True)
+        k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), cos, sin, True)
         keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh)
         window = None if is_global else cfg.sliding_window
         k_start = 0 if window is None else max(0, start - window + 1)  # older keys are invisible to every query
@@ -113,4 +112,6 @@ class Gemma3Model(LlamaModel):
         cfg = Config.from_gguf(f)
         weights, layers = bind_weights(f, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
         weights["output"] = None
-        return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+        model = cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+        model.rope_local = ops.rope_table(cfg.rope_base_local, cfg.head_dim, model.n_ctx)  # sliding-window layers
+        return model

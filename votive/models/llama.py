@@ -131,6 +131,7 @@ class LlamaModel(TextGenerator):
         self.eos_ids = tokenizer.eos_ids
         self.backend = ops.name
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.rope = ops.rope_table(cfg.rope_base, cfg.head_dim, n_ctx)  # (cos, sin), each (n_ctx, head_dim/2)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
@@ -139,13 +140,13 @@ class LlamaModel(TextGenerator):
         """x: (n, dim) normed -> (n, dim) attention output, filling layer i of the cache."""
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
-        positions = np.arange(start, start + n)
+        cos, sin = (t[start : start + n] for t in self.rope)  # (n, Dh/2) each
         q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
         k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
         v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        q = ops.rope(q, positions, cfg.rope_base, self.rope_neox)
+        q = ops.rope(q, cos, sin, self.rope_neox)
         q *= self.scale
-        k = ops.rope(k, positions, cfg.rope_base, self.rope_neox)
+        k = ops.rope(k, cos, sin, self.rope_neox)
         keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh) each
         out = ops.causal_attention(q, keys, values, start)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
