@@ -14,6 +14,7 @@ import sys
 from votive.errors import InputError, VotiveError
 
 DEFAULT_HANDLER = "votive.handlers.embeddings.handler"
+GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a GGUF model
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", metavar="MODEL", help="model folder or Hub id (sets VOTIVE_MODEL)")
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL", help="model folder, .gguf file, alias or Hub id (sets VOTIVE_MODEL)"
+    )
     parser.add_argument("--port", type=_port, default=9000, help="port to listen on (default 9000; 0 picks one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument(
@@ -55,7 +58,10 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="execution environments, each running one request at a time (default 1)",
     )
-    parser.add_argument("--handler", help=f"module.function to serve (default {DEFAULT_HANDLER})")
+    parser.add_argument(
+        "--handler",
+        help=f"module.function to serve (default {DEFAULT_HANDLER}, or {GENERATION_HANDLER} for a GGUF model)",
+    )
     parser.add_argument(
         "--timeout", type=_seconds, default=30.0, metavar="S", help="function timeout (default 30 s)"
     )
@@ -64,6 +70,13 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the handler under the real awslambdaric runtime client behind an emulated Runtime API, "
         "one process per environment, instead of in this process",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("awslambdaric", "votive"),
+        help="runtime client for --runtime-api: awslambdaric (answers whole, a BUFFERED function URL) or votive's "
+        "streaming runtime (a RESPONSE_STREAM function URL); default votive for the generation handler, "
+        "awslambdaric for any other",
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for --runtime-api (default: this one)")
     parser.set_defaults(run=_run_serve)
@@ -80,7 +93,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     if args.model is None and args.handler is None:
         raise InputError("serve needs a MODEL for the default handler, or --handler module.function")
-    handler = args.handler or DEFAULT_HANDLER
+    handler = args.handler or _default_handler(args.model)
     env = {}
     if args.model is not None:
         # A folder given relative to here must still resolve in a runtime started elsewhere.
@@ -88,9 +101,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     config = FunctionConfig(timeout_s=args.timeout)
+    runtime = args.runtime or ("votive" if handler == GENERATION_HANDLER else "awslambdaric")
     if args.runtime_api:
+        # votive's runtime speaks the Runtime API's streaming mode, which awslambdaric cannot
+        command = [args.python, "-m", "votive.handlers.stream_runtime", handler] if runtime == "votive" else None
         function = RuntimeApiEmulator(
-            handler, environments=args.environments, config=config, python=args.python, env=env
+            handler, environments=args.environments, config=config, python=args.python, env=env, command=command
         )
     else:
         os.environ.update(env)
@@ -98,7 +114,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     server = FunctionUrlServer(function, host=args.host, port=args.port)
     server.start()
     try:
-        mode = "awslambdaric runtime" if args.runtime_api else "in-process"
+        mode = f"{runtime} runtime" if args.runtime_api else "in-process"
         print(f"votive: serving {handler} at {server.url} ({args.environments} environment(s), {mode})", flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"votive: warning: listening on {args.host} without any authentication", file=sys.stderr)
@@ -106,6 +122,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _default_handler(model: str) -> str:
+    """The generation handler for a GGUF model, the embedding handler for anything else."""
+    from votive.runtime.sources import resolve_source
+
+    return GENERATION_HANDLER if resolve_source(model).format == "gguf" else DEFAULT_HANDLER
 
 
 # --- invoke ------------------------------------------------------------------------------------------------

@@ -6,6 +6,13 @@ what the function returns is written back as the function URL would: a structure
 other value as 200 JSON, a function error as 502. Requests over Lambda's 6 MB payload limit get 413 before the
 function runs.
 
+A function that streams its answer (a `votive.handlers.streaming.StreamingResponse` in process, or a runtime
+posting in streaming mode) is answered as a function URL in RESPONSE_STREAM mode answers: the status and
+headers come from the stream's prelude, and the body is sent chunked as it arrives, so the client reads the
+first piece while the function still works on the next. A client that hangs up cancels the stream, which stops
+the function's producer; a function that fails or times out mid-stream gets its connection cut without the
+last chunk, which is how the client learns the answer is incomplete.
+
 The function behind it is either a handler run in this process (`InProcessFunction`, built when you pass a
 handler) or the real awslambdaric runtime behind an emulated Runtime API (`RuntimeApiEmulator`).
 
@@ -26,6 +33,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import select
+import socket
 import threading
 import time
 import uuid
@@ -33,9 +42,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable, Protocol
 
 from votive.errors import EmulatorError
+from votive.handlers.streaming import INTEGRATION_CONTENT_TYPE, PRELUDE_DELIMITER
+from votive.infra.chunked import ChunkedError, ChunkReader, chunk, last_chunk
 from votive.infra.http_server import LocalHTTPServer
 from votive.infra.in_process import InProcessFunction
-from votive.infra.invocations import Outcome
+from votive.infra.invocations import Outcome, ResponseStream, StreamFailed
 from votive.infra.lambda_sandbox import PAYLOAD_LIMIT_BYTES, FunctionConfig, HandlerFunction
 from votive.infra.payload_v2 import (
     LOCAL_URL_ID,
@@ -45,6 +56,7 @@ from votive.infra.payload_v2 import (
     http_response,
     json_response,
     request_event,
+    stream_prelude,
 )
 
 log = logging.getLogger("votive.serve")
@@ -53,6 +65,10 @@ DIRECT_INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 # A client that announces a body over the limit is still read (and dropped) up to this size, so that it sees
 # the 413 instead of a reset connection; past it the connection is simply closed after the answer.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# A streamed answer's prelude must end (eight NUL bytes) within this many bytes (API Gateway documents 16 KB).
+PRELUDE_LIMIT_BYTES = 16 * 1024
+# While a stream is quiet, how often the front looks whether its client has hung up.
+DISCONNECT_POLL_S = 0.05
 
 
 class LocalFunction(Protocol):
@@ -173,6 +189,8 @@ class FunctionUrlServer:
             error = outcome.error
             log.error("function error %s: %s: %s", request_id, error.get("errorType"), error.get("errorMessage"))
             return json_response(502, {"Message": "Internal Server Error"}, [("x-amzn-requestid", request_id)])
+        if outcome.stream is not None:
+            return self._streamed(outcome.stream, request_id)
         assert outcome.payload is not None
         try:
             response = http_response(outcome.payload)
@@ -197,9 +215,52 @@ class FunctionUrlServer:
         outcome = self.function.invoke(request.body or b"{}", request_id=request_id, client_context=client_context)
         if outcome.throttled:
             return json_response(429, {"Type": "User", "message": "Rate Exceeded."}, headers)
-        if outcome.error is not None:
-            return json_response(200, outcome.error, [*headers, ("x-amz-function-error", "Unhandled")])
-        return HttpResponse(200, [("content-type", "application/json"), *headers], outcome.payload or b"")
+        error, payload = outcome.error, outcome.payload
+        if outcome.stream is not None:  # the Invoke API hands a streamed answer back whole
+            try:
+                payload = _read_all(outcome.stream)
+            except StreamFailed as exc:
+                error = exc.error
+        if error is not None:
+            return json_response(200, error, [*headers, ("x-amz-function-error", "Unhandled")])
+        return HttpResponse(200, [("content-type", "application/json"), *headers], payload or b"")
+
+    def _streamed(self, stream: ResponseStream, request_id: str) -> HttpResponse:
+        """The answer to a streamed response: status and headers from its prelude, the body still to come."""
+        media_type = stream.content_type.split(";", 1)[0].strip().lower()
+        if media_type != INTEGRATION_CONTENT_TYPE:  # a bare stream: a 200 of that content type
+            headers = [("content-type", stream.content_type or "application/octet-stream")]
+            return HttpResponse(200, [*headers, ("x-amzn-requestid", request_id)], stream=stream)
+        try:
+            prelude, rest = _read_prelude(stream)
+            response = stream_prelude(prelude)
+        except (StreamFailed, MalformedResponse) as exc:
+            stream.cancel()
+            log.error("function %s streamed no usable answer: %s", request_id, exc)
+            return json_response(502, {"Message": "Internal Server Error"}, [("x-amzn-requestid", request_id)])
+        response.headers.append(("x-amzn-requestid", request_id))
+        response.body, response.stream = rest, stream
+        return response
+
+
+def _read_prelude(stream: ResponseStream) -> tuple[bytes, bytes]:
+    """Read a streamed answer up to its prelude's delimiter -> (prelude JSON, the body bytes read past it)."""
+    data = b""
+    while (end := data.find(PRELUDE_DELIMITER)) < 0:
+        if len(data) > PRELUDE_LIMIT_BYTES:
+            raise MalformedResponse(f"no prelude delimiter (eight NUL bytes) in the first {PRELUDE_LIMIT_BYTES} bytes")
+        piece = stream.read()
+        if piece is None:
+            raise MalformedResponse("the stream ended before its prelude delimiter (eight NUL bytes)")
+        data += piece
+    return data[:end], data[end + len(PRELUDE_DELIMITER) :]
+
+
+def _read_all(stream: ResponseStream) -> bytes:
+    pieces = []
+    while (piece := stream.read()) is not None:
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _too_large(size: int) -> HttpResponse:
@@ -274,22 +335,16 @@ class _FrontHandler(BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes | None:
         parts, total = [], 0
-        while True:
-            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _BadRequest(f"bad chunk size {size_line[:20]!r}") from None
-            if size == 0:
-                while self.rfile.readline(1024).strip():  # trailers, up to the blank line
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > PAYLOAD_LIMIT_BYTES:
-                self.close_connection = True
-                return None
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(8)  # CRLF after each chunk
+        try:
+            for data in ChunkReader(self.rfile):
+                total += len(data)
+                if total > PAYLOAD_LIMIT_BYTES:
+                    self.close_connection = True
+                    return None
+                parts.append(data)
+        except ChunkedError as exc:
+            raise _BadRequest(str(exc)) from None
+        return b"".join(parts)
 
     def _drain(self, length: int) -> None:
         if length > DRAIN_LIMIT_BYTES:
@@ -303,6 +358,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
             left -= len(chunk)
 
     def _write(self, response: HttpResponse) -> None:
+        if response.stream is not None:
+            self._write_stream(response, response.stream)
+            return
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
@@ -312,6 +370,49 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
+
+    def _write_stream(self, response: HttpResponse, stream: ResponseStream) -> None:
+        """Send a streamed answer as it arrives: chunked over HTTP/1.1, until the connection closes over 1.0."""
+        chunked = self.request_version != "HTTP/1.0"
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        if chunked:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("connection", "close")
+        try:
+            self.end_headers()
+            if self.command == "HEAD":
+                stream.cancel()
+                return
+            piece = response.body
+            while piece is not None:
+                if self._client_gone():
+                    raise ConnectionResetError("the client closed the connection")
+                if piece:
+                    self.wfile.write(chunk(piece) if chunked else piece)
+                piece = stream.read(timeout=DISCONNECT_POLL_S)
+            if chunked:
+                self.wfile.write(last_chunk())
+        except StreamFailed as exc:
+            # Cut the connection before the last chunk: the client sees the answer broke off, as from Lambda.
+            self.close_connection = True
+            error = exc.error
+            log.error("function error mid-stream: %s: %s", error.get("errorType"), error.get("errorMessage"))
+        except OSError:
+            self.close_connection = True
+            stream.cancel()
+            log.info("client hung up mid-stream; the function's stream is cancelled")
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end (a readable socket with nothing to read), without blocking."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s - %s", self.address_string(), format % args)

@@ -12,6 +12,12 @@ process.
 The handler sees what it would on Lambda: the event after a JSON round trip, a `LambdaContext`, and its result
 serialized as awslambdaric would (so a numpy array returned by mistake fails here with Runtime.MarshalError,
 not only once deployed).
+
+A handler that returns a `votive.handlers.streaming.StreamingResponse` is run as votive's streaming runtime
+(`votive.handlers.stream_runtime`) runs it on Lambda: its bytes (`integration_stream`: prelude, eight NULs,
+body) go into the invocation's `ResponseStream` from the environment's thread, which stays busy until the body
+ends, the client hangs up, or the function timeout passes; each of the last two closes the body, so a
+generation stops computing.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import types
 from typing import Callable
 
 from votive.errors import EmulatorError
+from votive.handlers.streaming import INTEGRATION_CONTENT_TYPE, StreamingResponse, integration_stream
 from votive.infra.invocations import Invocation, QueuedFunction
 from votive.infra.lambda_sandbox import (
     EXIT_ERROR,
@@ -120,9 +127,32 @@ class _ThreadEnvironment:
         queue = self.function.queue
         while (invocation := queue.take(self)) is not None:
             payload, error = self._run(invocation)
-            queue.finish(invocation, payload=payload, error=error)
+            if isinstance(payload, StreamingResponse):
+                self._stream(invocation, payload)
+            else:
+                queue.finish(invocation, payload=payload, error=error)
 
-    def _run(self, invocation: Invocation) -> tuple[bytes | None, dict | None]:
+    def _stream(self, invocation: Invocation, response: StreamingResponse) -> None:
+        """Feed a streamed answer to the front until it ends, the client goes or the deadline passes."""
+        stream = invocation.response_stream(INTEGRATION_CONTENT_TYPE, clock=self.function.clock)
+        if not self.function.queue.finish(invocation, stream=stream):  # timed out before it began
+            response.close()
+            return
+        chunks = integration_stream(response)
+        try:
+            for data in chunks:
+                if not stream.write(data):
+                    break  # nobody reads on: the client hung up, or the time is up
+            else:
+                stream.end()
+        except Exception as exc:
+            error = error_from_exception(exc, invocation.request_id, skip_frames=1)
+            log.error("[%s] mid-stream %s: %s", self.name, error["errorType"], error["errorMessage"], exc_info=exc)
+            stream.fail(error)
+        finally:
+            chunks.close()
+
+    def _run(self, invocation: Invocation) -> tuple[bytes | StreamingResponse | None, dict | None]:
         request_id = invocation.request_id
         context = LambdaContext(
             request_id, invocation.deadline_ms, self.function.config, self.log_stream_name, self.function.clock
@@ -144,6 +174,8 @@ class _ThreadEnvironment:
         except SystemExit as exc:
             message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {exc.code}"
             return None, lambda_error(message, EXIT_ERROR, request_id)
+        if isinstance(result, StreamingResponse):
+            return result, None
         try:
             payload, _content_type = marshal_result(result)
         except (TypeError, ValueError) as exc:

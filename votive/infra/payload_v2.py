@@ -12,7 +12,9 @@ function URLs" (request and response payloads, cookies) and API Gateway's "paylo
   with `isBase64Encoded` true (checked against the real service by ministack PR #766);
 - a response dict with `statusCode` is taken as {statusCode, headers, cookies, body, isBase64Encoded}; any other
   JSON value (a dict without statusCode, a list, string or number) becomes a 200 application/json response
-  whose body is that JSON.
+  whose body is that JSON;
+- a streamed response (a function URL in RESPONSE_STREAM mode) begins with a JSON prelude {statusCode, headers,
+  cookies} read by the same rules (`stream_prelude`); its body is what follows the prelude's eight NUL bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from votive.infra.invocations import ResponseStream
 
 # Content types whose bodies a function URL passes as text; compared without parameters (charset).
 TEXT_CONTENT_TYPES = ("application/json", "application/xml", "application/javascript")
@@ -58,7 +64,8 @@ class HttpResponse:
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)  # Set-Cookie may repeat
-    body: bytes = b""
+    body: bytes = b""  # for a streamed answer: the part of the body already read with the prelude
+    stream: "ResponseStream | None" = None  # the rest of a streamed answer, sent chunked as it arrives
 
 
 def is_text_body(content_type: str | None, content_encoding: str | None = None) -> bool:
@@ -182,6 +189,21 @@ def http_response(payload: bytes) -> HttpResponse:
     return _structured_response(value)
 
 
+def stream_prelude(prelude: bytes) -> HttpResponse:
+    """The status and headers a streamed response's prelude sets; the body is streamed after it.
+
+    Raises:
+        MalformedResponse: the prelude is not a JSON object, or names a status, header or cookie that cannot be sent.
+    """
+    try:
+        value = json.loads(prelude)
+    except ValueError as exc:
+        raise MalformedResponse(f"the streamed response's prelude is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"the streamed response's prelude must be a JSON object, found {type(value).__name__}")
+    return _structured_response({"statusCode": 200, **value, "body": None})
+
+
 def _structured_response(value: dict) -> HttpResponse:
     status = value["statusCode"]
     if isinstance(status, str) and status.isdigit():
@@ -204,20 +226,27 @@ def _structured_response(value: dict) -> HttpResponse:
         raise MalformedResponse("cookies must be a list of strings without line breaks")
     headers += [("set-cookie", c) for c in cookies]
 
+    return HttpResponse(status, headers, response_body(value))
+
+
+def response_body(value: dict) -> bytes:
+    """The body bytes of a structured response: `body` as text, or base64-decoded when isBase64Encoded.
+
+    Raises:
+        MalformedResponse: isBase64Encoded is true but the body is not base64.
+    """
     body = value.get("body")
     if body is None:
-        data = b""
-    elif not isinstance(body, str):
+        return b""
+    if not isinstance(body, str):
         # API Gateway documents body as a string; serializing anything else is the lenient reading.
-        data = json.dumps(body).encode("utf-8")
-    elif value.get("isBase64Encoded") is True:
-        try:
-            data = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MalformedResponse(f"isBase64Encoded is true but body is not base64: {exc}") from None
-    else:
-        data = body.encode("utf-8")
-    return HttpResponse(status, headers, data)
+        return json.dumps(body).encode("utf-8")
+    if value.get("isBase64Encoded") is not True:
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedResponse(f"isBase64Encoded is true but body is not base64: {exc}") from None
 
 
 def _has_line_break(text: str) -> bool:

@@ -16,6 +16,14 @@ if it happens on a restart, every later request is answered with that init error
 
 The runtime's stdout and stderr are forwarded, line by line, to the `votive.lambda` logger.
 
+A runtime may also stream its answer, as votive's own runtime does for a function URL in RESPONSE_STREAM mode
+(`python -m votive.handlers.stream_runtime module.function`, passed as `command`): it POSTs /response with
+`Lambda-Runtime-Function-Response-Mode: streaming` and a chunked body (the prelude, eight NULs, the body), and
+reports a failure mid-stream in the trailers `Lambda-Runtime-Function-Error-Type` and
+`Lambda-Runtime-Function-Error-Body` (base64 of the error JSON). Each chunk is handed to the front as it
+arrives. When the client hangs up, the emulator closes the runtime's connection, so the runtime's next write
+fails and it stops producing; past the function timeout the runtime is killed, as for any invocation.
+
 The command line, interpreter, working folder and environment are all parameters, so the same emulator runs on
 a Lambda-like tree (code in /var/task, dependencies in /opt/python) with none of this process's environment:
 
@@ -31,9 +39,12 @@ and then runs awslambdaric's main.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -42,11 +53,13 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable, Sequence
 
 from votive.errors import EmulatorError
+from votive.infra.chunked import ChunkedError, ChunkReader
 from votive.infra.http_server import LocalHTTPServer
-from votive.infra.invocations import Invocation, QueuedFunction
+from votive.infra.invocations import TIMEOUT_GRACE_S, Invocation, QueuedFunction
 from votive.infra.lambda_sandbox import (
     EXIT_ERROR,
     PAYLOAD_LIMIT_BYTES,
+    TIMEOUT_ERROR,
     FunctionConfig,
     lambda_environment,
     lambda_error,
@@ -59,6 +72,8 @@ log = logging.getLogger("votive.lambda")
 
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+ERROR_BODY_TRAILER = "Lambda-Runtime-Function-Error-Body"  # base64 of the error JSON, after a streamed body
+RESPONSE_MODE_HEADER = "Lambda-Runtime-Function-Response-Mode"
 # Variables of this process that would change how awslambdaric behaves (multi-concurrency mode, a telemetry
 # log fd that is not ours); they are never passed to the runtime.
 _RUNTIME_VARIABLES_DROPPED = ("AWS_LAMBDA_MAX_CONCURRENCY", "_LAMBDA_TELEMETRY_LOG_FD", "AWS_LAMBDA_RUNTIME_API")
@@ -300,8 +315,17 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             self._answer(404, {"errorMessage": f"unknown path {self.path}", "errorType": "InvalidRequest"})
 
     def do_POST(self) -> None:
-        body = self._body()
         parts = self.path[len(RUNTIME_PREFIX) :].strip("/").split("/") if self.path.startswith(RUNTIME_PREFIX) else []
+        streaming = self.headers.get(RESPONSE_MODE_HEADER, "").strip().lower() == "streaming"
+        if streaming and len(parts) == 3 and parts[0] == "invocation" and parts[2] == "response":
+            self._streamed_result(parts[1])
+            return
+        try:
+            body = self._body()
+        except ChunkedError as exc:
+            self.close_connection = True
+            self._answer(400, {"errorMessage": f"malformed chunked body: {exc}", "errorType": "InvalidRequest"})
+            return
         if parts == ["init", "error"]:
             self._init_error(body)
         elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
@@ -371,6 +395,63 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             queue.finish(invocation, payload=body)
         self._answer(202, {"status": "OK"})
 
+    def _streamed_result(self, request_id: str) -> None:
+        """A response posted in streaming mode: hand each chunk to the front as it arrives."""
+        environment = self.server.owner
+        emulator = environment.emulator
+        with environment.lock:
+            invocation = environment.current
+        if invocation is None or invocation.request_id != request_id:
+            self.close_connection = True  # its body is not read, so the connection cannot carry another request
+            message = f"invocation {request_id} is not running in this environment"
+            self._answer(400, {"errorMessage": message, "errorType": "InvalidRequestID"})
+            return
+        connection = self.connection
+        stream = invocation.response_stream(
+            self.headers.get("content-type") or "application/octet-stream",
+            clock=emulator.clock,
+            on_cancel=lambda: _hang_up(connection),
+        )
+        if not emulator.queue.finish(invocation, stream=stream):  # it timed out before its answer began
+            self.close_connection = True
+            return
+        reader = ChunkReader(self.rfile)
+        failure = None
+        try:
+            # Lambda ends a function at its timeout even while it streams; the socket timeout is the backstop.
+            connection.settimeout(max(invocation.deadline_ms / 1000 - emulator.clock() + TIMEOUT_GRACE_S, 0.01))
+            for data in reader:
+                if not stream.write(data):
+                    break
+        except TimeoutError:
+            stream.fail(stream.deadline_error)
+        except (ChunkedError, OSError) as exc:
+            failure = exc
+        if stream.error is not None and stream.error.get("errorType") == TIMEOUT_ERROR:
+            environment.abort(invocation)  # kills the runtime; its supervisor starts a fresh one
+            self.close_connection = True
+            return
+        with environment.lock:
+            if environment.current is invocation:
+                environment.current = None
+        if not reader.complete:
+            # The client hung up (the stream was cancelled), the stream went over its limit, or the runtime broke
+            # off. Either way its connection closes, so a runtime still writing learns to stop.
+            self.close_connection = True
+            _hang_up(connection)
+            if not stream.cancelled and failure is not None:
+                message = f"RequestId: {request_id} Error: the runtime's response stream broke off: {failure}"
+                stream.fail(lambda_error(message, EXIT_ERROR, request_id))
+            return
+        connection.settimeout(None)
+        error_type = reader.trailers.get(ERROR_TYPE_HEADER.lower())
+        if error_type:
+            stream.fail(_error_object(_unbase64(reader.trailers.get(ERROR_BODY_TRAILER.lower(), "")), error_type,
+                                      request_id))
+        else:
+            stream.end()
+        self._answer(202, {"status": "OK"})
+
     def _init_error(self, body: bytes) -> None:
         environment = self.server.owner
         error = _error_object(body, self.headers.get(ERROR_TYPE_HEADER), "")
@@ -379,6 +460,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         self._answer(202, {"status": "OK"})
 
     def _body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return b"".join(ChunkReader(self.rfile))
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
@@ -397,6 +480,21 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:
         log.debug("runtime api %s: %s", self.server.owner.name, format % args)
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """Close a runtime's connection under it, so its next write fails (it may be blocked reading in a thread)."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _unbase64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return text.encode("utf-8", "replace")  # not base64 after all: keep what was sent, as text
 
 
 def _error_object(body: bytes, header_type: str | None, request_id: str) -> dict:
