@@ -1,0 +1,41 @@
+"""votive LLM stack: votive.load(path, n_ctx=512) and the decoder's forward over one KV cache.
+
+Threads: the driver sets VOTIVE_NUM_THREADS=2, the same count llama.cpp gets; votive sets its BLAS threads
+itself from the cores available.
+"""
+
+import llm_harness
+
+N_CTX = 512  # llama.cpp's n_ctx in the other worker: the same KV cache size
+
+
+class VotiveLLM:
+    def import_libs(self):
+        import votive
+
+        self.votive = votive
+
+    def load(self, model_path):
+        self.model = self.votive.load(model_path, n_ctx=N_CTX)
+        self.cache = None
+
+    def tokenize(self, text):
+        return self.model.tokenize(text)
+
+    def prefill(self, ids):
+        self.cache = self.model.new_cache()
+        return self.model.forward(ids, self.cache, 0)
+
+    def step(self, token, pos):
+        return self.model.forward([token], self.cache, pos)
+
+    def info(self):
+        """What the run used: backend, whether the C kernels loaded, their thread count."""
+        from votive.runtime import kernels
+
+        return {"backend": self.model.backend, "c_kernels": kernels.available(),
+                "threads": kernels.configured_threads()}
+
+
+if __name__ == "__main__":
+    llm_harness.main(VotiveLLM)
