@@ -219,12 +219,84 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- build -------------------------------------------------------------------------------------------------
+
+
+def _add_build(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(title="targets", metavar="TARGET", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("model", metavar="MODEL", help="model folder, weight file, Hub id, pkg:NAME or alias")
+    common.add_argument("--out", help="output folder (default build/<model>-<target>)")
+    common.add_argument("--force", action="store_true", help="replace an earlier build in --out")
+
+    lam = targets.add_parser("lambda", parents=[common], help="Lambda layers, function zip and manifest",
+                             description="Build Lambda layers (runtime, model), a function zip and manifest.json.")
+    lam.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="CPU (default x86_64)")
+    lam.add_argument("--python", choices=("3.11", "3.12", "3.13"), default="3.12", help="runtime (default 3.12)")
+    lam.add_argument("--weights", choices=("auto", "layer", "s3"), default="auto",
+                     help="a layer when function + layers fit in 250 MB unzipped, else S3 (default auto)")
+    lam.add_argument("--s3-uri", metavar="s3://BUCKET/PREFIX/", help="where S3-staged weights will be uploaded")
+    lam.add_argument("--constraint", metavar="FILE", help="pip constraints file pinning dependency versions")
+    lam.set_defaults(run=_run_build, target="lambda")
+
+    image = targets.add_parser("image", parents=[common], help="container image build context (Dockerfile + app)",
+                               description="Write a container image build context; build it if Docker is here.")
+    image.add_argument("--gpu", action="store_true", help="CUDA base image, cupy, kernel cache warmed at build")
+    image.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="CPU (default x86_64)")
+    image.add_argument("--python", default="3.12", help="the image's Python (default 3.12)")
+    image.add_argument("--tag", help="image name (default votive-<model>)")
+    image.set_defaults(run=_run_build, target="image")
+
+    modal = targets.add_parser("modal", parents=[common], help="a Modal app module",
+                               description="Write a Modal app serving the model over HTTP.")
+    modal.add_argument("--gpu", choices=("T4", "L4", "A10G", "A100", "H100"), help="GPU type (default: CPU only)")
+    modal.add_argument("--python", default="3.12", help="the image's Python (default 3.12)")
+    modal.add_argument("--weights", choices=("image", "volume"), default="image",
+                       help="bake the weights into the image, or keep them in a modal.Volume (default image)")
+    modal.add_argument("--min-containers", type=_non_negative_int, default=0, metavar="N", help="kept warm (default 0)")
+    modal.add_argument("--max-containers", type=_positive_int, default=10, metavar="N", help="at most (default 10)")
+    modal.set_defaults(run=_run_build, target="modal")
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from votive.packaging import report
+    from votive.packaging.tools import BuildTools
+
+    tools = BuildTools(log=lambda line: print(f"votive: {line}", file=sys.stderr, flush=True))
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model).strip("-.") or "model"
+    out = Path(args.out or Path("build") / f"{slug}-{args.target}")
+    if args.target == "lambda":
+        from votive.packaging.lambda_build import LambdaTarget, build_lambda
+
+        target = LambdaTarget(arch=args.arch, python=args.python, weights=args.weights, s3_uri=args.s3_uri,
+                              constraints=Path(args.constraint) if args.constraint else None)
+        result = build_lambda(args.model, out, target, force=args.force, tools=tools)
+        print(report.lambda_summary(result.manifest, result.out))
+    elif args.target == "image":
+        from votive.packaging.image_build import ImageTarget, build_image
+
+        target = ImageTarget(gpu=args.gpu, python=args.python, arch=args.arch, tag=args.tag)
+        print(report.image_summary(build_image(args.model, out, target, force=args.force, tools=tools), out))
+    else:
+        from votive.packaging.modal_build import ModalTarget, build_modal
+
+        target = ModalTarget(gpu=args.gpu, python=args.python, weights=args.weights,
+                             min_containers=args.min_containers, max_containers=args.max_containers)
+        print(report.modal_summary(build_modal(args.model, out, target, force=args.force, tools=tools), out))
+    return 0
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 SUBCOMMANDS = (
     ("serve", "serve a model behind a local Lambda function URL", _add_serve),
     ("invoke", "send a request to a function URL and print the answer", _add_invoke),
     ("demo", "serve an embedding model locally and answer one real request through its function URL", _add_demo),
+    ("build", "build deployable artifacts: Lambda layers and function zip, a container image, a Modal app",
+     _add_build),
 )
 
 
@@ -247,6 +319,7 @@ def _checked(convert, what: str, accept, rule: str):
 
 
 _positive_int = _checked(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_non_negative_int = _checked(int, "a whole number", lambda v: v >= 0, "must be 0 or more")
 _seconds = _checked(float, "a number of seconds", lambda v: 0 < v <= 86400, "must be more than 0 and at most 86400")
 _port = _checked(int, "a port number", lambda v: 0 <= v <= 65535, "must be from 0 to 65535")
 

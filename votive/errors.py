@@ -56,6 +56,11 @@ class EndpointError(VotiveError):
     """An HTTP endpoint (a function URL, local or deployed) cannot be reached or answers unusably."""
 
 
+class PackagingError(VotiveError):
+    """A deployable artifact cannot be built: a target limit exceeded, an unsafe archive member, a tool that failed,
+    or an output that exists and may not be overwritten. The message names the limit or file and what to do."""
+
+
 class QuantError(VotiveError, ValueError):
     """Data cannot be (de)quantized: unknown or unsupported GGML type, sizes that are not whole blocks, bad values.
 

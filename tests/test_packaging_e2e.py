@@ -1,0 +1,266 @@
+"""Real builds, run by themselves: what `votive build` writes serves real requests with nothing else around.
+
+Each Lambda build is unzipped into an empty tree laid out as Lambda lays it out (layers in opt/, the function in
+var/task/, Lambda's own awslambdaric and boto3 in var/lang/...), and the same Python starts there isolated
+(`-I -S`: no PYTHONPATH, no site-packages of this machine) with only Lambda's import path. The real awslambdaric
+polls the Runtime API emulator, and requests arrive through the local function URL or as direct invokes. The
+answers are checked against sentence-transformers' reference embeddings.
+
+Builds are made once per session (pip reads wheels for the target from the package index; kernels, slimming,
+bytecode and zips are real). The tree runs on this interpreter, so the Lambda builds target its Python version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from votive.packaging.lambda_build import LambdaTarget, build_lambda
+from votive.packaging.local_tree import LambdaTree
+from votive.packaging.targets import LAMBDA_RUNTIMES
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+pytestmark = pytest.mark.skipif(PY not in LAMBDA_RUNTIMES, reason=f"Python {PY} is not a Lambda runtime")
+
+
+@pytest.fixture(scope="session")
+def lambda_builds(tmp_path_factory) -> dict:
+    """MiniLM for this Python on x86_64, weights bundled in a layer and staged for S3: {placement: BuildResult}."""
+    root = tmp_path_factory.mktemp("lambda-builds")
+    return {placement: build_lambda("minilm", root / placement, LambdaTarget(arch="x86_64", python=PY,
+                                                                            weights=placement))
+            for placement in ("layer", "s3")}
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    sentences = json.loads((reference_dir / "minilm_sentences.json").read_text())["sentences"]
+    return sentences, np.load(reference_dir / "minilm_embeddings.npy")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def _s3_client(endpoint):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def _post(url: str, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read())
+
+
+def _cosines(got, expected) -> np.ndarray:
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    return (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+
+
+def _probe(tree: LambdaTree, code: str) -> dict:
+    """Run `code` with the tree's import path in an isolated interpreter; it prints one JSON object."""
+    front, back = tree.import_path()
+    program = f"import sys, json; sys.path[:0] = {front!r}; sys.path += {back!r}\n{code}"
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", program], capture_output=True, text=True,
+                          env=tree.environment(), cwd=tree.task, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bundled_build_answers_real_requests_through_awslambdaric(lambda_builds, tmp_path, reference):
+    from votive.infra.function_url import FunctionUrlServer
+
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    manifest = tree.install_build(lambda_builds["layer"].out)
+    tree.install_runtime_packages()
+    sentences, expected = reference
+    with tree.emulator(sys.executable, init_timeout_s=120) as function:
+        server = FunctionUrlServer(function)
+        server.start()
+        try:
+            status, answer = _post(server.url, "/v1/embeddings", {"input": sentences, "model": "minilm"})
+            with urllib.request.urlopen(server.url + "/health", timeout=30) as response:
+                health = json.loads(response.read())
+        finally:
+            server.stop()
+    assert status == 200 and answer["model"] == "all-MiniLM-L6-v2"
+    got = [item["embedding"] for item in sorted(answer["data"], key=lambda d: d["index"])]
+    assert _cosines(got, expected).min() > 0.9999
+    assert health["model"] == "all-MiniLM-L6-v2" and health["dimension"] == 384
+    assert manifest["weights"]["placement"] == "layer"
+
+
+def test_the_tree_imports_only_what_the_build_put_there(lambda_builds, tmp_path):
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    manifest = tree.install_build(lambda_builds["layer"].out)
+    facts = _probe(tree, """
+import importlib.util, numpy, tokenizers, votive
+from votive.runtime import kernels
+lib = kernels.get()
+print(json.dumps({"files": [numpy.__file__, tokenizers.__file__, votive.__file__, str(lib.path)],
+                  "numpy": numpy.__version__, "isa": lib.isa,
+                  "absent": [m for m in ("huggingface_hub", "jinja2", "awslambdaric", "pytest")
+                             if importlib.util.find_spec(m) is None]}))
+""")
+    opt = str(tree.opt / "python")
+    assert all(path.startswith(opt) for path in facts["files"]), facts["files"]
+    assert facts["numpy"] == manifest["runtime_layer"]["dependencies"]["numpy"]  # the target's, not this venv's
+    assert facts["absent"] == ["huggingface_hub", "jinja2", "awslambdaric", "pytest"]
+    assert facts["isa"] in ("sse2", "avx2", "avx512")  # the kernel library built for the target loaded
+
+
+def test_builds_are_reproducible(lambda_builds):
+    """The two builds share every input of the runtime layer (wheels, votive, kernels), so its bytes match."""
+    layer, s3 = (lambda_builds[p].artifact("runtime") for p in ("layer", "s3"))
+    assert layer["sha256"] == s3["sha256"] and layer["unzipped_bytes"] == s3["unzipped_bytes"]
+    manifest = lambda_builds["layer"].manifest
+    for check in manifest["limits"]:
+        assert check["ok"] or check["severity"] == "warning", check["message"]
+    with zipfile.ZipFile(lambda_builds["layer"].out / layer["name"]) as zf:
+        names = zf.namelist()
+    assert f"python/numpy/__pycache__/__init__.cpython-{PY.replace('.', '')}.pyc" in names
+    assert not [n for n in names if "huggingface_hub" in n or "/tests/" in n or n.endswith(".pyi")]
+
+
+def test_s3_staged_build_fetches_its_weights_at_init(lambda_builds, tmp_path, reference, s3_endpoint):
+    build = lambda_builds["s3"]
+    assert build.manifest["weights"]["placement"] == "s3"
+    client = _s3_client(s3_endpoint)
+    client.create_bucket(Bucket="e2e-models")
+    staged = build.out / "s3"
+    for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+        client.upload_file(str(path), "e2e-models", "minilm/" + path.relative_to(staged).as_posix())
+
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    tree.install_build(build.out)
+    tree.install_runtime_packages()  # boto3 comes with Lambda's runtime
+    env = {"VOTIVE_MODEL_S3": "s3://e2e-models/minilm/", "AWS_ENDPOINT_URL_S3": s3_endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    sentences, expected = reference
+    with tree.emulator(sys.executable, env=env, init_timeout_s=120) as function:
+        outcome = function.invoke({"input": sentences[:3]})
+    assert outcome.ok, outcome.error
+    got = [item["embedding"] for item in json.loads(outcome.payload)["data"]]
+    assert _cosines(got, expected[:3]).min() > 0.9999
+    fetched = tree.root / "tmp" / "votive-model"
+    assert (fetched / "all-MiniLM-L6-v2" / "model.safetensors").is_file() and (fetched / ".votive-complete").is_file()
+
+    # A later process in the same environment finds the checked files in /tmp and fetches nothing.
+    for item in client.list_objects_v2(Bucket="e2e-models")["Contents"]:
+        client.delete_object(Bucket="e2e-models", Key=item["Key"])
+    with tree.emulator(sys.executable, env=env, init_timeout_s=120) as function:
+        assert function.invoke({"input": "again"}).ok
+
+
+def test_s3_staged_build_without_a_location_fails_init_saying_what_to_set(lambda_builds, tmp_path):
+    from votive.errors import EmulatorError
+
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    tree.install_build(lambda_builds["s3"].out)
+    tree.install_runtime_packages(["awslambdaric"])
+    with pytest.raises(EmulatorError, match="VOTIVE_MODEL_S3=s3://bucket/prefix/") as caught:
+        with tree.emulator(sys.executable, init_timeout_s=120):
+            pass
+    assert "Votive.ConfigError" in caught.value.lambda_error["errorMessage"]
+
+
+def test_arm64_build_is_built_for_aarch64(tmp_path):
+    result = build_lambda("minilm", tmp_path / "arm", LambdaTarget(arch="arm64", python="3.12", weights="s3"))
+    manifest = result.manifest
+    assert manifest["target"]["machine"] == "aarch64" and manifest["target"]["glibc"] == "2.34"
+    kernels = manifest["runtime_layer"]["kernels"]
+    assert kernels["machine"] == "aarch64"
+    if "qemu" in kernels["selftest"] or kernels["selftest"] == "passed (native)":
+        assert kernels["selftest"].startswith("passed")
+    with zipfile.ZipFile(result.out / result.artifact("runtime")["name"]) as zf:
+        libraries = [n for n in zf.namelist() if ".so" in n.rsplit("/", 1)[-1]]
+        machines = {n: int.from_bytes(zf.read(n)[18:20], "little") for n in libraries}
+        wheel_tags = [line for n in zf.namelist() if n.endswith(".dist-info/WHEEL")
+                      for line in zf.read(n).decode().splitlines() if line.startswith("Tag:")]
+        pycs = [n for n in zf.namelist() if n.endswith(".pyc")]
+    assert "python/votive/runtime/libvotive.so" in machines
+    assert set(machines.values()) == {183}, machines  # EM_AARCH64, every one
+    assert wheel_tags and all(tag.endswith("aarch64") or tag.endswith("-any") for tag in wheel_tags), wheel_tags
+    if manifest["runtime_layer"]["bytecode"]["files"]:
+        assert all(".cpython-312." in n for n in pycs)
+
+
+def test_image_context_runs_the_same_way(tmp_path, reference):
+    from votive.packaging.image_build import ImageTarget, build_image
+
+    manifest = build_image("minilm", tmp_path / "image", ImageTarget(python=PY))
+    assert manifest["built"] is False and manifest["build_command"].startswith("docker build --platform linux/amd64")
+    dockerfile = (tmp_path / "image" / "Dockerfile").read_text()
+    assert f"FROM python:{PY}-slim-bookworm" in dockerfile
+    lines = dockerfile.splitlines()
+    copies = [line for line in lines if line.startswith("COPY")]
+    assert copies[0] == "COPY model/ /opt/model/"  # the weights' layer comes before the code's
+    assert lines[-2:] == ['ENTRYPOINT ["/usr/local/bin/python", "-m", "awslambdaric"]',
+                            'CMD ["votive_function.handler"]']
+    tree = LambdaTree(tmp_path / "container", PY)
+    tree.install_dockerfile_context(tmp_path / "image")  # awslambdaric comes from the image's own /opt/python
+    sentences, expected = reference
+    with tree.emulator(sys.executable, init_timeout_s=120) as function:
+        outcome = function.invoke({"input": sentences[:2]})
+    assert outcome.ok, outcome.error
+    got = [item["embedding"] for item in json.loads(outcome.payload)["data"]]
+    assert _cosines(got, expected[:2]).min() > 0.9999
+
+
+def test_modal_app_constructs_offline_and_serves_through_its_own_lifecycle(tmp_path, reference):
+    pytest.importorskip("modal")
+    from votive.packaging.modal_build import ModalTarget, build_modal
+
+    out = tmp_path / "modal"
+    manifest = build_modal("minilm", out, ModalTarget(python=PY, min_containers=1, max_containers=3))
+    assert manifest["app"]["requirements"][0].startswith("numpy==")
+    sentences, expected = reference
+    program = f"""
+import asyncio, json, os, sys
+sys.path.insert(0, {str(out)!r})
+import modal_app
+spec = modal_app.app.registered_functions["Endpoint.*"]._spec_
+user = modal_app.Endpoint._get_user_cls()
+endpoint = user()
+endpoint.load()
+endpoint.place_on_gpu()
+app = endpoint.web()
+sent = []
+async def receive():
+    return {{"type": "http.request", "body": json.dumps({{"input": {sentences[:2]!r}}}).encode()}}
+async def send(message):
+    sent.append(message)
+asyncio.run(app({{"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}}, receive, send))
+import votive
+print(json.dumps({{"name": modal_app.app.name, "gpu": spec.gpus, "status": sent[0]["status"],
+                  "answer": json.loads(sent[1]["body"]), "votive": votive.__file__}}))
+"""
+    env = {**os.environ, "VOTIVE_MODEL": str(out / "model" / "all-MiniLM-L6-v2")}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=180,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["name"] == "votive-sentence-transformers-all-minilm-l6-v2" and facts["gpu"] is None
+    assert facts["votive"].startswith(str(out))  # the app's own copy of votive served
+    assert facts["status"] == 200
+    got = [item["embedding"] for item in facts["answer"]["data"]]
+    assert _cosines(got, expected[:2]).min() > 0.9999
