@@ -462,8 +462,9 @@ def test_client_that_hangs_up_stops_the_generation(serve):
     gate.release(1000)  # let the model run as fast as it can: only the hang-up may stop it
     assert closed.wait(10), "the generation was not closed after the client hung up"
     [generation] = model.generations
-    # the token after the hang-up, those the pipe holds, and one the environment was making when it stopped
-    assert generation.completion_tokens <= 2 + STREAM_CAPACITY_CHUNKS + 1
+    # the first token, one or two more written before the front sees the hang-up, those the pipe holds, and the
+    # one the environment was handing over when it learnt to stop: a handful, of the 1000 it was asked for
+    assert generation.completion_tokens <= 3 + STREAM_CAPACITY_CHUNKS + 1
     assert serve(make_handler(FakeModel())).url  # and the machinery is fine for the next
 
 
@@ -617,7 +618,8 @@ def test_runtime_process_streams_each_chunk_as_it_is_made(runtime):
         for i in range(3):
             release(gate_dir, i + 1)
             assert client.read() == f"chunk {i}\n".encode()
-            assert not (gate_dir / "closed").exists()  # the body is still running: the next chunk waits
+            if i < 2:  # the body is still running: its next chunk waits for the test
+                assert not (gate_dir / "closed").exists()
         assert client.read() is None
     finally:
         client.close()
