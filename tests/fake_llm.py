@@ -18,6 +18,10 @@ class FakeTokenizer:
     """One id per word plus a BOS; a chat template that, like Gemma's, wants user and assistant to alternate."""
 
     def encode(self, text: str) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # as the real tokenizer refuses it
+            raise InputError(f"text has a lone surrogate at index {e.start}; it is not valid Unicode") from None
         return [1] + [2 + len(word) for word in text.split()]
 
     def render_chat(self, messages, add_generation_prompt: bool = True) -> str:

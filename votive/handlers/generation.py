@@ -171,8 +171,11 @@ class GenerationAPI:
         body = _checked_fields(request, COMPLETION_FIELDS)
         prompt = _prompt(body)
         options = self.options(body, request)
-        ids = self._fitted(self.model.tokenize(prompt), "prompt")
-        generation = self._start(ids, options, "prompt")
+        try:
+            ids = self.model.tokenize(prompt)
+        except InputError as e:  # text the tokenizer cannot take (a lone surrogate)
+            raise HttpError(400, f"'prompt': {e}", param="prompt", code="invalid_text") from None
+        generation = self._start(self._fitted(ids, "prompt"), options, "prompt")
         base = self._base("cmpl-", "text_completion")
 
         def choice(text: str | None, finish_reason: str | None) -> dict:
