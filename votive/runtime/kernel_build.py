@@ -10,9 +10,12 @@ checks the result on the target (or under qemu-user). It also runs by hand:
 This file uses only the standard library and imports nothing from votive: setup.py loads it by path in
 pip's isolated build environment, where votive's dependencies are not installed.
 
-Run-time dispatch: `nn_kernels.c` is compiled once per instruction set in ISA_FLAGS for the target
-architecture, and dispatch.c picks the best build the CPU supports when the library is first used, so one
-x86_64 library runs everywhere and uses AVX2 or AVX-512 where present. On arm64 NEON is the baseline.
+Run-time dispatch: `nn_kernels.c` and `quant_kernels.c` are compiled once per instruction set in ISA_FLAGS for
+the target architecture, and dispatch.c picks the best build the CPU supports when the library is first used, so
+one x86_64 library runs everywhere and uses AVX2 or AVX-512 where present. On arm64 NEON is the baseline. The
+quantized kernels go one step further inside a build: their int8 dot products are compiled a second time, with
+function-level target attributes, for VNNI (x86_64) or the dot-product extension (arm64), used when the CPU
+reports it (cpuid, or getauxval's HWCAP_ASIMDDP).
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ LIBRARY_NAME = "libvotive.so"
 SELFTEST_NAME = "votive-selftest"
 
 COMMON_SOURCES = ("threadpool.c", "dispatch.c")  # compiled once, for the baseline
-ISA_SOURCES = ("nn_kernels.c",)  # compiled once per entry of ISA_FLAGS[arch]
-HEADERS = ("votive.h", "vt_internal.h", "simd.h")
+ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
+HEADERS = ("votive.h", "vt_internal.h", "simd.h", "quant_x86.h", "quant_x86_kernels.h", "quant_neon.h",
+           "quant_neon_kernels.h")
+# Flags for one source only. The quantized kernels must round exactly as ggml's reference C (no multiply-add
+# contracted into an FMA behind their back) and spell out their FMAs as intrinsics.
+SOURCE_FLAGS = {"quant_kernels.c": ("-ffp-contract=off",)}
 
 # Per target architecture (as `cc -dumpmachine` names it): each ISA build and its flags. The first needs
 # nothing beyond the architecture's baseline. dispatch.c's cpu_runs() tests every feature enabled here.
@@ -128,7 +135,7 @@ def build_selftest(library: str | Path, out: str | Path | None = None, *, cc: li
 
 
 def _compile(cc: list[str], source: str, flags: tuple[str, ...], obj: Path, run) -> Path:
-    _run([*cc, *CFLAGS, *flags, "-c", str(SOURCE_DIR / source), "-o", str(obj)],
+    _run([*cc, *CFLAGS, *flags, *SOURCE_FLAGS.get(source, ()), "-c", str(SOURCE_DIR / source), "-o", str(obj)],
          f"compile {source}{' for ' + obj.stem.rsplit('_', 1)[-1] if flags else ''}", run)
     return obj
 

@@ -15,6 +15,12 @@ Two ways in:
 - `get()` returns the loaded `KernelLibrary` (None when it is missing, after ONE logged warning), whose
   methods always run C and raise KernelError on arrays they cannot take.
 
+Quantized weights (GGUF blocks, kept as stored): `qmatmul` multiplies float activations by a matrix of Q4_0,
+Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K blocks without expanding it to floats, and `get_rows` dequantizes selected
+rows (embedding lookups; also F32, F16, BF16). `supports(ggml_type)` says whether the C library takes a type;
+`votive.runtime.qlinear` asks it before calling in, and dequantizes band by band with numpy otherwise. Their
+numpy twins are `qmatmul_ref` and `get_rows_ref`.
+
 Threads: kernels split rows over a persistent pool (csrc/threadpool.c) of `available_cpus()` threads, or
 $VOTIVE_NUM_THREADS, or what `set_num_threads` says; small inputs stay on the calling thread.
 
@@ -36,21 +42,25 @@ import numpy as np
 
 from votive.errors import KernelError
 from votive.runtime.cpus import available_cpus
-from votive.runtime.kernels_ref import gelu_ref, layer_norm_ref, normal_tail_ref, softmax_ref
+from votive.runtime.ggml_types import GGML_TYPES
+from votive.runtime.kernels_ref import get_rows_ref, gelu_ref, layer_norm_ref, normal_tail_ref, qmatmul_ref
+from votive.runtime.kernels_ref import softmax_ref
 
 __all__ = [
-    "LIBRARY_PATH", "KernelLibrary", "load", "get", "available", "supports", "configured_threads",
-    "set_num_threads", "num_threads", "gelu", "layer_norm", "softmax", "gelu_ref", "layer_norm_ref",
-    "softmax_ref", "normal_tail_ref",
+    "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "load", "get", "available", "supports", "configured_threads",
+    "set_num_threads", "num_threads", "gelu", "layer_norm", "softmax", "qmatmul", "get_rows", "gelu_ref",
+    "layer_norm_ref", "softmax_ref", "normal_tail_ref", "qmatmul_ref", "get_rows_ref",
 ]
 
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 1  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 2  # VT_ABI_VERSION in csrc/votive.h
 THREADS_ENV = "VOTIVE_NUM_THREADS"
 
 _VT_OK = 0  # VT_OK; the C side returns a negative code for arguments the checks here should have caught
+_VT_ERANGE = -4  # VT_ERANGE: vt_get_rows found an id outside the matrix
+_ACTIVATION_TYPES = {8: "Q8_0", 9: "Q8_1", 15: "Q8_K"}  # what vt_quantize_rows writes
 
 
 class KernelLibrary:
@@ -76,10 +86,23 @@ class KernelLibrary:
             "vt_gelu": ([ptr, ptr, i64, i64], c_int),
             "vt_layer_norm": ([ptr, ptr, ptr, ptr, ptr, i64, i64, f32], c_int),
             "vt_softmax": ([ptr, ptr, i64, i64, f32, i64, i64], c_int),
+            "vt_qmatmul_supports": ([c_int], c_int),
+            "vt_get_rows_supports": ([c_int], c_int),
+            "vt_qmatmul": ([ptr, ptr, c_int, i64, ptr, i64, i64, i64], c_int),
+            "vt_get_rows": ([ptr, ptr, c_int, i64, i64, ptr, i64, i64], c_int),
+            "vt_quantize_rows": ([ptr, c_int, ptr, i64, i64], c_int),
+            "vt_quant_isa": ([], ctypes.c_char_p),
+            "vt_set_quant_isa": ([ctypes.c_char_p], c_int),
         }
         for name, (argtypes, restype) in signatures.items():
             fn = getattr(cdll, name)
             fn.argtypes, fn.restype = argtypes, restype
+        self._qmatmul_fn, self._get_rows_fn = cdll.vt_qmatmul, cdll.vt_get_rows
+        self._address = _address_reader(ctypes)
+        # Per GGML type the C side takes, keyed by id and by GGMLType: (id, elements and bytes per block),
+        # looked up once here rather than per call.
+        self._qmatmul_blocks = _type_table(cdll.vt_qmatmul_supports)
+        self._get_rows_blocks = _type_table(cdll.vt_get_rows_supports)
 
     @property
     def abi_version(self) -> int:
@@ -112,6 +135,20 @@ class KernelLibrary:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise KernelError(f"set_num_threads: expected an integer >= 1, found {n!r}")
         self._lib.vt_set_num_threads(int(n))
+
+    @property
+    def quant_isa(self) -> str:
+        """The int8 dot-product instructions of the quantized kernels: e.g. 'avx2', 'avx2+vnni', 'neon+dotprod'."""
+        return self._lib.vt_quant_isa().decode()
+
+    def set_quant_isa(self, name: str) -> None:
+        """Use the named int8 dot-product instructions (the ISA's own name for its base ones; tests compare them)."""
+        if self._lib.vt_set_quant_isa(str(name).encode()) != _VT_OK:
+            raise KernelError(f"set_quant_isa: {name!r} is not available with the {self.isa} kernels on this CPU")
+
+    def supports(self, ggml_type) -> bool:
+        """Whether `qmatmul` takes weights of this GGML type (id or GGMLType)."""
+        return ggml_type in self._qmatmul_blocks
 
     # ---- kernels
 
@@ -185,6 +222,169 @@ class KernelLibrary:
         return x
 
 
+    def qmatmul(self, blocks: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """x @ W.T for W stored as GGML blocks, which are read in place (never expanded to floats).
+
+        x is quantized once per call to the activation format ggml pairs with the type (Q8_0, Q8_1 or Q8_K),
+        then every output is integer dot products per block, scaled and summed in float32. Each output row
+        depends only on its row of x: the same bits for any n and any thread count. To multiply by the same
+        weight many times (a decoder), `matrix` checks the weight once instead of per call.
+
+        Args:
+            blocks: uint8 (out_features, bytes_per_row), e.g. a zero-copy view of a GGUF tensor; read-only and
+                unaligned is fine, rows may be further apart than their bytes.
+            ggml_type: GGML type id of the weight, or its GGMLType (see `supports`).
+            x: float32 C-contiguous (n, in_features), or (in_features,) for one row.
+            out_features, in_features: the weight's shape.
+            out: optional float32 C-contiguous writable array of the result's shape, returned.
+
+        Returns:
+            float32 (n, out_features), or (out_features,) for a 1-D x. A NaN or inf in a row of x (in one
+            32- or 256-element block of it) makes that output row NaN.
+        """
+        type_id, w_stride = self._weight("qmatmul", self._qmatmul_blocks, blocks, ggml_type, out_features, in_features)
+        return self._qmatmul(self._address(blocks), type_id, w_stride, x, out_features, in_features, out)
+
+    def matrix(self, blocks: np.ndarray, ggml_type: int, out_features: int, in_features: int) -> QuantMatrix:
+        """The weight checked once and bound to qmatmul: `m = lib.matrix(...)`, then `m(x)` or `m(x, out)`.
+
+        A decoder multiplies by ~200 matrices per token, each call taking tens of microseconds: checking the
+        weight's layout every time would cost a noticeable share. The QuantMatrix keeps `blocks` alive.
+        """
+        type_id, w_stride = self._weight("qmatmul", self._qmatmul_blocks, blocks, ggml_type, out_features, in_features)
+        return QuantMatrix(self, blocks, type_id, w_stride, out_features, in_features)
+
+    def _weight(self, kernel: str, table: dict, blocks, ggml_type, rows: int, cols: int) -> tuple[int, int]:
+        """(type id, row stride in bytes) of a stored matrix, after checking the type and the layout."""
+        try:
+            type_id, block_elems, block_bytes = table[ggml_type]
+        except (KeyError, TypeError):
+            what = "weights" if kernel == "qmatmul" else "rows"
+            raise KernelError(f"{kernel}: {_type_name(ggml_type)} {what} are not supported by the C kernels "
+                              f"(supported: {_type_names(table)})") from None
+        return type_id, _check_blocks(kernel, blocks, rows, cols, block_elems, block_bytes)
+
+    def _qmatmul(self, w_address: int, type_id: int, w_stride: int, x, out_features: int, in_features: int,
+                 out) -> np.ndarray:
+        if type(x) is not np.ndarray or x.dtype is not _F32 or not x.flags.c_contiguous or not 1 <= x.ndim <= 2 \
+                or x.shape[-1] != in_features:
+            raise KernelError(f"qmatmul: x must be a C-contiguous float32 array of shape (n, {in_features}) "
+                              f"or ({in_features},), found {_describe(x)}")
+        if x.ndim == 2:
+            n = x.shape[0]
+            shape = (n, out_features)
+        else:
+            n, shape = 1, (out_features,)
+        if out is None:
+            out = np.empty(shape, _F32)
+        else:
+            _check_writable("qmatmul", "out", out)
+            if out.shape != shape:
+                raise KernelError(f"qmatmul: out must have shape {shape}, found {out.shape}")
+            if np.may_share_memory(out, x):
+                raise KernelError("qmatmul: out overlaps x")
+        status = self._qmatmul_fn(self._address(out), w_address, type_id, w_stride, self._address(x), n,
+                                  out_features, in_features)
+        if status != _VT_OK:
+            _call("qmatmul", status)
+        return out
+
+    def get_rows(self, blocks: np.ndarray, ggml_type: int, ids, in_features: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Rows `ids` of a GGML-stored matrix as float32, bit for bit ggml's dequantization (embedding lookup).
+
+        Args:
+            blocks: the matrix as stored: uint8 (rows, bytes_per_row) for block formats, or for F32 / F16 / BF16
+                an array of that element type (float32, float16, uint16 bits) of shape (rows, in_features).
+            ggml_type: GGML type id or GGMLType (quantized types of `supports`, and F32 0, F16 1, BF16 30).
+            ids: integer row ids, 1-D (a scalar gives one row); each in [0, rows).
+            in_features: elements per row.
+            out: optional float32 C-contiguous writable (len(ids), in_features), returned.
+
+        Returns:
+            float32 (len(ids), in_features).
+        """
+        rows = blocks.shape[0] if isinstance(blocks, np.ndarray) and blocks.ndim == 2 else -1
+        type_id, w_stride = self._weight("get_rows", self._get_rows_blocks, blocks, ggml_type, rows, in_features)
+        ids = _row_ids(ids)
+        shape = (ids.shape[0], in_features)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        else:
+            _check_writable("get_rows", "out", out)
+            if out.shape != shape:
+                raise KernelError(f"get_rows: out must have shape {shape}, found {out.shape}")
+        status = self._get_rows_fn(self._address(out), self._address(blocks), type_id, w_stride, rows,
+                                   self._address(ids), ids.shape[0], in_features)
+        if status == _VT_ERANGE:
+            bad = ids[(ids < 0) | (ids >= rows)]
+            raise KernelError(f"get_rows: row id {int(bad[0])} is outside the matrix's {rows} rows "
+                              f"({bad.size} bad ids of {ids.size})")
+        _call("get_rows", status)
+        return out
+
+    def quantize_rows(self, x: np.ndarray, act_type: int) -> np.ndarray:
+        """Rows of x quantized to Q8_0 (8), Q8_1 (9) or Q8_K (15) as `qmatmul` does, in ggml's block layout.
+
+        Returns uint8 (rows, bytes_per_row): the bytes of votive.runtime.quants.quantize for that type.
+        """
+        if act_type not in _ACTIVATION_TYPES:
+            raise KernelError(f"quantize_rows: act_type must be one of {_ACTIVATION_TYPES}, found {act_type!r}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = x.reshape(1, -1) if x.ndim == 1 else x
+        block = GGML_TYPES[act_type]
+        if x.ndim != 2 or x.shape[1] % block.block_size:
+            raise KernelError(f"quantize_rows: x must be rows of whole {block.block_size}-element blocks, "
+                              f"found shape {x.shape}")
+        out = np.empty((x.shape[0], block.row_bytes(x.shape[1])), np.uint8)
+        _call("quantize_rows", self._lib.vt_quantize_rows(out.ctypes.data, act_type, x.ctypes.data, *x.shape))
+        return out
+
+
+class QuantMatrix:
+    """A GGML-stored weight bound to the C qmatmul, its layout checked once (KernelLibrary.matrix).
+
+    Calling it multiplies: `m(x)` is `x @ W.T` as KernelLibrary.qmatmul computes it; `m(x, out)` writes out.
+    """
+
+    __slots__ = ("blocks", "type_id", "out_features", "in_features", "_lib", "_address", "_stride")
+
+    def __init__(self, lib: KernelLibrary, blocks: np.ndarray, type_id: int, w_stride: int, out_features: int,
+                 in_features: int):
+        self.blocks = blocks  # keeps the memory the C side reads alive
+        self.type_id, self.out_features, self.in_features = type_id, out_features, in_features
+        self._lib, self._address, self._stride = lib, lib._address(blocks), w_stride
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return self._lib._qmatmul(self._address, self.type_id, self._stride, x, self.out_features,
+                                  self.in_features, out)
+
+
+_F32 = np.dtype(np.float32)  # numpy's built-in dtypes are singletons: `is` compares them in a few nanoseconds
+
+
+def _address_reader(ctypes):
+    """A function giving an ndarray's data address, the argument every kernel call passes two or three of.
+
+    `a.ctypes.data` builds a helper object each time (about a microsecond). Hack, checked here: the address is
+    the field right after the object header of numpy's PyArrayObject (`char *data` in PyArrayObject_fields,
+    unchanged since numpy 1.7), so it is read from there (a quarter of that). The offset is verified against
+    `.ctypes.data` on a few arrays; where it does not hold (another header size, say a free-threaded or a
+    debug build of CPython) the reader is `.ctypes.data` itself.
+    """
+    offset = 2 * ctypes.sizeof(ctypes.c_void_p)  # PyObject_HEAD: reference count and type pointer
+    read = ctypes.c_void_p.from_address
+
+    def fast(a):
+        return read(id(a) + offset).value
+
+    probes = [np.zeros(3, np.float32), np.zeros((4, 5), np.uint8)[1:, 2:], np.empty(0, np.int64)]
+    if all(fast(p) == p.ctypes.data for p in probes if p.ctypes.data):
+        return fast
+    return lambda a: a.ctypes.data
+
+
 # ------------------------------------------------------------------------------------------------ loading
 
 
@@ -232,8 +432,9 @@ def available() -> bool:
 
 
 def supports(ggml_type: int) -> bool:
-    """Whether the library has a quantized matmul for this GGML type: none yet (the numpy path runs)."""
-    return False
+    """Whether the C library is loaded and has a quantized matmul for this GGML type id."""
+    lib = get()
+    return lib is not None and lib.supports(ggml_type)
 
 
 def configured_threads(environ=os.environ) -> int:
@@ -322,7 +523,86 @@ def softmax(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.0) -
     return softmax_ref(x, mask, _finite("softmax", "scale", scale))
 
 
+def qmatmul(blocks: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """x @ W.T for W in GGML blocks: C when the library takes the type, else `qmatmul_ref` (slow; the numpy
+    twin, for tests and correctness rather than speed). See KernelLibrary.qmatmul."""
+    lib = get()
+    if lib is not None and ggml_type in lib._qmatmul_blocks:
+        return lib.qmatmul(blocks, ggml_type, x, out_features, in_features, out)
+    x = np.asarray(x, dtype=np.float32)
+    flat = x.ndim == 1
+    got = qmatmul_ref(np.asarray(blocks), getattr(ggml_type, "id", ggml_type), x.reshape(1, -1) if flat else x)
+    got = got.reshape(-1) if flat else got
+    if out is None:
+        return got
+    out[...] = got
+    return out
+
+
+def get_rows(blocks: np.ndarray, ggml_type: int, ids, in_features: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows `ids` of a GGML-stored matrix as float32: C when the library takes the type, else `get_rows_ref`."""
+    lib = get()
+    if lib is not None and ggml_type in lib._get_rows_blocks:
+        return lib.get_rows(blocks, ggml_type, ids, in_features, out)
+    got = get_rows_ref(np.asarray(blocks), getattr(ggml_type, "id", ggml_type), _row_ids(ids)).reshape(-1, in_features)
+    if out is None:
+        return got
+    out[...] = got
+    return out
+
+
 # ---------------------------------------------------------------------------------------- argument checks
+
+
+def _type_table(supported) -> dict:
+    """{id or GGMLType: (id, elements per block, bytes per block)} for the types `supported(id)` accepts."""
+    table = {}
+    for t in GGML_TYPES.values():
+        if supported(t.id):
+            table[t.id] = table[t] = (t.id, t.block_size, t.block_bytes)
+    return table
+
+
+def _type_name(ggml_type) -> str:
+    type_id = getattr(ggml_type, "id", ggml_type)
+    known = GGML_TYPES.get(type_id) if isinstance(type_id, (int, np.integer)) else None
+    return f"GGML type {type_id!r}" + (f" ({known.name})" if known else "")
+
+
+def _type_names(table: dict) -> str:
+    return ", ".join(GGML_TYPES[t].name for t in sorted(k for k in table if isinstance(k, int)))
+
+
+def _check_blocks(kernel: str, blocks, rows: int, cols: int, block_elems: int, block_bytes: int) -> int:
+    """A stored matrix of `rows` rows of `cols` elements: its rows' stride in bytes, after checking its layout.
+
+    Block formats come as uint8 (rows, bytes_per_row); plain floats may also come typed, (rows, cols) of their
+    2- or 4-byte elements, as GGUFFile returns them.
+    """
+    if cols < 0 or cols % block_elems:
+        raise KernelError(f"{kernel}: in_features must be a whole number of {block_elems}-element blocks, "
+                          f"found {cols}")
+    row_bytes = cols // block_elems * block_bytes
+    if isinstance(blocks, np.ndarray) and blocks.ndim == 2:
+        if blocks.dtype == np.uint8:
+            shape, element = (rows, row_bytes), 1
+        elif block_elems == 1 and blocks.itemsize == block_bytes and blocks.dtype.kind in "fu":
+            shape, element = (rows, cols), block_bytes
+        else:
+            shape = element = None
+        if blocks.shape == shape and blocks.strides[1] == element and blocks.strides[0] >= row_bytes:
+            return blocks.strides[0]
+    strides = f", strides {blocks.strides}" if isinstance(blocks, np.ndarray) else ""
+    raise KernelError(f"{kernel}: blocks must be uint8 of shape ({rows}, {row_bytes}) (rows of {cols} elements in "
+                      f"{block_bytes}-byte blocks) with contiguous rows, found {_describe(blocks)}{strides}")
+
+
+def _row_ids(ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim > 1 or not (ids.dtype.kind in "iu" or ids.size == 0):
+        raise KernelError(f"get_rows: ids must be a 1-D array of integers, found {_describe(ids)}")
+    return np.ascontiguousarray(ids.reshape(-1), dtype=np.int64)
 
 
 def _describe(a) -> str:

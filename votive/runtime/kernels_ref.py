@@ -4,6 +4,10 @@ the reference the tests hold the C code to.
 Each follows its C kernel's arithmetic (same formulas, float32 throughout) so the two paths agree to a few
 float32 ulps and a model gives the same answers with or without a compiler at install time. They do not
 check their arguments: `votive.runtime.kernels` does that before choosing a path.
+
+The quantized twins (`qmatmul_ref`, `get_rows_ref`) are built on `votive.runtime.quants`: activations quantized
+as ggml does, then its integer dot products; the C library's portable kernels agree with them bit for bit and
+its SIMD kernels to float32 rounding of the sum over blocks.
 """
 
 from __future__ import annotations
@@ -85,3 +89,40 @@ def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.
         np.exp(x, out=x)
         x /= x.sum(axis=-1, keepdims=True)
     return x
+
+
+# Weight rows per vec_dot call in qmatmul_ref: vec_dot holds int64 products of the rows it is given (8 bytes
+# per weight), so a band bounds that scratch to 8 * _QMATMUL_BAND * cols bytes.
+_QMATMUL_BAND = 256
+
+
+def qmatmul_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x @ W.T as ggml computes it for W in GGML blocks: each row of x quantized to the format ggml pairs with
+    `ggml_type` (quants.quantize_q8), then quants.vec_dot against every weight row.
+
+    Args:
+        blocks: uint8 (out_features, bytes_per_row), the weight as stored.
+        ggml_type: GGML type id of the weight, one with a quantized dot product.
+        x: float32 (n, in_features).
+        out: optional float32 (n, out_features) to write.
+
+    Returns:
+        float32 (n, out_features).
+    """
+    from votive.runtime.quants import quantize_q8, vec_dot
+
+    acts = quantize_q8(x, ggml_type)  # (n, activation bytes per row)
+    if out is None:
+        out = np.empty((x.shape[0], blocks.shape[0]), np.float32)  # (n, out_features)
+    for start in range(0, blocks.shape[0], _QMATMUL_BAND):
+        band = blocks[start : start + _QMATMUL_BAND]  # (band, bytes_per_row)
+        for i, act in enumerate(acts):
+            out[i, start : start + band.shape[0]] = vec_dot(band, act, ggml_type)
+    return out
+
+
+def get_rows_ref(blocks: np.ndarray, ggml_type: int, ids: np.ndarray) -> np.ndarray:
+    """Rows `ids` of a GGML-stored matrix as float32 (len(ids), in_features): quants.dequantize of those rows."""
+    from votive.runtime.quants import dequantize
+
+    return dequantize(blocks[ids], ggml_type)

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vt_internal.h"
@@ -21,6 +22,20 @@ static const struct vt_nn_kernels *const builds[] = {
 #endif
 };
 #define N_BUILDS (sizeof builds / sizeof builds[0])
+
+/* The quantized kernels of each build, in the order of builds[]. */
+static const struct vt_quant_kernels *const quant_builds[] = {
+#if defined(VT_X86_64)
+    &vt_quant_avx512,
+    &vt_quant_avx2,
+    &vt_quant_sse2,
+#elif defined(__aarch64__)
+    &vt_quant_neon,
+#else
+    &vt_quant_generic,
+#endif
+};
+_Static_assert(sizeof quant_builds / sizeof quant_builds[0] == N_BUILDS, "one quant table per build");
 
 static int cpu_runs(const struct vt_nn_kernels *k) {
 #if defined(VT_X86_64)
@@ -59,6 +74,14 @@ static const struct vt_nn_kernels *find_build(const char *name) {
         if (strcmp(builds[i]->isa, name) == 0 && cpu_runs(builds[i]))
             return builds[i];
     return NULL;
+}
+
+const struct vt_quant_kernels *vt_quant(void) {
+    const struct vt_nn_kernels *nn = vt_nn();
+    for (size_t i = 0; i < N_BUILDS; i++)
+        if (builds[i] == nn)
+            return quant_builds[i];
+    return quant_builds[N_BUILDS - 1]; /* not reached: vt_nn() returns one of builds[] */
 }
 
 VT_API int vt_abi_version(void) { return VT_ABI_VERSION; }
@@ -173,5 +196,222 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
         mask_div = mask_mod = 1;
     struct softmax_job job = {vt_nn(), x, mask, mask_div, mask_mod, cols, scale};
     vt_parallel_for(rows, rows_per_chunk(SOFTMAX_GRAIN, cols), softmax_part, &job);
+    return VT_OK;
+}
+
+/* ---- quantized matrices ------------------------------------------------------------------------------ */
+
+/* The formats of ggml-common.h that the kernels read: elements and bytes per block, activation format. */
+static const struct vt_format formats[] = {
+    [VT_F32] = {1, 4, 0},
+    [VT_F16] = {1, 2, 0},
+    [VT_BF16] = {1, 2, 0},
+    [VT_Q4_0] = {32, 18, VT_Q8_0},
+    [VT_Q4_1] = {32, 20, VT_Q8_1},
+    [VT_Q5_0] = {32, 22, VT_Q8_0},
+    [VT_Q5_1] = {32, 24, VT_Q8_1},
+    [VT_Q8_0] = {32, 34, VT_Q8_0},
+    [VT_Q2_K] = {256, 84, VT_Q8_K},
+    [VT_Q3_K] = {256, 110, VT_Q8_K},
+    [VT_Q4_K] = {256, 144, VT_Q8_K},
+    [VT_Q5_K] = {256, 176, VT_Q8_K},
+    [VT_Q6_K] = {256, 210, VT_Q8_K},
+};
+static const struct vt_format unknown_format = {0, 0, 0};
+
+const struct vt_format *vt_format(int type) {
+    if (type < 0 || (size_t)type >= sizeof formats / sizeof formats[0] || formats[type].block_elems == 0)
+        return &unknown_format;
+    return &formats[type];
+}
+
+VT_API int vt_qmatmul_supports(int type) { return vt_format(type)->act_type != 0; }
+
+VT_API int vt_get_rows_supports(int type) { return vt_format(type)->block_elems != 0; }
+
+VT_API const char *vt_quant_isa(void) { return vt_quant()->dot_isa(); }
+
+VT_API int vt_set_quant_isa(const char *name) { return name ? vt_quant()->set_dot_isa(name) : VT_EUNSUPPORTED; }
+
+/* About this many nanoseconds of work per chunk handed to a thread (see vt_parallel_for). */
+#define QUANT_GRAIN_NS 4000
+
+static int64_t grain_for(double ns_per_unit) {
+    double g = QUANT_GRAIN_NS / (ns_per_unit > 0.001 ? ns_per_unit : 0.001);
+    return g < 1 ? 1 : g > 1e9 ? 1000000000 : (int64_t)g;
+}
+
+struct quantize_job {
+    const struct vt_quant_kernels *k;
+    int act_type;
+    const float *x;
+    int64_t cols;
+    uint8_t *act;
+    int64_t act_stride;
+};
+
+static void quantize_part(void *arg, int64_t begin, int64_t end) {
+    struct quantize_job *j = arg;
+    j->k->quantize_rows(j->act_type, j->x + begin * j->cols, end - begin, j->cols, j->act + begin * j->act_stride,
+                        j->act_stride);
+}
+
+struct qmatmul_job {
+    const struct vt_quant_kernels *k;
+    int type;
+    const uint8_t *w;
+    int64_t w_stride;
+    const uint8_t *act;
+    int64_t act_stride, n, cols;
+    float *out;
+    int64_t out_stride;
+};
+
+static void qmatmul_part(void *arg, int64_t begin, int64_t end) {
+    struct qmatmul_job *j = arg;
+    j->k->matmul_rows(j->type, j->w, j->w_stride, begin, end, j->act, j->act_stride, j->n, j->cols, j->out,
+                      j->out_stride);
+}
+
+/* Activations of decode steps (one row of up to a few thousand floats) are quantized on the stack. */
+#define SMALL_ACT_BYTES 16384
+
+/* A stored matrix of `rows` rows of `cols` elements of format f cannot be read: a negative size, rows that are
+ * not whole blocks, or rows closer than their bytes. */
+static int bad_matrix(const struct vt_format *f, int64_t rows, int64_t cols, int64_t w_stride) {
+    return rows < 0 || cols < 0 || cols % f->block_elems != 0 || w_stride < cols / f->block_elems * f->block_bytes;
+}
+
+VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
+                      int64_t out_features, int64_t cols) {
+    const struct vt_format *f = vt_format(type);
+    if (!f->act_type)
+        return VT_EUNSUPPORTED;
+    if (n < 0 || bad_matrix(f, out_features, cols, w_stride))
+        return VT_EINVAL;
+    if (n == 0 || out_features == 0)
+        return VT_OK;
+    if (!out || !x || (!w && cols > 0))
+        return VT_EINVAL;
+    if (cols == 0) {
+        memset(out, 0, (size_t)(n * out_features) * sizeof *out);
+        return VT_OK;
+    }
+    const struct vt_quant_kernels *k = vt_quant();
+    int64_t act_stride = vt_act_row_bytes(f->act_type, cols);
+    _Alignas(VT_ACT_ALIGN) uint8_t small[SMALL_ACT_BYTES];
+    uint8_t *act = small;
+    if (n * act_stride > SMALL_ACT_BYTES) {
+        void *p = NULL;
+        if (posix_memalign(&p, VT_ACT_ALIGN, (size_t)(n * act_stride)) != 0)
+            return VT_ENOMEM;
+        act = p;
+    }
+    struct quantize_job qj = {k, f->act_type, x, cols, act, act_stride};
+    vt_parallel_for(n, grain_for((double)cols), quantize_part, &qj);
+
+    /* per weight row: its bytes from memory (~8 per ns) and n * cols multiply-adds (~16 per ns) */
+    double row_ns = (double)w_stride / 8 + (double)n * (double)cols / 16;
+    struct qmatmul_job mj = {k, type, w, w_stride, act, act_stride, n, cols, out, out_features};
+    vt_parallel_for(out_features, grain_for(row_ns), qmatmul_part, &mj);
+    if (act != small)
+        free(act);
+    return VT_OK;
+}
+
+struct get_rows_job {
+    const struct vt_quant_kernels *k;
+    int type;
+    const uint8_t *w;
+    int64_t w_stride;
+    const int64_t *ids;
+    int64_t cols;
+    float *out;
+};
+
+static void get_rows_part(void *arg, int64_t begin, int64_t end) {
+    struct get_rows_job *j = arg;
+    for (int64_t i = begin; i < end; i++)
+        j->k->dequantize_row(j->type, j->w + j->ids[i] * j->w_stride, j->out + i * j->cols, j->cols);
+}
+
+VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, int64_t n_rows, const int64_t *ids,
+                       int64_t n_ids, int64_t cols) {
+    const struct vt_format *f = vt_format(type);
+    if (!f->block_elems)
+        return VT_EUNSUPPORTED;
+    if (n_ids < 0 || bad_matrix(f, n_rows, cols, w_stride))
+        return VT_EINVAL;
+    if (n_ids == 0 || cols == 0)
+        return VT_OK;
+    if (!out || !ids || !w)
+        return VT_EINVAL;
+    for (int64_t i = 0; i < n_ids; i++)
+        if (ids[i] < 0 || ids[i] >= n_rows)
+            return VT_ERANGE;
+    struct get_rows_job job = {vt_quant(), type, w, w_stride, ids, cols, out};
+    vt_parallel_for(n_ids, grain_for((double)cols), get_rows_part, &job);
+    return VT_OK;
+}
+
+/* ---- activations in ggml's layout (vt_quantize_rows) ---- */
+
+static uint16_t half_bits(float f) {
+    /* the floats given here are already rounded to half (or NaN): the conversion is exact */
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+    if (ax > 0x7f800000)
+        return (uint16_t)(sign | 0x7e00);
+    if (ax >= 0x47800000) /* 65536 and up: only inf is left after rounding */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000) { /* below 2^-14: a multiple of 2^-24 */
+        float a;
+        memcpy(&a, &ax, sizeof a);
+        return (uint16_t)(sign | (uint32_t)(a * 16777216.0f));
+    }
+    return (uint16_t)(sign | ((ax - 0x38000000) >> 13));
+}
+
+VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols) {
+    int block = act_type == VT_Q8_K ? 256 : 32;
+    if (act_type != VT_Q8_0 && act_type != VT_Q8_1 && act_type != VT_Q8_K)
+        return VT_EUNSUPPORTED;
+    if (rows < 0 || cols < 0 || cols % block != 0)
+        return VT_EINVAL;
+    if (rows == 0 || cols == 0)
+        return VT_OK;
+    if (!out || !x)
+        return VT_EINVAL;
+    int64_t stride = vt_act_row_bytes(act_type, cols), nb = cols / block;
+    uint8_t *act = malloc((size_t)stride);
+    if (!act)
+        return VT_ENOMEM;
+    uint8_t *dst = out;
+    for (int64_t r = 0; r < rows; r++) {
+        vt_quant()->quantize_rows(act_type, x + r * cols, 1, cols, act, stride);
+        const int8_t *q = (const int8_t *)act;
+        const float *d = (const float *)(act + nb * block);
+        for (int64_t b = 0; b < nb; b++) {
+            if (act_type == VT_Q8_K) { /* float d, 256 quants, 16 int16 sums */
+                memcpy(dst, &d[b], 4);
+                memcpy(dst + 4, q + b * 256, 256);
+                memcpy(dst + 260, (const int16_t *)(d + nb) + b * 16, 32);
+                dst += 292;
+            } else { /* half d, (Q8_1: half s,) 32 quants */
+                uint16_t h = half_bits(d[b]);
+                memcpy(dst, &h, 2);
+                dst += 2;
+                if (act_type == VT_Q8_1) {
+                    h = half_bits(d[nb + b]);
+                    memcpy(dst, &h, 2);
+                    dst += 2;
+                }
+                memcpy(dst, q + b * 32, 32);
+                dst += 32;
+            }
+        }
+    }
+    free(act);
     return VT_OK;
 }

@@ -1,5 +1,5 @@
 /* selftest.c: checks every kernel of libvotive, on every ISA this CPU runs, against plain scalar loops in
- * double precision. Built beside the library by kernel_build.py (build_selftest) and linked to it, so a
+ * double precision; the quantized kernels against this file's own reading of ggml's block formats. Built beside the library by kernel_build.py (build_selftest) and linked to it, so a
  * cross-compiled library can be checked on its target or under qemu-user:
  *
  *     qemu-aarch64 -L /usr/aarch64-linux-gnu ./votive-selftest
@@ -8,6 +8,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static int failures;
 static void report(const char *isa, const char *what, double err, double limit) {
     int ok = err <= limit; /* false for NaN too */
     failures += !ok;
-    printf("%-4s %-7s %-44s max error %.3g (limit %.3g)\n", ok ? "ok" : "FAIL", isa, what, err, limit);
+    printf("%-4s %-18s %-50s max error %.3g (limit %.3g)\n", ok ? "ok" : "FAIL", isa, what, err, limit);
 }
 
 /* xorshift64*: the same numbers on every platform */
@@ -196,6 +197,280 @@ static void check_threads(const char *isa) {
     free(a), free(b), free(w), free(out1), free(out3);
 }
 
+/* ---- quantized formats: an independent reading of ggml-common.h's blocks ------------------------------- */
+
+static double half_value(const uint8_t *p) {
+    int h = p[0] | (p[1] << 8), e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return h & 0x8000 ? -v : v;
+}
+
+/* A random half in [2^-12, 2^-4) (a sane scale), optionally of either sign, stored at p. */
+static void random_half(uint8_t *p, int signed_) {
+    int bits = (int)uniform(3, 11) << 10 | (int)uniform(0, 1023);
+    if (signed_ && uniform(0, 1) < 0.5f)
+        bits |= 0x8000;
+    p[0] = (uint8_t)bits;
+    p[1] = (uint8_t)(bits >> 8);
+}
+
+struct qformat {
+    int type, elems, bytes;
+    const char *name;
+    int d_at, min_at; /* byte offsets of the half scale and of the half min (-1: none) */
+};
+
+static const struct qformat QFORMATS[] = {
+    {2, 32, 18, "Q4_0", 0, -1},    {3, 32, 20, "Q4_1", 0, 2},     {6, 32, 22, "Q5_0", 0, -1},
+    {7, 32, 24, "Q5_1", 0, 2},     {8, 32, 34, "Q8_0", 0, -1},    {10, 256, 84, "Q2_K", 80, 82},
+    {11, 256, 110, "Q3_K", 108, -1}, {12, 256, 144, "Q4_K", 0, 2}, {13, 256, 176, "Q5_K", 0, 2},
+    {14, 256, 210, "Q6_K", 208, -1},
+};
+#define N_QFORMATS (int)(sizeof QFORMATS / sizeof QFORMATS[0])
+
+/* One block -> per element: x = d * sc * q - dmin * mn (+ m for Q4_1 and Q5_1, returned in *m). */
+static void decode_block(int type, const uint8_t *b, double *d, double *dmin, double *m, int *q, int *sc, int *mn) {
+    *dmin = *m = 0;
+    for (int e = 0; e < 256; e++)
+        sc[e] = 1, mn[e] = 0;
+    if (type <= 8) {
+        *d = half_value(b);
+        int off = type == 2 ? 8 : type == 6 ? 16 : 0, at = type == 2 ? 2 : type == 3 ? 4 : type == 6 ? 6 : 8;
+        uint32_t qh = 0;
+        if (type == 6 || type == 7)
+            qh = (uint32_t)b[at - 4] | (uint32_t)b[at - 3] << 8 | (uint32_t)b[at - 2] << 16 | (uint32_t)b[at - 1] << 24;
+        if (type == 3 || type == 7)
+            *m = half_value(b + 2);
+        for (int j = 0; j < 32; j++) {
+            if (type == 8)
+                q[j] = (int8_t)b[2 + j];
+            else
+                q[j] = ((b[at + j % 16] >> (j < 16 ? 0 : 4)) & 15) + (int)((qh >> j) & 1) * 16 - off;
+        }
+        return;
+    }
+    for (int e = 0; e < 256; e++) {
+        int g = e / 16, h = e / 128, l = e % 32, j = (e % 128) / 32;
+        switch (type) {
+        case 10: /* Q2_K */
+            *d = half_value(b + 80), *dmin = half_value(b + 82);
+            sc[e] = b[g] & 15, mn[e] = b[g] >> 4;
+            q[e] = (b[16 + 32 * h + l] >> (2 * j)) & 3;
+            break;
+        case 11: { /* Q3_K */
+            *d = half_value(b + 108);
+            int low4 = g < 8 ? b[96 + g] & 15 : b[96 + g - 8] >> 4, high2 = (b[104 + g % 4] >> (2 * (g / 4))) & 3;
+            sc[e] = (low4 | high2 << 4) - 32;
+            q[e] = ((b[32 + 32 * h + l] >> (2 * j)) & 3) - ((b[l] >> (4 * h + j)) & 1 ? 0 : 4);
+            break;
+        }
+        case 12:
+        case 13: { /* Q4_K, Q5_K */
+            *d = half_value(b), *dmin = half_value(b + 2);
+            int s = e / 32, c = e / 64, hi = (e % 64) >= 32;
+            const uint8_t *k = b + 4;
+            sc[e] = s < 4 ? k[s] & 63 : (k[s + 4] & 15) | (k[s - 4] >> 6) << 4;
+            mn[e] = s < 4 ? k[s + 4] & 63 : (k[s + 4] >> 4) | (k[s] >> 6) << 4;
+            int byte = b[(type == 12 ? 16 : 48) + 32 * c + l];
+            q[e] = hi ? byte >> 4 : byte & 15;
+            if (type == 13)
+                q[e] += ((b[16 + l] >> (2 * c + hi)) & 1) * 16;
+            break;
+        }
+        default: { /* Q6_K */
+            *d = half_value(b + 208);
+            int ql = b[64 * h + l + (j & 1) * 32];
+            q[e] = ((j < 2 ? ql & 15 : ql >> 4) | ((b[128 + 32 * h + l] >> (2 * j)) & 3) << 4) - 32;
+            sc[e] = (int8_t)b[192 + g];
+        }
+        }
+    }
+}
+
+/* Rows of random blocks: random bytes, then sane scales (random bits there would give inf and NaN). */
+static uint8_t *random_blocks(const struct qformat *f, int rows, int cols) {
+    size_t size = (size_t)rows * cols / f->elems * f->bytes;
+    uint8_t *w = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        w[i] = (uint8_t)uniform(0, 256);
+    for (size_t at = 0; at < size; at += f->bytes) {
+        random_half(w + at + f->d_at, 0);
+        if (f->min_at >= 0)
+            random_half(w + at + f->min_at, f->type == 3 || f->type == 7);
+    }
+    return w;
+}
+
+/* The activation row (ggml layout) of format act_type, block b: d, s (Q8_1), quants. */
+static void decode_act(int act_type, const uint8_t *a, int b, double *d, double *s, const int8_t **q) {
+    if (act_type == 15) {
+        float f;
+        memcpy(&f, a + 292 * b, 4);
+        *d = f, *s = 0, *q = (const int8_t *)(a + 292 * b + 4);
+    } else {
+        int bytes = act_type == 9 ? 36 : 34;
+        *d = half_value(a + bytes * b);
+        *s = act_type == 9 ? half_value(a + bytes * b + 2) : 0;
+        *q = (const int8_t *)(a + bytes * b + bytes - 32);
+    }
+}
+
+/* Weight row . activation row as ggml's vec_dot defines it, in double; *mag gets the sum of the magnitudes
+ * of its parts (quants taken as unsigned with any offset, mins), which bounds float32 rounding. */
+static double dot_ref(const struct qformat *f, const uint8_t *w, const uint8_t *a, int cols, double *mag) {
+    int act_type = f->type == 3 || f->type == 7 ? 9 : f->elems == 256 ? 15 : 8;
+    int q[256], sc[256], mn[256];
+    double sum = 0;
+    *mag = 0;
+    for (int b = 0; b < cols / f->elems; b++) {
+        double d, dmin, m, dy, sy;
+        const int8_t *qy;
+        decode_block(f->type, w + b * f->bytes, &d, &dmin, &m, q, sc, mn);
+        decode_act(act_type, a, b, &dy, &sy, &qy);
+        double isum = 0, msum = 0, imag = 0, mmag = 0;
+        for (int e = 0; e < f->elems; e++) {
+            isum += (double)sc[e] * q[e] * qy[e];
+            msum += (double)mn[e] * qy[e];
+            imag += fabs((double)sc[e]) * (abs(q[e]) + 32) * abs(qy[e]);
+            mmag += (double)mn[e] * abs(qy[e]);
+        }
+        sum += d * dy * isum - dmin * dy * msum + m * sy;
+        *mag += fabs(d * dy) * imag + fabs(dmin * dy) * mmag + fabs(m * sy);
+    }
+    return sum;
+}
+
+static void check_qmatmul(const char *isa) {
+    enum { ROWS = 37, N = 5 };
+    for (int i = 0; i < N_QFORMATS; i++) {
+        const struct qformat *f = &QFORMATS[i];
+        int cols = 3 * f->elems, nb = 3, act_type = f->type == 3 || f->type == 7 ? 9 : f->elems == 256 ? 15 : 8;
+        int act_bytes = nb * (act_type == 15 ? 292 : act_type == 9 ? 36 : 34);
+        uint8_t *w = random_blocks(f, ROWS, cols);
+        float *x = random_array((size_t)N * cols, -2, 2), *out = malloc(sizeof(float) * N * ROWS);
+        float *one = malloc(sizeof(float) * ROWS);
+        uint8_t *act = malloc((size_t)N * act_bytes);
+        vt_quantize_rows(act, act_type, x, N, cols);
+        int status = vt_qmatmul(out, w, f->type, (int64_t)cols / f->elems * f->bytes, x, N, ROWS, cols);
+        double err = status == 0 ? 0 : INFINITY;
+        int same = 1;
+        for (int r = 0; r < N; r++) {
+            vt_qmatmul(one, w, f->type, (int64_t)cols / f->elems * f->bytes, x + (size_t)r * cols, 1, ROWS, cols);
+            same &= memcmp(one, out + (size_t)r * ROWS, sizeof(float) * ROWS) == 0;
+            for (int o = 0; o < ROWS; o++) {
+                double mag, want = dot_ref(f, w + (size_t)o * nb * f->bytes, act + (size_t)r * act_bytes, cols, &mag);
+                /* float32 sums of a term per block: (nb + 4) roundings of at most 2^-24 of mag each, twice over */
+                err = fmax(err, fabs(out[(size_t)r * ROWS + o] - want) / (2 * (nb + 4) * ldexp(mag, -24)));
+            }
+        }
+        char what[64];
+        snprintf(what, sizeof what, "qmatmul %s, %d x %d times 5 rows", f->name, ROWS, cols);
+        report(isa, what, err, 1.0); /* in units of the rounding bound */
+        snprintf(what, sizeof what, "qmatmul %s rows equal matrix-vector bits", f->name);
+        report(isa, what, !same, 0);
+        free(w), free(x), free(out), free(one), free(act);
+    }
+}
+
+static void check_get_rows(const char *isa) {
+    enum { ROWS = 9, NIDS = 6 };
+    const int64_t ids[NIDS] = {8, 0, 3, 3, 7, 1};
+    int bad = 0;
+    for (int i = 0; i < N_QFORMATS; i++) {
+        const struct qformat *f = &QFORMATS[i];
+        int cols = 2 * f->elems, nb = 2, q[256], sc[256], mn[256];
+        uint8_t *w = random_blocks(f, ROWS, cols);
+        float *out = malloc(sizeof(float) * NIDS * cols);
+        bad += vt_get_rows(out, w, f->type, (int64_t)nb * f->bytes, ROWS, ids, NIDS, cols) != 0;
+        for (int k = 0; k < NIDS; k++)
+            for (int b = 0; b < nb; b++) {
+                double d, dmin, m;
+                decode_block(f->type, w + (ids[k] * nb + b) * f->bytes, &d, &dmin, &m, q, sc, mn);
+                for (int e = 0; e < f->elems; e++) { /* ggml's float32 order: (d * sc) * q - dmin * mn, or q * d + m */
+                    float want = f->elems == 32 ? (float)q[e] * (float)d : ((float)d * (float)sc[e]) * (float)q[e];
+                    if (f->min_at >= 0) /* only then: 0 * -d is -0, and -0 + 0 would be +0 */
+                        want = f->elems == 32 ? want + (float)m : want - (float)dmin * (float)mn[e];
+                    bad += memcmp(&want, &out[k * cols + b * f->elems + e], sizeof want) != 0;
+                }
+            }
+        int64_t outside = ROWS;
+        bad += vt_get_rows(out, w, f->type, (int64_t)nb * f->bytes, ROWS, &outside, 1, cols) != VT_ERANGE;
+        free(w), free(out);
+    }
+    /* plain floats: F32 copies, F16 widens exactly, BF16 is the top half of a float32 */
+    uint16_t halves[4] = {0x3c00, 0x0001, 0xfbff, 0x7c00};
+    double want16[4] = {1.0, ldexp(1, -24), -65504.0, INFINITY};
+    float got[4];
+    int64_t all[4] = {0, 1, 2, 3};
+    vt_get_rows(got, halves, 1, 2, 4, all, 4, 1);
+    for (int k = 0; k < 4; k++)
+        bad += got[k] != (float)want16[k];
+    uint16_t bf[2] = {0x3f80, 0xc049};
+    vt_get_rows(got, bf, 30, 4, 1, all, 1, 2);
+    bad += got[0] != 1.0f || got[1] != -3.140625f;
+    report(isa, "get_rows of every format, bit for bit", bad, 0); /* count of wrong values */
+}
+
+static void check_quantize_rows(const char *isa) {
+    /* ties: with max |x| = 127 the scale is 1, so x = k + 0.5 rounds away from zero (roundf) for Q8_0, to
+     * even for Q8_K (ggml's nearest_int), where -127 is the value of largest magnitude */
+    float x[256];
+    for (int i = 0; i < 256; i++)
+        x[i] = (float)(i % 64) - 31.5f;
+    x[0] = 127.0f;
+    uint8_t q8_0[34], q8_k[292];
+    int bad = vt_quantize_rows(q8_0, 8, x, 1, 32) != 0;
+    for (int i = 1; i < 32; i++) {
+        int want = (int)(x[i] + (x[i] > 0 ? 0.5f : -0.5f));
+        bad += (int8_t)q8_0[2 + i] != want;
+    }
+    bad += q8_0[0] != 0x00 || q8_0[1] != 0x3c; /* d = 1.0 */
+    x[0] = -127.0f;
+    bad += vt_quantize_rows(q8_k, 15, x, 1, 256) != 0;
+    for (int i = 1; i < 256; i++) {
+        double r = nearbyint(x[i]); /* the default rounding mode: to even */
+        bad += (int8_t)q8_k[4 + i] != (int)r;
+    }
+    report(isa, "quantize_rows rounding of ties (Q8_0 away, Q8_K even)", bad, 0);
+}
+
+static void check_quant_threads(const char *isa) {
+    const struct qformat *f = &QFORMATS[7]; /* Q4_K */
+    enum { ROWS = 600, COLS = 1024, N = 6 };
+    uint8_t *w = random_blocks(f, ROWS, COLS);
+    float *x = random_array((size_t)N * COLS, -1, 1), *a = malloc(sizeof(float) * N * ROWS);
+    float *b = malloc(sizeof(float) * N * ROWS);
+    vt_set_num_threads(1);
+    vt_qmatmul(a, w, f->type, COLS / 256 * 144, x, N, ROWS, COLS);
+    vt_set_num_threads(3);
+    vt_qmatmul(b, w, f->type, COLS / 256 * 144, x, N, ROWS, COLS);
+    vt_set_num_threads(0);
+    report(isa, "qmatmul with 1 and 3 threads gives identical bits", memcmp(a, b, sizeof(float) * N * ROWS) != 0, 0);
+    free(w), free(x), free(a), free(b);
+}
+
+static void check_quant(const char *isa) {
+    /* each int8 dot-product variant of this ISA that the CPU runs */
+    char names[3][32];
+    snprintf(names[0], sizeof names[0], "%s", isa);
+    snprintf(names[1], sizeof names[1], "%s+%s", isa, strcmp(isa, "neon") == 0 ? "dotprod" : "vnni");
+    snprintf(names[2], sizeof names[2], "scalar");
+    const char *start = vt_quant_isa();
+    char first[32];
+    snprintf(first, sizeof first, "%s", start);
+    for (int i = 0; i < 3; i++) {
+        if (vt_set_quant_isa(names[i]) != 0)
+            continue;
+        char label[48];
+        snprintf(label, sizeof label, "%s/%s", isa, vt_quant_isa());
+        check_qmatmul(label);
+        check_quant_threads(label);
+    }
+    vt_set_quant_isa(first);
+    check_get_rows(isa);
+    check_quantize_rows(isa);
+}
+
 int main(void) {
     if (vt_abi_version() != VT_ABI_VERSION) {
         printf("FAIL library ABI version %d, selftest built for %d\n", vt_abi_version(), VT_ABI_VERSION);
@@ -211,6 +486,7 @@ int main(void) {
         check_layer_norm(ALL_ISAS[i]);
         check_softmax(ALL_ISAS[i]);
         check_threads(ALL_ISAS[i]);
+        check_quant(ALL_ISAS[i]);
     }
     vt_set_isa(best);
     printf("%s\n", failures ? "FAILED" : "all passed");

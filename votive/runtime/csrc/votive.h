@@ -13,12 +13,14 @@
  *                   the split of rows over threads; the arithmetic lives in the per-ISA files).
  *   simd.h          one vector type and the vector math (exp, normal tail) on GCC vector extensions.
  *   nn_kernels.c    elementwise and row kernels (GELU, LayerNorm, softmax), compiled once per ISA.
+ *   quant_kernels.c products of GGML-quantized matrices with float activations and row gathers, compiled
+ *                   once per ISA; its SIMD dot products live in quant_x86.h and quant_neon.h.
  *   selftest.c      a standalone program checking every kernel on every ISA against scalar loops.
  *
  * Adding a kernel: write its single-threaded body over a range of rows in an ISA-compiled file, add a
  * pointer for it to that file's table type in vt_internal.h, and export a wrapper in dispatch.c that
- * checks arguments and calls vt_parallel_for. Quantized matmuls (Q4_0, Q8_0, K-quants) go in their own
- * file (e.g. quant_kernels.c) with their own table, following nn_kernels.c.
+ * checks arguments and calls vt_parallel_for. The quantized kernels have their own table
+ * (struct vt_quant_kernels), one per ISA build as for nn_kernels.c.
  */
 #ifndef VOTIVE_H
 #define VOTIVE_H
@@ -29,11 +31,13 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 1
+#define VT_ABI_VERSION 2
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
-#define VT_EUNSUPPORTED (-2) /* an ISA this build or this CPU does not have */
+#define VT_EUNSUPPORTED (-2) /* an ISA this build or this CPU does not have, or a GGML type a kernel does not take */
+#define VT_ENOMEM (-3)       /* a scratch buffer could not be allocated */
+#define VT_ERANGE (-4)       /* a row id outside the matrix */
 
 #if defined(__GNUC__)
 #define VT_API __attribute__((visibility("default")))
@@ -80,6 +84,47 @@ VT_API int vt_layer_norm(float *out, const float *x, const float *residual, cons
  * A row whose every entry is -inf comes out NaN, as numpy and PyTorch give. */
 VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                       int64_t rows, int64_t cols);
+
+/* ---- GGML-quantized matrices ----------------------------------------------------------------------- *
+ *
+ * Weights stay in the blocks a GGUF file stores (ggml-common.h's block_q4_0 ... block_q6_K), read in place at
+ * any alignment; `type` is the GGML type id (ggml.h). Rows are `w_stride` bytes apart and hold `cols` elements,
+ * a whole number of blocks (32 elements for Q4_0..Q8_0, 256 for the K-quants). */
+
+/* 1 when vt_qmatmul takes weights of this type: Q4_0 (2), Q4_1 (3), Q5_0 (6), Q5_1 (7), Q8_0 (8), Q2_K (10),
+ * Q3_K (11), Q4_K (12), Q5_K (13), Q6_K (14). */
+VT_API int vt_qmatmul_supports(int type);
+
+/* out[i * out_features + o] = sum_k W[o, k] x[i, k] for i < n, o < out_features; x and out are contiguous
+ * float32 rows. As ggml does, x is first quantized, once per call, to the format ggml pairs with `type`
+ * (Q8_0 for Q4_0, Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for the K-quants), then each output is an integer
+ * dot product per block, scaled and summed in float32. Each output depends only on its weight row and its row
+ * of x: the bits are the same for any n, thread count or chunking. A NaN or inf in a block of x makes that
+ * row's outputs NaN. VT_EUNSUPPORTED for a type not taken, VT_EINVAL for sizes that are negative or not whole
+ * blocks or w_stride < the row's bytes, VT_ENOMEM when the quantized copy of x cannot be allocated. */
+VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
+                      int64_t out_features, int64_t cols);
+
+/* 1 when vt_get_rows takes this type: those of vt_qmatmul_supports, and F32 (0), F16 (1), BF16 (30). */
+VT_API int vt_get_rows_supports(int type);
+
+/* out[i * cols + k] = W[ids[i], k] as float32, bit for bit what ggml's dequantize_row_* gives (an embedding
+ * lookup). VT_ERANGE, before anything is written, when an id is outside [0, n_rows). */
+VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, int64_t n_rows, const int64_t *ids,
+                       int64_t n_ids, int64_t cols);
+
+/* Quantize rows of x (contiguous float32) to an activation format, Q8_0 (8), Q8_1 (9) or Q8_K (15), written in
+ * ggml's block layout: the bytes ggml's quantize_row_*_ref writes (ties in Q8_0 and Q8_1 round away from zero
+ * as its roundf does). vt_qmatmul quantizes x the same way. For tests and tools. */
+VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols);
+
+/* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
+ * "neon", "neon+dotprod" or "scalar". */
+VT_API const char *vt_quant_isa(void);
+
+/* Use the named int8 dot-product instructions of the active ISA (tests compare them): the ISA's own name for
+ * its base instructions, or one vt_quant_isa() can return. VT_EUNSUPPORTED if this CPU lacks them. */
+VT_API int vt_set_quant_isa(const char *name);
 
 #ifdef __cplusplus
 }

@@ -47,4 +47,66 @@ extern const struct vt_nn_kernels vt_nn_generic;
 /* The table for the active ISA (dispatch.c). */
 const struct vt_nn_kernels *vt_nn(void);
 
+/* ---- quantized formats (quant_kernels.c) ----------------------------------------------------------- */
+
+/* GGML type ids (ggml.h's enum ggml_type) of the formats the quantized kernels read. */
+enum {
+    VT_F32 = 0, VT_F16 = 1, VT_Q4_0 = 2, VT_Q4_1 = 3, VT_Q5_0 = 6, VT_Q5_1 = 7, VT_Q8_0 = 8, VT_Q8_1 = 9,
+    VT_Q2_K = 10, VT_Q3_K = 11, VT_Q4_K = 12, VT_Q5_K = 13, VT_Q6_K = 14, VT_Q8_K = 15, VT_BF16 = 30,
+};
+
+/* A format's block: elements, bytes, and the activation format ggml pairs it with in dot products (0 when
+ * vt_qmatmul does not take it). dispatch.c holds the table; block_elems == 0 means an unknown type. */
+struct vt_format {
+    int block_elems, block_bytes, act_type;
+};
+const struct vt_format *vt_format(int type);
+
+/* Quantized activation rows, in a layout of our own rather than ggml's (vt_quantize_rows converts): a row of
+ * nb blocks holds the int8 quants of every block (32 or 256 per block), then one float scale d per block (for
+ * Q8_0 and Q8_1 the half-rounded d that ggml stores), then per block either the float s = d * sum(q) rounded
+ * to half as ggml's Q8_1 stores it, or for Q8_K sixteen int16 sums of 16 consecutive quants. Quants first
+ * keeps them 32-byte aligned for vector loads; rows are VT_ACT_ALIGN bytes apart. A block with a NaN or an
+ * infinity gets d = NaN, so its dot products come out NaN as a float product would. */
+#define VT_ACT_ALIGN 64
+static inline int64_t vt_act_row_bytes(int act_type, int64_t cols) {
+    int64_t bytes = act_type == VT_Q8_K ? cols / 256 * (256 + 4 + 32)
+                    : act_type == VT_Q8_1 ? cols / 32 * (32 + 4 + 4)
+                                          : cols / 32 * (32 + 4);
+    return (bytes + VT_ACT_ALIGN - 1) / VT_ACT_ALIGN * VT_ACT_ALIGN;
+}
+
+/* quant_kernels.c is compiled once per ISA, like nn_kernels.c; each build fills one of these. Types are
+ * checked by dispatch.c before any call; the functions are single-threaded. */
+struct vt_quant_kernels {
+    const char *isa;
+    /* rows of x (cols floats each, contiguous, cols a multiple of the block) -> activation rows, act_stride
+     * bytes apart, of act_type (VT_Q8_0, VT_Q8_1 or VT_Q8_K) */
+    void (*quantize_rows)(int act_type, const float *x, int64_t rows, int64_t cols, uint8_t *act, int64_t act_stride);
+    /* out[c * out_stride + r] = weight row r . activation row c, for r in [r_begin, r_end) and c in [0, n);
+     * weight row r starts at w + r * w_stride and holds cols elements of `type`; act holds rows of
+     * vt_format(type)->act_type. */
+    void (*matmul_rows)(int type, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
+                        const uint8_t *act, int64_t act_stride, int64_t n, int64_t cols, float *out,
+                        int64_t out_stride);
+    /* one row of cols elements of `type` (any type with a vt_format entry) -> floats, exactly as ggml's
+     * dequantize_row_* computes them */
+    void (*dequantize_row)(int type, const uint8_t *row, float *out, int64_t cols);
+    /* the int8 dot-product instructions in use, e.g. "avx2", "avx2+vnni", "neon+dotprod", "scalar" */
+    const char *(*dot_isa)(void);
+    /* use the named dot-product instructions (one dot_isa can return); VT_EUNSUPPORTED if unavailable */
+    int (*set_dot_isa)(const char *name);
+};
+
+#if defined(VT_X86_64)
+extern const struct vt_quant_kernels vt_quant_sse2, vt_quant_avx2, vt_quant_avx512;
+#elif defined(__aarch64__)
+extern const struct vt_quant_kernels vt_quant_neon;
+#else
+extern const struct vt_quant_kernels vt_quant_generic;
+#endif
+
+/* The quantized kernels of the active ISA (dispatch.c): the build with vt_nn()'s name. */
+const struct vt_quant_kernels *vt_quant(void);
+
 #endif /* VT_INTERNAL_H */

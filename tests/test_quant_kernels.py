@@ -1,0 +1,418 @@
+"""The quantized C kernels (qmatmul, get_rows, activation quantization) against votive.runtime.quants.
+
+The library is compiled from the current sources once per session, as in test_kernels.py. Every test of a
+product runs on each kernel build this CPU runs and each of its int8 dot-product variants (maddubs or VNNI on
+x86, vmull or sdot on arm64, plain C for sse2).
+
+What "agree" means here, from the float order notes in votive/runtime/quants/activations.py:
+
+- Activation quantization is bit for bit ggml's (same bytes as quants.quantize).
+- get_rows is bit for bit quants.dequantize.
+- qmatmul's plain C kernels are bit for bit quants.vec_dot (they follow its float order). The SIMD kernels sum
+  the same exact integer products with other float roundings: each output is a float32 sum over nb blocks, so
+  kernel and reference each differ from the exact value by at most (nb + 4) units of 2^-24 times M, the sum of
+  the magnitudes of every product that went in (quants taken with the unsigned offset some kernels multiply
+  with, plus the min terms): |C - ref| <= 2 (nb + 4) 2^-24 M. A wrong quant or scale anywhere moves an output by
+  about M / (number of elements), thousands of times that bound.
+- Against the float product of the dequantized weight and the unquantized x, the error is the activation
+  quantization's: sum |W| |x - x_hat|, plus Q8_1's half-rounded block sums for Q4_1 and Q5_1.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from votive.errors import KernelError
+from votive.runtime import kernel_build, kernels
+from votive.runtime.gguf import GGUFFile
+from votive.runtime.kernels_ref import get_rows_ref, qmatmul_ref
+from votive.runtime.quants import FORMATS, VEC_DOT_TYPE, dequantize, quantize, quantize_q8
+
+QUANT_TYPES = sorted(VEC_DOT_TYPE)  # 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 10..14 Q2_K..Q6_K
+NAMES = {t: FORMATS[t].name for t in FORMATS}
+U = 2.0**-24  # float32 unit roundoff
+
+
+@pytest.fixture(scope="session")
+def lib(tmp_path_factory):
+    """libvotive.so freshly compiled from the current sources; skips without a C compiler."""
+    if not shutil.which(kernel_build.default_cc()[0]):
+        pytest.skip("no C compiler: the C kernels cannot be built here")
+    path = kernel_build.build_library(tmp_path_factory.mktemp("qkernels") / kernel_build.LIBRARY_NAME)
+    loaded = kernels.load(path)
+    assert loaded is not None, f"{path} was built but does not load"
+    return loaded
+
+
+# Each kernel build of this architecture, with the names of its int8 dot-product variants (vt_quant_isa).
+ARCH_ISAS = [name for name, _ in kernel_build.ISA_FLAGS.get(platform.machine(), kernel_build.GENERIC_ISA)]
+DOT_VARIANTS = {"avx512": ("avx512", "avx512+vnni"), "avx2": ("avx2", "avx2+vnni"), "sse2": ("scalar",),
+                "neon": ("neon", "neon+dotprod"), "generic": ("scalar",)}
+VARIANTS = [(isa, dot) for isa in ARCH_ISAS for dot in DOT_VARIANTS[isa]]
+
+
+@pytest.fixture(params=VARIANTS, ids=["/".join(v) for v in VARIANTS])
+def variant(request, lib):
+    """A kernel build and dot-product variant this CPU runs, made active for the test; yields the dot name."""
+    isa, dot = request.param
+    if isa not in lib.supported_isas():
+        pytest.skip(f"{isa} kernels do not run here")
+    best_isa, best_dot = lib.isa, lib.quant_isa
+    lib.set_isa(isa)
+    try:
+        lib.set_quant_isa(dot)
+    except KernelError:
+        lib.set_isa(best_isa)
+        pytest.skip(f"{dot} does not run here")
+    yield dot
+    lib.set_isa(best_isa)
+    lib.set_quant_isa(best_dot)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20250)
+
+
+def random_blocks(rng, ggml_type: int, rows: int, cols: int) -> np.ndarray:
+    """uint8 (rows, bytes_per_row): random bytes with sane half scales (random bits there give inf and NaN);
+    mins of Q4_1 and Q5_1 of either sign, as real files have."""
+    fmt = FORMATS[ggml_type]
+    raw = rng.integers(0, 256, (rows, cols // fmt.block_size * fmt.block_bytes), dtype=np.uint8)
+    blocks = raw.view(fmt.layout)
+    for name in ("d", "dmin", "m"):
+        if name in fmt.layout.names:
+            low = -0.05 if name == "m" else 2.0**-12
+            blocks[name] = rng.uniform(low, 0.05, blocks[name].shape).astype(np.float16)
+    return raw
+
+
+def activation_parts(x: np.ndarray, ggml_type: int):
+    """x quantized as the kernels do -> (scales d (n, nb), quants (n, nb, block), Q8_1's s or None), float64."""
+    act = quantize_q8(x, ggml_type)
+    afmt = FORMATS[VEC_DOT_TYPE[ggml_type]]
+    b = act.view(afmt.layout).reshape(x.shape[0], -1)
+    s = b["s"].astype(np.float64) if "s" in afmt.layout.names else None
+    return b["d"].astype(np.float64), b["qs"].astype(np.float64), s
+
+
+# Offsets some kernels add to signed quants to multiply them as unsigned (x86: Q3_K, Q6_K); they enlarge the
+# integer partial sums that are rounded, so they count in the magnitude.
+UNSIGNED_OFFSET = {2: 8, 6: 16, 11: 4, 14: 32}
+
+
+def magnitude(blocks: np.ndarray, ggml_type: int, x: np.ndarray) -> np.ndarray:
+    """M per output (n, rows): the sum of |every product| a kernel adds for that output, in float64."""
+    fmt = FORMATS[ggml_type]
+    rows = blocks.shape[0]
+    b = blocks.view(fmt.layout).reshape(-1)  # (rows * nb,)
+    dy, qy, s = activation_parts(x, ggml_type)  # (n, nb), (n, nb, block), (n, nb)
+    a = np.abs(dy[..., None] * qy).reshape(x.shape[0], -1)  # |activation| (n, cols)
+    off = UNSIGNED_OFFSET.get(ggml_type, 0)
+    if fmt.block_size == 32:
+        q = np.abs(fmt.unpack(b).astype(np.float64)) + off  # (rows * nb, 32)
+        per = np.abs(b["d"].astype(np.float64))[:, None] * q
+        if "m" in fmt.layout.names:
+            per = per + np.abs(b["m"].astype(np.float64))[:, None]
+        mag = per.reshape(rows, -1) @ a.T  # (rows, n)
+        if s is not None:
+            mag += np.abs(b["m"].astype(np.float64)).reshape(rows, -1) @ np.abs(s).T
+        return mag.T
+    q, scales, *mins = fmt.unpack(b)  # q (rows * nb, S, L), scales (rows * nb, S)
+    per = np.abs(b["d"].astype(np.float64)[:, None] * scales)[..., None] * (np.abs(q.astype(np.float64)) + off)
+    if mins:
+        per = per + (np.abs(b["dmin"].astype(np.float64)[:, None] * mins[0]))[..., None]
+    return (per.reshape(rows, -1) @ a.T).T
+
+
+def assert_close_to_reference(got: np.ndarray, blocks: np.ndarray, ggml_type: int, x: np.ndarray, exact: bool):
+    """got (n, rows) against qmatmul_ref within the rounding bound of the module docstring (or bit for bit)."""
+    want = qmatmul_ref(blocks, ggml_type, x)
+    if exact:
+        np.testing.assert_array_equal(got, want)
+        return
+    nb = x.shape[1] // FORMATS[ggml_type].block_size
+    bound = 2 * (nb + 4) * U * magnitude(blocks, ggml_type, x)
+    excess = np.abs(got.astype(np.float64) - want) - bound
+    assert excess.max() <= 0, (
+        f"{NAMES[ggml_type]}: {int((excess > 0).sum())} outputs beyond the rounding bound, worst at "
+        f"{np.unravel_index(excess.argmax(), excess.shape)}: got {got.ravel()[excess.argmax()]}, "
+        f"reference {want.ravel()[excess.argmax()]}, bound {bound.ravel()[excess.argmax()]:.3g}"
+    )
+
+
+# ------------------------------------------------------------------------------------ activations
+
+
+@pytest.mark.parametrize("act_type", [8, 9, 15])
+def test_activation_quantization_is_ggml_bit_for_bit(lib, variant, rng, act_type):
+    block = FORMATS[act_type].block_size
+    x = rng.normal(0, 1, (6, 4 * block)).astype(np.float32)
+    x[1] *= 1e-6  # tiny values: d is a subnormal half (or rounds to zero)
+    x[2, :block] = 0.0  # an all-zero block
+    x[3] = np.round(x[3] * 4) / 2  # many exact halves: rounding ties for some scales
+    x[4, :block] = np.arange(block) % 64 - 31.5  # ties at scale 1 once the max is +-127
+    x[4, 0] = 127.0 if act_type != 15 else -127.0
+    x[5] *= 1e4
+    np.testing.assert_array_equal(lib.quantize_rows(x, act_type), quantize(x, act_type))
+
+
+# --------------------------------------------------------------------------------------- products
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES, ids=[NAMES[t] for t in QUANT_TYPES])
+@pytest.mark.parametrize("rows, blocks_per_row, n", [(1, 1, 1), (7, 3, 1), (33, 2, 5), (20, 5, 9), (5, 1, 4)])
+def test_qmatmul_matches_reference(lib, variant, rng, ggml_type, rows, blocks_per_row, n):
+    cols = blocks_per_row * FORMATS[ggml_type].block_size
+    w = random_blocks(rng, ggml_type, rows, cols)
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    got = lib.qmatmul(w, ggml_type, x, rows, cols)
+    assert got.shape == (n, rows) and got.dtype == np.float32
+    assert_close_to_reference(got, w, ggml_type, x, exact=variant == "scalar")
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES, ids=[NAMES[t] for t in QUANT_TYPES])
+def test_rows_of_a_product_equal_the_matrix_vector_products(lib, variant, rng, ggml_type):
+    # tiles of 4 activation rows and a tail of 3: every output row the same bits as on its own
+    cols = 2 * FORMATS[ggml_type].block_size
+    w = random_blocks(rng, ggml_type, 21, cols)
+    x = rng.normal(0, 1, (7, cols)).astype(np.float32)
+    whole = lib.qmatmul(w, ggml_type, x, 21, cols)
+    for i in range(7):
+        np.testing.assert_array_equal(whole[i], lib.qmatmul(w, ggml_type, x[i], 21, cols))
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES, ids=[NAMES[t] for t in QUANT_TYPES])
+def test_qmatmul_against_the_float_product(lib, rng, ggml_type):
+    # the error is the activations' quantization error, carried by the weights
+    cols = 2 * FORMATS[ggml_type].block_size
+    w = random_blocks(rng, ggml_type, 13, cols)
+    x = rng.normal(0, 1, (3, cols)).astype(np.float32)
+    weights = dequantize(w, ggml_type).astype(np.float64)  # (13, cols)
+    want = x.astype(np.float64) @ weights.T
+    dy, qy, s = activation_parts(x, ggml_type)
+    x_hat = (dy[..., None] * qy).reshape(x.shape)
+    bound = np.abs(x - x_hat) @ np.abs(weights).T
+    if s is not None:  # Q8_1's s is d * sum(q) rounded to half; Q4_1 and Q5_1 multiply it by the block's min
+        mins = FORMATS[ggml_type].layout
+        m = np.abs(w.view(mins).reshape(13, -1)["m"].astype(np.float64))  # (13, nb)
+        bound += np.abs(s - dy * qy.sum(axis=-1)) @ m.T
+    bound += 2 * (cols // FORMATS[ggml_type].block_size + 4) * U * magnitude(w, ggml_type, x)
+    assert (np.abs(lib.qmatmul(w, ggml_type, x, 13, cols) - want) <= bound * (1 + 1e-9)).all()
+
+
+def test_one_and_two_threads_give_identical_bits(lib, rng):
+    cols = 1024
+    try:
+        for ggml_type in (8, 12):
+            w = random_blocks(rng, ggml_type, 1500, cols)
+            for n in (1, 6):
+                x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+                results = []
+                for threads in (1, 2):
+                    lib.set_num_threads(threads)
+                    results.append(lib.qmatmul(w, ggml_type, x, 1500, cols))
+                np.testing.assert_array_equal(*results)
+    finally:
+        lib.set_num_threads(None)
+
+
+def test_unaligned_strided_and_read_only_weights(lib, rng):
+    # a GGUF view: rows at any byte offset, further apart than their bytes, read-only
+    w = random_blocks(rng, 6, 9, 96)  # Q5_0, 66 bytes per row
+    buffer = np.zeros(1 + 9 * 70, np.uint8)
+    view = np.lib.stride_tricks.as_strided(buffer[1:], shape=(9, 66), strides=(70, 1))
+    view[...] = w
+    view.flags.writeable = False
+    x = rng.normal(0, 1, (3, 96)).astype(np.float32)
+    np.testing.assert_array_equal(lib.qmatmul(view, 6, x, 9, 96), lib.qmatmul(w, 6, x, 9, 96))
+    np.testing.assert_array_equal(lib.get_rows(view, 6, [8, 0], 96), lib.get_rows(w, 6, [8, 0], 96))
+
+
+def test_activations_at_unaligned_addresses(lib, rng):
+    w = random_blocks(rng, 12, 5, 256)
+    x = rng.normal(0, 1, (2, 256)).astype(np.float32)
+    raw = np.zeros(x.nbytes + 4, np.uint8)
+    shifted = raw[2 : 2 + x.nbytes].view(np.float32).reshape(2, 256)  # 2 bytes off float alignment
+    shifted[...] = x
+    out = np.zeros(raw.nbytes + 8, np.uint8)[1 : 1 + 2 * 5 * 4].view(np.float32).reshape(2, 5)
+    np.testing.assert_array_equal(lib.qmatmul(w, 12, shifted, 5, 256, out=out), lib.qmatmul(w, 12, x, 5, 256))
+
+
+def test_output_given_and_one_dimensional_x(lib, rng):
+    w = random_blocks(rng, 3, 6, 64)
+    x = rng.normal(0, 1, 64).astype(np.float32)
+    out = np.empty(6, np.float32)
+    assert lib.qmatmul(w, 3, x, 6, 64, out=out) is out
+    np.testing.assert_array_equal(out, lib.qmatmul(w, 3, x[None], 6, 64)[0])
+
+
+def test_prepared_matrix_equals_qmatmul_and_takes_ggml_type_objects(lib, rng):
+    from votive.runtime.ggml_types import GGML_TYPES
+
+    w = random_blocks(rng, 13, 9, 512)
+    x = rng.normal(0, 1, (3, 512)).astype(np.float32)
+    matrix = lib.matrix(w.copy(), GGML_TYPES[13], 9, 512)  # the only reference to its blocks: kept alive
+    want = lib.qmatmul(w, 13, x, 9, 512)
+    np.testing.assert_array_equal(matrix(x), want)
+    out = np.empty((3, 9), np.float32)
+    assert matrix(x, out) is out
+    np.testing.assert_array_equal(out, want)
+    assert lib.supports(GGML_TYPES[13]) and kernels.supports(GGML_TYPES[13])
+    with pytest.raises(KernelError, match=r"qmatmul: x must be a C-contiguous float32 array of shape \(n, 512\)"):
+        matrix(x[:, ::2])
+
+
+def test_nan_or_inf_in_an_activation_row_makes_that_row_nan(lib, rng):
+    for ggml_type in (2, 3, 12):
+        cols = FORMATS[ggml_type].block_size * 2
+        w = random_blocks(rng, ggml_type, 4, cols)
+        x = rng.normal(0, 1, (3, cols)).astype(np.float32)
+        x[0, 5], x[2, -1] = np.nan, np.inf
+        got = lib.qmatmul(w, ggml_type, x, 4, cols)
+        assert np.isnan(got[0]).all() and np.isnan(got[2]).all() and np.isfinite(got[1]).all()
+
+
+def test_zero_rows_and_empty_inputs(lib, rng):
+    w = random_blocks(rng, 8, 3, 64)
+    np.testing.assert_array_equal(lib.qmatmul(w, 8, np.zeros((2, 64), np.float32), 3, 64), np.zeros((2, 3)))
+    assert lib.qmatmul(w, 8, np.zeros((0, 64), np.float32), 3, 64).shape == (0, 3)
+    assert lib.get_rows(w, 8, np.array([], np.int64), 64).shape == (0, 64)
+
+
+# ----------------------------------------------------------------------------------------- get_rows
+
+
+@pytest.mark.parametrize("ggml_type", [0, 1, 30] + QUANT_TYPES, ids=[NAMES[t] for t in [0, 1, 30] + QUANT_TYPES])
+def test_get_rows_is_dequantize_bit_for_bit(lib, variant, rng, ggml_type):
+    # any bytes at all, scales included: inf, NaN and subnormal halves must come out as ggml gives them
+    fmt = FORMATS[ggml_type]
+    cols = 2 * fmt.block_size if fmt.block_size > 1 else 48
+    raw = rng.integers(0, 256, (11, cols // fmt.block_size * fmt.block_bytes), dtype=np.uint8)
+    blocks = raw if fmt.block_size > 1 else raw.view(fmt.layout)  # plain floats come typed from GGUFFile
+    ids = np.array([10, 0, 4, 4, 7], np.int64)
+    got = lib.get_rows(blocks, ggml_type, ids, cols)
+    want = get_rows_ref(blocks, ggml_type, ids)
+    assert got.shape == (5, cols)
+    assert_same_floats(got, want)
+
+
+def assert_same_floats(got: np.ndarray, want: np.ndarray):
+    """Bit for bit, but any NaN matches any NaN (widening a signalling NaN half may set its quiet bit)."""
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+
+
+def test_get_rows_refuses_ids_outside_the_matrix(lib, rng):
+    w = random_blocks(rng, 12, 4, 256)
+    for ids in ([0, 4], [-1], [3, 2, 100]):
+        with pytest.raises(KernelError, match=r"get_rows: row id (4|-1|100) is outside the matrix's 4 rows"):
+            lib.get_rows(w, 12, ids, 256)
+    with pytest.raises(KernelError, match="ids must be a 1-D array of integers"):
+        lib.get_rows(w, 12, [0.5], 256)
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda lib, w, x: lib.qmatmul(w, 1, x, 4, 64), "qmatmul: GGML type 1 (F16) weights are not supported"),
+        (lambda lib, w, x: lib.qmatmul(w, 99, x, 4, 64), "qmatmul: GGML type 99 weights are not supported"),
+        (lambda lib, w, x: lib.qmatmul(w, 8, x, 5, 64), "blocks must be uint8 of shape (5, 68)"),
+        (lambda lib, w, x: lib.qmatmul(w, 8, x, 4, 60), "in_features must be a whole number of 32-element blocks"),
+        (lambda lib, w, x: lib.qmatmul(w.view(np.int8), 8, x, 4, 64), "found int8 array of shape (4, 68)"),
+        (lambda lib, w, x: lib.qmatmul(w[:, ::2], 8, x, 4, 64), "blocks must be uint8 of shape (4, 68)"),
+        (lambda lib, w, x: lib.qmatmul(w, 8, x.astype(np.float64), 4, 64),
+         "qmatmul: x must be a C-contiguous float32 array of shape (n, 64)"),
+        (lambda lib, w, x: lib.qmatmul(w, 8, x[:, :32], 4, 64), "found float32 array of shape (2, 32)"),
+        (lambda lib, w, x: lib.qmatmul(w, 8, x, 4, 64, out=np.empty((2, 5), np.float32)),
+         "qmatmul: out must have shape (2, 4)"),
+        (lambda lib, w, x: lib.get_rows(w, 15, [0], 256), "get_rows: GGML type 15 (Q8_K) rows are not supported"),
+        (lambda lib, w, x: lib.quantize_rows(x, 12), "quantize_rows: act_type must be one of"),
+        (lambda lib, w, x: lib.set_quant_isa("sve2"), "set_quant_isa: 'sve2' is not available"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(lib, rng, call, message):
+    w = random_blocks(rng, 8, 4, 64)
+    x = rng.normal(0, 1, (2, 64)).astype(np.float32)
+    with pytest.raises(KernelError) as err:
+        call(lib, w, x)
+    assert message in str(err.value)
+
+
+# --------------------------------------------------------------------------------- real GGUF tensors
+
+
+def _first_tensor_of_each_type(gguf: GGUFFile, rows: int = 384):
+    seen = {}
+    for name, info in gguf.tensors.items():
+        if len(info.shape) == 2 and info.ggml_type.id in VEC_DOT_TYPE and info.ggml_type.id not in seen:
+            seen[info.ggml_type.id] = (name, gguf[name][:rows], info.shape[1])
+    return seen
+
+
+@pytest.mark.parametrize("model", ["smollm_gguf", "gemma_gguf"])
+def test_real_tensors_match_reference(lib, rng, request, model):
+    gguf = GGUFFile(request.getfixturevalue(model))
+    tensors = _first_tensor_of_each_type(gguf)
+    assert tensors, "no quantized matrices found"
+    for ggml_type, (name, blocks, cols) in tensors.items():
+        x = rng.normal(0, 1, (3, cols)).astype(np.float32)
+        got = lib.qmatmul(blocks, ggml_type, x, blocks.shape[0], cols)
+        assert_close_to_reference(got, blocks, ggml_type, x, exact=lib.quant_isa == "scalar")
+        ids = np.array([0, blocks.shape[0] - 1, 7])
+        assert_same_floats(lib.get_rows(blocks, ggml_type, ids, cols), dequantize(blocks[ids], ggml_type))
+
+
+# ----------------------------------------------------------------------------- the module and fallback
+
+
+def test_module_functions_use_c_or_fall_back_to_the_reference(monkeypatch, rng):
+    w = random_blocks(rng, 12, 6, 256)
+    x = rng.normal(0, 1, (2, 256)).astype(np.float32)
+    with_library = kernels.qmatmul(w, 12, x, 6, 256)
+    monkeypatch.setattr(kernels, "_default", [None])  # as after get() found no library
+    assert not kernels.supports(12)
+    np.testing.assert_array_equal(kernels.qmatmul(w, 12, x, 6, 256), qmatmul_ref(w, 12, x))
+    np.testing.assert_array_equal(kernels.get_rows(w, 12, [5, 1], 256), dequantize(w[[5, 1]], 12))
+    bound = 2 * (1 + 4) * U * magnitude(w, 12, x)
+    assert (np.abs(with_library - qmatmul_ref(w, 12, x)) <= bound).all()
+
+
+def test_supports_lists_the_quantized_types(lib):
+    assert [t for t in range(40) if lib.supports(t)] == QUANT_TYPES
+
+
+def test_qlinear_runs_the_c_kernels(lib, monkeypatch, rng):
+    from votive.runtime.qlinear import QuantLinear
+
+    monkeypatch.setattr(kernels, "_default", [lib])
+    w = random_blocks(rng, 14, 10, 512)
+    layer = QuantLinear(w, 14, (10, 512), "blk.0.ffn_down.weight")
+    x = rng.normal(0, 1, (4, 512)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x), lib.qmatmul(w, 14, x, 10, 512))
+    np.testing.assert_array_equal(layer.rows([3, 9]), dequantize(w[[3, 9]], 14))
+
+
+# ------------------------------------------------------------------------------ arm64, under qemu-user
+
+
+def test_arm64_build_passes_its_selftest_under_qemu(tmp_path):
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if not (cc and qemu) or platform.machine() == "aarch64":
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64 on a non-arm64 host")
+    library = kernel_build.build_library(tmp_path / kernel_build.LIBRARY_NAME, cc=[cc])
+    selftest = kernel_build.build_selftest(library, cc=[cc])
+    for cpu in ("max", "cortex-a53"):  # with and without the dot-product extension
+        done = subprocess.run([qemu, "-cpu", cpu, "-L", "/usr/aarch64-linux-gnu", str(selftest)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        assert ("neon+dotprod" in done.stdout) == (cpu == "max")

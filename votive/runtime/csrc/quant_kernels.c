@@ -1,0 +1,569 @@
+/* quant_kernels.c: GGML-quantized weight matrices times float activations, and row gathers (embeddings).
+ *
+ * Compiled once per ISA like nn_kernels.c; dispatch.c checks arguments, quantizes the activations and splits
+ * weight rows over threads. Each product works on the stored blocks directly, as ggml's CPU backend does:
+ * the activation rows are quantized once per call to int8 blocks (Q8_0, Q8_1 or Q8_K, see vt_internal.h for
+ * our layout), and each weight block is multiplied with them in integers, scaled and summed in float32.
+ *
+ * Three implementations of the block products, one of which a build uses:
+ *   quant_x86.h   AVX2 (maddubs / madd, or AVX-VNNI / AVX512-VNNI dpbusd where the CPU has it),
+ *                 for the avx2 and avx512 builds;
+ *   quant_neon.h  NEON (sdot where the CPU has it, vmull otherwise), for arm64;
+ *   below         plain C, for the sse2 and generic builds: the portable path.
+ * The plain C kernels follow the float order of votive.runtime.quants.vec_dot (a term per block, computed as
+ * there, summed in block order), so they agree with it bit for bit; the SIMD kernels sum per vector lane and
+ * agree to float32 rounding of the sum (see tests/test_quant_kernels.py for the bound).
+ *
+ * Tiling: a matrix product walks weight rows in groups of ROW_GROUP, and for each group the activation rows
+ * in tiles of up to TILE: each weight block is decoded once per tile and multiplied with every row of the
+ * tile, while the group's weight rows and the tile stay in L1. Every output is computed with the same
+ * instructions whatever the tile size, so a row of a matrix product equals the matrix-vector product of that
+ * row, bit for bit.
+ *
+ * Built with -ffp-contract=off (kernel_build.py): the quantizers must round as ggml's reference C does, and
+ * the SIMD code writes its fused multiply-adds explicitly.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "simd.h"
+#include "vt_internal.h"
+
+#if defined(VT_ISA_AVX2) || defined(VT_ISA_AVX512)
+#define VT_QUANT_X86 1
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#define VT_QUANT_NEON 1
+#include <arm_neon.h>
+#endif
+
+#define VT_INLINE static inline __attribute__((always_inline))
+
+#define TILE 4       /* activation rows per decoded weight block */
+#define ROW_GROUP 16 /* weight rows per pass over a tile of activation rows */
+
+/* ---- half floats ------------------------------------------------------------------------------------ */
+
+/* IEEE half -> float, exact. */
+static inline float f16_to_f32(uint16_t h) {
+#if defined(VT_QUANT_X86)
+    return _cvtsh_ss(h);
+#elif defined(VT_QUANT_NEON)
+    __fp16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+#else
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7fffu, bits;
+    if (em >= 0x7c00) /* inf, NaN */
+        bits = sign | 0x7f800000 | ((em & 0x3ff) << 13);
+    else if (em >= 0x0400) /* normal: rebias the exponent */
+        bits = sign | ((em << 13) + 0x38000000);
+    else { /* zero or subnormal: em units of 2^-24 */
+        float f = (float)em * 5.9604644775390625e-8f;
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+#endif
+}
+
+/* float -> IEEE half bits, rounding to nearest even (GGML_FP32_TO_FP16); overflow gives inf. */
+static inline uint16_t f32_to_f16(float f) {
+#if defined(VT_QUANT_X86)
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#elif defined(VT_QUANT_NEON)
+    __fp16 v = (__fp16)f;
+    uint16_t h;
+    memcpy(&h, &v, sizeof h);
+    return h;
+#else
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+    if (ax >= 0x7f800000) /* inf, NaN (kept quiet) */
+        return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
+    if (ax >= 0x477ff000) /* rounds to 65520 or more: inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000) { /* below 2^-14: a subnormal half, f / 2^-24 rounded to an even integer */
+        float a, v;
+        memcpy(&a, &ax, sizeof a);
+        v = a * 16777216.0f + 12582912.0f; /* exact scaling, then the add rounds to an integer */
+        uint32_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        return (uint16_t)(sign | ((bits & 0x7fffff) - 0x400000));
+    }
+    /* normal: drop 13 mantissa bits, rounding to nearest even; a carry moves into the exponent as it should */
+    return (uint16_t)(sign | ((ax - 0x38000000 + 0xfff + ((ax >> 13) & 1)) >> 13));
+#endif
+}
+
+static inline float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return f16_to_f32(h);
+}
+
+/* ---- activations: float rows -> Q8_0, Q8_1 or Q8_K in our layout (vt_internal.h) ------------------------ */
+
+/* ggml's nearest_int: round to nearest even through the float adder; |v| < 2^22. */
+static inline int nearest_int(float v) {
+    float f = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* roundf(v) for |v| < 2^23, ties away from zero, as ggml's quantize_row_q8_0_ref rounds. */
+static inline int round_away(float v) {
+    int t = (int)v;           /* toward zero */
+    float frac = v - (float)t; /* exact */
+    return t + (frac >= 0.5f) - (frac <= -0.5f);
+}
+
+/* Q8_0 (and Q8_1 with its s) per 32 elements: d = max|x| / 127, q = roundf(x / d) as 1 / d times x. */
+static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int with_s) {
+    int8_t *q = (int8_t *)row;
+    float *d = (float *)(row + nb * 32), *s = d + nb;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+            finite &= a <= FLT_MAX; /* false for inf and NaN */
+        }
+        if (!finite) {
+            memset(q + b * 32, 0, 32);
+            d[b] = NAN;
+            if (with_s)
+                s[b] = NAN;
+            continue;
+        }
+        float db = amax / 127.0f;
+        float id = db != 0.0f ? 1.0f / db : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int v = round_away(xb[i] * id);
+            q[b * 32 + i] = (int8_t)v;
+            sum += v;
+        }
+        d[b] = f16_to_f32(f32_to_f16(db));
+        if (with_s)
+            s[b] = f16_to_f32(f32_to_f16((float)sum * db));
+    }
+}
+
+/* Q8_K per 256 elements: the value of largest magnitude (the first of equals) maps to -127, as ggml's
+ * quantize_row_q8_K_ref does; bsums are sums of 16 quants. */
+static void quantize_row_q8_K(const float *x, int64_t nb, uint8_t *row) {
+    int8_t *q = (int8_t *)row;
+    float *d = (float *)(row + nb * 256);
+    int16_t *bsums = (int16_t *)(d + nb);
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * 256;
+        int8_t *qb = q + b * 256;
+        float amax = 0.0f, vmax = 0.0f;
+        int finite = 1;
+        for (int i = 0; i < 256; i++) {
+            float a = fabsf(xb[i]);
+            if (a > amax) {
+                amax = a;
+                vmax = xb[i];
+            }
+            finite &= a <= FLT_MAX;
+        }
+        if (!finite || amax == 0.0f) {
+            memset(qb, 0, 256);
+            memset(bsums + b * 16, 0, 32);
+            d[b] = finite ? 0.0f : NAN;
+            continue;
+        }
+        float iscale = -127.0f / vmax;
+        for (int i = 0; i < 256; i++) {
+            int v = nearest_int(iscale * xb[i]);
+            qb[i] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++)
+                sum += qb[g * 16 + i];
+            bsums[b * 16 + g] = (int16_t)sum;
+        }
+        d[b] = 1.0f / iscale;
+    }
+}
+
+static void quantize_rows(int act_type, const float *x, int64_t rows, int64_t cols, uint8_t *act,
+                          int64_t act_stride) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        uint8_t *row = act + r * act_stride;
+        if (act_type == VT_Q8_K)
+            quantize_row_q8_K(xr, cols / 256, row);
+        else
+            quantize_row_q8_32(xr, cols / 32, row, act_type == VT_Q8_1);
+    }
+}
+
+/* ---- weight blocks as integers (plain C): the portable kernels and the dequantizers use these ---------- */
+
+/* A 32-element block: x[i] = d * q[i] (+ m for Q4_1 and Q5_1). */
+struct block32 {
+    float d, m;
+    int8_t q[32];
+};
+
+static inline void unpack_nibbles(const uint8_t *qs, int offset, int8_t *q) {
+    /* element j is the low nibble of byte j, element j + 16 its high nibble */
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 0x0F) - offset);
+        q[j + 16] = (int8_t)((qs[j] >> 4) - offset);
+    }
+}
+
+static inline void unpack_fifth_bits(const uint8_t *qh_bytes, int8_t *q) {
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, sizeof qh);
+    for (int j = 0; j < 32; j++)
+        q[j] = (int8_t)(q[j] + (((qh >> j) & 1) << 4)); /* bit j of qh is the fifth bit of element j */
+}
+
+static inline void unpack32(int type, const uint8_t *b, struct block32 *u) {
+    u->d = half_at(b);
+    u->m = 0.0f;
+    switch (type) {
+    case VT_Q4_0: /* d, 16 bytes of nibbles; q - 8 */
+        unpack_nibbles(b + 2, 8, u->q);
+        break;
+    case VT_Q4_1: /* d, m, nibbles */
+        u->m = half_at(b + 2);
+        unpack_nibbles(b + 4, 0, u->q);
+        break;
+    case VT_Q5_0: /* d, qh, nibbles; q - 16 */
+        unpack_nibbles(b + 6, 0, u->q);
+        unpack_fifth_bits(b + 2, u->q);
+        for (int j = 0; j < 32; j++)
+            u->q[j] = (int8_t)(u->q[j] - 16);
+        break;
+    case VT_Q5_1: /* d, m, qh, nibbles */
+        u->m = half_at(b + 2);
+        unpack_nibbles(b + 8, 0, u->q);
+        unpack_fifth_bits(b + 4, u->q);
+        break;
+    default: /* VT_Q8_0: d, 32 int8 */
+        memcpy(u->q, b + 2, 32);
+    }
+}
+
+/* A 256-element K-quant super-block: x[i] = d * sc[i / 16] * q[i] - dmin * mn[i / 16]. Scales and mins are
+ * given per 16 elements (Q4_K and Q5_K's 32-element ones twice), so one loop serves every K format. */
+struct block256 {
+    float d, dmin;
+    int has_min;
+    int16_t sc[16], mn[16];
+    int8_t q[256];
+};
+
+/* Q4_K and Q5_K's eight 6-bit scales and mins, packed in 12 bytes (ggml's get_scale_min_k4). */
+static inline void scale_min_k4(const uint8_t *s, int16_t *sc, int16_t *mn) {
+    for (int j = 0; j < 8; j++) {
+        int scale, min;
+        if (j < 4) {
+            scale = s[j] & 63;
+            min = s[j + 4] & 63;
+        } else {
+            scale = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+            min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+        sc[2 * j] = sc[2 * j + 1] = (int16_t)scale;
+        mn[2 * j] = mn[2 * j + 1] = (int16_t)min;
+    }
+}
+
+/* Q3_K's sixteen 6-bit scales (minus 32), packed in 12 bytes: scale i has its low 4 bits in byte i (i < 8)
+ * or the high nibble of byte i - 8, and its high 2 bits at bit 2 * (i / 4) of byte 8 + i % 4. */
+static inline void scales_q3_K(const uint8_t *s, int16_t *sc) {
+    for (int i = 0; i < 16; i++) {
+        int low = i < 8 ? s[i] & 0x0F : s[i - 8] >> 4;
+        int high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        sc[i] = (int16_t)((low | (high << 4)) - 32);
+    }
+}
+
+static inline void unpack256(int type, const uint8_t *b, struct block256 *u) {
+    switch (type) {
+    case VT_Q2_K: /* scales[16] (4-bit scale | 4-bit min << 4), qs[64], d, dmin */
+        for (int i = 0; i < 16; i++) {
+            u->sc[i] = b[i] & 0x0F;
+            u->mn[i] = b[i] >> 4;
+        }
+        for (int h = 0; h < 2; h++) /* element 128h + 32j + l: bits 2j..2j+1 of qs[32h + l] */
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 32; l++)
+                    u->q[128 * h + 32 * j + l] = (int8_t)((b[16 + 32 * h + l] >> (2 * j)) & 3);
+        u->d = half_at(b + 80);
+        u->dmin = half_at(b + 82);
+        u->has_min = 1;
+        break;
+    case VT_Q3_K: /* hmask[32], qs[64], scales[12], d; q = 2 low bits - (high bit clear ? 4 : 0) */
+        scales_q3_K(b + 96, u->sc);
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 32; l++) {
+                    int low = (b[32 + 32 * h + l] >> (2 * j)) & 3;
+                    int high = (b[l] >> (4 * h + j)) & 1;
+                    u->q[128 * h + 32 * j + l] = (int8_t)(low - (high ? 0 : 4));
+                }
+        u->d = half_at(b + 108);
+        u->dmin = 0.0f;
+        u->has_min = 0;
+        break;
+    case VT_Q4_K: /* d, dmin, scales[12], qs[128]: 64 elements per 32 bytes, low nibbles first */
+    case VT_Q5_K: /* d, dmin, scales[12], qh[32], qs[128]: the fifth bit of sub-block j is bit j of qh */
+        u->d = half_at(b);
+        u->dmin = half_at(b + 2);
+        u->has_min = 1;
+        scale_min_k4(b + 4, u->sc, u->mn);
+        {
+            const uint8_t *qs = b + (type == VT_Q4_K ? 16 : 48), *qh = b + 16;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    int lo = qs[32 * c + l] & 0x0F, hi = qs[32 * c + l] >> 4;
+                    if (type == VT_Q5_K) {
+                        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                    }
+                    u->q[64 * c + l] = (int8_t)lo;
+                    u->q[64 * c + 32 + l] = (int8_t)hi;
+                }
+        }
+        break;
+    default: /* VT_Q6_K: ql[128], qh[64], scales[16] (int8), d; q = 4 low bits + 2 high bits - 32 */
+        for (int i = 0; i < 16; i++)
+            u->sc[i] = (int8_t)b[192 + i];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            int8_t *q = u->q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                q[l] = (int8_t)(((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
+                q[l + 32] = (int8_t)(((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        u->d = half_at(b + 208);
+        u->dmin = 0.0f;
+        u->has_min = 0;
+    }
+}
+
+/* ---- dequantization (get_rows), exactly as ggml's dequantize_row_* ------------------------------------ */
+
+static void dequantize_row(int type, const uint8_t *row, float *out, int64_t cols) {
+    const struct vt_format *f = vt_format(type);
+    int64_t nb = cols / f->block_elems;
+    switch (type) {
+    case VT_F32:
+        memcpy(out, row, (size_t)cols * sizeof *out);
+        return;
+    case VT_F16:
+        for (int64_t i = 0; i < cols; i++)
+            out[i] = half_at(row + 2 * i);
+        return;
+    case VT_BF16: /* the top half of a float32 */
+        for (int64_t i = 0; i < cols; i++) {
+            uint16_t h;
+            memcpy(&h, row + 2 * i, sizeof h);
+            uint32_t bits = (uint32_t)h << 16;
+            memcpy(&out[i], &bits, sizeof bits);
+        }
+        return;
+    case VT_Q4_0:
+    case VT_Q4_1:
+    case VT_Q5_0:
+    case VT_Q5_1:
+    case VT_Q8_0:
+        for (int64_t b = 0; b < nb; b++) {
+            struct block32 u;
+            unpack32(type, row + b * f->block_bytes, &u);
+            /* q * d is exact (11 x 8 bits): only + m rounds. No + 0 without a min: 0 * -d must stay -0. */
+            if (type == VT_Q4_1 || type == VT_Q5_1)
+                for (int i = 0; i < 32; i++)
+                    out[b * 32 + i] = (float)u.q[i] * u.d + u.m;
+            else
+                for (int i = 0; i < 32; i++)
+                    out[b * 32 + i] = (float)u.q[i] * u.d;
+        }
+        return;
+    default: /* K-quants: (d * sc) * q - dmin * m; d * sc and its product with q are exact */
+        for (int64_t b = 0; b < nb; b++) {
+            struct block256 u;
+            unpack256(type, row + b * f->block_bytes, &u);
+            for (int g = 0; g < 16; g++) {
+                float dl = u.d * (float)u.sc[g], ml = u.dmin * (float)u.mn[g];
+                for (int i = 0; i < 16; i++) {
+                    float v = dl * (float)u.q[g * 16 + i];
+                    out[b * 256 + g * 16 + i] = u.has_min ? v - ml : v;
+                }
+            }
+        }
+    }
+}
+
+/* ---- block products in plain C: the float order of votive.runtime.quants.vec_dot ----------------------- */
+
+/* A 32-element block's float term from its integer dot sumi, the weight's d (and m) and the activation's d
+ * (and Q8_1's s): ggml_vec_dot_*_generic's expressions, which quants.vec_dot mirrors. */
+static inline float term32(int type, float sumi, float dx, float mx, float dy, float sy) {
+    switch (type) {
+    case VT_Q4_0:
+        return (sumi * dx) * dy;
+    case VT_Q4_1:
+    case VT_Q5_1:
+        return (dx * dy) * sumi + mx * sy;
+    case VT_Q5_0:
+        return (dx * dy) * sumi;
+    default: /* VT_Q8_0 */
+        return sumi * (dx * dy);
+    }
+}
+
+/* A K-quant super-block's: isum = sum of scale x sub-block dot, msum = sum of min x activation sum. */
+static inline float term256(int has_min, float isum, float msum, float d, float dmin, float dy) {
+    float term = (d * dy) * isum;
+    return has_min ? term - (dmin * dy) * msum : term;
+}
+
+/* One weight row times `tile` activation rows (act, act + act_stride, ...) -> out[t * out_stride]. */
+VT_INLINE void plain_dot32(int type, int tile, int64_t nb, const uint8_t *w, const uint8_t *act,
+                           int64_t act_stride, float *out, int64_t out_stride) {
+    const int bytes = vt_format(type)->block_bytes;
+    float sum[TILE] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        struct block32 u;
+        unpack32(type, w + b * bytes, &u);
+        for (int t = 0; t < tile; t++) {
+            const uint8_t *row = act + t * act_stride;
+            const int8_t *qy = (const int8_t *)row + b * 32;
+            const float dy = ((const float *)(row + nb * 32))[b];
+            const float sy = type == VT_Q4_1 || type == VT_Q5_1 ? ((const float *)(row + nb * 32))[nb + b] : 0.0f;
+            int sumi = 0;
+            for (int i = 0; i < 32; i++)
+                sumi += u.q[i] * qy[i];
+            sum[t] += term32(type, (float)sumi, u.d, u.m, dy, sy);
+        }
+    }
+    for (int t = 0; t < tile; t++)
+        out[t * out_stride] = sum[t];
+}
+
+VT_INLINE void plain_dot256(int type, int tile, int64_t nb, const uint8_t *w, const uint8_t *act,
+                            int64_t act_stride, float *out, int64_t out_stride) {
+    const int bytes = vt_format(type)->block_bytes;
+    float sum[TILE] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+        struct block256 u;
+        unpack256(type, w + b * bytes, &u);
+        for (int t = 0; t < tile; t++) {
+            const uint8_t *row = act + t * act_stride;
+            const int8_t *qy = (const int8_t *)row + b * 256;
+            const float dy = ((const float *)(row + nb * 256))[b];
+            const int16_t *bsums = (const int16_t *)((const float *)(row + nb * 256) + nb) + b * 16;
+            int32_t isum = 0, msum = 0;
+            for (int g = 0; g < 16; g++) {
+                int dot = 0;
+                for (int i = 0; i < 16; i++)
+                    dot += u.q[g * 16 + i] * qy[g * 16 + i];
+                isum += u.sc[g] * dot;
+                msum += u.mn[g] * bsums[g];
+            }
+            sum[t] += term256(u.has_min, (float)isum, (float)msum, u.d, u.dmin, dy);
+        }
+    }
+    for (int t = 0; t < tile; t++)
+        out[t * out_stride] = sum[t];
+}
+
+/* ---- kernels, tables, the row loop ------------------------------------------------------------------- */
+
+/* A kernel: one weight row (nb blocks at w) times `tile` (1..TILE) activation rows -> out[t * out_stride]. */
+typedef void (*tile_fn)(int tile, int64_t nb, const uint8_t *w, const uint8_t *act, int64_t act_stride,
+                        float *out, int64_t out_stride);
+
+/* A tile_fn from an always-inline body(type, T, ...), inlined once per tile size so that T is a constant. */
+#define TILE_KERNEL(name, body, type)                                                                              \
+    static void name(int tile, int64_t nb, const uint8_t *w, const uint8_t *act, int64_t act_stride, float *out,    \
+                     int64_t out_stride) {                                                                          \
+        switch (tile) {                                                                                             \
+        case 4: body(type, 4, nb, w, act, act_stride, out, out_stride); break;                                     \
+        case 3: body(type, 3, nb, w, act, act_stride, out, out_stride); break;                                     \
+        case 2: body(type, 2, nb, w, act, act_stride, out, out_stride); break;                                     \
+        default: body(type, 1, nb, w, act, act_stride, out, out_stride);                                           \
+        }                                                                                                           \
+    }
+_Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4");
+
+/* The kernels of one implementation, by GGML type: NAME(q4_0) names its Q4_0 kernel, and so on. */
+#define KERNEL_TABLE(NAME)                                                                                         \
+    {                                                                                                              \
+        [VT_Q4_0] = NAME(q4_0), [VT_Q4_1] = NAME(q4_1), [VT_Q5_0] = NAME(q5_0), [VT_Q5_1] = NAME(q5_1),            \
+        [VT_Q8_0] = NAME(q8_0), [VT_Q2_K] = NAME(q2_K), [VT_Q3_K] = NAME(q3_K), [VT_Q4_K] = NAME(q4_K),            \
+        [VT_Q5_K] = NAME(q5_K), [VT_Q6_K] = NAME(q6_K),                                                            \
+    }
+#define N_KERNELS (VT_Q6_K + 1)
+
+#if defined(VT_QUANT_X86)
+#include "quant_x86.h" /* kernel_for(type), dot_isa(), set_dot_isa() */
+#elif defined(VT_QUANT_NEON)
+#include "quant_neon.h"
+#else
+TILE_KERNEL(plain_q4_0, plain_dot32, VT_Q4_0)
+TILE_KERNEL(plain_q4_1, plain_dot32, VT_Q4_1)
+TILE_KERNEL(plain_q5_0, plain_dot32, VT_Q5_0)
+TILE_KERNEL(plain_q5_1, plain_dot32, VT_Q5_1)
+TILE_KERNEL(plain_q8_0, plain_dot32, VT_Q8_0)
+TILE_KERNEL(plain_q2_K, plain_dot256, VT_Q2_K)
+TILE_KERNEL(plain_q3_K, plain_dot256, VT_Q3_K)
+TILE_KERNEL(plain_q4_K, plain_dot256, VT_Q4_K)
+TILE_KERNEL(plain_q5_K, plain_dot256, VT_Q5_K)
+TILE_KERNEL(plain_q6_K, plain_dot256, VT_Q6_K)
+
+#define PLAIN_NAME(format) plain_##format
+static const tile_fn plain_kernels[N_KERNELS] = KERNEL_TABLE(PLAIN_NAME);
+
+static tile_fn kernel_for(int type) { return plain_kernels[type]; }
+
+static const char *dot_isa(void) { return "scalar"; }
+
+static int set_dot_isa(const char *name) { return strcmp(name, "scalar") == 0 ? VT_OK : VT_EUNSUPPORTED; }
+#endif
+
+/* Weight rows in groups of ROW_GROUP; per group, the activation rows in tiles of TILE. */
+static void matmul_rows(int type, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
+                        const uint8_t *act, int64_t act_stride, int64_t n, int64_t cols, float *out,
+                        int64_t out_stride) {
+    const tile_fn kernel = kernel_for(type);
+    const int64_t nb = cols / vt_format(type)->block_elems;
+    for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {
+        int64_t group_end = group + ROW_GROUP < r_end ? group + ROW_GROUP : r_end;
+        for (int64_t c = 0; c < n; c += TILE) {
+            int tile = n - c < TILE ? (int)(n - c) : TILE;
+            for (int64_t r = group; r < group_end; r++)
+                kernel(tile, nb, w + r * w_stride, act + c * act_stride, act_stride, out + c * out_stride + r,
+                       out_stride);
+        }
+    }
+}
+
+const struct vt_quant_kernels VT_SUFFIX(vt_quant) = {
+    .isa = VT_ISA_NAME,
+    .quantize_rows = quantize_rows,
+    .matmul_rows = matmul_rows,
+    .dequantize_row = dequantize_row,
+    .dot_isa = dot_isa,
+    .set_dot_isa = set_dot_isa,
+};

@@ -1,0 +1,139 @@
+/* quant_x86.h: the block products of quant_kernels.c with AVX2 integer instructions (avx2 and avx512 builds).
+ *
+ * Each kernel multiplies one weight row with a tile of T activation rows (T a compile-time constant, 1..TILE):
+ * a weight block's quants are decoded once into a 32-byte vector of unsigned bytes (or signed, handled with
+ * sign flips) and multiplied with each activation row's int8 quants by maddubs (u8 x s8 -> pairs of int16)
+ * and madd (-> int32, with the K-quants' sub-block scales as the int16 factor). Each output keeps its own float
+ * accumulator of 8 lanes, fed the same way for any T, and the lanes are summed at the end.
+ *
+ * No int16 pair of maddubs can saturate: its unsigned side is at most 128 (|Q8_0 quant|) with int8 activations
+ * within +-127 (2 x 128 x 127 < 32767), or at most 63 (Q6_K).
+ *
+ * The kernels (quant_x86_kernels.h) are compiled twice, once with plain AVX2 and once for CPUs with VNNI
+ * (dpbusd: four u8 x s8 products summed into int32 in one instruction), and kernel_for picks at run time. Only
+ * the 32-element formats use dpbusd: the K-quants need the int16 step of maddubs for their sub-block scales.
+ */
+
+static inline __m256i x86_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 16 bytes of nibbles -> 32 bytes: the low nibbles (elements 0..15), then the high ones (elements 16..31). */
+static inline __m256i x86_nibbles(const uint8_t *p) {
+    __m128i t = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+/* The 32 bits at p -> 0xFF in byte j where bit j is set, else 0. */
+static inline __m256i x86_bit_bytes(const uint8_t *p) {
+    uint32_t bits;
+    memcpy(&bits, p, sizeof bits);
+    const __m256i which = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), which); /* byte j: byte j / 8 of bits */
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+/* Bits 2k..2k+1 of each byte (k = 0..3), or bit k when mask is 1: per-byte shifts done on 16-bit lanes, safe
+ * because the mask drops whatever crossed over from the neighbouring byte. */
+static inline __m256i x86_bits(__m256i v, int shift, int mask) {
+    return _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8((char)mask));
+}
+
+/* int16 lanes of `scales` (the same 8 in both halves) -> every lane set to scale k. */
+static inline __m256i x86_pick16(__m256i scales, int k) {
+    return _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(((2 * k + 1) << 8) | (2 * k))));
+}
+
+/* 16 int8 scales -> 16 int16 lanes: scale k in lanes 0..7 (the first 16 elements of a 32), k + 1 in 8..15. */
+static inline __m256i x86_pair_scales(__m128i scales8, int k, int is_signed) {
+    __m128i pair = _mm_shuffle_epi8(scales8, _mm_set_epi64x((long long)(0x0101010101010101ULL * (unsigned)(k + 1)),
+                                                            (long long)(0x0101010101010101ULL * (unsigned)k)));
+    return is_signed ? _mm256_cvtepi8_epi16(pair) : _mm256_cvtepu8_epi16(pair);
+}
+
+/* sum over 32 elements pairs by maddubs, then by `scales` (int16 per pair) into 8 int32 */
+static inline __m256i x86_scaled_dot(__m256i u, const int8_t *y, __m256i scales) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x86_load(y)), scales);
+}
+
+static inline float x86_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Activation row t of a tile: its quants, float scales, and (Q8_1) s or (Q8_K) bsums. */
+#define ACT_ROW(t) (act + (t) * act_stride)
+#define ACT_D(t, block_elems) ((const float *)(ACT_ROW(t) + nb * (block_elems)))
+
+/* ---- the kernels, once per way of summing u8 x s8 products -------------------------------------------- */
+
+/* Sums of 4 adjacent u8 x s8 products -> 8 int32. */
+static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+#define X86_DOT4 x86_dot4_mad
+#define X86_NAME(name) name##_mad
+#include "quant_x86_kernels.h"
+#undef X86_DOT4
+#undef X86_NAME
+
+/* VNNI's dpbusd: the 4 products summed straight into int32 (AVX512-VNNI with VL for the avx512 build, the
+ * VEX-encoded AVX-VNNI for the avx2 build: Alder Lake and later, Zen 5). */
+#if defined(VT_ISA_AVX512)
+#define X86_VNNI_CPU "avx512vnni"
+#define X86_VNNI_NAME "avx512+vnni"
+#pragma GCC push_options
+#pragma GCC target("avx512vnni,avx512vl")
+static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+#else
+#define X86_VNNI_CPU "avxvnni"
+#define X86_VNNI_NAME "avx2+vnni"
+#pragma GCC push_options
+#pragma GCC target("avxvnni")
+static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+}
+#endif
+#define X86_DOT4 x86_dot4_vnni
+#define X86_NAME(name) name##_vnni
+#include "quant_x86_kernels.h"
+#undef X86_DOT4
+#undef X86_NAME
+#pragma GCC pop_options
+
+#define X86_MAD(format) x86_##format##_mad
+#define X86_VNNI(format) x86_##format##_vnni
+static const tile_fn x86_mad_kernels[N_KERNELS] = KERNEL_TABLE(X86_MAD);
+static const tile_fn x86_vnni_kernels[N_KERNELS] = KERNEL_TABLE(X86_VNNI);
+
+/* -1 until first asked; then whether this CPU has the VNNI instructions of this build. */
+static int x86_vnni_state = -1;
+static int x86_vnni_allowed = 1; /* cleared by set_dot_isa(VT_ISA_NAME), to test the maddubs kernels */
+
+static int x86_has_vnni(void) {
+    int state = __atomic_load_n(&x86_vnni_state, __ATOMIC_RELAXED);
+    if (state < 0) {
+        __builtin_cpu_init();
+        state = __builtin_cpu_supports(X86_VNNI_CPU) != 0;
+        __atomic_store_n(&x86_vnni_state, state, __ATOMIC_RELAXED);
+    }
+    return state;
+}
+
+static int x86_use_vnni(void) { return x86_has_vnni() && __atomic_load_n(&x86_vnni_allowed, __ATOMIC_RELAXED); }
+
+static tile_fn kernel_for(int type) { return (x86_use_vnni() ? x86_vnni_kernels : x86_mad_kernels)[type]; }
+
+static const char *dot_isa(void) { return x86_use_vnni() ? X86_VNNI_NAME : VT_ISA_NAME; }
+
+static int set_dot_isa(const char *name) {
+    if (strcmp(name, VT_ISA_NAME) == 0)
+        __atomic_store_n(&x86_vnni_allowed, 0, __ATOMIC_RELAXED);
+    else if (strcmp(name, X86_VNNI_NAME) == 0 && x86_has_vnni())
+        __atomic_store_n(&x86_vnni_allowed, 1, __ATOMIC_RELAXED);
+    else
+        return VT_EUNSUPPORTED;
+    return VT_OK;
+}
