@@ -753,15 +753,19 @@ def test_votive_serve_runtime_api_runs_votives_streaming_runtime(tmp_path):
         _stop_serve(process)
 
 
-def test_votive_serve_streams_the_real_model_to_the_openai_client():
-    """`votive serve smollm2` in its own process; the openai client streams a chat and gets a completion."""
+@pytest.mark.parametrize("options, mode", [([], "in-process"), (["--runtime-api"], "votive runtime")])
+def test_votive_serve_streams_the_real_model_to_the_openai_client(options, mode):
+    """`votive serve smollm2` in its own process (with --runtime-api, votive's runtime in another by default);
+    the openai client streams a chat and gets a completion."""
     openai = pytest.importorskip("openai")
     env = dict(os.environ, PYTHONPATH=str(REPO), VOTIVE_N_CTX="256")
-    process = _start_serve([sys.executable, "-m", "votive.cli", "serve", "smollm2", "--port", "0"], env=env)
+    command = [sys.executable, "-m", "votive.cli", "serve", "smollm2", "--port", "0", *options]
+    process = _start_serve(command, env=env)
     try:
         ready = process.stdout.readline()
         assert "votive: serving votive.handlers.generation.handler at http://127.0.0.1:" in ready, \
             process.stderr.read() if process.poll() is not None else ready
+        assert f"(1 environment(s), {mode})" in ready
         url = ready.split(" at ", 1)[1].split()[0]
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
         chunks = list(client.chat.completions.create(
