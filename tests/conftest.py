@@ -41,3 +41,16 @@ def gemma_gguf(request, tmp_path_factory) -> Path:
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     folder = cache.mkdir("gemma3_270m_q4_k_m") if cache is not None else tmp_path_factory.mktemp("gemma3")
     return gemma.assemble(folder / gemma.MODEL_NAME)  # checks the sha256 of a file already there
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server (Lambda, IAM, S3, Logs, STS over real HTTP) on 127.0.0.1, one per session: the URL to pass
+    as endpoint_url. Tests that need a clean account reset it (POST {url}/moto-api/reset)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

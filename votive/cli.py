@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from votive.errors import InputError, VotiveError
+from votive.infra import deploy_commands  # argument builders only: boto3, modal and the builders load when run
 
 DEFAULT_HANDLER = "votive.handlers.embeddings.handler"
 GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a GGUF model
@@ -135,7 +136,7 @@ def _default_handler(model: str) -> str:
 
 
 def _add_invoke(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="function URL, e.g. http://127.0.0.1:9000")
+    parser.add_argument("url", nargs="?", metavar="URL", help="function URL, e.g. http://127.0.0.1:9000")
     parser.add_argument("--data", "-d", help="JSON body, or @file holding it")
     parser.add_argument("--path", help="path to call on the URL, e.g. /v1/embeddings")
     parser.add_argument("--method", "-X", help="HTTP method (default POST with --data, else GET)")
@@ -145,6 +146,7 @@ def _add_invoke(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=_seconds, default=60.0, metavar="S", help="seconds to wait (default 60)"
     )
+    deploy_commands.add_invoke_options(parser)  # --stream, --sign, --region, --function for deployed functions
     parser.set_defaults(run=_run_invoke)
 
 
@@ -158,8 +160,15 @@ def _run_invoke(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise InputError(f"--header must look like 'Name: value', found {header!r}")
         headers[name.strip()] = value.strip()
+    if args.function:
+        return deploy_commands.run_invoke_function(args, data)
+    if args.url is None:
+        raise InputError("invoke needs a URL, or --function NAME")
+    out = sys.stdout.buffer
     result = invoke_url(
-        args.url, data=data, path=args.path, method=args.method, headers=headers, timeout_s=args.timeout
+        args.url, data=data, path=args.path, method=args.method, headers=headers, timeout_s=args.timeout,
+        sign=deploy_commands.invoke_signer(args),
+        on_chunk=(lambda chunk: (out.write(chunk), out.flush())) if args.stream else None,
     )
     print(f"HTTP {result.status} {result.reason}", file=sys.stderr)
     sys.stdout.buffer.write(result.body if result.body.endswith(b"\n") or not result.body else result.body + b"\n")
@@ -297,6 +306,11 @@ SUBCOMMANDS = (
     ("demo", "serve an embedding model locally and answer one real request through its function URL", _add_demo),
     ("build", "build deployable artifacts: Lambda layers and function zip, a container image, a Modal app",
      _add_build),
+    ("deploy", "deploy a model to AWS Lambda (function URL) or Modal (GPU web endpoint)", deploy_commands.add_deploy),
+    ("destroy", "remove everything a deployment created", deploy_commands.add_destroy),
+    ("status", "show a deployment's state, URL and settings", deploy_commands.add_status),
+    ("logs", "print a deployed function's CloudWatch logs (--follow for new ones)", deploy_commands.add_logs),
+    ("export", "write a deployment as infrastructure as code (a CloudFormation template)", deploy_commands.add_export),
 )
 
 

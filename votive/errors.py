@@ -113,3 +113,15 @@ class VotiveFault(VotiveError):
         )
         trace = traceback.format_list(frames[first_outside:])
         return cls(code, message or f"{type(exc).__name__}: {exc}", trace)
+
+
+class DeployError(VotiveError):
+    """A deployment (AWS Lambda, Modal) cannot go ahead, or failed part-way and was undone.
+
+    `step` names the step that failed ("create the execution role"), or is None when the request was refused
+    before anything was created.
+    """
+
+    def __init__(self, message: str, step: str | None = None):
+        self.step = step
+        super().__init__(message)

@@ -1,8 +1,9 @@
 """Call a function URL, local (`votive serve`) or deployed, the way `votive invoke` does.
 
 Only urllib: invoking must not pull in requests or boto3. A deployed URL with auth type AWS_IAM needs each
-request signed with SigV4; that arrives with deployment, through the `sign` argument (a callable that adds
-the signature headers to the prepared `urllib.request.Request`), so this module never imports AWS code.
+request signed with SigV4: the `sign` argument (a callable that adds the signature headers to the prepared
+`urllib.request.Request`, made by `votive.infra.sigv4.sigv4_signer`) does that, so this module never imports
+AWS code. A streamed answer (RESPONSE_STREAM) is handed to `on_chunk` piece by piece as it arrives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 from votive.errors import EndpointError, InputError
 
 Signer = Callable[[urllib.request.Request], None]
+STREAM_READ = 64 * 1024
 
 
 @dataclass
@@ -86,6 +88,7 @@ def invoke_url(
     headers: dict[str, str] | None = None,
     timeout_s: float = 60.0,
     sign: Signer | None = None,
+    on_chunk: Callable[[bytes], None] | None = None,
 ) -> InvokeResult:
     """Send one request and return the answer, whatever its status.
 
@@ -97,6 +100,8 @@ def invoke_url(
         headers: extra request headers.
         timeout_s: for connecting and for each read.
         sign: adds authentication headers (SigV4) to the request just before it is sent.
+        on_chunk: called with each piece of a successful answer's body as it arrives (a streamed response), which
+            is then not kept: the result's body is empty.
 
     Raises:
         EndpointError: the endpoint cannot be reached or does not answer in time.
@@ -112,7 +117,13 @@ def invoke_url(
         sign(request)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return InvokeResult(response.status, response.reason, list(response.headers.items()), response.read())
+            if on_chunk is None:
+                body = response.read()
+            else:
+                body = b""
+                while chunk := response.read1(STREAM_READ):  # returns what has arrived, up to STREAM_READ
+                    on_chunk(chunk)
+            return InvokeResult(response.status, response.reason, list(response.headers.items()), body)
     except urllib.error.HTTPError as exc:
         with exc:
             return InvokeResult(exc.code, str(exc.reason), list(exc.headers.items()), exc.read())
