@@ -13,10 +13,11 @@ never asserted.
     first token   fresh process -> import -> load -> tokenize -> prompt -> first greedy token -> exit: wall
                   time from spawn to exit and peak RSS (os.wait4's ru_maxrss); median of --first-reps after
                   one untimed warm-up round
-    bandwidth     benchmarks/.work/read_bw (stacks/read_bw.c): 2 threads stream-read a 1 GB buffer; run at the
-                  start and the end, the higher median counts. The decode bound is bandwidth / bytes of weights
-                  read per token: every tensor in the file but the token embedding, which is counted only
-                  when it doubles as the output matrix (tied, as in both models here); its row gather is not.
+    bandwidth     benchmarks/.work/read_bw (stacks/read_bw.c): 2 threads stream-read a 1 GB buffer on huge pages
+                  (the hardware's rate) and on 4 KiB pages (what a file mapping gets); run at the start and the
+                  end, the higher median counts. The decode bound is bandwidth / bytes of weights read per
+                  token: every tensor in the file but the token embedding, which is counted only when it
+                  doubles as the output matrix (tied, as in both models here); its row gather is not.
 
 Run benchmarks/setup_llm_peers.py once first. Then, from the repo root:
 
@@ -64,6 +65,7 @@ READ_BW = WORK_DIR / "read_bw"
 THREADS = 2
 BW_MB = 1024  # the probe's buffer: far larger than any cache, about 4x the larger model
 BW_REPS = 7
+BW_PAGES = ("huge", "small")  # the bound uses huge pages; small (4 KiB) pages are reported beside it
 MIN_GREEDY_AGREE = 32  # the project's correctness bar: the first 32 greedy tokens equal llama.cpp's
 
 
@@ -125,14 +127,20 @@ def weight_bytes_per_token(path: str) -> dict:
 # ------------------------------------------------------------------------------------------------ phases
 
 
-def measure_bandwidth() -> dict:
-    """Median GB/s of the read probe with THREADS threads; {"error": ...} when it is missing or fails."""
-    if not READ_BW.exists():
-        return {"error": f"{READ_BW} missing: run benchmarks/setup_llm_peers.py"}
-    proc = subprocess.run([str(READ_BW), str(BW_MB), str(THREADS), str(BW_REPS)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": f"read_bw exit {proc.returncode}: {proc.stderr.strip()}"}
-    return json.loads(proc.stdout)
+def measure_bandwidth() -> dict[str, dict]:
+    """The read probe with THREADS threads, per page size; {"error": ...} for one that is missing or fails."""
+    out = {}
+    for pages in BW_PAGES:
+        if not READ_BW.exists():
+            out[pages] = {"error": f"{READ_BW} missing: run benchmarks/setup_llm_peers.py"}
+            continue
+        cmd = [str(READ_BW), str(BW_MB), str(THREADS), str(BW_REPS), pages]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out[pages] = {"error": f"read_bw exit {proc.returncode}: {proc.stderr.strip()}"}
+        else:
+            out[pages] = json.loads(proc.stdout)
+    return out
 
 
 def preflight(stacks: dict[str, Stack], models: dict[str, BenchModel], paths: dict[str, str],
@@ -176,7 +184,8 @@ def reference_problem(records: list[dict]) -> str:
 
 def first_token(stacks: list[Stack], key: str, path: str, reps: int) -> dict[str, dict]:
     """Fresh process to first generated token, `reps` interleaved rounds after one untimed warm-up round."""
-    samples = {s.name: {"wall_s": [], "maxrss_bytes": [], "phases": [], "tokens": set()} for s in stacks}
+    samples = {s.name: {"wall_s": [], "maxrss_bytes": [], "phases": [], "tokens": set(), "loadavg": []}
+               for s in stacks}
     for rnd in range(reps + 1):
         for stack in stacks:
             result = run_worker(stack, "first", [path, str(PROMPT_JSON)], f"{key}-first{rnd}")
@@ -187,6 +196,7 @@ def first_token(stacks: list[Stack], key: str, path: str, reps: int) -> dict[str
             samples[stack.name]["maxrss_bytes"].append(result.maxrss_bytes)
             samples[stack.name]["phases"].append(result.json()["phases"])
             samples[stack.name]["tokens"].add(result.json()["token"])
+            samples[stack.name]["loadavg"].append(os.getloadavg()[0])
         print(f"  {key} first-token round {rnd}/{reps} done (load {os.getloadavg()[0]:.2f})", flush=True)
     for s in samples.values():
         s["tokens"] = sorted(s["tokens"])
@@ -198,7 +208,7 @@ def first_token(stacks: list[Stack], key: str, path: str, reps: int) -> dict[str
 
 def speed(stacks: list[Stack], key: str, path: str, rounds: int, passes: int) -> dict[str, dict]:
     """Prompt and decode tok/s: `rounds` processes per stack, interleaved, `passes` timed passes each."""
-    samples = {s.name: {"prompt_s": [], "decode_s": [], "maxrss_bytes": []} for s in stacks}
+    samples = {s.name: {"prompt_s": [], "decode_s": [], "maxrss_bytes": [], "loadavg": []} for s in stacks}
     for rnd in range(rounds):
         for stack in stacks:
             result = run_worker(stack, "speed", [path, str(PROMPT_JSON), str(passes)], f"{key}-speed{rnd}")
@@ -208,12 +218,15 @@ def speed(stacks: list[Stack], key: str, path: str, rounds: int, passes: int) ->
             s["prompt_s"].extend(out["prompt_s"])
             s["decode_s"].extend(out["decode_s"])
             s["maxrss_bytes"].append(result.maxrss_bytes)
+            s["loadavg"].append(os.getloadavg()[0])  # llama.cpp's spinning thread barriers suffer most from load
             s.update(prompt_tokens=out["prompt_tokens"], decode_tokens=out["decode_tokens"],
                      prompt_ids=out["prompt_ids"], tokens=out["tokens"])
         print(f"  {key} speed round {rnd + 1}/{rounds} done (load {os.getloadavg()[0]:.2f})", flush=True)
     for s in samples.values():
         s["prompt_tok_s"] = s["prompt_tokens"] / statistics.median(s["prompt_s"])
         s["decode_tok_s"] = s["decode_tokens"] / statistics.median(s["decode_s"])
+        s["best_prompt_tok_s"] = s["prompt_tokens"] / min(s["prompt_s"])  # for judging noise; not reported
+        s["best_decode_tok_s"] = s["decode_tokens"] / min(s["decode_s"])
         s["median_maxrss_bytes"] = statistics.median(s["maxrss_bytes"])
     return samples
 
@@ -236,15 +249,17 @@ def agreement(speed_samples: dict[str, dict]) -> dict | None:
 # ---------------------------------------------------------------------------------------------- reporting
 
 
-def bandwidth_gb_s(results: dict) -> float | None:
-    found = [bw["median_gb_per_s"] for bw in results["bandwidth"].values() if "median_gb_per_s" in bw]
+def bandwidth_gb_s(results: dict, pages: str = "huge") -> float | None:
+    """The higher of the start and end medians for this page size."""
+    found = [run[pages].get("median_gb_per_s") for run in results["bandwidth"].values()]
+    found = [f for f in found if f is not None]
     return max(found) if found else None
 
 
 def summary_rows(results: dict) -> list[dict]:
     """Per model, one row per figure: each stack's value, the votive/llama.cpp ratio and its target."""
     rows = []
-    bw = bandwidth_gb_s(results)
+    bw = {pages: bandwidth_gb_s(results, pages) for pages in BW_PAGES}
     for key, per_model in results["models"].items():
         first, spd = per_model.get("first", {}), per_model.get("speed", {})
 
@@ -263,9 +278,11 @@ def summary_rows(results: dict) -> list[dict]:
         decode = {n: pick(spd, n, "decode_tok_s") for n in STACK_NAMES}
         add("decode", "tok/s", decode, DECODE_TARGET, "higher")
         bytes_per_token = per_model["weights"]["bytes"]
-        share = {n: (v * bytes_per_token / (bw * 1e9) * 100 if v and bw else None) for n, v in decode.items()}
-        add("  decode, share of the bandwidth bound", "%", share)
-        rows[-1]["votive/llamacpp"] = None  # the same ratio as decode's
+        for pages, label in (("huge", "bandwidth bound"), ("small", "4 KiB-page bound")):
+            share = {n: (v * bytes_per_token / (bw[pages] * 1e9) * 100 if v and bw[pages] else None)
+                     for n, v in decode.items()}
+            add(f"  decode, share of the {label}", "%", share)
+            rows[-1]["votive/llamacpp"] = None  # the same ratio as decode's
         add("prompt", "tok/s", {n: pick(spd, n, "prompt_tok_s") for n in STACK_NAMES}, PROMPT_TARGET, "higher")
         add("first token, spawn to exit", "s", {n: pick(first, n, "median_wall_s") for n in STACK_NAMES},
             FIRST_TOKEN_TARGET)
@@ -288,15 +305,15 @@ def markdown(results: dict) -> str:
                  _fmt_ratio(row, "votive/llamacpp")]
         lines.append("| " + " | ".join(cells) + " |")
     bw = bandwidth_gb_s(results)
+    bw_text = {pages: " / ".join(f"{run[pages]['median_gb_per_s']:.1f}" if "median_gb_per_s" in run[pages]
+                                 else "n/a" for run in results["bandwidth"].values()) for pages in BW_PAGES}
     notes = [
         f"{meta['cpus']} cores ({meta['cpu_model']}), {meta['date']}; {THREADS} threads for both stacks; "
         f"prompt {cfg['prompt_tokens']} tokens in one batch, decode {cfg['decode_tokens']} greedy tokens; "
         f"speeds are medians over {cfg['rounds']} process(es) x {cfg['passes']} passes, first token the median "
         f"of {cfg['first_reps']} fresh processes.",
-        "Read bandwidth (2 threads, 1 GB, median of 7; start / end): "
-        + " / ".join(f"{v['median_gb_per_s']:.1f}" if "median_gb_per_s" in v else "n/a"
-                     for v in results["bandwidth"].values())
-        + " GB/s." + ("" if bw is None else f" The bound uses {bw:.1f} GB/s."),
+        f"Read bandwidth (2 threads, 1 GB, median of {BW_REPS}; start / end): huge pages {bw_text['huge']} GB/s, "
+        f"4 KiB pages {bw_text['small']} GB/s." + ("" if bw is None else f" The bound uses {bw:.1f} GB/s."),
     ]
     for key, per_model in results["models"].items():
         w = per_model["weights"]
@@ -353,7 +370,7 @@ def main() -> int:
                  "python": platform.python_version(), "loadavg_start": os.getloadavg(), "busy_note": args.note},
         "config": {"first_reps": args.first_reps, "rounds": args.rounds, "passes": args.passes,
                    "threads": THREADS, "prompt_tokens": 128, "decode_tokens": 64, "n_ctx": 512,
-                   "bandwidth_probe": f"read_bw {BW_MB} MB, {THREADS} threads, {BW_REPS} reps"},
+                   "bandwidth_probe": f"read_bw {BW_MB} MB, {THREADS} threads, {BW_REPS} reps, huge and small pages"},
         "bandwidth": {},
         "models": {},
     }
@@ -365,7 +382,8 @@ def main() -> int:
     for key in models:
         results["models"][key] = {"path": paths[key], "weights": weight_bytes_per_token(paths[key])}
     results["bandwidth"]["start"] = measure_bandwidth()
-    print(f"read bandwidth: {results['bandwidth']['start'].get('median_gb_per_s', 'n/a')} GB/s", flush=True)
+    print("read bandwidth: " + ", ".join(f"{pages} pages {bw.get('median_gb_per_s', 'n/a')} GB/s"
+                                         for pages, bw in results["bandwidth"]["start"].items()), flush=True)
     print("preflight: each stack on each model's reference prompts...", flush=True)
     results["stacks"] = preflight(chosen, models, paths, args.keep_mismatched)
     for name, st in results["stacks"].items():
