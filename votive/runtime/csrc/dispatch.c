@@ -233,8 +233,11 @@ VT_API const char *vt_quant_isa(void) { return vt_quant()->dot_isa(); }
 
 VT_API int vt_set_quant_isa(const char *name) { return name ? vt_quant()->set_dot_isa(name) : VT_EUNSUPPORTED; }
 
-/* About this many nanoseconds of work per chunk handed to a thread (see vt_parallel_for). */
-#define QUANT_GRAIN_NS 4000
+/* Grains of about a microsecond of work. vt_parallel_for hands out at most 8 chunks per thread whatever the
+ * grain, so small grains cost nothing per chunk; they set its thresholds: jobs of 5 grains and more are split
+ * over workers that are awake, and jobs of 32 and more (a decoder's matrix-vector products of 32 us and more)
+ * wake sleeping ones, which then stay awake for the products that follow. */
+#define QUANT_GRAIN_NS 1000
 
 static int64_t grain_for(double ns_per_unit) {
     double g = QUANT_GRAIN_NS / (ns_per_unit > 0.001 ? ns_per_unit : 0.001);
@@ -308,10 +311,11 @@ VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, con
         act = p;
     }
     struct quantize_job qj = {k, f->act_type, x, cols, act, act_stride};
-    vt_parallel_for(n, grain_for((double)cols), quantize_part, &qj);
+    vt_parallel_for(n, grain_for((double)cols / 2), quantize_part, &qj); /* ~2 floats per ns */
 
-    /* per weight row: its bytes from memory (~8 per ns) and n * cols multiply-adds (~16 per ns) */
-    double row_ns = (double)w_stride / 8 + (double)n * (double)cols / 16;
+    /* per weight row, one core: its bytes from memory (~16 per ns) or its n * cols multiply-adds (~24 per ns) */
+    double read_ns = (double)w_stride / 16, compute_ns = (double)n * (double)cols / 24;
+    double row_ns = read_ns > compute_ns ? read_ns : compute_ns;
     struct qmatmul_job mj = {k, type, w, w_stride, act, act_stride, n, cols, out, out_features};
     vt_parallel_for(out_features, grain_for(row_ns), qmatmul_part, &mj);
     if (act != small)
@@ -350,7 +354,7 @@ VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, in
         if (ids[i] < 0 || ids[i] >= n_rows)
             return VT_ERANGE;
     struct get_rows_job job = {vt_quant(), type, w, w_stride, ids, cols, out};
-    vt_parallel_for(n_ids, grain_for((double)cols), get_rows_part, &job);
+    vt_parallel_for(n_ids, grain_for((double)cols / 2), get_rows_part, &job);
     return VT_OK;
 }
 

@@ -108,19 +108,50 @@ static inline float half_at(const uint8_t *p) {
 
 /* ---- activations: float rows -> Q8_0, Q8_1 or Q8_K in our layout (vt_internal.h) ------------------------ */
 
-/* ggml's nearest_int: round to nearest even through the float adder; |v| < 2^22. */
-static inline int nearest_int(float v) {
-    float f = v + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &f, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
+static inline vi v_select_int(vi mask, vi a, int b) { return (mask & a) | (~mask & b); }
+
+/* The quantizers work a vector of VT_LANES floats at a time (simd.h); VT_LANES divides 16. */
+typedef int8_t vq __attribute__((vector_size(VT_LANES)));
+
+static inline void store_int8(int8_t *dst, vi v) {
+    vq narrow = __builtin_convertvector(v, vq);
+    memcpy(dst, &narrow, sizeof narrow);
 }
 
-/* roundf(v) for |v| < 2^23, ties away from zero, as ggml's quantize_row_q8_0_ref rounds. */
-static inline int round_away(float v) {
-    int t = (int)v;           /* toward zero */
-    float frac = v - (float)t; /* exact */
-    return t + (frac >= 0.5f) - (frac <= -0.5f);
+static inline int hsum_int(vi v) {
+    int32_t lanes[VT_LANES];
+    memcpy(lanes, &v, sizeof lanes);
+    int sum = 0;
+    for (int i = 0; i < VT_LANES; i++)
+        sum += lanes[i];
+    return sum;
+}
+
+/* max |x| over n floats (a multiple of VT_LANES), and whether all are finite (not inf, not NaN) */
+static inline float abs_max(const float *x, int n, int *finite) {
+    vf amax = v_splat(0.0f);
+    vi bad = {0};
+    for (int i = 0; i < n; i += VT_LANES) {
+        vf a = v_abs(v_load(x + i));
+        amax = v_max(a, amax);
+        bad |= ~(a <= FLT_MAX); /* true for inf and NaN */
+    }
+    *finite = hsum_int(bad) == 0;
+    return v_hmax(amax);
+}
+
+/* roundf(v) for |v| < 2^23, ties away from zero, as ggml's quantize_row_q8_0_ref rounds: truncate, then
+ * step by one where the exact remainder reaches a half (comparisons give -1 for true). */
+static inline vi round_away(vf v) {
+    vi t = __builtin_convertvector(v, vi);
+    vf frac = v - __builtin_convertvector(t, vf);
+    return t - (frac >= 0.5f) + (frac <= -0.5f);
+}
+
+/* ggml's nearest_int: round to nearest even through the float adder (v + 1.5 * 2^23); |v| < 2^22. */
+static inline vi nearest_int(vf v) {
+    vi bits = (vi)(v + 12582912.0f);
+    return (bits & 0x007fffff) - 0x00400000;
 }
 
 /* Q8_0 (and Q8_1 with its s) per 32 elements: d = max|x| / 127, q = roundf(x / d) as 1 / d times x. */
@@ -129,13 +160,8 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int wit
     float *d = (float *)(row + nb * 32), *s = d + nb;
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * 32;
-        float amax = 0.0f;
-        int finite = 1;
-        for (int i = 0; i < 32; i++) {
-            float a = fabsf(xb[i]);
-            amax = a > amax ? a : amax;
-            finite &= a <= FLT_MAX; /* false for inf and NaN */
-        }
+        int finite;
+        float amax = abs_max(xb, 32, &finite);
         if (!finite) {
             memset(q + b * 32, 0, 32);
             d[b] = NAN;
@@ -145,15 +171,15 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int wit
         }
         float db = amax / 127.0f;
         float id = db != 0.0f ? 1.0f / db : 0.0f;
-        int sum = 0;
-        for (int i = 0; i < 32; i++) {
-            int v = round_away(xb[i] * id);
-            q[b * 32 + i] = (int8_t)v;
+        vi sum = {0};
+        for (int i = 0; i < 32; i += VT_LANES) {
+            vi v = round_away(v_load(xb + i) * id);
+            store_int8(q + b * 32 + i, v);
             sum += v;
         }
         d[b] = f16_to_f32(f32_to_f16(db));
         if (with_s)
-            s[b] = f16_to_f32(f32_to_f16((float)sum * db));
+            s[b] = f16_to_f32(f32_to_f16((float)hsum_int(sum) * db));
     }
 }
 
@@ -166,32 +192,27 @@ static void quantize_row_q8_K(const float *x, int64_t nb, uint8_t *row) {
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * 256;
         int8_t *qb = q + b * 256;
-        float amax = 0.0f, vmax = 0.0f;
-        int finite = 1;
-        for (int i = 0; i < 256; i++) {
-            float a = fabsf(xb[i]);
-            if (a > amax) {
-                amax = a;
-                vmax = xb[i];
-            }
-            finite &= a <= FLT_MAX;
-        }
+        int finite;
+        float amax = abs_max(xb, 256, &finite);
         if (!finite || amax == 0.0f) {
             memset(qb, 0, 256);
             memset(bsums + b * 16, 0, 32);
             d[b] = finite ? 0.0f : NAN;
             continue;
         }
-        float iscale = -127.0f / vmax;
-        for (int i = 0; i < 256; i++) {
-            int v = nearest_int(iscale * xb[i]);
-            qb[i] = (int8_t)(v < 127 ? v : 127);
-        }
+        int first = 0;
+        while (fabsf(xb[first]) != amax)
+            first++;
+        float iscale = -127.0f / xb[first];
         for (int g = 0; g < 16; g++) {
-            int sum = 0;
-            for (int i = 0; i < 16; i++)
-                sum += qb[g * 16 + i];
-            bsums[b * 16 + g] = (int16_t)sum;
+            vi sum = {0};
+            for (int i = 16 * g; i < 16 * g + 16; i += VT_LANES) {
+                vi v = nearest_int(v_load(xb + i) * iscale);
+                v = v_select_int(v < 127, v, 127);
+                store_int8(qb + i, v);
+                sum += v;
+            }
+            bsums[b * 16 + g] = (int16_t)hsum_int(sum);
         }
         d[b] = 1.0f / iscale;
     }

@@ -16,20 +16,29 @@
 
 static inline __m256i x86_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
-/* 16 bytes of nibbles -> 32 bytes: the low nibbles (elements 0..15), then the high ones (elements 16..31). */
+/* 16 bytes of nibbles -> 32 bytes: the low nibbles (elements 0..15), then the high ones (elements 16..31).
+ * The bytes are loaded into both halves and the upper half shifted by 4: no lane-crossing instruction. */
 static inline __m256i x86_nibbles(const uint8_t *p) {
-    __m128i t = _mm_loadu_si128((const __m128i *)p);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+    __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
-/* The 32 bits at p -> 0xFF in byte j where bit j is set, else 0. */
-static inline __m256i x86_bit_bytes(const uint8_t *p) {
+/* The nibbles at p with bit j of the 32 bits at qh (the fifth bits of Q5_0 and Q5_1) selecting, for element j,
+ * `set` | nibble where it is set and `clear` | nibble where not. */
+static inline __m256i x86_with_fifth_bits(const uint8_t *p, const uint8_t *qh, char set, char clear) {
     uint32_t bits;
-    memcpy(&bits, p, sizeof bits);
+    memcpy(&bits, qh, sizeof bits);
+    const __m256i nibbles = x86_nibbles(p);
+#if defined(VT_ISA_AVX512) /* AVX512BW+VL: the bits are a byte mask as they stand */
+    return _mm256_mask_blend_epi8((__mmask32)bits, _mm256_or_si256(nibbles, _mm256_set1_epi8(clear)),
+                                  _mm256_or_si256(nibbles, _mm256_set1_epi8(set)));
+#else /* spread byte j / 8 of the bits over byte j, keep bit j % 8: 0xFF where set */
     const __m256i which = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), which); /* byte j: byte j / 8 of bits */
-    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), which);
+    __m256i is_set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_or_si256(nibbles, _mm256_blendv_epi8(_mm256_set1_epi8(clear), _mm256_set1_epi8(set), is_set));
+#endif
 }
 
 /* Bits 2k..2k+1 of each byte (k = 0..3), or bit k when mask is 1: per-byte shifts done on 16-bit lanes, safe

@@ -11,6 +11,30 @@
  * m * s per block, s being the activation block's d * sum(q) that Q8_1 stores.
  */
 
+/* Block b of a 32-element format -> its quants as 32 bytes, *dx its scale, *mx its min (Q4_1, Q5_1). */
+VT_INLINE __m256i X86_NAME(x86_block32)(const int type, const uint8_t *x, float *dx, float *mx) {
+    *dx = half_at(x);
+    *mx = type == VT_Q4_1 || type == VT_Q5_1 ? half_at(x + 2) : 0.0f;
+    switch (type) {
+    case VT_Q4_0: /* nibbles - 8 */
+        return _mm256_sub_epi8(x86_nibbles(x + 2), _mm256_set1_epi8(8));
+    case VT_Q4_1:
+        return x86_nibbles(x + 4);
+    case VT_Q5_0: /* nibble | fifth bit << 4, - 16: the nibble as is where the bit is set, else nibble | 0xF0 */
+        return x86_with_fifth_bits(x + 6, x + 2, 0, (char)0xF0);
+    case VT_Q5_1:
+        return x86_with_fifth_bits(x + 8, x + 4, 0x10, 0);
+    default: /* VT_Q8_0 */
+        return x86_load(x + 2);
+    }
+}
+
+/* The int32 sums of weight quants q (their magnitudes u for signed formats) times activation block y. */
+VT_INLINE __m256 X86_NAME(x86_sums32)(const int is_signed, __m256i q, __m256i u, const uint8_t *y) {
+    const __m256i a = x86_load(y);
+    return _mm256_cvtepi32_ps(X86_DOT4(u, is_signed ? _mm256_sign_epi8(a, q) : a));
+}
+
 VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = type == VT_Q4_0 ? 18 : type == VT_Q4_1 ? 20 : type == VT_Q5_0 ? 22 : type == VT_Q5_1 ? 24 : 34;
@@ -22,41 +46,40 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         acc[t] = _mm256_setzero_ps();
         macc[t] = 0.0f;
     }
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *x = w + b * bytes;
-        const float dx = half_at(x);
-        __m256i q;
-        switch (type) {
-        case VT_Q4_0: /* nibbles - 8 */
-            q = _mm256_sub_epi8(x86_nibbles(x + 2), _mm256_set1_epi8(8));
-            break;
-        case VT_Q4_1:
-            q = x86_nibbles(x + 4);
-            break;
-        case VT_Q5_0: /* nibble | fifth bit << 4, - 16: the nibble as is where the bit is set, else nibble | 0xF0 */
-            q = _mm256_or_si256(x86_nibbles(x + 6), _mm256_andnot_si256(x86_bit_bytes(x + 2), _mm256_set1_epi8((char)0xF0)));
-            break;
-        case VT_Q5_1:
-            q = _mm256_or_si256(x86_nibbles(x + 8), _mm256_and_si256(x86_bit_bytes(x + 4), _mm256_set1_epi8(0x10)));
-            break;
-        default: /* VT_Q8_0 */
-            q = x86_load(x + 2);
-        }
-        const __m256i u = is_signed ? _mm256_sign_epi8(q, q) : q;
-        const float mx = has_min ? half_at(x + 2) : 0.0f;
+    /* Blocks in pairs, summed together before they meet the accumulator: one add per two blocks on its
+     * dependency chain (an add per block would hold a matrix-vector product to one block per add latency). */
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) {
+        float dx0, mx0, dx1, mx1;
+        const __m256i q0 = X86_NAME(x86_block32)(type, w + b * bytes, &dx0, &mx0);
+        const __m256i q1 = X86_NAME(x86_block32)(type, w + (b + 1) * bytes, &dx1, &mx1);
+        const __m256i u0 = is_signed ? _mm256_sign_epi8(q0, q0) : q0, u1 = is_signed ? _mm256_sign_epi8(q1, q1) : q1;
         for (int t = 0; t < T; t++) {
-            const __m256i y = x86_load(ACT_ROW(t) + b * 32);
-            const __m256i sums = X86_DOT4(u, is_signed ? _mm256_sign_epi8(y, q) : y);
-            const float dy = ACT_D(t, 32)[b];
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), _mm256_cvtepi32_ps(sums), acc[t]);
+            const float *d = ACT_D(t, 32);
+            __m256 pair = _mm256_mul_ps(_mm256_set1_ps(dx0 * d[b]),
+                                        X86_NAME(x86_sums32)(is_signed, q0, u0, ACT_ROW(t) + b * 32));
+            pair = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * d[b + 1]),
+                                   X86_NAME(x86_sums32)(is_signed, q1, u1, ACT_ROW(t) + (b + 1) * 32), pair);
+            acc[t] = _mm256_add_ps(acc[t], pair);
             if (has_min)
-                macc[t] += mx * ACT_D(t, 32)[nb + b];
+                macc[t] += mx0 * d[nb + b] + mx1 * d[nb + b + 1];
+        }
+    }
+    if (b < nb) {
+        float dx, mx;
+        const __m256i q = X86_NAME(x86_block32)(type, w + b * bytes, &dx, &mx);
+        const __m256i u = is_signed ? _mm256_sign_epi8(q, q) : q;
+        for (int t = 0; t < T; t++) {
+            const float *d = ACT_D(t, 32);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * d[b]), X86_NAME(x86_sums32)(is_signed, q, u, ACT_ROW(t) + b * 32),
+                                     acc[t]);
+            if (has_min)
+                macc[t] += mx * d[nb + b];
         }
     }
     for (int t = 0; t < T; t++)
         out[t * out_stride] = x86_hsum(acc[t]) + macc[t];
 }
-
 
 /* ---- K-quants ------------------------------------------------------------------------------------------ */
 
