@@ -12,6 +12,7 @@ VT_INLINE void NEON_NAME(neon_dot32)(const int type, const int T, int64_t nb, co
     float sum[TILE] = {0};
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
+        prefetch_weights(x, bytes);
         const float dx = half_at(x);
         float mx = 0.0f;
         int8x16_t q0, q1; /* elements 0..15 and 16..31 */
@@ -68,6 +69,7 @@ VT_INLINE void NEON_NAME(neon_dot256)(const int type, const int T, int64_t nb, c
     float sum[TILE] = {0};
     for (int64_t b = 0; b < nb; b++) {
         struct neon_block256 u;
+        prefetch_weights(w + b * bytes, bytes);
         neon_unpack256(type, w + b * bytes, &u);
         for (int t = 0; t < T; t++) {
             const uint8_t *row = act + t * act_stride;

@@ -51,6 +51,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
     int64_t b = 0;
     for (; b + 1 < nb; b += 2) {
         float dx0, mx0, dx1, mx1;
+        prefetch_weights(w + b * bytes, 2 * bytes);
         const __m256i q0 = X86_NAME(x86_block32)(type, w + b * bytes, &dx0, &mx0);
         const __m256i q1 = X86_NAME(x86_block32)(type, w + (b + 1) * bytes, &dx1, &mx1);
         const __m256i u0 = is_signed ? _mm256_sign_epi8(q0, q0) : q0, u1 = is_signed ? _mm256_sign_epi8(q1, q1) : q1;
@@ -67,6 +68,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
     }
     if (b < nb) {
         float dx, mx;
+        prefetch_weights(w + b * bytes, bytes);
         const __m256i q = X86_NAME(x86_block32)(type, w + b * bytes, &dx, &mx);
         const __m256i u = is_signed ? _mm256_sign_epi8(q, q) : q;
         for (int t = 0; t < T; t++) {
@@ -92,6 +94,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
+        prefetch_weights(x, bytes);
         const float d = half_at(x), dmin = half_at(x + 2);
         uint32_t s[3];
         memcpy(s, x + 4, sizeof s);
@@ -144,6 +147,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
+        prefetch_weights(x, bytes);
         float d;
         __m128i scales8; /* the 16 sub-block scales as bytes */
         __m256i sumi[TILE];
