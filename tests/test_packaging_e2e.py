@@ -64,6 +64,21 @@ def _s3_client(endpoint):
                         aws_secret_access_key="testing")
 
 
+def _staged_tree(build: Path, client, bucket: str, tmp_path: Path, endpoint: str) -> tuple[LambdaTree, dict]:
+    """Upload a build's s3/ folder under `bucket`/model/, unpack the build into a tree with Lambda's runtime
+    packages (boto3 among them); returns the tree and the variables pointing the function at the bucket."""
+    client.create_bucket(Bucket=bucket)
+    staged = build / "s3"
+    for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, "model/" + path.relative_to(staged).as_posix())
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    tree.install_build(build)
+    tree.install_runtime_packages()
+    env = {"VOTIVE_MODEL_S3": f"s3://{bucket}/model/", "AWS_ENDPOINT_URL_S3": endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    return tree, env
+
+
 def _post(url: str, path: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"content-type": "application/json"})
@@ -145,16 +160,7 @@ def test_s3_staged_build_fetches_its_weights_at_init(lambda_builds, tmp_path, re
     build = lambda_builds["s3"]
     assert build.manifest["weights"]["placement"] == "s3"
     client = _s3_client(s3_endpoint)
-    client.create_bucket(Bucket="e2e-models")
-    staged = build.out / "s3"
-    for path in sorted(p for p in staged.rglob("*") if p.is_file()):
-        client.upload_file(str(path), "e2e-models", "minilm/" + path.relative_to(staged).as_posix())
-
-    tree = LambdaTree(tmp_path / "lambda", PY)
-    tree.install_build(build.out)
-    tree.install_runtime_packages()  # boto3 comes with Lambda's runtime
-    env = {"VOTIVE_MODEL_S3": "s3://e2e-models/minilm/", "AWS_ENDPOINT_URL_S3": s3_endpoint,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    tree, env = _staged_tree(build.out, client, "e2e-models", tmp_path, s3_endpoint)
     sentences, expected = reference
     with tree.emulator(sys.executable, env=env, init_timeout_s=120) as function:
         outcome = function.invoke({"input": sentences[:3]})
@@ -264,3 +270,25 @@ print(json.dumps({{"name": modal_app.app.name, "gpu": spec.gpus, "status": sent[
     assert facts["status"] == 200
     got = [item["embedding"] for item in facts["answer"]["data"]]
     assert _cosines(got, expected[:2]).min() > 0.9999
+
+
+@pytest.mark.slow
+def test_gguf_decoder_too_large_to_bundle_is_staged_and_served(gemma_gguf, tmp_path, s3_endpoint):
+    """Gemma 3 270M (253 MB) cannot be bundled beside the runtime layer: the build stages it for S3, and the
+    function fetches it at init and serves it from the tree."""
+    import importlib.util
+
+    if importlib.util.find_spec("votive.handlers.generation") is None:
+        pytest.skip("the generation handler (votive.handlers.generation) is not written yet")
+    result = build_lambda(str(gemma_gguf), tmp_path / "gemma", LambdaTarget(arch="x86_64", python=PY))
+    manifest = result.manifest
+    assert manifest["weights"]["placement"] == "s3" and "over Lambda's 250 MB" in manifest["weights"]["why"]
+    assert "jinja2" in manifest["runtime_layer"]["dependencies"]  # chat templates
+    tree, env = _staged_tree(result.out, _s3_client(s3_endpoint), "e2e-gguf", tmp_path, s3_endpoint)
+    with tree.emulator(sys.executable, env=env, init_timeout_s=300) as function:
+        health = function.invoke({"path": "/health"})
+        completion = function.invoke({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0})
+    assert health.ok and completion.ok, (health.error, completion.error)
+    assert gemma_gguf.name in json.loads(health.payload)["model"]
+    answer = json.loads(completion.payload)
+    assert answer["choices"][0]["text"].strip() and 1 <= answer["usage"]["completion_tokens"] <= 6

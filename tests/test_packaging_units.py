@@ -76,6 +76,11 @@ WHEELS = {
     "tokenizers": ("0.23.3", ["huggingface-hub<2.0,>=0.16.4"]),
     "jinja2": ("3.1.6", ["MarkupSafe>=2.0", 'Babel>=2.7; extra == "i18n"']),
     "markupsafe": ("3.0.2", []),
+    "awslambdaric": ("4.2.2", ["simplejson>=3.20.1", "snapshot-restore-py>=1.0.0"]),
+    "simplejson": ("4.3.0", []),
+    "snapshot-restore-py": ("1.0.0", []),
+    "cupy-cuda12x": ("13.6.0", ["numpy<2.6,>=2.0", "fastrlock>=0.5"]),
+    "fastrlock": ("0.8.3", []),
 }
 _VALUED = {"--target", "--implementation", "--python-version", "--abi", "--platform", "--constraint", "--progress-bar"}
 
@@ -571,8 +576,10 @@ def test_lambda_build_bundles_small_weights_in_a_layer(tmp_path):
         members = zf.namelist()
     assert "python/votive/runtime/libvotive.so" in members and "python/votive/packaging/entry.py" in members
     assert not [m for m in members if "/tests/" in m or m.endswith(".pyi") or "RECORD" in m]
-    assert not [m for m in members if m.startswith(("python/votive/infra/", "python/votive/cli"))]
-    assert "python/votive/packaging/lambda_build.py" not in members
+    for never in ("cli.py", "infra/runtime_api.py", "infra/function_url.py", "packaging/lambda_build.py",
+                  "runtime/kernel_build.py", "runtime/csrc/selftest.c"):
+        assert f"python/votive/{never}" not in members, never
+    assert "python/votive/models/bert.py" in members and "python/votive/handlers/embeddings.py" in members
     with zipfile.ZipFile(tmp_path / "out" / "votive-function.zip") as zf:
         config = json.loads(zf.read("votive_function.json"))
         assert "handler = function_handler(__file__)" in zf.read("votive_function.py").decode()
@@ -628,3 +635,101 @@ def test_cli_build_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("votive: error: ") and "already exists; pass --force" in err and "\n" not in err
     assert main(["build", "modal", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+# --- container image and Modal app, with the fake toolchain ------------------------------------------------
+
+
+def test_gpu_image_context(tmp_path):
+    from votive.packaging.image_build import ImageTarget, build_image
+    from votive.packaging.report import image_summary
+
+    fake = FakeToolchain()
+    manifest = build_image("minilm", tmp_path / "gpu", ImageTarget(gpu=True, python="3.12"), tools=fake.tools())
+    dockerfile = (tmp_path / "gpu" / "Dockerfile").read_text()
+    assert "FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04" in dockerfile and 'ENV VOTIVE_BACKEND="cupy"' in dockerfile
+    assert dockerfile.index("COPY model/") < dockerfile.index("COPY python/") < dockerfile.index("COPY task/")
+    assert dockerfile.index("COPY task/") < dockerfile.index("votive.packaging.warm") < dockerfile.index("ENTRYPOINT")
+    assert set(manifest["runtime_layer"]["dependencies"]) == {
+        "numpy", "tokenizers", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
+    assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False
+    assert (tmp_path / "gpu/python/votive/packaging/warm.py").is_file()
+    config = json.loads((tmp_path / "gpu/task/votive_function.json").read_text())
+    assert config["environment"] == {"VOTIVE_BACKEND": "cupy"}
+    assert config["model"] == {"placement": "layer", "path": "/opt/model/all-MiniLM-L6-v2"}
+    assert "no Docker engine here; build it with: docker build --platform linux/amd64 -t votive-" in image_summary(
+        manifest, tmp_path / "gpu")
+    with pytest.raises(PackagingError, match="x86_64 only"):
+        build_image("minilm", tmp_path / "arm", ImageTarget(gpu=True, arch="arm64"), tools=fake.tools())
+    with pytest.raises(PackagingError, match="offers Python 3.12, not 3.11"):
+        build_image("minilm", tmp_path / "old", ImageTarget(gpu=True, python="3.11"), tools=fake.tools())
+
+
+def test_warm_without_a_gpu_exits_saying_why(capsys):
+    from votive.packaging.warm import main
+
+    assert main("/nonexistent/votive_function.py") == 1
+    assert "no GPU visible to the build" in capsys.readouterr().err
+
+
+def test_modal_gpu_app_with_a_volume_constructs_offline(tmp_path):
+    pytest.importorskip("modal")
+    from votive.packaging.modal_build import build_modal, ModalTarget
+    from votive.packaging.report import modal_summary
+
+    out = tmp_path / "modal"
+    manifest = build_modal("minilm", out, ModalTarget(gpu="H100", weights="volume", max_containers=2),
+                           tools=FakeToolchain().tools())
+    assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "tokenizers", "cupy-cuda12x"]
+    source = (out / "modal_app.py").read_text()
+    assert "enable_memory_snapshot=True" in source and "@modal.enter(snap=True)" in source
+    assert "@modal.enter(snap=False)" in source and 'WEIGHTS = \'volume\'' in source
+    program = f"""
+import json, sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, {str(out)!r})
+import modal_app
+spec = modal_app.app.registered_functions["Endpoint.*"]._spec_
+print(json.dumps({{"gpu": spec.gpus, "volumes": sorted(str(k) for k in spec.volumes),
+                  "entrypoints": sorted(modal_app.app.registered_entrypoints)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts == {"gpu": "H100", "volumes": ["/model"], "entrypoints": ["upload_weights"]}
+    text = modal_summary(manifest, out)
+    assert "modal run modal_app.py::upload_weights" in text and "GPU H100" in text
+    with pytest.raises(PackagingError, match="GPU 'V100'; choose one of T4, L4, A10G, A100, H100"):
+        build_modal("minilm", tmp_path / "x", ModalTarget(gpu="V100"), tools=FakeToolchain().tools())
+
+
+def test_lambda_summary_reads_the_manifest(tmp_path):
+    from votive.packaging.report import lambda_summary
+
+    model = fake_model(tmp_path / "big-bert", 300 * 2**20)
+    result = build_lambda(str(model), tmp_path / "out", LambdaTarget(python="3.11"), tools=FakeToolchain().tools())
+    text = lambda_summary(result.manifest, result.out)
+    assert "votive-runtime-python3.11-x86_64.zip" in text and "S3, fetched to /tmp/votive-model at init" in text
+    assert "aws s3 cp --recursive s3/ s3://BUCKET/PREFIX/" in text and "left out: huggingface-hub, jinja2" in text
+
+
+def test_votive_modules_follow_imports_into_infra_and_packaging(tmp_path):
+    from votive.packaging.runtime_tree import votive_files
+
+    package = tmp_path / "votive"
+    sources = {
+        "__init__.py": "", "cli.py": "import votive.infra.emulator\n",
+        "handlers/__init__.py": "", "handlers/h.py": "from votive.infra import payload\nfrom . import util\n",
+        "handlers/util.py": "def f():\n    from ..infra.lazy import x\n",
+        "infra/__init__.py": "", "infra/payload.py": "", "infra/lazy.py": "", "infra/emulator.py": "",
+        "packaging/__init__.py": "", "packaging/entry.py": "", "packaging/s3_weights.py": "",
+        "packaging/asgi.py": "", "packaging/warm.py": "", "packaging/lambda_build.py": "",
+    }
+    for name, text in sources.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    chosen = [rel for rel, _ in votive_files(package)]
+    assert "infra/payload.py" in chosen and "infra/lazy.py" in chosen and "infra/__init__.py" in chosen
+    assert "infra/emulator.py" not in chosen and "cli.py" not in chosen  # only the command line imports it
+    assert "packaging/lambda_build.py" not in chosen and "packaging/entry.py" in chosen

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import email.parser
 import re
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import votive
 from votive.errors import PackagingError
 from votive.packaging.targets import Architecture, manylinux_platforms
 from votive.packaging.tools import BuildTools
@@ -84,11 +86,21 @@ def requirement_name(requirement: str) -> str:
 
 
 def votive_requirements(left_out: Mapping[str, str]) -> list[str]:
-    """votive's own declared dependencies (its package metadata), minus those in `left_out`."""
-    try:
-        declared = metadata.requires("votive") or []
-    except metadata.PackageNotFoundError:
-        raise PackagingError("votive's package metadata is missing: install votive (pip install -e .) to build") from None
+    """votive's own declared dependencies, minus those in `left_out`.
+
+    They come from the pyproject.toml beside the package when votive runs from a source tree (the modules packed
+    are that tree's, and an editable install's metadata can be older than it), else from the installed metadata.
+    """
+    pyproject = Path(votive.__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file() and sys.version_info >= (3, 11):
+        import tomllib
+
+        declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    else:
+        try:
+            declared = metadata.requires("votive") or []
+        except metadata.PackageNotFoundError:
+            raise PackagingError("votive's package metadata is missing: install votive to build") from None
     return [r for r in declared if "extra" not in r.partition(";")[2] and requirement_name(r) not in left_out]
 
 

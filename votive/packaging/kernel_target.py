@@ -14,6 +14,8 @@ version, which every glibc since keeps as a compatibility symbol. When no older 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import platform
 import re
 import shutil
@@ -46,6 +48,11 @@ class KernelReport:
                 "pinned_symbols": list(self.pinned_symbols), "selftest": self.selftest}
 
 
+# Libraries built in this process, by everything that decides their bytes: a process that builds several
+# artifacts (the deploy command, the tests, the benchmark) compiles each (architecture, glibc) once.
+_BUILT: dict[tuple, tuple[bytes, KernelReport]] = {}
+
+
 def build_kernels(dest: Path, arch: Architecture, glibc: tuple[int, int], tools: BuildTools) -> KernelReport:
     """Compile libvotive.so for `arch` into `dest` (a file path), check its glibc needs, run its self-test.
 
@@ -54,6 +61,19 @@ def build_kernels(dest: Path, arch: Architecture, glibc: tuple[int, int], tools:
             `glibc` with no older symbol version to fall back on, or the self-test failed.
     """
     cc = _compiler(arch, tools)
+    key = (tuple(cc), arch.name, glibc, tools.run, _sources_digest())
+    if key in _BUILT:
+        data, report = _BUILT[key]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dataclasses.replace(report, path=dest)
+    report = _build_kernels(dest, cc, arch, glibc, tools)
+    _BUILT[key] = (dest.read_bytes(), report)
+    return report
+
+
+def _build_kernels(dest: Path, cc: list[str], arch: Architecture, glibc: tuple[int, int],
+                   tools: BuildTools) -> KernelReport:
     objdump = _tool(arch, "objdump", tools)
     with tempfile.TemporaryDirectory(prefix="votive-kernels-") as tmp:
         library = Path(tmp) / kernel_build.LIBRARY_NAME
@@ -81,6 +101,15 @@ def build_kernels(dest: Path, arch: Architecture, glibc: tuple[int, int], tools:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(library, dest)
     return KernelReport(dest, arch.machine, required, pinned, selftest)
+
+
+def _sources_digest() -> str:
+    """sha256 over the C sources and the build script: a change to either is a new library."""
+    digest = hashlib.sha256()
+    for path in sorted(kernel_build.SOURCE_DIR.iterdir()) + [Path(kernel_build.__file__)]:
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def symbol_versions(objdump_output: str, *, undefined: bool) -> dict[str, str]:

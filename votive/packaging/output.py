@@ -26,8 +26,8 @@ def check_destination(dest: Path, force: bool) -> Path:
     """Refuse a destination that exists (without `force`), is a file, or is a folder votive did not write."""
     dest = Path(dest).absolute()
     if not dest.exists() and not dest.is_symlink():
-        if not dest.parent.is_dir():
-            raise PackagingError(f"{dest.parent}: no such folder to write {dest.name} into")
+        if dest.parent.exists() and not dest.parent.is_dir():
+            raise PackagingError(f"{dest.parent} is not a folder; cannot write {dest.name} into it")
         return dest
     if not force:
         raise PackagingError(f"{dest} already exists; pass --force to replace it, or choose another --out")
@@ -55,6 +55,7 @@ def staged_output(dest: Path, force: bool = False) -> Iterator[Path]:
         ...     (stage / "manifest.json").write_text("{}")
     """
     dest = check_destination(dest, force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         yield stage

@@ -26,18 +26,18 @@ from votive.packaging.kernel_target import KernelReport, build_kernels, strip_pr
 from votive.packaging.slim import SLIM_RULES, SlimReport, StripReport, slim_tree, strip_shared_libraries
 from votive.packaging.tools import BuildTools
 
-# votive's own files a deployed function never imports (paths relative to the votive package), and why.
+# votive's own files that serving never needs (paths relative to the votive package), and why.
 VOTIVE_LEFT_OUT: tuple[tuple[str, str], ...] = (
     ("cli.py", "the command line runs on the build machine"),
-    ("infra/*", "local emulators and deploy tooling"),
     ("runtime/csrc/*", "C sources; the library is built for the target"),
     ("runtime/kernel_build.py", "builds the C library"),
-    ("packaging/*", "the builders"),
 )
-# ... except these, which run where the model is served: the function's entry point, the S3 fetch (with the
-# member-name check it uses), the ASGI adapter (Modal) and the GPU image's kernel-cache warm-up.
-VOTIVE_AT_RUNTIME = ("packaging/__init__.py", "packaging/entry.py", "packaging/s3_weights.py",
-                     "packaging/archive.py", "packaging/asgi.py", "packaging/warm.py")
+# Of these two packages only the modules that the rest imports go in: infra is mostly local emulators and deploy
+# tooling, packaging mostly builders.
+VOTIVE_BY_IMPORT = ("infra/", "packaging/")
+# ... plus these, which run where the model is served: the function's entry point, the S3 fetch, the ASGI adapter
+# (Modal) and the GPU image's kernel-cache warm-up.
+VOTIVE_AT_RUNTIME = ("packaging/entry.py", "packaging/s3_weights.py", "packaging/asgi.py", "packaging/warm.py")
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,52 @@ def build_runtime_tree(site: Path, *, target: DependencyTarget, deployed_as: str
 
 
 def votive_files(package: Path | None = None) -> list[tuple[str, Path]]:
-    """(path relative to the package, file) for each of votive's modules a deployed function may import."""
+    """(path relative to the package, file) for each of votive's modules a deployed function may import.
+
+    Every module of votive's serving packages (runtime, backends, models, handlers; models are also imported by
+    name, so all of them go), then from infra/ and packaging/ only `VOTIVE_AT_RUNTIME` and what the chosen
+    modules import, followed through `import` statements (read with ast, not run).
+    """
     package = Path(package or Path(votive.__file__).parent)
-    chosen = []
-    for path in sorted(package.rglob("*.py")):
-        relative = path.relative_to(package).as_posix()
-        if "__pycache__" in relative:
-            continue
-        if relative in VOTIVE_AT_RUNTIME or not any(fnmatch.fnmatchcase(relative, p) for p, _ in VOTIVE_LEFT_OUT):
-            chosen.append((relative, path))
-    return chosen
+    everything = {p.relative_to(package).as_posix(): p for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    chosen = {rel for rel in everything
+              if not rel.startswith(VOTIVE_BY_IMPORT) and not any(fnmatch.fnmatchcase(rel, p) for p, _ in VOTIVE_LEFT_OUT)}
+    chosen |= set(VOTIVE_AT_RUNTIME)
+    todo = sorted(chosen)
+    while todo:
+        for imported in _votive_imports(todo.pop(), everything):
+            if imported not in chosen:
+                chosen.add(imported)
+                todo.append(imported)
+    return [(rel, everything[rel]) for rel in sorted(chosen)]
+
+
+def _votive_imports(relative: str, everything: dict[str, Path]) -> set[str]:
+    """The files of votive modules the file `relative` imports anywhere in its body (absolute or relative
+    imports), with their packages' __init__.py."""
+    import ast
+
+    path = everything[relative]
+    package = ["votive", *relative.split("/")[:-1]]  # the package the file is in
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "votive":
+                continue
+            for depth in range(2, len(parts) + 1):  # the module and every package above it
+                stem = "/".join(parts[1:depth])
+                for rel in (f"{stem}.py", f"{stem}/__init__.py"):
+                    if rel in everything:
+                        found.add(rel)
+    return found
 
 
 def copy_votive(dest: Path, package: Path | None = None) -> int:
