@@ -101,9 +101,10 @@ def activation_parts(x: np.ndarray, ggml_type: int):
     return b["d"].astype(np.float64), b["qs"].astype(np.float64), s
 
 
-# Offsets some kernels add to signed quants to multiply them as unsigned (x86: Q3_K, Q6_K); they enlarge the
-# integer partial sums that are rounded, so they count in the magnitude.
-UNSIGNED_OFFSET = {2: 8, 6: 16, 11: 4, 14: 32}
+# Offsets some kernels add to signed quants to multiply them as unsigned (x86: Q4_0, Q5_0, Q8_0 with VNNI, Q3_K,
+# Q6_K), taking offset * scale * (sum of the activations) off again; those parts are larger than the products
+# of the quants themselves, and their rounding is relative to them, so they count in the magnitude.
+UNSIGNED_OFFSET = {2: 8, 6: 16, 8: 128, 11: 4, 14: 32}
 
 
 def magnitude(blocks: np.ndarray, ggml_type: int, x: np.ndarray) -> np.ndarray:

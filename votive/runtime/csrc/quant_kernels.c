@@ -165,8 +165,9 @@ static inline vi nearest_int(vf v) {
     return (bits & 0x007fffff) - 0x00400000;
 }
 
-/* Q8_0 (and Q8_1 with its s) per 32 elements: d = max|x| / 127, q = roundf(x / d) as 1 / d times x. */
-static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int with_s) {
+/* Q8_0 and Q8_1 per 32 elements: d = max|x| / 127, q = roundf(x / d) as 1 / d times x; s as vt_internal.h
+ * says (Q8_1's from the float32 d, as ggml computes it; Q8_0's from the stored one). */
+static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_1) {
     int8_t *q = (int8_t *)row;
     float *d = (float *)(row + nb * 32), *s = d + nb;
     for (int64_t b = 0; b < nb; b++) {
@@ -175,9 +176,7 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int wit
         float amax = abs_max(xb, 32, &finite);
         if (!finite) {
             memset(q + b * 32, 0, 32);
-            d[b] = NAN;
-            if (with_s)
-                s[b] = NAN;
+            d[b] = s[b] = NAN;
             continue;
         }
         float db = amax / 127.0f;
@@ -189,8 +188,7 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int wit
             sum += v;
         }
         d[b] = f16_to_f32(f32_to_f16(db));
-        if (with_s)
-            s[b] = f16_to_f32(f32_to_f16((float)hsum_int(sum) * db));
+        s[b] = q8_1 ? f16_to_f32(f32_to_f16((float)hsum_int(sum) * db)) : (float)hsum_int(sum) * d[b];
     }
 }
 

@@ -71,6 +71,32 @@ static inline float x86_hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The halves at x, x + bytes, ... (count <= 8 of them, the rest 0) as floats. */
+static inline __m256 x86_halves8(const uint8_t *x, int bytes, int count) {
+    uint16_t h[8] = {0};
+    if (count == 8) {
+        __m128i v = _mm_setzero_si128();
+#define X86_HALF(k) (memcpy(&h[k], x + (k) * bytes, 2), v = _mm_insert_epi16(v, h[k], k))
+        X86_HALF(0), X86_HALF(1), X86_HALF(2), X86_HALF(3), X86_HALF(4), X86_HALF(5), X86_HALF(6), X86_HALF(7);
+#undef X86_HALF
+        return _mm256_cvtph_ps(v);
+    }
+    for (int k = 0; k < count; k++)
+        memcpy(&h[k], x + k * bytes, sizeof h[k]);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* 8 floats at p, or the first count (the rest 0). */
+static inline __m256 x86_floats8(const float *p, int count) {
+    if (count == 8)
+        return _mm256_loadu_ps(p);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
+}
+
+/* What the 32-element formats' quants are offset by to be multiplied as unsigned bytes. */
+#define X86_OFFSET(type) ((type) == VT_Q4_0 ? 8 : (type) == VT_Q5_0 ? 16 : (type) == VT_Q8_0 ? 128 : 0)
+
 /* Activation row t of a tile: its quants, float scales, and (Q8_1) s or (Q8_K) bsums. */
 #define ACT_ROW(t) (act + (t) * act_stride)
 #define ACT_D(t, block_elems) ((const float *)(ACT_ROW(t) + nb * (block_elems)))
@@ -84,9 +110,11 @@ static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
 
 #define X86_DOT4 x86_dot4_mad
 #define X86_NAME(name) name##_mad
+#define X86_Q8_0_UNSIGNED 0
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_NAME
+#undef X86_Q8_0_UNSIGNED
 
 /* VNNI's dpbusd: the 4 products summed straight into int32 (AVX512-VNNI with VL for the avx512 build, the
  * VEX-encoded AVX-VNNI for the avx2 build: Alder Lake and later, Zen 5). */
@@ -107,9 +135,11 @@ static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) {
 #endif
 #define X86_DOT4 x86_dot4_vnni
 #define X86_NAME(name) name##_vnni
+#define X86_Q8_0_UNSIGNED 1
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_NAME
+#undef X86_Q8_0_UNSIGNED
 #pragma GCC pop_options
 
 #define X86_MAD(format) x86_##format##_mad

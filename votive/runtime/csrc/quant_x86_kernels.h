@@ -5,82 +5,70 @@
 
 /* ---- 32-element formats ----------------------------------------------------------------------------------
  *
- * Per block: the weight quants as 32 bytes, then per activation row int32 sums of products, converted and
- * scaled by d_w * d_a into that row's 8-lane accumulator. Q4_0, Q5_0 and Q8_0 quants are signed: their
- * magnitudes are multiplied with the activations carrying their signs. Q4_1 and Q5_1 are unsigned and add
- * m * s per block, s being the activation block's d * sum(q) that Q8_1 stores.
+ * Each block's quants are multiplied as unsigned bytes: Q4_0 and Q5_0 by their stored value (q + 8, q + 16),
+ * Q8_0 by q + 128 with VNNI (whose sums of four products cannot saturate), so every block's term is
+ *     d_w * d_a * sum(u * a) + m * s,
+ * the second part being Q4_1 and Q5_1's min times Q8_1's s, or -offset * d_w times the d_a * sum(a) of our
+ * Q8_0 activations. Without VNNI Q8_0 keeps its sign (maddubs pairs of 255 * 127 would saturate): magnitudes
+ * times activations carrying the weight's signs, no second part.
+ *
+ * Blocks go in groups of 8: their scales are widened from half with one instruction, multiplied with the 8
+ * activation scales as one vector, and the second parts of the 8 added as one vector. Each block's int32 sums
+ * are then converted and multiplied into the row's 8-lane accumulator by its lane of those products.
  */
 
-/* Block b of a 32-element format -> its quants as 32 bytes, *dx its scale, *mx its min (Q4_1, Q5_1). */
-VT_INLINE __m256i X86_NAME(x86_block32)(const int type, const uint8_t *x, float *dx, float *mx) {
-    *dx = half_at(x);
-    *mx = type == VT_Q4_1 || type == VT_Q5_1 ? half_at(x + 2) : 0.0f;
+/* Quants of the 32-element block at x as unsigned bytes (signed for maddubs' Q8_0). */
+VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
     switch (type) {
-    case VT_Q4_0: /* nibbles - 8 */
-        return _mm256_sub_epi8(x86_nibbles(x + 2), _mm256_set1_epi8(8));
+    case VT_Q4_0:
+        return x86_nibbles(x + 2);
     case VT_Q4_1:
         return x86_nibbles(x + 4);
-    case VT_Q5_0: /* nibble | fifth bit << 4, - 16: the nibble as is where the bit is set, else nibble | 0xF0 */
-        return x86_with_fifth_bits(x + 6, x + 2, 0, (char)0xF0);
+    case VT_Q5_0: /* nibble | fifth bit << 4 */
+        return x86_with_fifth_bits(x + 6, x + 2, 0x10, 0);
     case VT_Q5_1:
         return x86_with_fifth_bits(x + 8, x + 4, 0x10, 0);
     default: /* VT_Q8_0 */
-        return x86_load(x + 2);
+        return X86_Q8_0_UNSIGNED ? _mm256_xor_si256(x86_load(x + 2), _mm256_set1_epi8((char)0x80)) : x86_load(x + 2);
     }
-}
-
-/* The int32 sums of weight quants q (their magnitudes u for signed formats) times activation block y. */
-VT_INLINE __m256 X86_NAME(x86_sums32)(const int is_signed, __m256i q, __m256i u, const uint8_t *y) {
-    const __m256i a = x86_load(y);
-    return _mm256_cvtepi32_ps(X86_DOT4(u, is_signed ? _mm256_sign_epi8(a, q) : a));
 }
 
 VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = type == VT_Q4_0 ? 18 : type == VT_Q4_1 ? 20 : type == VT_Q5_0 ? 22 : type == VT_Q5_1 ? 24 : 34;
-    const int is_signed = type == VT_Q4_0 || type == VT_Q5_0 || type == VT_Q8_0;
+    const int offset = type == VT_Q8_0 && !X86_Q8_0_UNSIGNED ? 0 : X86_OFFSET(type);
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     __m256 acc[TILE];
-    float macc[TILE];
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T; t++)
         acc[t] = _mm256_setzero_ps();
-        macc[t] = 0.0f;
-    }
-    /* Blocks in pairs, summed together before they meet the accumulator: one add per two blocks on its
-     * dependency chain (an add per block would hold a matrix-vector product to one block per add latency). */
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2) {
-        float dx0, mx0, dx1, mx1;
-        prefetch_weights(w + b * bytes, 2 * bytes);
-        const __m256i q0 = X86_NAME(x86_block32)(type, w + b * bytes, &dx0, &mx0);
-        const __m256i q1 = X86_NAME(x86_block32)(type, w + (b + 1) * bytes, &dx1, &mx1);
-        const __m256i u0 = is_signed ? _mm256_sign_epi8(q0, q0) : q0, u1 = is_signed ? _mm256_sign_epi8(q1, q1) : q1;
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        const uint8_t *x0 = w + b0 * bytes;
+        const __m256 dx = x86_halves8(x0, bytes, count);
+        const __m256 mx = has_min ? x86_halves8(x0 + 2, bytes, count) : _mm256_mul_ps(dx, _mm256_set1_ps((float)-offset));
+        __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
         for (int t = 0; t < T; t++) {
             const float *d = ACT_D(t, 32);
-            __m256 pair = _mm256_mul_ps(_mm256_set1_ps(dx0 * d[b]),
-                                        X86_NAME(x86_sums32)(is_signed, q0, u0, ACT_ROW(t) + b * 32));
-            pair = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * d[b + 1]),
-                                   X86_NAME(x86_sums32)(is_signed, q1, u1, ACT_ROW(t) + (b + 1) * 32), pair);
-            acc[t] = _mm256_add_ps(acc[t], pair);
-            if (has_min)
-                macc[t] += mx0 * d[nb + b] + mx1 * d[nb + b + 1];
+            scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
+            if (has_min || offset)
+                acc[t] = _mm256_fmadd_ps(mx, x86_floats8(d + nb + b0, count), acc[t]);
         }
-    }
-    if (b < nb) {
-        float dx, mx;
-        prefetch_weights(w + b * bytes, bytes);
-        const __m256i q = X86_NAME(x86_block32)(type, w + b * bytes, &dx, &mx);
-        const __m256i u = is_signed ? _mm256_sign_epi8(q, q) : q;
-        for (int t = 0; t < T; t++) {
-            const float *d = ACT_D(t, 32);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * d[b]), X86_NAME(x86_sums32)(is_signed, q, u, ACT_ROW(t) + b * 32),
-                                     acc[t]);
-            if (has_min)
-                macc[t] += mx * d[nb + b];
+#pragma GCC unroll 8
+        for (int k = 0; k < count; k++) {
+            const uint8_t *x = x0 + k * bytes;
+            prefetch_weights(x, bytes);
+            const __m256i q = X86_NAME(x86_quants32)(type, x);
+            const __m256i u = offset || type != VT_Q8_0 ? q : _mm256_sign_epi8(q, q);
+            const __m256i lane = _mm256_set1_epi32(k);
+            for (int t = 0; t < T; t++) {
+                const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
+                const __m256i sums = X86_DOT4(u, offset || type != VT_Q8_0 ? a : _mm256_sign_epi8(a, q));
+                acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[t], lane), _mm256_cvtepi32_ps(sums), acc[t]);
+            }
         }
     }
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = x86_hsum(acc[t]) + macc[t];
+        out[t * out_stride] = x86_hsum(acc[t]);
 }
 
 /* ---- K-quants ------------------------------------------------------------------------------------------ */

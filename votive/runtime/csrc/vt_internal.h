@@ -64,15 +64,14 @@ const struct vt_format *vt_format(int type);
 
 /* Quantized activation rows, in a layout of our own rather than ggml's (vt_quantize_rows converts): a row of
  * nb blocks holds the int8 quants of every block (32 or 256 per block), then one float scale d per block (for
- * Q8_0 and Q8_1 the half-rounded d that ggml stores), then per block either the float s = d * sum(q) rounded
- * to half as ggml's Q8_1 stores it, or for Q8_K sixteen int16 sums of 16 consecutive quants. Quants first
- * keeps them 32-byte aligned for vector loads; rows are VT_ACT_ALIGN bytes apart. A block with a NaN or an
- * infinity gets d = NaN, so its dot products come out NaN as a float product would. */
+ * Q8_0 and Q8_1 the half-rounded d that ggml stores), then per block either a float s = d * sum(q) (Q8_1:
+ * rounded to half, as ggml stores it; Q8_0: float32, for kernels that multiply quants offset to unsigned), or
+ * for Q8_K sixteen int16 sums of 16 consecutive quants. Quants first keeps them 32-byte aligned for vector
+ * loads; rows are VT_ACT_ALIGN bytes apart. A block with a NaN or an infinity gets d = s = NaN, so its dot
+ * products come out NaN as a float product would. */
 #define VT_ACT_ALIGN 64
 static inline int64_t vt_act_row_bytes(int act_type, int64_t cols) {
-    int64_t bytes = act_type == VT_Q8_K ? cols / 256 * (256 + 4 + 32)
-                    : act_type == VT_Q8_1 ? cols / 32 * (32 + 4 + 4)
-                                          : cols / 32 * (32 + 4);
+    int64_t bytes = act_type == VT_Q8_K ? cols / 256 * (256 + 4 + 32) : cols / 32 * (32 + 4 + 4);
     return (bytes + VT_ACT_ALIGN - 1) / VT_ACT_ALIGN * VT_ACT_ALIGN;
 }
 
