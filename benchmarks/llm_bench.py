@@ -387,7 +387,8 @@ def main() -> int:
     print("preflight: each stack on each model's reference prompts...", flush=True)
     results["stacks"] = preflight(chosen, models, paths, args.keep_mismatched)
     for name, st in results["stacks"].items():
-        print(f"  {name}: " + ("ok" if st["available"] else "left out: ") + st["reason"], flush=True)
+        state = ("ok" + (f"; {st['reason'].strip()}" if st["reason"] else "")) if st["available"] else "left out: "
+        print(f"  {name}: {state}" + ("" if st["available"] else st["reason"]), flush=True)
     ready = [s for s in chosen.values() if results["stacks"][s.name]["available"]]
     if not ready:
         print("llm_bench: no stack is ready", file=sys.stderr)
