@@ -150,7 +150,8 @@ def preflight(stacks: dict[str, Stack], models: dict[str, BenchModel], paths: di
     for stack in stacks.values():
         entry = status[stack.name] = {"available": True, "reason": "", "checks": {}}
         if not stack.python.exists():
-            entry.update(available=False, reason=f"{stack.python} missing: run benchmarks/setup_llm_peers.py")
+            hint = ": run benchmarks/setup_llm_peers.py" if stack.name == "llamacpp" else ""
+            entry.update(available=False, reason=f"{stack.python} missing{hint}")
             continue
         entry["versions"] = versions(stack)
         for key, model in models.items():
