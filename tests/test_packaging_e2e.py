@@ -292,3 +292,34 @@ def test_gguf_decoder_too_large_to_bundle_is_staged_and_served(gemma_gguf, tmp_p
     assert gemma_gguf.name in json.loads(health.payload)["model"]
     answer = json.loads(completion.payload)
     assert answer["choices"][0]["text"].strip() and 1 <= answer["usage"]["completion_tokens"] <= 6
+
+
+@pytest.mark.slow
+def test_streaming_image_streams_tokens_through_its_runtime_loop(smollm_gguf, tmp_path):
+    """An image built --stream runs votive's runtime loop instead of awslambdaric and streams Server-Sent Events
+    through the function URL as the tokens are made."""
+    from votive.infra.function_url import FunctionUrlServer
+    from votive.packaging.image_build import STREAM_RUNTIME, ImageTarget, build_image
+
+    manifest = build_image(str(smollm_gguf), tmp_path / "image", ImageTarget(python=PY, stream=True))
+    assert manifest["image"]["entrypoint"][-1] == STREAM_RUNTIME
+    assert manifest["image"]["invoke_mode"] == "RESPONSE_STREAM"
+    tree = LambdaTree(tmp_path / "container", PY)
+    tree.install_dockerfile_context(tmp_path / "image")
+    with tree.emulator(sys.executable, runtime=STREAM_RUNTIME, init_timeout_s=120) as function:
+        server = FunctionUrlServer(function)
+        server.start()
+        try:
+            body = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "stream": True}
+            request = urllib.request.Request(server.url + "/v1/completions", data=json.dumps(body).encode(),
+                                             headers={"content-type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=120) as response:
+                kind = response.headers["content-type"]
+                events = [line for line in response.read().decode().splitlines() if line.startswith("data: ")]
+        finally:
+            server.stop()
+    assert kind.startswith("text/event-stream")
+    assert events[-1] == "data: [DONE]" and len(events) >= 3
+    pieces = [json.loads(e[len("data: "):])["choices"][0]["text"] for e in events[:-1]
+              if json.loads(e[len("data: "):]).get("choices")]
+    assert "".join(pieces).strip()

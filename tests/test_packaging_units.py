@@ -502,6 +502,34 @@ def test_asgi_requests_become_function_url_events():
     assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large" and len(seen) == 1
 
 
+def test_asgi_streams_a_streamed_answer_chunk_by_chunk():
+    from votive.handlers.streaming import StreamingResponse
+
+    closed = []
+
+    def body():
+        try:
+            yield b"data: 1\n\n"
+            yield b""
+            yield b"data: 2\n\n"
+        finally:
+            closed.append(True)
+
+    app = lambda_asgi_app(lambda event, context: StreamingResponse(200, {"Content-Type": "text/event-stream"}, body()))
+    sent, incoming = [], [{"type": "http.request", "body": b"{}"}]
+
+    async def receive():
+        return incoming.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}, receive, send))
+    assert sent[0]["status"] == 200 and dict(sent[0]["headers"])[b"content-type"] == b"text/event-stream"
+    assert [m["body"] for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""] and closed == [True]
+    assert [m.get("more_body", False) for m in sent[1:]] == [True, True, False]
+
+
 def test_asgi_serves_the_real_embedding_handler():
     from votive.handlers.embeddings import make_handler
 

@@ -254,6 +254,8 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="CPU (default x86_64)")
     image.add_argument("--python", default="3.12", help="the image's Python (default 3.12)")
     image.add_argument("--tag", help="image name (default votive-<model>)")
+    image.add_argument("--stream", action="store_true",
+                       help="entry point votive's runtime loop, which streams answers (generation), not awslambdaric")
     image.set_defaults(run=_run_build, target="image")
 
     modal = targets.add_parser("modal", parents=[common], help="a Modal app module",
@@ -287,7 +289,7 @@ def _run_build(args: argparse.Namespace) -> int:
     elif args.target == "image":
         from votive.packaging.image_build import ImageTarget, build_image
 
-        target = ImageTarget(gpu=args.gpu, python=args.python, arch=args.arch, tag=args.tag)
+        target = ImageTarget(gpu=args.gpu, python=args.python, arch=args.arch, tag=args.tag, stream=args.stream)
         print(report.image_summary(build_image(args.model, out, target, force=args.force, tools=tools), out))
     else:
         from votive.packaging.modal_build import ModalTarget, build_modal

@@ -2,6 +2,8 @@
 
 Each HTTP request becomes a function URL event (payload format 2.0, the body base64-encoded), the handler runs in
 a worker thread (it is synchronous and may take a while), and its payload 2.0 answer becomes the HTTP response.
+A streamed answer (the generation handler's `StreamingResponse`, for `"stream": true`) is sent chunk by chunk
+as it is produced; a client that goes away closes it, which stops the generation.
 Requests are served one at a time, as in one Lambda execution environment: the model's kernels are not meant
 to be entered from two threads at once, and the platform scales by adding containers.
 
@@ -21,11 +23,7 @@ MAX_REQUEST_BYTES = 6 * 1024 * 1024  # Lambda's request payload limit; the handl
 
 def lambda_asgi_app(handler: Callable[[Any, Any], Any], *, max_request_bytes: int = MAX_REQUEST_BYTES):
     """An ASGI 3 application serving `handler(event, context)` (context is None)."""
-    lock = threading.Lock()
-
-    def call(event: dict) -> Any:
-        with lock:
-            return handler(event, None)
+    lock = threading.Lock()  # held from the call to the last byte of a streamed answer
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -53,8 +51,15 @@ def lambda_asgi_app(handler: Callable[[Any, Any], Any], *, max_request_bytes: in
                                "invalid_request_error", "code": "request_too_large"}}
             await _send(send, {"statusCode": 413, "body": json.dumps(error)})
             return
-        answer = await asyncio.to_thread(call, url_event(scope, body))
-        await _send(send, answer)
+        await asyncio.to_thread(lock.acquire)
+        try:
+            answer = await asyncio.to_thread(handler, url_event(scope, body), None)
+            if _is_streaming(answer):
+                await _stream(send, answer)
+            else:
+                await _send(send, answer)
+        finally:
+            lock.release()
 
     return app
 
@@ -77,6 +82,28 @@ def url_event(scope: dict, body: bytes) -> dict:
         "body": base64.b64encode(body).decode("ascii") if body else None,
         "isBase64Encoded": bool(body),
     }
+
+
+def _is_streaming(answer: Any) -> bool:
+    """A `votive.handlers.streaming.StreamingResponse` (told by its shape, so this module imports no handler)."""
+    return all(hasattr(answer, name) for name in ("status", "headers", "body", "close"))
+
+
+async def _stream(send, answer) -> None:
+    """Send a streamed answer chunk by chunk as the handler's body yields them (it runs in a worker thread)."""
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in answer.headers.items()]
+    chunks = iter(answer.body)
+    try:
+        await send({"type": "http.response.start", "status": int(answer.status), "headers": headers})
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            if chunk:
+                await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        answer.close()  # also when the client went away: stops the generation
 
 
 async def _send(send, answer: Any) -> None:

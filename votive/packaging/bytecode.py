@@ -50,9 +50,9 @@ def compile_tree(root: Path, deployed_as: str, python_version: str, tools: Build
         tools.log(f"bytecode: skipped: {reason}")
         return BytecodeReport(None, 0, reason)
     root = Path(root).resolve()
-    version = tools.check([python, "-c", "import platform; print(platform.python_version())"],
+    version = tools.check([python, "-I", "-c", "import platform; print(platform.python_version())"],
                           "ask the target interpreter for its version").strip()
-    tools.check([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", INVALIDATION_MODE,
+    tools.check([python, "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", INVALIDATION_MODE,
                  "-s", str(root), "-p", deployed_as, str(root)], f"compile bytecode with Python {version}")
     files = sum(1 for _ in root.rglob("__pycache__/*.pyc"))
     tools.log(f"bytecode: {files} files compiled with Python {version}")

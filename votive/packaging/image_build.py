@@ -9,7 +9,9 @@ GPU image, the distribution's Python). Layout, in the image as in a Lambda deplo
     task/    -> /var/task      votive_function.py + votive_function.json, the handler
 
 The entry point is awslambdaric (`python -m awslambdaric votive_function.handler`), as for any Lambda container
-image not built on AWS's base images. With `--gpu` the base is NVIDIA's CUDA runtime image, cupy is added,
+image not built on AWS's base images; with `--stream` it is votive's own runtime loop
+(`votive.handlers.stream_runtime`), which posts answers in Lambda's streaming mode, for a function URL in
+RESPONSE_STREAM invoke mode (token-by-token generation). With `--gpu` the base is NVIDIA's CUDA runtime image, cupy is added,
 VOTIVE_BACKEND=cupy, and a build step warms cupy's kernel cache (CUPY_CACHE_DIR) so that the first request does
 not compile kernels; that step needs a GPU visible to the build (see `votive.packaging.warm`).
 
@@ -59,6 +61,7 @@ BASE_IMAGES: dict[str, BaseImage] = {
 }
 GPU_REQUIREMENTS = ("cupy-cuda12x",)  # cupy built for CUDA 12, matching the base image's runtime
 IMAGE_REQUIREMENTS = ("awslambdaric",)  # the entry point; AWS's own base images have it, others need it
+STREAM_RUNTIME = "votive.handlers.stream_runtime"  # votive's runtime loop: posts answers in streaming mode
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ImageTarget:
     python: str = "3.12"
     arch: str = "x86_64"
     tag: str | None = None  # image name for docker build; default votive-<model>
+    stream: bool = False  # entry point votive's runtime loop, which streams (generation), instead of awslambdaric
 
 
 def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, force: bool = False,
@@ -104,7 +108,8 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
                                         "model": {"placement": "layer", "path": model_path},
                                         "environment": environment})
         compile_tree(task, "/var/task", target.python, tools)
-        (stage / "Dockerfile").write_text(dockerfile(base, target, model_files.model_id))
+        entrypoint = [base.python, "-m", STREAM_RUNTIME if target.stream else "awslambdaric"]
+        (stage / "Dockerfile").write_text(dockerfile(base, target, model_files.model_id, entrypoint))
         size = tree_size(stage)
         if size > LAMBDA_LIMITS.container_image:
             raise PackagingError(f"the image holds {size / 2**30:.1f} GB, over Lambda's 10 GB image limit: serve a "
@@ -117,7 +122,8 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
                       "serves_with": model_files.kind.handler},
             "target": {"base": base.image.format(python=target.python), "python": target.python,
                        "architecture": arch.name, "glibc": "%d.%d" % base.glibc, "gpu": target.gpu},
-            "image": {"tag": tag, "entrypoint": [base.python, "-m", "awslambdaric"],
+            "image": {"tag": tag, "entrypoint": entrypoint,
+                      "invoke_mode": "RESPONSE_STREAM" if target.stream else "BUFFERED",
                       "cmd": [f"{ENTRY_MODULE}.handler"], "context_bytes": size,
                       "layers": {"model": tree_size(stage / "model"), "python": tree_size(stage / "python"),
                                  "task": tree_size(task)}},
@@ -129,7 +135,7 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
     return manifest
 
 
-def dockerfile(base: BaseImage, target: ImageTarget, model_id: str) -> str:
+def dockerfile(base: BaseImage, target: ImageTarget, model_id: str, entrypoint: list[str]) -> str:
     """The Dockerfile: base, settings, then model, dependencies and code, each its own layer, least changed first."""
     python = base.python
     lines = [
@@ -161,7 +167,7 @@ def dockerfile(base: BaseImage, target: ImageTarget, model_id: str) -> str:
         ]
     lines += [
         "",
-        f'ENTRYPOINT ["{python}", "-m", "awslambdaric"]',
+        "ENTRYPOINT [" + ", ".join(f'"{part}"' for part in entrypoint) + "]",
         f'CMD ["{ENTRY_MODULE}.handler"]',
         "",
     ]

@@ -103,7 +103,7 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
     model_files = collect_model(model)
     _raise_errors([limits.memory(limits.suggested_memory_mb(model_files.total_bytes))])
     tools.log(f"model: {model_files.model_id} ({model_files.kind.name}), {len(model_files.files)} files, "
-              f"{model_files.total_bytes / 1e6:.1f} MB")
+              f"{model_files.total_bytes / MB:.1f} MB")
 
     with staged_output(out, force) as stage:
         work = stage / ".work"
@@ -114,8 +114,8 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
                                   unused_files=model_files.kind.unused_files, constraints=target.constraints)
         runtime_zip = write_zip(stage / f"votive-runtime-{runtime.identifier}-{arch.name}.zip",
                                 tree_members(site, "python/"))
-        tools.log(f"layer: {runtime_zip.path.name} {runtime_zip.zipped_bytes / 1e6:.1f} MB zipped, "
-                  f"{runtime_zip.unzipped_bytes / 1e6:.1f} MB unzipped")
+        tools.log(f"layer: {runtime_zip.path.name} {runtime_zip.zipped_bytes / MB:.1f} MB zipped, "
+                  f"{runtime_zip.unzipped_bytes / MB:.1f} MB unzipped")
 
         weights_bytes = model_files.total_bytes
         placement, placement_note = _place_weights(target.weights, runtime_zip.unzipped_bytes, weights_bytes)
@@ -212,12 +212,16 @@ def _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement
         "ephemeral_storage_mb": (limits.suggested_ephemeral_mb(weights_bytes) if placement == "s3"
                                  else LAMBDA_LIMITS.ephemeral_storage_mb[0]),
         "timeout_s": model_files.kind.timeout_s,
+        # Lambda's managed Python runtime posts an answer whole; streaming needs votive's own runtime loop, which
+        # a container image can run (votive build image --stream).
+        "invoke_mode": "BUFFERED",
         "layers": [a["name"] for a in artifacts if a["role"] != "function"],
         "environment": {"VOTIVE_MODEL_S3": model_config.get("uri") or "s3://BUCKET/PREFIX/"} if placement == "s3"
         else {},
     }
-    weights = {"placement": placement, "why": placement_note, "bytes": weights_bytes,
-               "files": [{"name": n, "size": p.stat().st_size} for n, p in model_files.layout]}
+    files = model_config["files"] if placement == "s3" else [  # with sha256 when they are uploaded as they are
+        {"name": n, "size": p.stat().st_size} for n, p in model_files.layout]
+    weights = {"placement": placement, "why": placement_note, "bytes": weights_bytes, "files": files}
     if placement == "s3":
         weights["s3"] = {"folder": S3_FOLDER, "uri": model_config.get("uri"),
                          "upload": f"aws s3 cp --recursive {S3_FOLDER}/ {model_config.get('uri') or 's3://BUCKET/PREFIX/'}",

@@ -39,14 +39,16 @@ from votive.packaging.output import MANIFEST_NAME
 # What Lambda's Python runtime provides beside the interpreter: its runtime client and the AWS SDK.
 RUNTIME_DISTRIBUTIONS = ("awslambdaric", "boto3")
 
-_BOOTSTRAP = '''"""Lambda's import path for a tree, then the runtime client (written by votive.packaging.local_tree)."""
+_BOOTSTRAP = '''"""Lambda's import path for a tree, then the runtime client named first on the command line (written
+by votive.packaging.local_tree)."""
 import runpy
 import sys
 
 sys.path[:0] = {front!r}
 sys.path += {back!r}
-sys.argv = ["awslambdaric", *sys.argv[1:]]
-runpy.run_module("awslambdaric", run_name="__main__", alter_sys=True)
+runtime = sys.argv.pop(1)  # the runtime client module: awslambdaric, or votive's streaming loop
+sys.argv[0] = runtime
+runpy.run_module(runtime, run_name="__main__", alter_sys=True)
 '''
 
 
@@ -134,9 +136,9 @@ class LambdaTree:
                 shutil.copyfile(source, target)
         return sorted(done)
 
-    def command(self, python: str, handler: str) -> list[str]:
-        """The command that starts the runtime client on `handler` in this tree."""
-        return [python, "-I", "-S", str(self.bootstrap), handler]
+    def command(self, python: str, handler: str, runtime: str = "awslambdaric") -> list[str]:
+        """The command that starts the runtime client (a module run as `python -m`) on `handler` in this tree."""
+        return [python, "-I", "-S", str(self.bootstrap), runtime, handler]
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The process environment besides Lambda's own variables: a plain PATH, the tree's /tmp, and `extra`."""
@@ -145,17 +147,18 @@ class LambdaTree:
 
     @contextmanager
     def emulator(self, python: str, handler: str = "votive_function.handler", *, env: dict[str, str] | None = None,
-                 **options) -> Iterator:
+                 runtime: str = "awslambdaric", **options) -> Iterator:
         """A started `RuntimeApiEmulator` running `handler` in this tree; stopped on exit.
 
         Args:
             python: an interpreter of the tree's Python version.
+            runtime: the runtime client module (`votive.handlers.stream_runtime` for an image built --stream).
             env: variables to add (VOTIVE_MODEL_S3, AWS_ENDPOINT_URL_S3, ...).
             options: passed to RuntimeApiEmulator (environments, config, init_timeout_s, ...).
         """
         from votive.infra.runtime_api import RuntimeApiEmulator
 
-        function = RuntimeApiEmulator(handler, command=self.command(python, handler), cwd=self.task,
+        function = RuntimeApiEmulator(handler, command=self.command(python, handler, runtime), cwd=self.task,
                                       env=self.environment(env), inherit_env=False, **options)
         function.start()
         try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:7.1f} MB"
+    """Sizes as Lambda's quotas count them (MB = 2**20 bytes); small files in kB."""
+    return f"{n / 2**10:7.1f} kB" if n < 100 * 2**10 else f"{n / 2**20:7.1f} MB"
 
 
 def lambda_summary(manifest: dict, out: Path) -> str:

@@ -24,6 +24,7 @@ from votive.packaging.dependencies import (
 )
 from votive.packaging.kernel_target import KernelReport, build_kernels, strip_program
 from votive.packaging.slim import SLIM_RULES, SlimReport, StripReport, slim_tree, strip_shared_libraries
+from votive.packaging.targets import MB
 from votive.packaging.tools import BuildTools
 
 # votive's own files that serving never needs (paths relative to the votive package), and why.
@@ -79,8 +80,8 @@ def build_runtime_tree(site: Path, *, target: DependencyTarget, deployed_as: str
     kernels = build_kernels(site / "votive" / "runtime" / "libvotive.so", target.arch, target.glibc, tools)
     slimmed = slim_tree(site, SLIM_RULES + tuple(unused_files))
     stripped = strip_shared_libraries(site, strip_program(target.arch, tools), tools)
-    tools.log(f"slim: removed {slimmed.files} files ({slimmed.bytes / 1e6:.1f} MB); stripped {stripped.files} "
-              f"libraries ({stripped.saved_bytes / 1e6:.1f} MB)")
+    tools.log(f"slim: removed {slimmed.files} files ({slimmed.bytes / MB:.1f} MB); stripped {stripped.files} "
+              f"libraries ({stripped.saved_bytes / MB:.1f} MB)")
     bytecode = compile_tree(site, deployed_as, target.python, tools)
     dependencies = {name: dist.version for name, dist in sorted(installed.items())}
     named = {requirement_name(r) for r in requirements}

@@ -116,7 +116,7 @@ def fetch_model(uri: str, files: Sequence[StagedFile], folder: Path, *, client=N
             path.unlink(missing_ok=True)
     marker.write_text(digest)
     if log:
-        log(f"votive: fetched {len(files)} model files ({sum(f.size for f in files) / 1e6:.1f} MB) from {uri}")
+        log(f"votive: fetched {len(files)} model files ({sum(f.size for f in files) / 2**20:.1f} MB) from {uri}")
     return folder
 
 

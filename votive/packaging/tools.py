@@ -79,7 +79,7 @@ class BuildTools:
 
     def _reports_version(self, python: str, version: str) -> bool:
         try:
-            out = self.check([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], "ask for a version")
+            out = self.check([python, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], "ask for a version")
         except PackagingError:
             return False
         return out.strip() == version
