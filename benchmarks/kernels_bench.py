@@ -234,23 +234,30 @@ def default_models() -> list[str]:
 
 
 class QmatmulTimer:
-    """Wraps KernelLibrary._qmatmul to add up its time and the weight bytes it reads."""
+    """Wraps the C call of bound weights (QuantMatrix, QuantMatrixGroup) to add up its time and the bytes read."""
 
-    def __init__(self, lib):
-        self.lib, self.inner = lib, lib._qmatmul
+    def __init__(self):
+        self.inner = kernels._BoundWeights._run
         self.seconds, self.bytes, self.calls = 0.0, 0, 0
+        timer = self
 
-    def __call__(self, w_address, type_id, w_stride, x, out_features, in_features, out):
-        start = time.perf_counter()
-        try:
-            return self.inner(w_address, type_id, w_stride, x, out_features, in_features, out)
-        finally:
-            self.seconds += time.perf_counter() - start
-            self.bytes += w_stride * out_features
-            self.calls += 1
+        def timed(bound, out, x, n):
+            start = time.perf_counter()
+            try:
+                return timer.inner(bound, out, x, n)
+            finally:
+                timer.seconds += time.perf_counter() - start
+                blocks = bound.blocks if isinstance(bound.blocks, list) else [bound.blocks]
+                timer.bytes += sum(b.nbytes for b in blocks)
+                timer.calls += 1
+
+        kernels._BoundWeights._run = timed
 
     def reset(self):
         self.seconds, self.bytes, self.calls = 0.0, 0, 0
+
+    def remove(self):
+        kernels._BoundWeights._run = self.inner
 
 
 def decode_part(models: list[str]) -> None:
@@ -263,9 +270,7 @@ def decode_part(models: list[str]) -> None:
     for path in models:
         model = votive.load(path)
         ids = model.tokenize(workload["base_text"] * 3)[:128]
-        timer = QmatmulTimer(lib) if lib is not None else None
-        if timer is not None:
-            lib._qmatmul = timer
+        timer = QmatmulTimer() if lib is not None else None
         try:
             model.forward(ids[:8], model.new_cache(), 0)  # warm up: pages, pool
             cache = model.new_cache()
@@ -282,7 +287,7 @@ def decode_part(models: list[str]) -> None:
             decode_seconds = time.perf_counter() - start
         finally:
             if timer is not None:
-                del lib._qmatmul  # back to the class's method
+                timer.remove()
         line = (f"{Path(path).name}: prompt {len(ids) / prompt_seconds:6.1f} tok/s, "
                 f"decode {steps / decode_seconds:6.1f} tok/s")
         if timer is not None:

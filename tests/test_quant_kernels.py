@@ -269,6 +269,23 @@ def test_prepared_matrix_equals_qmatmul_and_takes_ggml_type_objects(lib, rng):
         matrix(x[:, ::2])
 
 
+def test_group_equals_its_products_one_by_one(lib, rng):
+    # a layer's q, k, v in mixed formats (two activation formats), 1-D and 2-D x, big enough to be split
+    weights = [(random_blocks(rng, 6, 640, 512), 6, 640), (random_blocks(rng, 12, 128, 512), 12, 128),
+               (random_blocks(rng, 3, 96, 512), 3, 96), (random_blocks(rng, 8, 1, 512), 8, 1)]
+    group = lib.group(weights, 512)
+    assert group.out_features == (640, 128, 96, 1)
+    for x in (rng.normal(0, 1, 512).astype(np.float32), rng.normal(0, 1, (5, 512)).astype(np.float32)):
+        outs = group(x)
+        for (w, t, rows), got in zip(weights, outs):
+            assert got.flags.c_contiguous and got.shape == ((rows,) if x.ndim == 1 else (5, rows))
+            np.testing.assert_array_equal(got, lib.qmatmul(w, t, x, rows, 512))
+    with pytest.raises(KernelError, match="group: expected 1 to 16 matrices, found 17"):
+        lib.group(weights * 4 + weights[:1], 512)
+    with pytest.raises(KernelError, match=r"blocks must be uint8 of shape \(640, 352\)"):
+        lib.group([(weights[1][0], 6, 640)], 512)
+
+
 def test_nan_or_inf_in_an_activation_row_makes_that_row_nan(lib, rng):
     for ggml_type in (2, 3, 12):
         cols = FORMATS[ggml_type].block_size * 2

@@ -47,7 +47,7 @@ from votive.runtime.kernels_ref import get_rows_ref, gelu_ref, layer_norm_ref, n
 from votive.runtime.kernels_ref import softmax_ref
 
 __all__ = [
-    "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "load", "get", "available", "supports", "configured_threads",
+    "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup", "load", "get", "available", "supports", "configured_threads",
     "set_num_threads", "num_threads", "gelu", "layer_norm", "softmax", "qmatmul", "get_rows", "gelu_ref",
     "layer_norm_ref", "softmax_ref", "normal_tail_ref", "qmatmul_ref", "get_rows_ref",
 ]
@@ -89,6 +89,7 @@ class KernelLibrary:
             "vt_qmatmul_supports": ([c_int], c_int),
             "vt_get_rows_supports": ([c_int], c_int),
             "vt_qmatmul": ([ptr, ptr, c_int, i64, ptr, i64, i64, i64], c_int),
+            "vt_qmatmul_group": ([ptr, ptr, c_int, ptr, i64, i64], c_int),
             "vt_get_rows": ([ptr, ptr, c_int, i64, i64, ptr, i64, i64], c_int),
             "vt_quantize_rows": ([ptr, c_int, ptr, i64, i64], c_int),
             "vt_quant_isa": ([], ctypes.c_char_p),
@@ -97,8 +98,14 @@ class KernelLibrary:
         for name, (argtypes, restype) in signatures.items():
             fn = getattr(cdll, name)
             fn.argtypes, fn.restype = argtypes, restype
-        self._qmatmul_fn, self._get_rows_fn = cdll.vt_qmatmul, cdll.vt_get_rows
+        self._qmatmul_fn, self._group_fn, self._get_rows_fn = cdll.vt_qmatmul, cdll.vt_qmatmul_group, cdll.vt_get_rows
         self._address = _address_reader(ctypes)
+
+        class QMatrixStruct(ctypes.Structure):  # struct vt_qmatrix in csrc/votive.h
+            _fields_ = [("w", ctypes.c_void_p), ("w_stride", i64), ("rows", i64), ("type", ctypes.c_int32),
+                        ("unused", ctypes.c_int32)]
+
+        self._matrix_struct, self._addressof = QMatrixStruct, ctypes.addressof
         # Per GGML type the C side takes, keyed by id and by GGMLType: (id, elements and bytes per block),
         # looked up once here rather than per call.
         self._qmatmul_blocks = _type_table(cdll.vt_qmatmul_supports)
@@ -252,8 +259,28 @@ class KernelLibrary:
         A decoder multiplies by ~200 matrices per token, each call taking tens of microseconds: checking the
         weight's layout every time would cost a noticeable share. The QuantMatrix keeps `blocks` alive.
         """
+        return QuantMatrix(self, [self._bound(blocks, ggml_type, out_features, in_features)], in_features)
+
+    def group(self, weights: list[tuple], in_features: int) -> QuantMatrixGroup:
+        """Weights that multiply the same x, bound to one C call: `q, k, v = lib.group([...], d)(x)`.
+
+        Args:
+            weights: (blocks, ggml_type, out_features) for each matrix, 1 to 16 of them, e.g. a layer's q, k, v
+                projections, or its gate and up projections.
+            in_features: their common row length.
+
+        Each result is bit for bit what qmatmul gives for that matrix, but x is quantized once per activation
+        format, the rows of all the matrices are split over the threads as one job, and the call costs one
+        Python-to-C crossing instead of one per matrix.
+        """
+        if not 1 <= len(weights) <= 16:
+            raise KernelError(f"group: expected 1 to 16 matrices, found {len(weights)}")
+        return QuantMatrixGroup(self, [self._bound(b, t, rows, in_features) for b, t, rows in weights], in_features)
+
+    def _bound(self, blocks, ggml_type, out_features: int, in_features: int) -> tuple:
+        """(blocks, struct vt_qmatrix fields) of a checked weight."""
         type_id, w_stride = self._weight("qmatmul", self._qmatmul_blocks, blocks, ggml_type, out_features, in_features)
-        return QuantMatrix(self, blocks, type_id, w_stride, out_features, in_features)
+        return blocks, (self._address(blocks), w_stride, out_features, type_id, 0)
 
     def _weight(self, kernel: str, table: dict, blocks, ggml_type, rows: int, cols: int) -> tuple[int, int]:
         """(type id, row stride in bytes) of a stored matrix, after checking the type and the layout."""
@@ -267,23 +294,8 @@ class KernelLibrary:
 
     def _qmatmul(self, w_address: int, type_id: int, w_stride: int, x, out_features: int, in_features: int,
                  out) -> np.ndarray:
-        if type(x) is not np.ndarray or x.dtype is not _F32 or not x.flags.c_contiguous or not 1 <= x.ndim <= 2 \
-                or x.shape[-1] != in_features:
-            raise KernelError(f"qmatmul: x must be a C-contiguous float32 array of shape (n, {in_features}) "
-                              f"or ({in_features},), found {_describe(x)}")
-        if x.ndim == 2:
-            n = x.shape[0]
-            shape = (n, out_features)
-        else:
-            n, shape = 1, (out_features,)
-        if out is None:
-            out = np.empty(shape, _F32)
-        else:
-            _check_writable("qmatmul", "out", out)
-            if out.shape != shape:
-                raise KernelError(f"qmatmul: out must have shape {shape}, found {out.shape}")
-            if np.may_share_memory(out, x):
-                raise KernelError("qmatmul: out overlaps x")
+        n = _rows_of_x(x, in_features)
+        out = _output(out, (n, out_features) if x.ndim == 2 else (out_features,), x)
         status = self._qmatmul_fn(self._address(out), w_address, type_id, w_stride, self._address(x), n,
                                   out_features, in_features)
         if status != _VT_OK:
@@ -342,23 +354,89 @@ class KernelLibrary:
         return out
 
 
-class QuantMatrix:
+class _BoundWeights:
+    """Checked weights and the struct vt_qmatrix table the C side reads them through."""
+
+    __slots__ = ("blocks", "type_id", "out_features", "in_features", "_lib", "_table", "_table_address")
+
+    def __init__(self, lib: KernelLibrary, bound: list[tuple], in_features: int):
+        self.blocks = [blocks for blocks, _ in bound]  # kept alive: the C side reads them by address
+        self.type_id = tuple(fields[3] for _, fields in bound)
+        self.out_features = tuple(fields[2] for _, fields in bound)
+        self.in_features = in_features
+        self._lib = lib
+        self._table = (lib._matrix_struct * len(bound))(*(fields for _, fields in bound))
+        self._table_address = lib._addressof(self._table)
+
+    def _run(self, out: np.ndarray, x: np.ndarray, n: int) -> None:
+        lib = self._lib
+        status = lib._group_fn(lib._address(out), self._table_address, len(self._table), lib._address(x), n,
+                               self.in_features)
+        if status != _VT_OK:
+            _call("qmatmul", status)
+
+
+class QuantMatrix(_BoundWeights):
     """A GGML-stored weight bound to the C qmatmul, its layout checked once (KernelLibrary.matrix).
 
     Calling it multiplies: `m(x)` is `x @ W.T` as KernelLibrary.qmatmul computes it; `m(x, out)` writes out.
     """
 
-    __slots__ = ("blocks", "type_id", "out_features", "in_features", "_lib", "_address", "_stride")
+    __slots__ = ()
 
-    def __init__(self, lib: KernelLibrary, blocks: np.ndarray, type_id: int, w_stride: int, out_features: int,
-                 in_features: int):
-        self.blocks = blocks  # keeps the memory the C side reads alive
-        self.type_id, self.out_features, self.in_features = type_id, out_features, in_features
-        self._lib, self._address, self._stride = lib, lib._address(blocks), w_stride
+    def __init__(self, lib: KernelLibrary, bound: list[tuple], in_features: int):
+        super().__init__(lib, bound, in_features)
+        (self.blocks,), (self.type_id,), (self.out_features,) = self.blocks, self.type_id, self.out_features
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return self._lib._qmatmul(self._address, self.type_id, self._stride, x, self.out_features,
-                                  self.in_features, out)
+        n = _rows_of_x(x, self.in_features)
+        out = _output(out, (n, self.out_features) if x.ndim == 2 else (self.out_features,), x)
+        self._run(out, x, n)
+        return out
+
+
+class QuantMatrixGroup(_BoundWeights):
+    """Weights multiplying the same x in one C call (KernelLibrary.group): `g(x)` returns their products."""
+
+    __slots__ = ("_total",)
+
+    def __init__(self, lib: KernelLibrary, bound: list[tuple], in_features: int):
+        super().__init__(lib, bound, in_features)
+        self._total = sum(self.out_features)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """[x @ W.T for each W]: float32 (n, out_features) each, or (out_features,) for a 1-D x; each one a
+        C-contiguous part of one buffer."""
+        n = _rows_of_x(x, self.in_features)
+        buffer = np.empty(n * self._total, _F32)
+        self._run(buffer, x, n)
+        outs, start = [], 0
+        for rows in self.out_features:
+            part = buffer[start : start + n * rows]
+            outs.append(part.reshape(n, rows) if x.ndim == 2 else part)
+            start += n * rows
+        return outs
+
+
+def _rows_of_x(x, in_features: int) -> int:
+    """Rows of a qmatmul input, after checking it is float32 C-contiguous (n, in_features) or (in_features,)."""
+    if type(x) is not np.ndarray or x.dtype is not _F32 or not x.flags.c_contiguous or not 1 <= x.ndim <= 2 \
+            or x.shape[-1] != in_features:
+        raise KernelError(f"qmatmul: x must be a C-contiguous float32 array of shape (n, {in_features}) "
+                          f"or ({in_features},), found {_describe(x)}")
+    return x.shape[0] if x.ndim == 2 else 1
+
+
+def _output(out, shape: tuple, x: np.ndarray) -> np.ndarray:
+    """A fresh float32 array of `shape`, or `out` after checking it can be written as that."""
+    if out is None:
+        return np.empty(shape, _F32)
+    _check_writable("qmatmul", "out", out)
+    if out.shape != shape:
+        raise KernelError(f"qmatmul: out must have shape {shape}, found {out.shape}")
+    if np.may_share_memory(out, x):
+        raise KernelError("qmatmul: out overlaps x")
+    return out
 
 
 _F32 = np.dtype(np.float32)  # numpy's built-in dtypes are singletons: `is` compares them in a few nanoseconds

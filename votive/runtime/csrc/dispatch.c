@@ -259,68 +259,110 @@ static void quantize_part(void *arg, int64_t begin, int64_t end) {
                         j->act_stride);
 }
 
-struct qmatmul_job {
-    const struct vt_quant_kernels *k;
-    int type;
-    const uint8_t *w;
-    int64_t w_stride;
-    const uint8_t *act;
-    int64_t act_stride, n, cols;
-    float *out;
-    int64_t out_stride;
-};
-
-static void qmatmul_part(void *arg, int64_t begin, int64_t end) {
-    struct qmatmul_job *j = arg;
-    j->k->matmul_rows(j->type, j->w, j->w_stride, begin, end, j->act, j->act_stride, j->n, j->cols, j->out,
-                      j->out_stride);
-}
-
-/* Activations of decode steps (one row of up to a few thousand floats) are quantized on the stack. */
-#define SMALL_ACT_BYTES 16384
-
 /* A stored matrix of `rows` rows of `cols` elements of format f cannot be read: a negative size, rows that are
  * not whole blocks, or rows closer than their bytes. */
 static int bad_matrix(const struct vt_format *f, int64_t rows, int64_t cols, int64_t w_stride) {
     return rows < 0 || cols < 0 || cols % f->block_elems != 0 || w_stride < cols / f->block_elems * f->block_bytes;
 }
 
-VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
-                      int64_t out_features, int64_t cols) {
-    const struct vt_format *f = vt_format(type);
-    if (!f->act_type)
-        return VT_EUNSUPPORTED;
-    if (n < 0 || bad_matrix(f, out_features, cols, w_stride))
+/* The products of a group, as one job over the rows of all its matrices one after another. */
+struct group_job {
+    const struct vt_quant_kernels *k;
+    const struct vt_qmatrix *m;
+    int count;
+    int64_t first_row[VT_MAX_GROUP + 1]; /* matrix i has rows first_row[i] .. first_row[i + 1] - 1 of the job */
+    const uint8_t *act[VT_MAX_GROUP];     /* x quantized for matrix i */
+    int64_t act_stride[VT_MAX_GROUP];
+    int64_t n, cols;
+    float *out;
+};
+
+static void group_part(void *arg, int64_t begin, int64_t end) {
+    struct group_job *j = arg;
+    for (int i = 0; i < j->count; i++) {
+        int64_t first = j->first_row[i], last = j->first_row[i + 1];
+        if (end <= first || begin >= last)
+            continue;
+        int64_t lo = begin > first ? begin : first, hi = end < last ? end : last;
+        const struct vt_qmatrix *m = &j->m[i];
+        j->k->matmul_rows(m->type, m->w, m->w_stride, lo - first, hi - first, j->act[i], j->act_stride[i], j->n,
+                          j->cols, j->out + j->n * first, m->rows);
+    }
+}
+
+/* Activations of decode steps (a row of up to a few thousand floats per format) are quantized on the stack. */
+#define SMALL_ACT_BYTES 16384
+
+VT_API int vt_qmatmul_group(float *out, const struct vt_qmatrix *matrices, int count, const float *x, int64_t n,
+                            int64_t cols) {
+    if (!matrices || count < 1 || count > VT_MAX_GROUP || n < 0)
         return VT_EINVAL;
-    if (n == 0 || out_features == 0)
+    const struct vt_quant_kernels *k = vt_quant();
+    struct group_job job = {k, matrices, count, {0}, {NULL}, {0}, n, cols, out};
+    int act_types[3] = {VT_Q8_0, VT_Q8_1, VT_Q8_K};
+    int64_t act_offset[3] = {0, 0, 0}, act_bytes = 0, row_bytes[3] = {0, 0, 0};
+    double work_ns = 0;
+    for (int i = 0; i < count; i++) {
+        const struct vt_qmatrix *m = &matrices[i];
+        const struct vt_format *f = vt_format(m->type);
+        if (!f->act_type)
+            return VT_EUNSUPPORTED;
+        if (bad_matrix(f, m->rows, cols, m->w_stride) || (m->rows > 0 && cols > 0 && !m->w))
+            return VT_EINVAL;
+        job.first_row[i + 1] = job.first_row[i] + m->rows;
+        for (int a = 0; a < 3; a++)
+            if (act_types[a] == f->act_type)
+                row_bytes[a] = vt_act_row_bytes(f->act_type, cols);
+        /* per weight row, one core: its bytes from memory (~16 per ns) or its n * cols multiply-adds (~24 per ns) */
+        double read_ns = (double)m->w_stride / 16, compute_ns = (double)n * (double)cols / 24;
+        work_ns += (double)m->rows * (read_ns > compute_ns ? read_ns : compute_ns);
+    }
+    int64_t total_rows = job.first_row[count];
+    if (n == 0 || total_rows == 0)
         return VT_OK;
-    if (!out || !x || (!w && cols > 0))
+    if (!out || !x)
         return VT_EINVAL;
     if (cols == 0) {
-        memset(out, 0, (size_t)(n * out_features) * sizeof *out);
+        memset(out, 0, (size_t)(n * total_rows) * sizeof *out);
         return VT_OK;
     }
-    const struct vt_quant_kernels *k = vt_quant();
-    int64_t act_stride = vt_act_row_bytes(f->act_type, cols);
-    _Alignas(VT_ACT_ALIGN) uint8_t small[SMALL_ACT_BYTES];
-    uint8_t *act = small;
-    if (n * act_stride > SMALL_ACT_BYTES) {
-        void *p = NULL;
-        if (posix_memalign(&p, VT_ACT_ALIGN, (size_t)(n * act_stride)) != 0)
-            return VT_ENOMEM;
-        act = p;
-    }
-    struct quantize_job qj = {k, f->act_type, x, cols, act, act_stride};
-    vt_parallel_for(n, grain_for((double)cols / 2), quantize_part, &qj); /* ~2 floats per ns */
 
-    /* per weight row, one core: its bytes from memory (~16 per ns) or its n * cols multiply-adds (~24 per ns) */
-    double read_ns = (double)w_stride / 16, compute_ns = (double)n * (double)cols / 24;
-    double row_ns = read_ns > compute_ns ? read_ns : compute_ns;
-    struct qmatmul_job mj = {k, type, w, w_stride, act, act_stride, n, cols, out, out_features};
-    vt_parallel_for(out_features, grain_for(row_ns), qmatmul_part, &mj);
-    if (act != small)
-        free(act);
+    /* x quantized once per activation format the group needs, all in one buffer */
+    for (int a = 0; a < 3; a++) {
+        act_offset[a] = act_bytes;
+        act_bytes += n * row_bytes[a];
+    }
+    _Alignas(VT_ACT_ALIGN) uint8_t small[SMALL_ACT_BYTES];
+    uint8_t *acts = small;
+    if (act_bytes > SMALL_ACT_BYTES) {
+        void *p = NULL;
+        if (posix_memalign(&p, VT_ACT_ALIGN, (size_t)act_bytes) != 0)
+            return VT_ENOMEM;
+        acts = p;
+    }
+    for (int a = 0; a < 3; a++) {
+        if (!row_bytes[a])
+            continue;
+        struct quantize_job qj = {k, act_types[a], x, cols, acts + act_offset[a], row_bytes[a]};
+        vt_parallel_for(n, grain_for((double)cols / 2), quantize_part, &qj); /* ~2 floats per ns */
+    }
+    for (int i = 0; i < count; i++)
+        for (int a = 0; a < 3; a++)
+            if (act_types[a] == vt_format(matrices[i].type)->act_type) {
+                job.act[i] = acts + act_offset[a];
+                job.act_stride[i] = row_bytes[a];
+            }
+
+    vt_parallel_for(total_rows, grain_for(work_ns / (double)total_rows), group_part, &job);
+    if (acts != small)
+        free(acts);
     return VT_OK;
+}
+
+VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
+                      int64_t out_features, int64_t cols) {
+    struct vt_qmatrix m = {w, w_stride, out_features, type, 0};
+    return vt_qmatmul_group(out, &m, 1, x, n, cols);
 }
 
 struct get_rows_job {

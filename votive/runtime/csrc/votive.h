@@ -105,6 +105,24 @@ VT_API int vt_qmatmul_supports(int type);
 VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
                       int64_t out_features, int64_t cols);
 
+/* One weight matrix of a grouped product. */
+struct vt_qmatrix {
+    const void *w;    /* rows of GGML blocks, as vt_qmatmul reads them */
+    int64_t w_stride; /* bytes from one row to the next */
+    int64_t rows;     /* out_features */
+    int32_t type;     /* GGML type id */
+    int32_t unused;   /* 0; keeps the struct 32 bytes with no padding the ABI could place differently */
+};
+
+#define VT_MAX_GROUP 16
+
+/* Several products with the same x (a layer's q, k and v, or gate and up): matrix m's result is the (n, rows)
+ * block of out starting at out + n * (the rows of the matrices before m), each exactly as vt_qmatmul computes
+ * it. x is quantized once per activation format the group needs, and the rows of all the matrices are split
+ * over the threads as one job. count is 1 to VT_MAX_GROUP. */
+VT_API int vt_qmatmul_group(float *out, const struct vt_qmatrix *matrices, int count, const float *x, int64_t n,
+                            int64_t cols);
+
 /* 1 when vt_get_rows takes this type: those of vt_qmatmul_supports, and F32 (0), F16 (1), BF16 (30). */
 VT_API int vt_get_rows_supports(int type);
 
