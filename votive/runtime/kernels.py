@@ -19,7 +19,9 @@ Quantized weights (GGUF blocks, kept as stored): `qmatmul` multiplies float acti
 Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K blocks without expanding it to floats, and `get_rows` dequantizes selected
 rows (embedding lookups; also F32, F16, BF16). `supports(ggml_type)` says whether the C library takes a type;
 `votive.runtime.qlinear` asks it before calling in, and dequantizes band by band with numpy otherwise. Their
-numpy twins are `qmatmul_ref` and `get_rows_ref`.
+numpy twins are `qmatmul_ref` and `get_rows_ref`. A decoder, which multiplies by the same weights every token,
+binds them once: `KernelLibrary.matrix` (one weight) and `KernelLibrary.group` (weights sharing an input, such
+as q, k and v: one call, the input quantized once).
 
 Threads: kernels split rows over a persistent pool (csrc/threadpool.c) of `available_cpus()` threads, or
 $VOTIVE_NUM_THREADS, or what `set_num_threads` says; small inputs stay on the calling thread.
