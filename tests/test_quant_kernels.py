@@ -8,7 +8,7 @@ What "agree" means here, from the float order notes in votive/runtime/quants/act
 
 - Activation quantization is bit for bit ggml's (same bytes as quants.quantize).
 - get_rows is bit for bit quants.dequantize.
-- qmatmul's plain C kernels are bit for bit quants.vec_dot (they follow its float order). The SIMD kernels sum
+- qmatmul's plain C and NEON kernels are bit for bit quants.vec_dot (they follow its float order). The x86 ones sum
   the same exact integer products with other float roundings: each output is a float32 sum over nb blocks, so
   kernel and reference each differ from the exact value by at most (nb + 4) units of 2^-24 times M, the sum of
   the magnitudes of every product that went in (quants taken with the unsigned offset some kernels multiply
@@ -54,6 +54,7 @@ ARCH_ISAS = [name for name, _ in kernel_build.ISA_FLAGS.get(platform.machine(), 
 DOT_VARIANTS = {"avx512": ("avx512", "avx512+vnni"), "avx2": ("avx2", "avx2+vnni"), "sse2": ("scalar",),
                 "neon": ("neon", "neon+dotprod"), "generic": ("scalar",)}
 VARIANTS = [(isa, dot) for isa in ARCH_ISAS for dot in DOT_VARIANTS[isa]]
+EXACT = {"scalar", "neon", "neon+dotprod"}  # kernels in quants.vec_dot's float order
 
 
 @pytest.fixture(params=VARIANTS, ids=["/".join(v) for v in VARIANTS])
@@ -174,7 +175,7 @@ def test_qmatmul_matches_reference(lib, variant, rng, ggml_type, rows, blocks_pe
     x = rng.normal(0, 1, (n, cols)).astype(np.float32)
     got = lib.qmatmul(w, ggml_type, x, rows, cols)
     assert got.shape == (n, rows) and got.dtype == np.float32
-    assert_close_to_reference(got, w, ggml_type, x, exact=variant == "scalar")
+    assert_close_to_reference(got, w, ggml_type, x, exact=variant in EXACT)
 
 
 @pytest.mark.parametrize("ggml_type", QUANT_TYPES, ids=[NAMES[t] for t in QUANT_TYPES])
@@ -385,7 +386,7 @@ def test_real_tensors_match_reference(lib, rng, request, model):
     for ggml_type, (name, blocks, cols) in tensors.items():
         x = rng.normal(0, 1, (3, cols)).astype(np.float32)
         got = lib.qmatmul(blocks, ggml_type, x, blocks.shape[0], cols)
-        assert_close_to_reference(got, blocks, ggml_type, x, exact=lib.quant_isa == "scalar")
+        assert_close_to_reference(got, blocks, ggml_type, x, exact=lib.quant_isa in EXACT)
         ids = np.array([0, blocks.shape[0] - 1, 7])
         assert_same_floats(lib.get_rows(blocks, ggml_type, ids, cols), dequantize(blocks[ids], ggml_type))
 
@@ -423,14 +424,26 @@ def test_qlinear_runs_the_c_kernels(lib, monkeypatch, rng):
 # ------------------------------------------------------------------------------ arm64, under qemu-user
 
 
+def _digests(stdout: str) -> dict[str, str]:
+    """The selftest's `digest <isa>/<dot> <hash>` lines: a hash of products on fixed inputs per kernel variant."""
+    return dict(line.split()[1:3] for line in stdout.splitlines() if line.startswith("digest "))
+
+
 def test_arm64_build_passes_its_selftest_under_qemu(tmp_path):
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
-    if not (cc and qemu) or platform.machine() == "aarch64":
-        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64 on a non-arm64 host")
-    library = kernel_build.build_library(tmp_path / kernel_build.LIBRARY_NAME, cc=[cc])
+    if not (cc and qemu) or platform.machine() != "x86_64":
+        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64 on an x86_64 host")
+    library = kernel_build.build_library(tmp_path / "arm64" / kernel_build.LIBRARY_NAME, cc=[cc])
     selftest = kernel_build.build_selftest(library, cc=[cc])
+    host = kernel_build.build_selftest(kernel_build.build_library(tmp_path / "host" / kernel_build.LIBRARY_NAME))
+    done = subprocess.run([str(host)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    plain = _digests(done.stdout)["sse2/scalar"]
     for cpu in ("max", "cortex-a53"):  # with and without the dot-product extension
         done = subprocess.run([qemu, "-cpu", cpu, "-L", "/usr/aarch64-linux-gnu", str(selftest)],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-        assert ("neon+dotprod" in done.stdout) == (cpu == "max")
+        digests = _digests(done.stdout)
+        assert set(digests) == ({"neon/neon", "neon/neon+dotprod"} if cpu == "max" else {"neon/neon"})
+        # NEON follows the reference float order as the plain C kernels do: the same bits on both machines
+        assert set(digests.values()) == {plain}, (digests, plain)

@@ -2,17 +2,18 @@
  *
  * Compiled once per ISA like nn_kernels.c; dispatch.c checks arguments, quantizes the activations and splits
  * weight rows over threads. Each product works on the stored blocks directly, as ggml's CPU backend does:
- * the activation rows are quantized once per call to int8 blocks (Q8_0, Q8_1 or Q8_K, see vt_internal.h for
- * our layout), and each weight block is multiplied with them in integers, scaled and summed in float32.
+ * the activation rows are quantized once per call (and format) to int8 blocks (Q8_0, Q8_1 or Q8_K, see
+ * vt_internal.h for our layout), and each weight block is multiplied with them in integers, scaled and summed
+ * in float32.
  *
  * Three implementations of the block products, one of which a build uses:
  *   quant_x86.h   AVX2 (maddubs / madd, or AVX-VNNI / AVX512-VNNI dpbusd where the CPU has it),
  *                 for the avx2 and avx512 builds;
  *   quant_neon.h  NEON (sdot where the CPU has it, vmull otherwise), for arm64;
  *   below         plain C, for the sse2 and generic builds: the portable path.
- * The plain C kernels follow the float order of votive.runtime.quants.vec_dot (a term per block, computed as
- * there, summed in block order), so they agree with it bit for bit; the SIMD kernels sum per vector lane and
- * agree to float32 rounding of the sum (see tests/test_quant_kernels.py for the bound).
+ * The plain C and NEON kernels follow the float order of votive.runtime.quants.vec_dot (a term per block,
+ * computed as there, summed in block order), so they agree with it bit for bit; the x86 kernels sum per vector
+ * lane and agree to float32 rounding of the sum (see tests/test_quant_kernels.py for the bound).
  *
  * Tiling: a matrix product walks weight rows in groups of ROW_GROUP, and for each group the activation rows
  * in tiles of up to TILE: each weight block is decoded once per tile and multiplied with every row of the
