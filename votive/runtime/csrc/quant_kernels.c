@@ -50,7 +50,9 @@
  * each kernel asks for the weights PREFETCH_AHEAD bytes beyond the block it works on, into L2 (locality 2):
  * L2 keeps more misses in flight than L1's fill buffers. 4 KB ahead did best there (2 KB into L1: 10% less on
  * a decoder's sequence of products); a prefetch never faults, past the end of the matrix included. */
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4096
+#endif
 #define PREFETCH_LOCALITY 2
 
 static inline void prefetch_weights(const uint8_t *x, int bytes) {
@@ -583,6 +585,11 @@ static void matmul_rows(int type, const uint8_t *w, int64_t w_stride, int64_t r_
                         int64_t out_stride) {
     const tile_fn kernel = kernel_for(type);
     const int64_t nb = cols / vt_format(type)->block_elems;
+    /* the kernels prefetch PREFETCH_AHEAD bytes ahead of where they read: ask for the bytes before that at
+     * once, so that a chunk of rows starts streaming without waiting on a miss per cache line */
+    const int64_t chunk_bytes = (r_end - r_begin) * w_stride;
+    prefetch_weights(w + r_begin * w_stride - PREFETCH_AHEAD,
+                     (int)(chunk_bytes < PREFETCH_AHEAD ? chunk_bytes : PREFETCH_AHEAD));
     for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {
         int64_t group_end = group + ROW_GROUP < r_end ? group + ROW_GROUP : r_end;
         for (int64_t c = 0; c < n; c += TILE) {
