@@ -238,9 +238,7 @@ VT_API int vt_set_quant_isa(const char *name) { return name ? vt_quant()->set_do
  * split over workers that are awake, and jobs of 32 and more (a decoder's matrix-vector products of 16 us and
  * more) wake sleeping ones, which then stay awake for the products that follow. Measured on a decoder's
  * steps: 500 ns grains a few percent faster than 1000, and no slower than 250. */
-#ifndef QUANT_GRAIN_NS
 #define QUANT_GRAIN_NS 500
-#endif
 
 static int64_t grain_for(double ns_per_unit) {
     double g = QUANT_GRAIN_NS / (ns_per_unit > 0.001 ? ns_per_unit : 0.001);

@@ -50,9 +50,7 @@
  * each kernel asks for the weights PREFETCH_AHEAD bytes beyond the block it works on, into L2 (locality 2):
  * L2 keeps more misses in flight than L1's fill buffers. 4 KB ahead did best there (2 KB into L1: 10% less on
  * a decoder's sequence of products); a prefetch never faults, past the end of the matrix included. */
-#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 4096
-#endif
 #define PREFETCH_LOCALITY 2
 
 static inline void prefetch_weights(const uint8_t *x, int bytes) {
