@@ -81,9 +81,10 @@ class Gemma3Model(LlamaModel):
         n = x.shape[0]
         is_global = cfg.is_global(i)
         cos, sin = (t[start : start + n] for t in (self.rope if is_global else self.rope_local))  # (n, Dh/2)
-        q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
-        k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        q, k, v = w["qkv"](x)
+        q = q.reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
+        k = k.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        v = v.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
         q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), cos, sin, True)
         q *= cfg.attn_scale
         k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), cos, sin, True)
@@ -102,7 +103,8 @@ class Gemma3Model(LlamaModel):
             h = self.attention(i, ops.rms_norm(x, w["attn_norm"], cfg.norm_eps), cache, start)  # (n, dim)
             x = x + ops.rms_norm(h, w["post_attn_norm"], cfg.norm_eps)
             h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
-            h = ops.gelu_tanh(w["w_gate"](h)) * w["w_up"](h)  # (n, ffn_dim): GeGLU
+            gate, up = w["gate_up"](h)  # (n, ffn_dim) each
+            h = ops.gelu_tanh(gate) * up  # GeGLU
             x = x + ops.rms_norm(w["w_down"](h), w["post_ffn_norm"], cfg.norm_eps)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim)
         return self.w["tok_embed"](x)[0]  # (vocab,): tied output

@@ -16,7 +16,7 @@ import numpy as np
 
 from votive.errors import ModelConfigError
 from votive.models.generation import TextGenerator
-from votive.runtime.qlinear import make_linear
+from votive.runtime.qlinear import FusedLinears, make_linear
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -124,6 +124,9 @@ class LlamaModel(TextGenerator):
         self.ops, self.cfg = ops, cfg
         self.w = weights  # WEIGHTS names -> arrays / linears
         self.layers = layers  # per layer: LAYER_WEIGHTS names -> arrays / linears
+        for w in layers:  # products that share their input run as one kernel call
+            w["qkv"] = FusedLinears([w["wq"], w["wk"], w["wv"]])
+            w["gate_up"] = FusedLinears([w["w_gate"], w["w_up"]])
         self.output = weights["output"] or weights["tok_embed"]  # tied embeddings when output.weight is absent
         self.tokenizer = tokenizer
         self.n_ctx = n_ctx  # positions the KV cache holds (<= cfg.train_ctx)
@@ -141,9 +144,10 @@ class LlamaModel(TextGenerator):
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
         cos, sin = (t[start : start + n] for t in self.rope)  # (n, Dh/2) each
-        q = w["wq"](x).reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
-        k = w["wk"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        v = w["wv"](x).reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        q, k, v = w["qkv"](x)
+        q = q.reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
+        k = k.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
+        v = v.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
         q = ops.rope(q, cos, sin, self.rope_neox)
         q *= self.scale
         k = ops.rope(k, cos, sin, self.rope_neox)
@@ -159,7 +163,8 @@ class LlamaModel(TextGenerator):
             h = ops.rms_norm(x, w["attn_norm"], cfg.norm_eps)  # (n, dim)
             x = x + self.attention(i, h, cache, start)
             h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
-            h = ops.silu(w["w_gate"](h)) * w["w_up"](h)  # (n, ffn_dim): SwiGLU
+            gate, up = w["gate_up"](h)  # (n, ffn_dim) each
+            h = ops.silu(gate) * up  # SwiGLU
             x = x + w["w_down"](h)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim): only the last position is sampled
         return self.output(x)[0]  # (vocab,)
