@@ -42,7 +42,13 @@
 
 #define VT_INLINE static inline __attribute__((always_inline))
 
-#define TILE 4       /* activation rows per decoded weight block */
+/* activation rows per decoded weight block: 8 where AVX-512's 32 vector registers hold a tile's accumulators and
+ * scales (a weight block's decode and a kernel call's set-up then serve twice the rows), 4 elsewhere */
+#if defined(VT_ISA_AVX512)
+#define TILE 8
+#else
+#define TILE 4
+#endif
 #define ROW_GROUP 16 /* weight rows per pass over a tile of activation rows */
 
 /* Weights stream from memory once per product. Some machines' hardware prefetchers do not run far enough ahead
@@ -534,13 +540,23 @@ typedef void (*tile_fn)(int tile, int64_t nb, const uint8_t *w, const uint8_t *a
     static void name(int tile, int64_t nb, const uint8_t *w, const uint8_t *act, int64_t act_stride, float *out,    \
                      int64_t out_stride) {                                                                          \
         switch (tile) {                                                                                             \
+        TILE_CASES_ABOVE_4(body, type)                                                                              \
         case 4: body(type, 4, nb, w, act, act_stride, out, out_stride); break;                                     \
         case 3: body(type, 3, nb, w, act, act_stride, out, out_stride); break;                                     \
         case 2: body(type, 2, nb, w, act, act_stride, out, out_stride); break;                                     \
         default: body(type, 1, nb, w, act, act_stride, out, out_stride);                                           \
         }                                                                                                           \
     }
-_Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4");
+#if TILE == 8
+#define TILE_CASES_ABOVE_4(body, type)                                                                             \
+    case 8: body(type, 8, nb, w, act, act_stride, out, out_stride); break;                                         \
+    case 7: body(type, 7, nb, w, act, act_stride, out, out_stride); break;                                         \
+    case 6: body(type, 6, nb, w, act, act_stride, out, out_stride); break;                                         \
+    case 5: body(type, 5, nb, w, act, act_stride, out, out_stride); break;
+#else
+#define TILE_CASES_ABOVE_4(body, type)
+_Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4, or 1..8");
+#endif
 
 /* The kernels of one implementation, by GGML type: NAME(q4_0) names its Q4_0 kernel, and so on. */
 #define KERNEL_TABLE(NAME)                                                                                         \

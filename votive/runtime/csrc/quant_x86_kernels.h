@@ -39,6 +39,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
     const int offset = type == VT_Q8_0 && !X86_Q8_0_UNSIGNED ? 0 : X86_OFFSET(type);
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     __m256 acc[TILE];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
@@ -47,6 +48,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         const __m256 dx = x86_halves8(x0, bytes, count);
         const __m256 mx = has_min ? x86_halves8(x0 + 2, bytes, count) : _mm256_mul_ps(dx, _mm256_set1_ps((float)-offset));
         __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
+        #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *d = ACT_D(t, 32);
             scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
@@ -60,6 +62,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             const __m256i q = X86_NAME(x86_quants32)(type, x);
             const __m256i u = offset || type != VT_Q8_0 ? q : _mm256_sign_epi8(q, q);
             const __m256i lane = _mm256_set1_epi32(k);
+            #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
                 const __m256i sums = X86_DOT4(u, offset || type != VT_Q8_0 ? a : _mm256_sign_epi8(a, q));
@@ -67,6 +70,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             }
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         out[t * out_stride] = x86_hsum(acc[t]);
 }
@@ -78,6 +82,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
                                    int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = type == VT_Q4_K ? 144 : 176;
     __m256 acc[TILE];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -94,6 +99,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
         const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ...: per 16 */
         __m256i sumi[TILE];
+        #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
             __m256i msum = _mm256_madd_epi16(mins, x86_load(bsums));
@@ -111,15 +117,18 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(x86_bits(qh, 2 * c + 1, 1), 4));
             }
             const __m256i s_lo = x86_pick16(scales, 2 * c), s_hi = x86_pick16(scales, 2 * c + 1);
+            #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 64 * c;
                 sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(x86_scaled_dot(lo, y, s_lo),
                                                                      x86_scaled_dot(hi, y + 32, s_hi)));
             }
         }
+        #pragma GCC unroll 8
         for (int t = 0; t < T; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         out[t * out_stride] = x86_hsum(acc[t]);
 }
@@ -131,6 +140,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                                               int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = type == VT_Q2_K ? 84 : type == VT_Q3_K ? 110 : 210;
     __m256 acc[TILE];
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -145,6 +155,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
             const __m128i packed = _mm_loadu_si128((const __m128i *)x);
             scales8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
+            #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
                 __m256i msum = _mm256_madd_epi16(mins, x86_load(bsums));
@@ -171,6 +182,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                 offset = 5; /* log2(32) */
             }
             const __m256i scales16 = _mm256_cvtepi8_epi16(scales8);
+            #pragma GCC unroll 8
             for (int t = 0; t < T; t++) { /* sumi = -offset * sum_s sc_s bsum_s */
                 const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
                 __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(scales16, x86_load(bsums)), offset);
@@ -202,15 +214,18 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 const __m256i sc = x86_pair_scales(scales8, 8 * h + 2 * j, type != VT_Q2_K);
+                #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 128 * h + 32 * j;
                     sumi[t] = _mm256_add_epi32(sumi[t], x86_scaled_dot(q[j], y, sc));
                 }
             }
         }
+        #pragma GCC unroll 8
         for (int t = 0; t < T; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         out[t * out_stride] = x86_hsum(acc[t]);
 }
