@@ -10,8 +10,9 @@
  * within +-127 (2 x 128 x 127 < 32767), or at most 63 (Q6_K).
  *
  * The kernels (quant_x86_kernels.h) are compiled twice, once with plain AVX2 and once for CPUs with VNNI
- * (dpbusd: four u8 x s8 products summed into int32 in one instruction), and kernel_for picks at run time. Only
- * the 32-element formats use dpbusd: the K-quants need the int16 step of maddubs for their sub-block scales.
+ * (dpbusd: four u8 x s8 products summed into int32 in one instruction), and kernel_for picks at run time. The
+ * 32-element formats use dpbusd; the K-quants need the int16 step of maddubs for their sub-block scales and
+ * use dpwssd after it (the madd by the scales and the add into the sum in one instruction).
  */
 
 static inline __m256i x86_load(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -59,9 +60,9 @@ static inline __m256i x86_pair_scales(__m128i scales8, int k, int is_signed) {
     return is_signed ? _mm256_cvtepi8_epi16(pair) : _mm256_cvtepu8_epi16(pair);
 }
 
-/* sum over 32 elements pairs by maddubs, then by `scales` (int16 per pair) into 8 int32 */
-static inline __m256i x86_scaled_dot(__m256i u, const int8_t *y, __m256i scales) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x86_load(y)), scales);
+/* acc + the 32 products u x y summed in pairs by maddubs, then times `scales` (int16 per pair) in fours */
+static inline __m256i x86_scaled_dot_mad(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x86_load(y)), scales));
 }
 
 static inline float x86_hsum(__m256 v) {
@@ -109,10 +110,12 @@ static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
 }
 
 #define X86_DOT4 x86_dot4_mad
+#define X86_SCALED_DOT x86_scaled_dot_mad
 #define X86_NAME(name) name##_mad
 #define X86_Q8_0_UNSIGNED 0
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
+#undef X86_SCALED_DOT
 #undef X86_NAME
 #undef X86_Q8_0_UNSIGNED
 
@@ -124,6 +127,9 @@ static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
 #pragma GCC push_options
 #pragma GCC target("avx512vnni,avx512vl")
 static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
+    return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, x86_load(y)), scales);
+}
 #else
 #define X86_VNNI_CPU "avxvnni"
 #define X86_VNNI_NAME "avx2+vnni"
@@ -132,12 +138,17 @@ static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) { return _mm256_dpbusd
 static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) {
     return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
 }
+static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
+    return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, x86_load(y)), scales);
+}
 #endif
 #define X86_DOT4 x86_dot4_vnni
+#define X86_SCALED_DOT x86_scaled_dot_vnni
 #define X86_NAME(name) name##_vnni
 #define X86_Q8_0_UNSIGNED 1
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
+#undef X86_SCALED_DOT
 #undef X86_NAME
 #undef X86_Q8_0_UNSIGNED
 #pragma GCC pop_options

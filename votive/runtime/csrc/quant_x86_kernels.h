@@ -1,6 +1,6 @@
 /* quant_x86_kernels.h: the x86 block products, included by quant_x86.h once per way of summing u8 x s8
- * products: X86_DOT4(u, s) gives the 8 int32 sums of 4 adjacent products, X86_NAME(name) names this copy's
- * functions. Not a header to include anywhere else.
+ * products: X86_DOT4(u, s) gives the 8 int32 sums of 4 adjacent products, X86_SCALED_DOT(acc, u, y, scales)
+ * adds the sums of maddubs' pairs times int16 scales to acc, X86_NAME(name) names this copy's functions. Not a header to include anywhere else.
  */
 
 /* ---- 32-element formats ----------------------------------------------------------------------------------
@@ -120,8 +120,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 64 * c;
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(x86_scaled_dot(lo, y, s_lo),
-                                                                     x86_scaled_dot(hi, y + 32, s_hi)));
+                sumi[t] = X86_SCALED_DOT(X86_SCALED_DOT(sumi[t], lo, y, s_lo), hi, y + 32, s_hi);
             }
         }
         #pragma GCC unroll 8
@@ -217,7 +216,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 128 * h + 32 * j;
-                    sumi[t] = _mm256_add_epi32(sumi[t], x86_scaled_dot(q[j], y, sc));
+                    sumi[t] = X86_SCALED_DOT(sumi[t], q[j], y, sc);
                 }
             }
         }
