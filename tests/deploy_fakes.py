@@ -25,7 +25,8 @@ def write_zip(path: Path, files: dict[str, bytes]) -> dict:
 
 def make_build(folder: Path, *, model: str = "minilm", arch: str = "x86_64", python: str = "3.12",
                code: bytes = b"handler = None\n", weights: str = "layer", weight_bytes: bytes = b"w" * 1000,
-               unzipped_extra: int = 0, invoke_mode: str | None = None, memory_mb: int = 1769) -> Path:
+               unzipped_extra: int = 0, invoke_mode: str | None = None, memory_mb: int = 1769,
+               environment: dict[str, str] | None = None) -> Path:
     """A build folder: runtime layer, function zip, the weights as a layer or staged for S3, and the manifest.
 
     `unzipped_extra` inflates the runtime layer's recorded unzipped size (to test the 250 MB limit without
@@ -50,7 +51,8 @@ def make_build(folder: Path, *, model: str = "minilm", arch: str = "x86_64", pyt
     settings = {"runtime": runtime, "architectures": [arch], "handler": "votive_function.handler",
                 "memory_mb": memory_mb, "ephemeral_storage_mb": 512, "timeout_s": 30,
                 "layers": [a["name"] for a in artifacts if a["role"] != "function"],
-                "environment": {"VOTIVE_MODEL_S3": "s3://BUCKET/PREFIX/"} if weights == "s3" else {}}
+                "environment": {**(environment or {}),
+                                **({"VOTIVE_MODEL_S3": "s3://BUCKET/PREFIX/"} if weights == "s3" else {})}}
     if invoke_mode:
         settings["invoke_mode"] = invoke_mode
     manifest = {

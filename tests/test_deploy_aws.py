@@ -366,7 +366,7 @@ def test_function_that_fails_to_become_active_reports_lambdas_reason(deployer, c
     (AwsOptions("ok", REGION, memory_mb=200), "--memory 200 MB cannot hold minilm: its weights take"),
     (AwsOptions("ok", REGION, timeout_s=901), "--timeout 901 s is outside"),
     (AwsOptions("ok", REGION, architecture="arm64"), "--arch arm64, but the build"),
-    (AwsOptions("ok", REGION, stream=True), "--stream needs a build whose handler streams"),
+    (AwsOptions("ok", REGION, stream=True), "--stream needs a build that streams; the build in"),
     (AwsOptions("ok", REGION, snapstart=True, provisioned=2), "--snapstart and --provisioned cannot go together"),
     (AwsOptions("ok", REGION, bucket="Not_A_Bucket"), "is not an S3 bucket name"),
 ])
@@ -448,11 +448,32 @@ def test_console_progress_redraws_only_when_the_percentage_moves():
     assert out.getvalue().count("\r") == 101 and out.getvalue().endswith("100% of 0.0 MiB\n")
 
 
-def test_stream_sets_the_url_to_response_stream(deployer, clients, tmp_path):
-    build = read_build(make_build(tmp_path / "b", invoke_mode="RESPONSE_STREAM"))
-    record = deployer.deploy(AwsOptions("talk", REGION, stream=True), build)
+def _streaming_build(folder):
+    from votive.packaging.stream_wrapper import wrapper_environment
+
+    return read_build(make_build(folder, invoke_mode="RESPONSE_STREAM", environment=wrapper_environment()))
+
+
+def test_stream_sets_the_url_to_response_stream_and_the_wrapper(deployer, clients, tmp_path):
+    """A streaming build (votive build lambda --stream) deploys with its URL in RESPONSE_STREAM mode and the
+    function's AWS_LAMBDA_EXEC_WRAPPER naming the wrapper script, so Lambda starts votive's runtime loop."""
+    record = deployer.deploy(AwsOptions("talk", REGION, stream=True), _streaming_build(tmp_path / "b"))
     assert clients.lambda_.get_function_url_config(FunctionName="talk")["InvokeMode"] == "RESPONSE_STREAM"
+    conf = clients.lambda_.get_function_configuration(FunctionName="talk")
+    assert conf["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/var/task/votive-stream-runtime"
+    assert conf["Runtime"] == "python3.12" and conf["Handler"] == "votive_function.handler"
     assert record["invoke_mode"] == "RESPONSE_STREAM"
+
+
+@pytest.mark.parametrize("options, expected", [
+    (AwsOptions("talk", REGION), "streams (votive's runtime loop), which needs a RESPONSE_STREAM function URL"),
+    (AwsOptions("talk", REGION, stream=True, snapstart=True), "--snapstart cannot go with a streaming build"),
+])
+def test_streaming_build_refuses_what_it_cannot_serve(deployer, clients, tmp_path, options, expected):
+    with pytest.raises(DeployError) as caught:
+        deployer.deploy(options, _streaming_build(tmp_path / "b"))
+    assert expected in str(caught.value)
+    assert everything(clients) == NOTHING
 
 
 def test_closing_a_public_url_removes_its_permissions(deployer, clients, build):

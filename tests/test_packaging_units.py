@@ -31,7 +31,7 @@ from votive.packaging.dependencies import (
     missing_requirements,
     pip_install_args,
 )
-from votive.packaging.entry import lambda_root, local_model, read_config
+from votive.packaging.entry import function_handler, lambda_root, local_model, read_config
 from votive.packaging.kernel_target import build_kernels, choose_pins, libc_symbol_versions, symbol_versions
 from votive.packaging.lambda_build import LambdaTarget, build_lambda
 from votive.packaging.model_files import collect_model
@@ -466,6 +466,37 @@ def test_entry_configuration_errors_are_config_faults(tmp_path):
         local_model(model, tmp_path, {})
 
 
+class RecordingHooks:
+    """Stands in for Lambda's `snapshot_restore_py`: keeps what is registered."""
+
+    def __init__(self):
+        self.before, self.after = [], []
+
+    def register_before_snapshot(self, hook):
+        self.before.append(hook)
+
+    def register_after_restore(self, hook):
+        self.after.append(hook)
+
+
+def test_entry_registers_the_snapstart_hooks_of_its_handler(tmp_path, monkeypatch):
+    from votive.handlers import snapstart
+
+    (tmp_path / "app_for_entry.py").write_text("seen = []\n\ndef handler(event, context):\n    seen.append(event)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(snapstart.WARM_EVENTS, "app_for_entry.handler", {"input": "warm"})
+    (tmp_path / "votive_function.json").write_text(json.dumps(
+        {"handler": "app_for_entry.handler", "model": {"placement": "layer", "path": "/opt/model/m"}}))
+    hooks = RecordingHooks()
+    handler = function_handler(str(tmp_path / "votive_function.py"), {"VOTIVE_MODEL": "m"}, snapshot_hooks=hooks)
+    assert hooks.after == [snapstart.reseed] and len(hooks.before) == 1
+    hooks.before[0]()  # Lambda calls it just before the snapshot: one warm-up request reaches the handler
+    assert sys.modules["app_for_entry"].seen == [{"input": "warm"}] and handler.__module__ == "app_for_entry"
+    # Where snapshot_restore_py cannot be imported (not SnapStart), nothing is registered and nothing fails.
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)
+    assert function_handler(str(tmp_path / "votive_function.py"), {"VOTIVE_MODEL": "m"}) is handler
+
+
 # --- the ASGI adapter (Modal) ------------------------------------------------------------------------------
 
 
@@ -636,6 +667,31 @@ def test_lambda_build_stages_weights_in_s3_when_they_do_not_fit(tmp_path):
     assert model_config["uri"] == "s3://bucket/models/" and model_config["entry"] == "big-bert"
     sizes = {f["name"]: f["size"] for f in model_config["files"]}
     assert sizes["big-bert/model.safetensors"] == 300 * 2**20 and "big-bert/README.md" not in sizes
+
+
+def test_streaming_build_ships_an_executable_wrapper_and_says_so_in_the_manifest(tmp_path, smollm_gguf):
+    from votive.packaging.stream_wrapper import STREAM_RUNTIME
+
+    result = build_lambda(str(smollm_gguf), tmp_path / "out", LambdaTarget(python="3.11", stream=True),
+                          tools=FakeToolchain().tools())
+    settings = result.manifest["settings"]
+    assert settings["invoke_mode"] == "RESPONSE_STREAM" and settings["runtime"] == "python3.11"
+    assert settings["environment"] == {"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/votive-stream-runtime"}
+    with zipfile.ZipFile(tmp_path / "out/votive-function.zip") as zf:
+        info = zf.getinfo("votive-stream-runtime")
+        script = zf.read(info).decode()
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in zf.infolist()}
+    assert modes["votive-stream-runtime"] == 0o755 and modes["votive_function.py"] == 0o644
+    assert script.startswith("#!/bin/sh\n") and f"-m {STREAM_RUNTIME}" in script
+    assert "lib/python3.11/site-packages" in script
+
+
+def test_streaming_build_of_an_embedding_model_is_refused(tmp_path):
+    model = fake_model(tmp_path / "tiny-bert", 1000)
+    fake = FakeToolchain()
+    with pytest.raises(PackagingError, match="--stream: .* votive.handlers.embeddings.handler, which answers whole"):
+        build_lambda(str(model), tmp_path / "out", LambdaTarget(python="3.11", stream=True), tools=fake.tools())
+    assert fake.calls == [] and not (tmp_path / "out").exists()
 
 
 def test_lambda_build_over_a_limit_explains_and_writes_nothing(tmp_path):

@@ -246,6 +246,8 @@ def _add_build(parser: argparse.ArgumentParser) -> None:
                      help="a layer when function + layers fit in 250 MB unzipped, else S3 (default auto)")
     lam.add_argument("--s3-uri", metavar="s3://BUCKET/PREFIX/", help="where S3-staged weights will be uploaded")
     lam.add_argument("--constraint", metavar="FILE", help="pip constraints file pinning dependency versions")
+    lam.add_argument("--stream", action="store_true",
+                     help="stream answers (generation): votive's runtime loop via a wrapper script, RESPONSE_STREAM")
     lam.set_defaults(run=_run_build, target="lambda")
 
     image = targets.add_parser("image", parents=[common], help="container image build context (Dockerfile + app)",
@@ -283,7 +285,7 @@ def _run_build(args: argparse.Namespace) -> int:
         from votive.packaging.lambda_build import LambdaTarget, build_lambda
 
         target = LambdaTarget(arch=args.arch, python=args.python, weights=args.weights, s3_uri=args.s3_uri,
-                              constraints=Path(args.constraint) if args.constraint else None)
+                              constraints=Path(args.constraint) if args.constraint else None, stream=args.stream)
         result = build_lambda(args.model, out, target, force=args.force, tools=tools)
         print(report.lambda_summary(result.manifest, result.out))
     elif args.target == "image":

@@ -108,15 +108,19 @@ def obtain_lambda_build(args: argparse.Namespace):
     out = DEFAULT_BUILD_ROOT / args.name
     if is_build(out) and not args.rebuild:
         build = read_build(out)
-        if build.model == args.model and build.architecture == args.arch and build.runtime == f"python{args.python}":
+        if (build.model == args.model and build.architecture == args.arch and build.streaming == args.stream
+                and build.runtime == f"python{args.python}"):
             print(f"votive: reusing the build in {out} (pass --rebuild to build again)", file=sys.stderr)
             return build
     from votive.packaging.lambda_build import LambdaTarget, build_lambda
     from votive.packaging.tools import BuildTools
 
-    print(f"votive: building {args.model} for Lambda ({args.arch}, Python {args.python}) into {out}", file=sys.stderr)
+    streaming = ", streaming" if args.stream else ""
+    print(f"votive: building {args.model} for Lambda ({args.arch}, Python {args.python}{streaming}) into {out}",
+          file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    build_lambda(args.model, out, LambdaTarget(arch=args.arch, python=args.python), force=is_build(out),
+    build_lambda(args.model, out, LambdaTarget(arch=args.arch, python=args.python, stream=args.stream),
+                 force=is_build(out),
                  tools=BuildTools(log=lambda line: print(f"votive: {line}", file=sys.stderr)))
     return read_build(out)
 

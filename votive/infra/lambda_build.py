@@ -39,7 +39,7 @@ class LambdaBuild:
     directory: Path
     model: str  # the model source it was built from, as given
     architecture: str  # "x86_64" or "arm64"
-    runtime: str  # Lambda's Runtime value: "python3.12", or "provided.al2023" for votive's own runtime loop
+    runtime: str  # Lambda's Runtime value: "python3.12"
     handler: str  # the function's Handler setting
     function: Artifact  # the function zip
     layers: tuple[Artifact, ...] = ()  # in the order the function lists them
@@ -49,7 +49,7 @@ class LambdaBuild:
     memory_mb: int | None = None  # the memory the build suggests (weights, runtime, at least one vCPU)
     ephemeral_mb: int | None = None  # the /tmp the S3 weights need, when the build says
     timeout_s: int | None = None  # the timeout the build suggests for this kind of model
-    streaming: bool = False  # the handler streams (RESPONSE_STREAM); needs votive's runtime loop
+    streaming: bool = False  # votive's runtime loop streams answers (RESPONSE_STREAM), started by a wrapper script
     manifest_sha256: str = ""
 
     @property

@@ -80,8 +80,14 @@ def check_options(options: AwsOptions, build: LambdaBuild) -> None:
         raise DeployError(f"--arch {options.architecture}, but the build in {build.directory} is for "
                           f"{build.architecture}; rebuild with --arch {options.architecture}")
     if options.stream and not build.streaming:
-        raise DeployError(f"--stream needs a build whose handler streams; the build of {build.model} serves "
-                          f"{build.handler} buffered: deploy without --stream")
+        raise DeployError(f"--stream needs a build that streams; the build in {build.directory} answers buffered: "
+                          f"rebuild it with `votive build lambda {build.model} --stream`, or deploy without --stream")
+    if build.streaming and not options.stream:
+        raise DeployError(f"the build in {build.directory} streams (votive's runtime loop), which needs a "
+                          "RESPONSE_STREAM function URL: pass --stream, or deploy a build made without --stream")
+    if options.snapstart and build.streaming:
+        raise DeployError("--snapstart cannot go with a streaming build: votive's streaming runtime loop does not "
+                          "take part in SnapStart's snapshot and restore; choose one")
     if options.snapstart:
         _check_snapstart(options, build)
     _check_size(build)
@@ -175,8 +181,7 @@ def _check_snapstart(options: AwsOptions, build: LambdaBuild) -> None:
                           "version with provisioned concurrency; choose one")
     if build.runtime not in limits.SNAPSTART_RUNTIMES:
         raise DeployError(f"--snapstart needs one of the runtimes {', '.join(sorted(limits.SNAPSTART_RUNTIMES))}; "
-                          f"this build uses {build.runtime}: rebuild for Python 3.12 or later"
-                          + (" without streaming" if build.streaming else ""))
+                          f"this build uses {build.runtime}: rebuild for Python 3.12 or later")
     if ephemeral_mb(build) > limits.SNAPSTART_EPHEMERAL_MB:
         raise DeployError(f"--snapstart: SnapStart functions get at most {limits.SNAPSTART_EPHEMERAL_MB} MB of /tmp, "
                           f"but the S3 weights need {ephemeral_mb(build)} MB; bundle smaller (quantized) weights "

@@ -16,7 +16,8 @@ or, for weights staged in S3 and fetched at init:
 "entry" is what VOTIVE_MODEL names inside the fetched folder: the model's folder, or its single .gguf file.
 
 This runs during Lambda's init phase, once per process: the handler module is imported here, so its model loads
-in init too. Variables set on the function win over the file: VOTIVE_MODEL (a model path: no fetch at all),
+in init too, and the SnapStart hooks are registered (`votive.handlers.snapstart`: warm the model before the
+snapshot, reseed random generators after each restore; a no-op where `snapshot_restore_py` cannot be imported). Variables set on the function win over the file: VOTIVE_MODEL (a model path: no fetch at all),
 VOTIVE_MODEL_S3 (the bucket and prefix the staged files were uploaded to), and any VOTIVE_* setting.
 
 Paths in the file are Lambda's absolute paths (/opt, /tmp). They are read relative to the root of the tree that
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, MutableMapping
 
 from votive.errors import VotiveError, VotiveFault
+from votive.handlers import snapstart
 
 CONFIG_NAME = "votive_function.json"
 ENTRY_MODULE = "votive_function"
@@ -45,8 +47,14 @@ handler = function_handler(__file__)
 '''
 
 
-def function_handler(entry_file: str, environ: MutableMapping[str, str] | None = None) -> Callable[[Any, Any], Any]:
+def function_handler(entry_file: str, environ: MutableMapping[str, str] | None = None, *,
+                     snapshot_hooks=None) -> Callable[[Any, Any], Any]:
     """Read the configuration beside `entry_file`, make the model local, import and return the serving handler.
+
+    Args:
+        entry_file: the entry module's file; the configuration is read beside it.
+        environ: the process environment (default os.environ); VOTIVE_* defaults are set in it.
+        snapshot_hooks: the `snapshot_restore_py` module or a stand-in (default: imported when present).
 
     Raises:
         VotiveFault: Votive.ConfigError for a missing or malformed configuration, Votive.ModelLoadError when the
@@ -64,7 +72,9 @@ def function_handler(entry_file: str, environ: MutableMapping[str, str] | None =
         except VotiveError as err:
             raise VotiveFault(VotiveFault.MODEL_LOAD_ERROR, str(err)) from None
     module_name, _, attribute = config["handler"].rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
+    handler = getattr(importlib.import_module(module_name), attribute)
+    snapstart.register_hooks(config["handler"], handler, hooks=snapshot_hooks)
+    return handler
 
 
 def read_config(path: Path) -> dict:

@@ -33,6 +33,7 @@ from votive.packaging.entry import CONFIG_NAME, ENTRY_MODULE, ENTRY_SOURCE
 from votive.packaging.model_files import collect_model
 from votive.packaging.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.packaging.runtime_tree import build_runtime_tree
+from votive.packaging.stream_wrapper import STREAM_RUNTIME
 from votive.packaging.targets import LAMBDA_LIMITS, architecture
 from votive.packaging.tools import BuildTools
 
@@ -61,7 +62,6 @@ BASE_IMAGES: dict[str, BaseImage] = {
 }
 GPU_REQUIREMENTS = ("cupy-cuda12x",)  # cupy built for CUDA 12, matching the base image's runtime
 IMAGE_REQUIREMENTS = ("awslambdaric",)  # the entry point; AWS's own base images have it, others need it
-STREAM_RUNTIME = "votive.handlers.stream_runtime"  # votive's runtime loop: posts answers in streaming mode
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,16 @@ What a build writes into its output folder:
     votive-model-<model>.zip              layer: model/ = the model's files (when they fit Lambda's limits)
     s3/<model files>                      ... or these, to upload to S3 and fetch at init (when they do not)
     votive-function.zip                   the function: votive_function.py (handler) + votive_function.json
+                                          (+ votive-stream-runtime, the wrapper script, with --stream)
     manifest.json                         every artifact with sha256 and sizes, the target, the limits checked
 
 Lambda unpacks layers under /opt (so /opt/python is on the import path and the model is at /opt/model) and the
 function under /var/task; the function's handler is `votive_function.handler`.
+
+With `stream` (generation models), the function zip also holds a wrapper script and the manifest's settings name
+it in AWS_LAMBDA_EXEC_WRAPPER, so the managed Python runtime starts votive's streaming runtime loop instead of
+awslambdaric, and the invoke mode is RESPONSE_STREAM (see `votive.packaging.stream_wrapper`). Streaming is asked
+for, not automatic: a streaming function's URL must be in RESPONSE_STREAM mode, which clients read differently.
 
 Example:
     >>> result = build_lambda("minilm", Path("build/minilm"), LambdaTarget(arch="arm64"))    # doctest: +SKIP
@@ -33,6 +39,7 @@ from votive.packaging.entry import CONFIG_NAME, ENTRY_MODULE, ENTRY_SOURCE
 from votive.packaging.model_files import ModelFiles, collect_model
 from votive.packaging.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.packaging.runtime_tree import build_runtime_tree
+from votive.packaging.stream_wrapper import STREAMING_HANDLERS, WRAPPER_NAME, wrapper_environment, wrapper_script
 from votive.packaging.targets import LAMBDA_LIMITS, MB, architecture, lambda_runtime
 from votive.packaging.tools import BuildTools
 
@@ -57,6 +64,8 @@ class LambdaTarget:
         s3_uri: where the staged weights will be uploaded (s3://bucket/prefix/); may also be set later on the
             function as VOTIVE_MODEL_S3.
         constraints: a pip constraints file pinning dependency versions.
+        stream: run votive's streaming runtime loop through a wrapper script (RESPONSE_STREAM function URL);
+            for models whose handler streams (generation).
     """
 
     arch: str = "x86_64"
@@ -64,6 +73,7 @@ class LambdaTarget:
     weights: str = "auto"
     s3_uri: str | None = None
     constraints: Path | None = None
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,9 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         raise PackagingError(f"weights placement {target.weights!r}; choose one of {', '.join(WEIGHT_PLACEMENTS)}")
     check_destination(out, force)  # before any work: an existing output is refused at once
     model_files = collect_model(model)
+    if target.stream and model_files.kind.handler not in STREAMING_HANDLERS:
+        raise PackagingError(f"--stream: {model_files.model_id} is served by {model_files.kind.handler}, which answers "
+                             "whole (only generation streams); build without --stream")
     _raise_errors([limits.memory(limits.suggested_memory_mb(model_files.total_bytes))])
     tools.log(f"model: {model_files.model_id} ({model_files.kind.name}), {len(model_files.files)} files, "
               f"{model_files.total_bytes / MB:.1f} MB")
@@ -128,8 +141,10 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         (function_dir / f"{ENTRY_MODULE}.py").write_text(ENTRY_SOURCE)
         write_json(function_dir / CONFIG_NAME, {"handler": model_files.kind.handler, "model": model_config,
                                                 "environment": {}})
+        if target.stream:
+            (function_dir / WRAPPER_NAME).write_text(wrapper_script(runtime.python))
         compile_tree(function_dir, "/var/task", runtime.python, tools)
-        function_zip = write_zip(stage / FUNCTION_ZIP, tree_members(function_dir))
+        function_zip = write_zip(stage / FUNCTION_ZIP, tree_members(function_dir, executable=[WRAPPER_NAME]))
 
         artifacts = [_artifact(function_zip, "function", "function code (/var/task)"),
                      _artifact(runtime_zip, "runtime", "layer (/opt/python)")]
@@ -145,7 +160,7 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         checks = _check_limits(artifacts, placement, weights_bytes)
         _raise_errors(checks)
         manifest = _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement, placement_note,
-                             model_config, checks, weights_bytes)
+                             model_config, checks, weights_bytes, target.stream)
         write_json(stage / MANIFEST_NAME, manifest)
     return BuildResult(Path(out).absolute(), manifest)
 
@@ -203,7 +218,10 @@ def _check_limits(artifacts: list[dict], placement: str, weights_bytes: int) -> 
 
 
 def _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement, placement_note, model_config,
-              checks, weights_bytes) -> dict:
+              checks, weights_bytes, stream) -> dict:
+    environment = wrapper_environment() if stream else {}
+    if placement == "s3":
+        environment["VOTIVE_MODEL_S3"] = model_config.get("uri") or "s3://BUCKET/PREFIX/"
     settings = {
         "runtime": runtime.identifier,
         "architectures": [arch.name],
@@ -212,12 +230,11 @@ def _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement
         "ephemeral_storage_mb": (limits.suggested_ephemeral_mb(weights_bytes) if placement == "s3"
                                  else LAMBDA_LIMITS.ephemeral_storage_mb[0]),
         "timeout_s": model_files.kind.timeout_s,
-        # Lambda's managed Python runtime posts an answer whole; streaming needs votive's own runtime loop, which
-        # a container image can run (votive build image --stream).
-        "invoke_mode": "BUFFERED",
+        # Lambda's managed Python runtime posts an answer whole; a streaming build starts votive's own runtime loop
+        # through the wrapper script named in its environment.
+        "invoke_mode": "RESPONSE_STREAM" if stream else "BUFFERED",
         "layers": [a["name"] for a in artifacts if a["role"] != "function"],
-        "environment": {"VOTIVE_MODEL_S3": model_config.get("uri") or "s3://BUCKET/PREFIX/"} if placement == "s3"
-        else {},
+        "environment": environment,
     }
     files = model_config["files"] if placement == "s3" else [  # with sha256 when they are uploaded as they are
         {"name": n, "size": p.stat().st_size} for n, p in model_files.layout]

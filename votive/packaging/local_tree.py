@@ -5,6 +5,7 @@
     ROOT/var/lang/lib/pythonX.Y/site-packages/
                                        what Lambda's Python runtime itself brings: awslambdaric, boto3
     ROOT/var/runtime/bootstrap.py      sets Lambda's import path, then runs awslambdaric
+    ROOT/var/lang/bin/pythonX.Y        the interpreter a wrapper script is given (see below)
     ROOT/tmp/                          the function's /tmp
 
 The interpreter starts isolated and without `site` (`python -I -S`): no PYTHONPATH, no user or virtualenv
@@ -12,6 +13,12 @@ site-packages, so nothing from the build machine's environment can be imported, 
 the tree. The bootstrap puts the tree's folders on sys.path in the order the Lambda Python runtime (3.11+) uses:
 /var/task, /opt/python/lib/pythonX.Y/site-packages, /opt/python, the standard library,
 /var/lang/lib/pythonX.Y/site-packages, /var/runtime. `RuntimeApiEmulator` then plays the Lambda service.
+
+When the function's variables name a wrapper script (AWS_LAMBDA_EXEC_WRAPPER, a Lambda path such as
+/var/task/votive-stream-runtime), the tree runs it as Lambda does: the script under the tree's root, given the
+interpreter and then the bootstrap's arguments. That interpreter is var/lang/bin/pythonX.Y, a shell script running
+the real one without `site` (`-S`): what the wrapper puts on PYTHONPATH is honoured, the build machine's
+site-packages are still out of reach.
 
 The tests and `benchmarks/package_bench.py` use this to prove that a build serves requests on its own.
 
@@ -25,6 +32,8 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 from contextlib import contextmanager
 from importlib import metadata
@@ -136,9 +145,32 @@ class LambdaTree:
                 shutil.copyfile(source, target)
         return sorted(done)
 
-    def command(self, python: str, handler: str, runtime: str = "awslambdaric") -> list[str]:
-        """The command that starts the runtime client (a module run as `python -m`) on `handler` in this tree."""
-        return [python, "-I", "-S", str(self.bootstrap), runtime, handler]
+    def command(self, python: str, handler: str, runtime: str = "awslambdaric", wrapper: str | None = None) -> list[str]:
+        """The command that starts the runtime client (a module run as `python -m`) on `handler` in this tree.
+
+        Args:
+            wrapper: the Lambda path of a wrapper script (AWS_LAMBDA_EXEC_WRAPPER): it is run instead, given the
+                tree's interpreter and the bootstrap's arguments.
+        """
+        if wrapper is None:
+            return [python, "-I", "-S", str(self.bootstrap), runtime, handler]
+        script = self.root / wrapper.lstrip("/")
+        if not os.access(script, os.X_OK):
+            raise PackagingError(f"{script}: the wrapper script named by AWS_LAMBDA_EXEC_WRAPPER ({wrapper}) is "
+                                 "missing or not executable; Lambda could not start the runtime")
+        return [str(script), str(self.interpreter(python)), str(self.bootstrap), runtime, handler]
+
+    def interpreter(self, python: str) -> Path:
+        """var/lang/bin/pythonX.Y: runs `python` without `site`, as the interpreter handed to a wrapper script.
+
+        Its import path ends with the runtime's site-packages (awslambdaric, boto3), as Lambda's interpreter's does.
+        """
+        path = self.root / "var" / "lang" / "bin" / f"python{self.python_version}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        site = shlex.quote(str(self.runtime_site))
+        path.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{site} exec {shlex.quote(python)} -S "$@"\n')
+        path.chmod(0o755)
+        return path
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The process environment besides Lambda's own variables: a plain PATH, the tree's /tmp, and `extra`."""
@@ -153,13 +185,14 @@ class LambdaTree:
         Args:
             python: an interpreter of the tree's Python version.
             runtime: the runtime client module (`votive.handlers.stream_runtime` for an image built --stream).
-            env: variables to add (VOTIVE_MODEL_S3, AWS_ENDPOINT_URL_S3, ...).
+            env: variables to add (VOTIVE_MODEL_S3, AWS_ENDPOINT_URL_S3, AWS_LAMBDA_EXEC_WRAPPER, ...).
             options: passed to RuntimeApiEmulator (environments, config, init_timeout_s, ...).
         """
         from votive.infra.runtime_api import RuntimeApiEmulator
 
-        function = RuntimeApiEmulator(handler, command=self.command(python, handler, runtime), cwd=self.task,
-                                      env=self.environment(env), inherit_env=False, **options)
+        command = self.command(python, handler, runtime, (env or {}).get("AWS_LAMBDA_EXEC_WRAPPER"))
+        function = RuntimeApiEmulator(handler, command=command, cwd=self.task, env=self.environment(env),
+                                      inherit_env=False, **options)
         function.start()
         try:
             yield function
