@@ -43,8 +43,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from votive.errors import InputError, VotiveError, VotiveFault
-from votive.handlers import events
+from votive.errors import InputError, VotiveFault
+from votive.handlers import events, settings
 from votive.handlers.errors import HttpError
 
 DEFAULT_MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
@@ -65,13 +65,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         """Read and check the settings. Raises VotiveFault (Votive.ConfigError) naming the bad variable."""
-        model = environ.get("VOTIVE_MODEL", "").strip()
-        if not model:
-            raise VotiveFault(VotiveFault.CONFIG_ERROR,
-                              "VOTIVE_MODEL is not set: set it to the model to serve (a model folder, a weight "
-                              "file, hf:org/name or pkg:NAME), e.g. VOTIVE_MODEL=minilm")
-        return cls(model, _positive_int(environ, "VOTIVE_MAX_INPUTS", DEFAULT_MAX_INPUTS),
-                   _positive_int(environ, "VOTIVE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
+        model = settings.required_model(environ, "a model folder, a weight file, hf:org/name or pkg:NAME, "
+                                                 "e.g. VOTIVE_MODEL=minilm")
+        return cls(model, settings.positive_int(environ, "VOTIVE_MAX_INPUTS", DEFAULT_MAX_INPUTS),
+                   settings.positive_int(environ, "VOTIVE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
 
 
 class EmbeddingsAPI:
@@ -191,28 +188,12 @@ def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None
         VotiveFault: Votive.ConfigError for a missing or malformed setting, Votive.ModelLoadError when the model
             cannot be loaded (the message carries the cause's).
     """
-    settings = Settings.from_env(os.environ if environ is None else environ)
-    if load is None:
-        import votive
-
-        load = votive.load
-    try:
-        model = load(settings.model)
-    except Exception as e:
-        fault = VotiveFault.from_exception(VotiveFault.MODEL_LOAD_ERROR, e,
-                                           f"cannot load VOTIVE_MODEL={settings.model!r}: {e}")
-        # votive's own errors say all there is to say; anything else is a bug whose trace we keep
-        raise fault from (None if isinstance(e, VotiveError) else e)
-    return make_handler(model, max_inputs=settings.max_inputs, batch_size=settings.batch_size)
+    config = Settings.from_env(os.environ if environ is None else environ)
+    model = settings.load_model(config.model, load)
+    return make_handler(model, max_inputs=config.max_inputs, batch_size=config.batch_size)
 
 
-def __getattr__(name: str):
-    """Build `handler` from the environment on first access (during Lambda's init), then keep it."""
-    if name != "handler":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    handler = load_handler()
-    globals()["handler"] = handler
-    return handler
+__getattr__ = settings.handler_on_access(globals(), load_handler)
 
 
 # --------------------------------------------------------------------------------------------------- addenda
@@ -245,19 +226,6 @@ def _texts(value, max_inputs: int) -> list[str]:
         i = next(i for i, text in enumerate(value) if not _is_unicode(text))
         raise HttpError(400, f"input[{i}] contains an unpaired UTF-16 surrogate; texts must be valid Unicode",
                         param="input", code="invalid_text") from None
-    return value
-
-
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={raw!r} is not a positive integer (default {default})")
     return value
 
 

@@ -57,8 +57,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from votive.errors import InputError, ModelConfigError, VotiveError, VotiveFault
-from votive.handlers import events
+from votive.errors import InputError, ModelConfigError, VotiveFault
+from votive.handlers import events, settings
 from votive.handlers.errors import HttpError
 from votive.handlers.streaming import SSE_DONE, SSE_HEADERS, StreamingResponse, sse_event
 
@@ -114,13 +114,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         """Read and check the settings. Raises VotiveFault (Votive.ConfigError) naming the bad variable."""
-        model = environ.get("VOTIVE_MODEL", "").strip()
-        if not model:
-            raise VotiveFault(VotiveFault.CONFIG_ERROR,
-                              "VOTIVE_MODEL is not set: set it to the GGUF model to serve (a .gguf file, "
-                              "hf:org/name/file.gguf, or an alias), e.g. VOTIVE_MODEL=smollm2")
-        n_ctx = _env_int(environ, "VOTIVE_N_CTX")
-        return cls(model, n_ctx, _env_int(environ, "VOTIVE_MAX_TOKENS") or DEFAULT_MAX_TOKENS)
+        model = settings.required_model(environ, "a GGUF decoder: a .gguf file, hf:org/name/file.gguf or an "
+                                                 "alias, e.g. VOTIVE_MODEL=smollm2")
+        return cls(model, settings.positive_int(environ, "VOTIVE_N_CTX"),
+                   settings.positive_int(environ, "VOTIVE_MAX_TOKENS", DEFAULT_MAX_TOKENS))
 
 
 @dataclass
@@ -345,31 +342,16 @@ def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None
         VotiveFault: Votive.ConfigError for a missing or malformed setting, or a model that does not generate
             text; Votive.ModelLoadError when the model cannot be loaded (the message carries the cause's).
     """
-    settings = Settings.from_env(os.environ if environ is None else environ)
-    if load is None:
-        import votive
-
-        load = votive.load
-    try:
-        model = load(settings.model, n_ctx=settings.n_ctx)
-    except Exception as e:
-        fault = VotiveFault.from_exception(VotiveFault.MODEL_LOAD_ERROR, e,
-                                           f"cannot load VOTIVE_MODEL={settings.model!r}: {e}")
-        raise fault from (None if isinstance(e, VotiveError) else e)
+    config = Settings.from_env(os.environ if environ is None else environ)
+    model = settings.load_model(config.model, load, n_ctx=config.n_ctx)
     if getattr(model, "kind", None) != "generation":
         raise VotiveFault(VotiveFault.CONFIG_ERROR,
-                          f"VOTIVE_MODEL={settings.model!r} is not a text generation model (a GGUF decoder); "
+                          f"VOTIVE_MODEL={config.model!r} is not a text generation model (a GGUF decoder); "
                           f"serve it with votive.handlers.embeddings.handler")
-    return make_handler(model, default_max_tokens=settings.max_tokens)
+    return make_handler(model, default_max_tokens=config.max_tokens)
 
 
-def __getattr__(name: str):
-    """Build `handler` from the environment on first access (during Lambda's init), then keep it."""
-    if name != "handler":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    handler = load_handler()
-    globals()["handler"] = handler
-    return handler
+__getattr__ = settings.handler_on_access(globals(), load_handler)
 
 
 # --------------------------------------------------------------------------------------------------- addenda
@@ -504,16 +486,6 @@ def _include_usage(body: dict, stream: bool) -> bool:
 def _usage(generation) -> dict:
     prompt, completion = generation.prompt_tokens, generation.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _env_int(environ: Mapping[str, str], name: str) -> int | None:
-    """A positive integer setting, None when unset; VotiveFault (Votive.ConfigError) when malformed."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={raw!r} is not a positive integer")
-    return int(raw)
 
 
 def _json_text(value) -> str:
