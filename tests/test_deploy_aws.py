@@ -366,7 +366,7 @@ def test_function_that_fails_to_become_active_reports_lambdas_reason(deployer, c
     (AwsOptions("ok", REGION, memory_mb=200), "--memory 200 MB cannot hold minilm: its weights take"),
     (AwsOptions("ok", REGION, timeout_s=901), "--timeout 901 s is outside"),
     (AwsOptions("ok", REGION, architecture="arm64"), "--arch arm64, but the build"),
-    (AwsOptions("ok", REGION, stream=True), "--stream needs a build that streams; the build in"),
+    (AwsOptions("ok", REGION, stream=True), "--stream needs a build whose handler streams; the build in"),
     (AwsOptions("ok", REGION, snapstart=True, provisioned=2), "--snapstart and --provisioned cannot go together"),
     (AwsOptions("ok", REGION, bucket="Not_A_Bucket"), "is not an S3 bucket name"),
 ])

@@ -323,3 +323,36 @@ def test_streaming_image_streams_tokens_through_its_runtime_loop(smollm_gguf, tm
     pieces = [json.loads(e[len("data: "):])["choices"][0]["text"] for e in events[:-1]
               if json.loads(e[len("data: "):]).get("choices")]
     assert "".join(pieces).strip()
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: a real build (pip for the target, kernels, a 98 MB model layer)
+def test_streaming_zip_build_streams_chat_through_its_wrapper_script(tmp_path):
+    """A zip built --stream, unpacked into a Lambda-like tree: the runtime is started through the wrapper script the
+    manifest names in AWS_LAMBDA_EXEC_WRAPPER, as Lambda's managed Python runtime starts it, and a chat
+    completion arrives through the function URL as Server-Sent Events, chunk by chunk."""
+    from votive.infra.function_url import FunctionUrlServer
+
+    result = build_lambda("smollm2", tmp_path / "build", LambdaTarget(arch="x86_64", python=PY, stream=True))
+    settings = result.manifest["settings"]
+    assert settings["invoke_mode"] == "RESPONSE_STREAM" and result.manifest["weights"]["placement"] == "layer"
+    tree = LambdaTree(tmp_path / "lambda", PY)
+    tree.install_build(result.out)
+    with tree.emulator(sys.executable, env=settings["environment"], init_timeout_s=120) as function:
+        assert function.command[0] == str(tree.task / "votive-stream-runtime")
+        server = FunctionUrlServer(function)
+        server.start()
+        try:
+            body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 6, "temperature": 0,
+                    "stream": True}
+            request = urllib.request.Request(server.url + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                             headers={"content-type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=120) as response:
+                kind = response.headers["content-type"]
+                events = [line.decode().rstrip() for line in response if line.startswith(b"data: ")]
+        finally:
+            server.stop()
+    assert kind.startswith("text/event-stream")
+    assert events[-1] == "data: [DONE]" and len(events) >= 4, events
+    deltas = [choice["delta"].get("content", "") for e in events[:-1]
+              for choice in json.loads(e[len("data: "):]).get("choices", [])]
+    assert len([d for d in deltas if d]) >= 2 and "".join(deltas).strip(), deltas

@@ -80,8 +80,9 @@ def check_options(options: AwsOptions, build: LambdaBuild) -> None:
         raise DeployError(f"--arch {options.architecture}, but the build in {build.directory} is for "
                           f"{build.architecture}; rebuild with --arch {options.architecture}")
     if options.stream and not build.streaming:
-        raise DeployError(f"--stream needs a build that streams; the build in {build.directory} answers buffered: "
-                          f"rebuild it with `votive build lambda {build.model} --stream`, or deploy without --stream")
+        raise DeployError(f"--stream needs a build whose handler streams; the build in {build.directory} answers "
+                          f"buffered: rebuild it with `votive build lambda {build.model} --stream`, or deploy "
+                          "without --stream")
     if build.streaming and not options.stream:
         raise DeployError(f"the build in {build.directory} streams (votive's runtime loop), which needs a "
                           "RESPONSE_STREAM function URL: pass --stream, or deploy a build made without --stream")

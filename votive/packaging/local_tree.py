@@ -145,7 +145,8 @@ class LambdaTree:
                 shutil.copyfile(source, target)
         return sorted(done)
 
-    def command(self, python: str, handler: str, runtime: str = "awslambdaric", wrapper: str | None = None) -> list[str]:
+    def command(self, python: str, handler: str, runtime: str = "awslambdaric",
+                wrapper: str | None = None) -> list[str]:
         """The command that starts the runtime client (a module run as `python -m`) on `handler` in this tree.
 
         Args:
@@ -168,7 +169,8 @@ class LambdaTree:
         path = self.root / "var" / "lang" / "bin" / f"python{self.python_version}"
         path.parent.mkdir(parents=True, exist_ok=True)
         site = shlex.quote(str(self.runtime_site))
-        path.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{site} exec {shlex.quote(python)} -S "$@"\n')
+        script = f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}"{site} exec {shlex.quote(python)} -S "$@"\n'
+        path.write_text(script)
         path.chmod(0o755)
         return path
 
