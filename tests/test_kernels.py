@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -277,6 +278,39 @@ def test_configured_threads_from_environment():
     for bad in ("0", "-2", "two"):
         with pytest.raises(KernelError, match=f"VOTIVE_NUM_THREADS must be an integer >= 1, found '{bad}'"):
             kernels.configured_threads({"VOTIVE_NUM_THREADS": bad})
+
+
+def test_spin_window_setting_and_idle_workers_sleep(lib, rng):
+    x = rng.normal(0, 3, (640, 1536)).astype(np.float32)  # split over the pool
+    want = gelu_ref(x.copy())
+    try:
+        lib.set_num_threads(2)
+        for us in (0, 5000, None):
+            lib.set_spin_us(us)
+            assert lib.spin_us == (1000 if us is None else us)
+            for _ in range(3):  # workers asleep (0) or spinning (5000) when the next job comes: same answer
+                np.testing.assert_allclose(lib.gelu(x.copy()), want, rtol=0, atol=1e-6)
+                time.sleep(0.002)
+        # after the spin window the workers sleep: an idle process uses no CPU
+        lib.gelu(x.copy())
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(0.3)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        assert cpu < 0.05 * wall, f"{cpu:.3f} s of CPU in {wall:.3f} s idle: workers did not go to sleep"
+    finally:
+        lib.set_spin_us(None)
+        lib.set_num_threads(None)
+    for bad in (-1, 100_001, 2.5, True):
+        with pytest.raises(KernelError, match="set_spin_us: expected an integer from 0 to 100000"):
+            lib.set_spin_us(bad)
+
+
+def test_configured_spin_from_environment():
+    assert kernels.configured_spin_us({"VOTIVE_SPIN_US": "250"}) == 250
+    assert kernels.configured_spin_us({}) is None
+    for bad in ("-1", "100001", "1ms"):
+        with pytest.raises(KernelError, match=f"VOTIVE_SPIN_US must be an integer from 0 to 100000 .*'{bad}'"):
+            kernels.configured_spin_us({"VOTIVE_SPIN_US": bad})
 
 
 # -------------------------------------------------------------------------------------------------- errors

@@ -24,7 +24,8 @@ binds them once: `KernelLibrary.matrix` (one weight) and `KernelLibrary.group` (
 as q, k and v: one call, the input quantized once).
 
 Threads: kernels split rows over a persistent pool (csrc/threadpool.c) of `available_cpus()` threads, or
-$VOTIVE_NUM_THREADS, or what `set_num_threads` says; small inputs stay on the calling thread.
+$VOTIVE_NUM_THREADS, or what `set_num_threads` says; small inputs stay on the calling thread. Idle workers spin
+for $VOTIVE_SPIN_US (or `KernelLibrary.set_spin_us`; default 1000) microseconds, then sleep.
 
     >>> import numpy as np
     >>> from votive.runtime import kernels
@@ -50,6 +51,7 @@ from votive.runtime.kernels_ref import softmax_ref
 
 __all__ = [
     "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup", "load", "get", "available", "supports", "configured_threads",
+    "configured_spin_us",
     "set_num_threads", "num_threads", "gelu", "layer_norm", "softmax", "qmatmul", "get_rows", "gelu_ref",
     "layer_norm_ref", "softmax_ref", "normal_tail_ref", "qmatmul_ref", "get_rows_ref",
 ]
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
 ABI_VERSION = 2  # VT_ABI_VERSION in csrc/votive.h
 THREADS_ENV = "VOTIVE_NUM_THREADS"
+SPIN_ENV = "VOTIVE_SPIN_US"
+MAX_SPIN_US = 100_000  # the cap in csrc/threadpool.c
 
 _VT_OK = 0  # VT_OK; the C side returns a negative code for arguments the checks here should have caught
 _VT_ERANGE = -4  # VT_ERANGE: vt_get_rows found an id outside the matrix
@@ -85,6 +89,8 @@ class KernelLibrary:
             "vt_set_isa": ([ctypes.c_char_p], c_int),
             "vt_set_num_threads": ([c_int], None),
             "vt_num_threads": ([], c_int),
+            "vt_set_spin_us": ([i64], None),
+            "vt_spin_us": ([], i64),
             "vt_gelu": ([ptr, ptr, i64, i64], c_int),
             "vt_layer_norm": ([ptr, ptr, ptr, ptr, ptr, i64, i64, f32], c_int),
             "vt_softmax": ([ptr, ptr, i64, i64, f32, i64, i64], c_int),
@@ -144,6 +150,29 @@ class KernelLibrary:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise KernelError(f"set_num_threads: expected an integer >= 1, found {n!r}")
         self._lib.vt_set_num_threads(int(n))
+
+    @property
+    def spin_us(self) -> int:
+        return self._lib.vt_spin_us()
+
+    def set_spin_us(self, us: int | None) -> None:
+        """How long an idle worker thread spins for the next kernel before it sleeps, in microseconds.
+
+        Args:
+            us: 0 to 100000; None: $VOTIVE_SPIN_US or the default, 1000 (a decode step's products, with
+                Python between them, then find the workers awake). 0 suits processes sharing their cores.
+
+        Raises:
+            KernelError: us is not an integer in 0..100000.
+        """
+        if us is None:
+            us = configured_spin_us()
+            if us is None:
+                self._lib.vt_set_spin_us(-1)  # the C default
+                return
+        if isinstance(us, bool) or not isinstance(us, (int, np.integer)) or not 0 <= us <= MAX_SPIN_US:
+            raise KernelError(f"set_spin_us: expected an integer from 0 to {MAX_SPIN_US}, found {us!r}")
+        self._lib.vt_set_spin_us(int(us))
 
     @property
     def quant_isa(self) -> str:
@@ -480,7 +509,8 @@ def load(path: str | Path | None = None) -> KernelLibrary | None:
     one warning per path saying why and that the numpy path runs instead.
 
     Raises:
-        KernelError: $VOTIVE_NUM_THREADS is set but not an integer >= 1.
+        KernelError: $VOTIVE_NUM_THREADS is set but not an integer >= 1, or $VOTIVE_SPIN_US not one in
+            0..100000.
     """
     import ctypes
 
@@ -494,6 +524,7 @@ def load(path: str | Path | None = None) -> KernelLibrary | None:
         _warn_once(path, f"{path} has ABI version {lib.abi_version}, this votive needs {ABI_VERSION} (a stale build)")
         return None
     lib.set_num_threads(configured_threads())
+    lib.set_spin_us(configured_spin_us())
     return lib
 
 
@@ -529,6 +560,20 @@ def configured_threads(environ=os.environ) -> int:
     if n < 1:
         raise KernelError(f"{THREADS_ENV} must be an integer >= 1, found {value!r}")
     return n
+
+
+def configured_spin_us(environ=os.environ) -> int | None:
+    """$VOTIVE_SPIN_US (microseconds a worker spins before it sleeps) when set, else None (the C default)."""
+    value = environ.get(SPIN_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        us = int(value)
+    except ValueError:
+        us = -1
+    if not 0 <= us <= MAX_SPIN_US:
+        raise KernelError(f"{SPIN_ENV} must be an integer from 0 to {MAX_SPIN_US} (microseconds), found {value!r}")
+    return us
 
 
 def set_num_threads(n: int | None) -> None:

@@ -103,6 +103,10 @@ VT_API void vt_set_num_threads(int n) { vt_pool_set_threads(n); }
 
 VT_API int vt_num_threads(void) { return vt_pool_threads(); }
 
+VT_API void vt_set_spin_us(int64_t us) { vt_pool_set_spin_us(us); }
+
+VT_API int64_t vt_spin_us(void) { return vt_pool_spin_us(); }
+
 /* ---- kernels ----------------------------------------------------------------------------------------- */
 
 /* The smallest chunk worth handing to another thread, about 4 microseconds of work on one AVX2 core;

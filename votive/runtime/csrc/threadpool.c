@@ -2,9 +2,11 @@
  *
  * Kernels for decoding are called hundreds of times per token, so handing out a job must cost about a
  * microsecond, not a thread start or a futex round trip. The dispatching thread publishes a job by bumping
- * one atomic word; workers that finished recently are still spinning on that word and start at once. A
- * worker idle for SPIN_NS sleeps on a condition variable, so an idle process burns no CPU (and BLAS, which
- * runs between our kernels, gets the cores back). The caller works too, taking chunks from the same atomic
+ * one atomic word; workers that finished recently are still spinning on that word (with a pause instruction)
+ * and start at once. A worker idle for the spin window (vt_set_spin_us, 1 ms by default: longer than the Python
+ * between a decode step's products, so they do not pay a wake-up each) sleeps on a condition variable, so an
+ * idle process burns no CPU (and BLAS, which runs between our kernels, gets the cores back). A spinning
+ * worker that finds it was descheduled (another process wants the core) sleeps at once. The caller works too, taking chunks from the same atomic
  * counter as the workers, and waits only for chunks, never for a worker to wake up: on a busy or virtual
  * machine a sleeping thread can take hundreds of microseconds to get a core. A worker that arrives after
  * the last chunk was taken finds the job closed and goes back to waiting without touching it.
@@ -21,8 +23,15 @@
 #include "vt_internal.h"
 
 /* Spinning longer wastes a core that BLAS or another process could use; shorter makes back-to-back
- * kernels (a decoder's matmuls) pay a wake-up of tens of microseconds. */
-#define SPIN_NS 100000
+ * kernels (a decoder's matmuls, with Python between them) pay a wake-up of tens of microseconds. */
+#define DEFAULT_SPIN_NS 1000000
+#define MAX_SPIN_NS 100000000
+/* A gap this long between two looks at the clock of a spinning worker (a few microseconds apart when it
+ * runs) means it was descheduled: the machine has more runnable threads than cores, and spinning on takes a
+ * core from one of them. */
+#define PREEMPTED_NS 200000
+/* The dispatching thread waiting on a worker that holds a chunk lets others have its core after this long. */
+#define YIELD_NS 10000
 /* Chunks per thread: more balance the load when a thread is descheduled or wakes late (it can hold the
  * caller up by at most one chunk), fewer cost fewer atomics. */
 #define CHUNKS_PER_THREAD 8
@@ -69,6 +78,7 @@ static struct pool *pool;
 static int wanted_threads; /* 0: the CPUs this process may run on */
 static int pool_failed;    /* no worker could be started: stay serial until the thread count changes */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static _Atomic int64_t spin_ns = DEFAULT_SPIN_NS; /* how long an idle worker spins before it sleeps */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -111,14 +121,19 @@ static void run_chunks(struct pool *p) {
 
 /* Wait until the job word differs from `seen`: spin first, then sleep. */
 static uint64_t wait_for_job(struct pool *p, uint64_t seen) {
-    int64_t start = now_ns();
+    const int64_t start = now_ns(), window = atomic_load_explicit(&spin_ns, memory_order_relaxed);
+    int64_t last = start;
     for (unsigned spins = 1;; spins++) {
         uint64_t job = atomic_load_explicit(&p->job, memory_order_acquire);
         if (job != seen)
             return job;
         cpu_relax();
-        if ((spins & 255) == 0 && now_ns() - start > SPIN_NS)
-            break;
+        if ((spins & 255) == 0) {
+            int64_t now = now_ns();
+            if (now - start > window || now - last > PREEMPTED_NS)
+                break;
+            last = now;
+        }
     }
     /* The dispatcher stores `job` then reads `sleepers`; we add to `sleepers` then read `job` (all
      * sequentially consistent), so either it sees us and broadcasts under the mutex, or we see its job. */
@@ -262,7 +277,7 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
         if ((spins & 255) == 0) { /* a worker descheduled in the middle of a chunk: let it have this core */
             if (start == 0)
                 start = now_ns();
-            else if (now_ns() - start > SPIN_NS / 10)
+            else if (now_ns() - start > YIELD_NS)
                 sched_yield();
         }
     }
@@ -282,6 +297,13 @@ void vt_pool_set_threads(int n) {
     }
     pthread_mutex_unlock(&dispatch_mu);
 }
+
+void vt_pool_set_spin_us(int64_t us) {
+    int64_t ns = us < 0 ? DEFAULT_SPIN_NS : us > MAX_SPIN_NS / 1000 ? MAX_SPIN_NS : us * 1000;
+    atomic_store_explicit(&spin_ns, ns, memory_order_relaxed);
+}
+
+int64_t vt_pool_spin_us(void) { return atomic_load_explicit(&spin_ns, memory_order_relaxed) / 1000; }
 
 int vt_pool_threads(void) {
     pthread_mutex_lock(&dispatch_mu);

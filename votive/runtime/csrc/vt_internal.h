@@ -19,6 +19,9 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx);
 
 void vt_pool_set_threads(int n);
 int vt_pool_threads(void);
+/* How long an idle worker spins before it sleeps, in microseconds (vt_set_spin_us). */
+void vt_pool_set_spin_us(int64_t us);
+int64_t vt_pool_spin_us(void);
 
 /* ---- per-ISA kernel tables ------------------------------------------------------------------------ */
 
