@@ -25,7 +25,7 @@ as q, k and v: one call, the input quantized once).
 
 Threads: kernels split rows over a persistent pool (csrc/threadpool.c) of `available_cpus()` threads, or
 $VOTIVE_NUM_THREADS, or what `set_num_threads` says; small inputs stay on the calling thread. Idle workers spin
-for $VOTIVE_SPIN_US (or `KernelLibrary.set_spin_us`; default 1000) microseconds, then sleep.
+for $VOTIVE_SPIN_US (or `KernelLibrary.set_spin_us`; default 100) microseconds, then sleep.
 
     >>> import numpy as np
     >>> from votive.runtime import kernels
@@ -159,8 +159,8 @@ class KernelLibrary:
         """How long an idle worker thread spins for the next kernel before it sleeps, in microseconds.
 
         Args:
-            us: 0 to 100000; None: $VOTIVE_SPIN_US or the default, 1000 (a decode step's products, with
-                Python between them, then find the workers awake). 0 suits processes sharing their cores.
+            us: 0 to 100000; None: $VOTIVE_SPIN_US or the default, 100. Longer keeps workers awake across
+                longer gaps between kernels but holds a core that numpy or BLAS between them may need.
 
         Raises:
             KernelError: us is not an integer in 0..100000.

@@ -68,9 +68,9 @@ VT_API void vt_set_num_threads(int n);
 VT_API int vt_num_threads(void);
 
 /* How long (microseconds, capped at 100000) an idle worker spins, with a pause instruction, waiting for the next
- * kernel before it sleeps; us < 0 restores the default, 1000. Longer saves back-to-back kernels (a decode
- * step's products, Python between them) a wake-up of tens of microseconds; 0 has workers sleep as soon as a job
- * ends, for processes that share their cores. A worker that was descheduled while spinning sleeps at once. */
+ * kernel before it sleeps; us < 0 restores the default, 100. Longer saves back-to-back kernels a wake-up of
+ * tens of microseconds but holds a core that other work of the process (numpy, BLAS) may need; 0 has workers
+ * sleep as soon as a job ends. A worker that was descheduled while spinning sleeps at once. */
 VT_API void vt_set_spin_us(int64_t us);
 VT_API int64_t vt_spin_us(void);
 
