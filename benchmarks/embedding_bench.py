@@ -474,14 +474,18 @@ def main() -> int:
         return 1
     results["meta"]["loadavg_end"] = os.getloadavg()
     results["summary"] = summary_rows(results)
-    table = markdown(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    args.out.with_suffix(".md").write_text(table)
+    write_results(args.out, results, markdown(results))
+    return 0
+
+
+def write_results(out: Path, results: dict, table: str) -> None:
+    """The raw results as JSON, the table beside it as markdown, and the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(table)
     print()
     print(table)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
-    return 0
+    print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

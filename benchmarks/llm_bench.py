@@ -53,6 +53,7 @@ from embedding_bench import (
     ratio,
     run_worker,
     versions,
+    write_results,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -407,13 +408,7 @@ def main() -> int:
     results["bandwidth"]["end"] = measure_bandwidth()
     results["meta"]["loadavg_end"] = os.getloadavg()
     results["summary"] = summary_rows(results)
-    table = markdown(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    args.out.with_suffix(".md").write_text(table)
-    print()
-    print(table)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_results(args.out, results, markdown(results))
     return 0
 
 
