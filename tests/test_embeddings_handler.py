@@ -15,7 +15,7 @@ import pytest
 
 from votive.errors import InputError, ModelSourceError, VotiveFault
 from votive.handlers import embeddings
-from votive.handlers.embeddings import EmbeddingsAPI, Settings, load_handler, make_handler
+from votive.handlers.embeddings import Settings, load_handler, make_handler
 from votive.handlers.events import LAMBDA_PAYLOAD_LIMIT
 
 

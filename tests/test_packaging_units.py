@@ -156,7 +156,7 @@ class FakeToolchain:
             (site / name / "__init__.py").write_text("")
             (site / name / "tests" / "test_x.py").write_text("")
             (site / name / "__init__.pyi").write_text("")
-            (site / name / f"_core.cpython-311-x86_64-linux-gnu.so").write_bytes(elf(8192))
+            (site / name / "_core.cpython-311-x86_64-linux-gnu.so").write_bytes(elf(8192))
             info = site / f"{name}-{version}.dist-info"
             info.mkdir(exist_ok=True)
             lines = [f"Name: {name}", f"Version: {version}"] + [f"Requires-Dist: {r}" for r in requires]

@@ -43,7 +43,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from votive.errors import InputError, VotiveFault
+from votive.errors import InputError
 from votive.handlers import events, settings
 from votive.handlers.errors import HttpError
 

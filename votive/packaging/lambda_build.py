@@ -32,7 +32,7 @@ from pathlib import Path
 import votive
 from votive.errors import PackagingError
 from votive.packaging import limits
-from votive.packaging.archive import ArchiveInfo, Member, sha256_file, tree_members, tree_size, write_zip
+from votive.packaging.archive import ArchiveInfo, Member, sha256_file, tree_members, write_zip
 from votive.packaging.bytecode import compile_tree
 from votive.packaging.dependencies import DependencyTarget
 from votive.packaging.entry import CONFIG_NAME, ENTRY_MODULE, ENTRY_SOURCE
