@@ -32,10 +32,6 @@ def empty(shape, dtype=np.float32):
     return np.empty(shape, dtype=dtype)
 
 
-def zeros(shape, dtype=np.float32):
-    return np.zeros(shape, dtype=dtype)
-
-
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, with weight stored (out_features, in_features) as PyTorch's nn.Linear keeps it.
 
@@ -171,12 +167,14 @@ def causal_attention(q, k, v, q_start: int, k_start: int = 0, window: int | None
     group = H // Hkv
     qg = q.reshape(n, Hkv, group, Dh).transpose(1, 2, 0, 3).reshape(Hkv, group * n, Dh)  # (Hkv, g*n, Dh)
     scores = qg @ k.transpose(0, 2, 1)  # (Hkv, g*n, L)
-    qpos = q_start + np.arange(n)  # (n,)
-    kpos = k_start + np.arange(L)  # (L,)
-    masked = kpos[None, :] > qpos[:, None]  # (n, L): keys in the future
-    if window is not None:
-        masked |= kpos[None, :] <= qpos[:, None] - window  # keys that slid out of the window
-    if n > 1 or masked.any():  # one query over exactly its visible keys (decoding) needs no mask
+    # One decoding query sees every cached key (the newest is its own) unless they outrun its window: then, and
+    # for several queries at once, build the mask; a decode step pays nothing for it.
+    if n > 1 or (window is not None and L > window):
+        qpos = q_start + np.arange(n)  # (n,)
+        kpos = k_start + np.arange(L)  # (L,)
+        masked = kpos[None, :] > qpos[:, None]  # (n, L): keys in the future
+        if window is not None:
+            masked |= kpos[None, :] <= qpos[:, None] - window  # keys that slid out of the window
         scores = scores.reshape(Hkv, group, n, L)
         scores[:, :, masked] = -np.inf
         scores = scores.reshape(Hkv, group * n, L)
