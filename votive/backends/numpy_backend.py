@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from votive.runtime import kernels
+from votive.runtime import kernels, qlinear
 
 name = "numpy"
 float32 = np.float32
@@ -46,6 +46,12 @@ def linear(x, weight, bias=None):
 
 def matmul(a, b):
     return a @ b
+
+
+def make_linear(gguf, name: str):
+    """The linear layer for tensor `name` of an open GGUF file: a float weight, or GGML blocks read in place by
+    the C kernels (`votive.runtime.qlinear`)."""
+    return qlinear.make_linear(gguf, name)
 
 
 def embedding(table, ids):

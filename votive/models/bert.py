@@ -297,7 +297,7 @@ class SentenceEncoder:
         ops = self.ops
         out = ops.empty((len(texts), self.dim), ops.float32)
         if not texts:
-            return out, 0
+            return ops.to_numpy(out), 0
         encodings = self._encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         n_tokens = 0
@@ -310,7 +310,7 @@ class SentenceEncoder:
             ids, mask = ops.asarray(ids, ops.int64), ops.asarray(mask, ops.int64)  # (b, T) each
             hidden = self.model.forward(ids, mask)  # (b, T, D)
             out[ops.asarray(idx, ops.int64)] = self.pooling(ops, hidden, mask)  # (b, dim)
-        return out, n_tokens
+        return ops.to_numpy(out), n_tokens  # host memory on every backend
 
     def embed(self, texts, batch_size: int = 32):
         """Like sentence-transformers' `encode`: a list of n texts -> (n, dim) float32; one str -> (dim,)."""

@@ -107,12 +107,12 @@ class Gemma3Model(LlamaModel):
             h = ops.gelu_tanh(gate) * up  # GeGLU
             x = x + ops.rms_norm(w["w_down"](h), w["post_ffn_norm"], cfg.norm_eps)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim)
-        return self.w["tok_embed"](x)[0]  # (vocab,): tied output
+        return ops.to_numpy(self.w["tok_embed"](x)[0])  # (vocab,): tied output, on the host for the sampler
 
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "Gemma3Model":
         cfg = Config.from_gguf(f)
-        weights, layers = bind_weights(f, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
+        weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
         weights["output"] = None
         model = cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
         model.rope_local = ops.rope_table(cfg.rope_base_local, cfg.head_dim, model.n_ctx)  # sliding-window layers

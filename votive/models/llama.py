@@ -16,7 +16,7 @@ import numpy as np
 
 from votive.errors import ModelConfigError
 from votive.models.generation import TextGenerator
-from votive.runtime.qlinear import FusedLinears, make_linear
+from votive.runtime.qlinear import FusedLinears
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -73,9 +73,10 @@ LAYER_WEIGHTS = {
 }
 
 
-def bind_weights(f, table: dict, n_layers: int, layer_table: dict, optional=()):
+def bind_weights(f, ops, table: dict, n_layers: int, layer_table: dict, optional=()):
     """Look every name of `table` / `layer_table` up in GGUF file `f`: 1-D tensors (norm weights) as float32
-    arrays, matrices as linears. A name the file lacks fails loudly, naming it; so does a tensor no table claims."""
+    arrays, matrices as linears, both made by the backend `ops` (on its device). A name the file lacks fails
+    loudly, naming it; so does a tensor no table claims."""
     used = set()
 
     def one(ours, theirs):
@@ -85,8 +86,8 @@ def bind_weights(f, table: dict, n_layers: int, layer_table: dict, optional=()):
             raise ModelConfigError(f"{f.path}: missing tensor {theirs!r}")
         used.add(theirs)
         if len(f.tensors[theirs].shape) == 1:
-            return np.asarray(f[theirs], np.float32)
-        return make_linear(f, theirs)
+            return ops.asarray(f[theirs], ops.float32)
+        return ops.make_linear(f, theirs)
 
     top = {ours: one(ours, theirs) for ours, theirs in table.items()}
     layers = [{ours: one(ours, t.format(i=i)) for ours, t in layer_table.items()} for i in range(n_layers)]
@@ -167,10 +168,10 @@ class LlamaModel(TextGenerator):
             h = ops.silu(gate) * up  # SwiGLU
             x = x + w["w_down"](h)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim): only the last position is sampled
-        return self.output(x)[0]  # (vocab,)
+        return ops.to_numpy(self.output(x)[0])  # (vocab,), on the host for the sampler
 
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "LlamaModel":
         cfg = Config.from_gguf(f, "llama")
-        weights, layers = bind_weights(f, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
+        weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
