@@ -31,7 +31,7 @@ from votive.errors import KernelError
 from votive.runtime import kernel_build, kernels
 from votive.runtime.gguf import GGUFFile
 from votive.runtime.kernels_ref import get_rows_ref, qmatmul_ref
-from votive.runtime.quants import FORMATS, VEC_DOT_TYPE, dequantize, quantize, quantize_q8
+from votive.runtime.quants import FORMATS, VEC_DOT_TYPE, dequantize, quantize_activations, quantize_q8
 
 QUANT_TYPES = sorted(VEC_DOT_TYPE)  # 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 10..14 Q2_K..Q6_K
 NAMES = {t: FORMATS[t].name for t in FORMATS}
@@ -161,7 +161,7 @@ def test_activation_quantization_is_ggml_bit_for_bit(lib, variant, rng, act_type
     x[4, :block] = np.arange(block) % 64 - 31.5  # ties at scale 1 once the max is +-127
     x[4, 0] = 127.0 if act_type != 15 else -127.0
     x[5] *= 1e4
-    np.testing.assert_array_equal(lib.quantize_rows(x, act_type), quantize(x, act_type))
+    np.testing.assert_array_equal(lib.quantize_rows(x, act_type), quantize_activations(x, act_type))
 
 
 # --------------------------------------------------------------------------------------- products

@@ -103,11 +103,13 @@ def concatenate(arrays, axis: int = 0):
 # ----------------------------------------------------------------------------------------- decoder ops
 def rms_norm(x, weight, eps: float):
     """x / sqrt(mean(x^2) + eps) * weight over the last axis (LLaMA's RMSNorm; GGUF Gemma weights already hold
-    Gemma's 1 + w, added by the converter)."""
-    ms = np.einsum("...i,...i->...", x, x)[..., None]  # (..., 1)
-    ms /= x.shape[-1]
-    ms += eps
-    return x * (1.0 / np.sqrt(ms)) * weight
+    Gemma's 1 + w, added by the converter), in ggml's arithmetic (the mean summed in double). A new array."""
+    return kernels.rms_norm(x, weight, eps)
+
+
+def swiglu(gate, up):
+    """silu(gate) * up (SwiGLU) with ggml's exp, into gate where the C kernel takes it."""
+    return kernels.swiglu(np.ascontiguousarray(gate), up)
 
 
 def silu(x):
@@ -137,53 +139,33 @@ def gelu_tanh(x):
 
 
 def rope_table(base: float, head_dim: int, n_positions: int):
-    """cos and sin (n_positions, head_dim/2) float32 of angle pos * base^(-2i/head_dim): computed once per model."""
-    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (d/2,)
-    angles = np.arange(n_positions, dtype=np.float64)[:, None] * inv_freq  # (n, d/2)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    """RoPE's (n_positions, head_dim) table, cos and sin interleaved, angles as ggml steps them: once per model."""
+    return kernels.rope_cache(base, head_dim, n_positions)
 
 
-def rope(x, cos, sin, neox: bool):
-    """Rotary position embedding of x (n, heads, head_dim), with cos/sin rows (n, head_dim/2) for its positions.
+def rope(x, table, neox: bool):
+    """Rotary position embedding of x (n, heads, head_dim) by its positions' rows of `rope_table` (n, head_dim).
 
     ggml's two layouts: "normal" (LLaMA in GGUF, whose converter permuted Q/K so adjacent elements pair up)
-    rotates (x[2i], x[2i+1]); "neox" (Gemma) rotates (x[i], x[i + head_dim/2]). Returns a new array.
+    rotates (x[2i], x[2i+1]); "neox" (Gemma) rotates (x[i], x[i + head_dim/2]). In place where C takes x.
     """
-    half = x.shape[-1] // 2
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (n, 1, d/2): broadcast over heads
-    out = np.empty_like(x)
-    if neox:
-        (x0, x1), (r0, r1) = (x[..., :half], x[..., half:]), (out[..., :half], out[..., half:])
-    else:
-        (x0, x1), (r0, r1) = (x[..., 0::2], x[..., 1::2]), (out[..., 0::2], out[..., 1::2])
-    np.subtract(x0 * cos, x1 * sin, out=r0)
-    np.add(x0 * sin, x1 * cos, out=r1)
-    return out
+    return kernels.rope(np.ascontiguousarray(x, np.float32), table, neox)
 
 
-def causal_attention(q, k, v, q_start: int, k_start: int = 0, window: int | None = None):
-    """Grouped-query causal attention of n new queries over cached keys and values.
+def kv_cache(n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
+    """Keys (L, Hkv, ctx, Dh) and transposed values (L, Hkv, Dh, ctx) in float16, as llama.cpp keeps them.
 
-    q: (n, H, Dh) already scaled, for positions q_start .. q_start+n-1; k, v: (Hkv, L, Dh) for positions
-    k_start .. k_start+L-1 (the new ones included). A query sees keys at positions <= its own and, with a sliding
-    `window`, > its own - window. Returns (n, H, Dh).
+    np.empty reserves address space only: pages are touched as positions fill, so a short chat costs little."""
+    return (np.empty((n_layers, n_kv_heads, n_ctx, head_dim), np.float16),
+            np.empty((n_layers, n_kv_heads, head_dim, n_ctx), np.float16))
+
+
+def causal_attention(q, k, v, q_start: int, scale: float, window: int | None = None):
+    """Grouped-query causal attention of n new queries over one layer's float16 cache (`kv_cache`).
+
+    q: (n, H, Dh) float32 for positions q_start .. q_start+n-1, whose keys and values are already stored; k:
+    (Hkv, ctx, Dh), v: (Hkv, Dh, ctx). A query sees keys at positions <= its own and, with a sliding `window`,
+    > its own - window. Scores are q.k * scale. In llama.cpp's arithmetic: queries and probabilities rounded to
+    half, products summed in ggml's order (votive/runtime/csrc/decoder_kernels.c). Returns (n, H, Dh).
     """
-    n, H, Dh = q.shape
-    Hkv, L, _ = k.shape
-    group = H // Hkv
-    qg = q.reshape(n, Hkv, group, Dh).transpose(1, 2, 0, 3).reshape(Hkv, group * n, Dh)  # (Hkv, g*n, Dh)
-    scores = qg @ k.transpose(0, 2, 1)  # (Hkv, g*n, L)
-    # One decoding query sees every cached key (the newest is its own) unless they outrun its window: then, and
-    # for several queries at once, build the mask; a decode step pays nothing for it.
-    if n > 1 or (window is not None and L > window):
-        qpos = q_start + np.arange(n)  # (n,)
-        kpos = k_start + np.arange(L)  # (L,)
-        masked = kpos[None, :] > qpos[:, None]  # (n, L): keys in the future
-        if window is not None:
-            masked |= kpos[None, :] <= qpos[:, None] - window  # keys that slid out of the window
-        scores = scores.reshape(Hkv, group, n, L)
-        scores[:, :, masked] = -np.inf
-        scores = scores.reshape(Hkv, group * n, L)
-    probs = softmax(scores, axis=-1)
-    out = probs @ v  # (Hkv, g*n, Dh)
-    return out.reshape(Hkv, group, n, Dh).transpose(2, 0, 1, 3).reshape(n, H, Dh)
+    return kernels.attention_f16(q, k, v, q_start, scale, window)

@@ -80,18 +80,16 @@ class Gemma3Model(LlamaModel):
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
         is_global = cfg.is_global(i)
-        cos, sin = (t[start : start + n] for t in (self.rope if is_global else self.rope_local))  # (n, Dh/2)
+        angles = (self.rope if is_global else self.rope_local)[start : start + n]  # (n, Dh)
         q, k, v = w["qkv"](x)
         q = q.reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
         k = k.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        v = v.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), cos, sin, True)
-        q *= cfg.attn_scale
-        k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), cos, sin, True)
-        keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh)
+        q = ops.rope(ops.rms_norm(q, w["q_norm"], cfg.norm_eps), angles, True)
+        q *= cfg.attn_scale  # llama.cpp scales q here and the scores by 1
+        k = ops.rope(ops.rms_norm(k, w["k_norm"], cfg.norm_eps), angles, True)
+        keys, values = cache.store(i, start, k, v.reshape(n, cfg.n_kv_heads, cfg.head_dim))
         window = None if is_global else cfg.sliding_window
-        k_start = 0 if window is None else max(0, start - window + 1)  # older keys are invisible to every query
-        out = ops.causal_attention(q, keys[:, k_start:], values[:, k_start:], start, k_start, window)  # (n, H, Dh)
+        out = ops.causal_attention(q, keys, values, start, 1.0, window)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
 
     def forward(self, ids, cache, start: int):

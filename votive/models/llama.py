@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from votive.errors import ModelConfigError
 from votive.models.generation import TextGenerator
 from votive.runtime.qlinear import FusedLinears
@@ -99,20 +97,18 @@ def bind_weights(f, ops, table: dict, n_layers: int, layer_table: dict, optional
 
 # ------------------------------------------------------------------------------------------------- KV cache
 class KVCache:
-    """Keys and values of every layer for one sequence, preallocated for n_ctx positions.
+    """Keys and values of every layer for one sequence, preallocated for n_ctx positions by the backend
+    (`ops.kv_cache`: float16, values transposed, as llama.cpp keeps them)."""
 
-    np.empty reserves address space only: pages are touched as positions fill, so a short chat costs little."""
-
-    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
-        self.k = np.empty((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, Hkv, ctx, Dh)
-        self.v = np.empty((n_layers, n_kv_heads, n_ctx, head_dim), np.float32)  # (L, Hkv, ctx, Dh)
+    def __init__(self, ops, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
+        self.k, self.v = ops.kv_cache(n_layers, n_kv_heads, n_ctx, head_dim)  # (L, Hkv, ctx, Dh), (L, Hkv, Dh, ctx)
 
     def store(self, layer: int, start: int, k, v):
-        """k, v: (n, Hkv, Dh) for positions start..start+n-1 -> views (Hkv, start+n, Dh) of everything so far."""
+        """k, v: (n, Hkv, Dh) for positions start..start+n-1 -> this layer's whole cache (keys, values)."""
         end = start + k.shape[0]
         self.k[layer, :, start:end] = k.transpose(1, 0, 2)
-        self.v[layer, :, start:end] = v.transpose(1, 0, 2)
-        return self.k[layer, :, :end], self.v[layer, :, :end]
+        self.v[layer, :, :, start:end] = v.transpose(1, 2, 0)
+        return self.k[layer], self.v[layer]
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -135,25 +131,21 @@ class LlamaModel(TextGenerator):
         self.eos_ids = tokenizer.eos_ids
         self.backend = ops.name
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
-        self.rope = ops.rope_table(cfg.rope_base, cfg.head_dim, n_ctx)  # (cos, sin), each (n_ctx, head_dim/2)
+        self.rope = ops.rope_table(cfg.rope_base, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
+        return KVCache(self.ops, self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
 
     def attention(self, i: int, x, cache: KVCache, start: int):
         """x: (n, dim) normed -> (n, dim) attention output, filling layer i of the cache."""
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
-        cos, sin = (t[start : start + n] for t in self.rope)  # (n, Dh/2) each
+        angles = self.rope[start : start + n]  # (n, Dh)
         q, k, v = w["qkv"](x)
-        q = q.reshape(n, cfg.n_heads, cfg.head_dim)  # (n, H, Dh)
-        k = k.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        v = v.reshape(n, cfg.n_kv_heads, cfg.head_dim)  # (n, Hkv, Dh)
-        q = ops.rope(q, cos, sin, self.rope_neox)
-        q *= self.scale
-        k = ops.rope(k, cos, sin, self.rope_neox)
-        keys, values = cache.store(i, start, k, v)  # (Hkv, start+n, Dh) each
-        out = ops.causal_attention(q, keys, values, start)  # (n, H, Dh)
+        q = ops.rope(q.reshape(n, cfg.n_heads, cfg.head_dim), angles, self.rope_neox)  # (n, H, Dh)
+        k = ops.rope(k.reshape(n, cfg.n_kv_heads, cfg.head_dim), angles, self.rope_neox)  # (n, Hkv, Dh)
+        keys, values = cache.store(i, start, k, v.reshape(n, cfg.n_kv_heads, cfg.head_dim))
+        out = ops.causal_attention(q, keys, values, start, self.scale)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
 
     def forward(self, ids, cache: KVCache, start: int):
@@ -165,7 +157,7 @@ class LlamaModel(TextGenerator):
             x = x + self.attention(i, h, cache, start)
             h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
             gate, up = w["gate_up"](h)  # (n, ffn_dim) each
-            h = ops.silu(gate) * up  # SwiGLU
+            h = ops.swiglu(gate, up)
             x = x + w["w_down"](h)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim): only the last position is sampled
         return ops.to_numpy(self.output(x)[0])  # (vocab,), on the host for the sampler

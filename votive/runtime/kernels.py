@@ -47,7 +47,7 @@ from votive.errors import KernelError
 from votive.runtime.cpus import available_cpus
 from votive.runtime.ggml_types import GGML_TYPES
 from votive.runtime.kernels_ref import get_rows_ref, gelu_ref, layer_norm_ref, normal_tail_ref, qmatmul_ref
-from votive.runtime.kernels_ref import softmax_ref
+from votive.runtime.kernels_ref import attention_f16_ref, rms_norm_ref, rope_cache_ref, rope_ref, softmax_ref, swiglu_ref
 
 __all__ = [
     "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup", "load", "get", "available", "supports", "configured_threads",
@@ -59,7 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 2  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 3  # VT_ABI_VERSION in csrc/votive.h
 THREADS_ENV = "VOTIVE_NUM_THREADS"
 SPIN_ENV = "VOTIVE_SPIN_US"
 MAX_SPIN_US = 100_000  # the cap in csrc/threadpool.c
@@ -101,6 +101,11 @@ class KernelLibrary:
             "vt_get_rows": ([ptr, ptr, c_int, i64, i64, ptr, i64, i64], c_int),
             "vt_quantize_rows": ([ptr, c_int, ptr, i64, i64], c_int),
             "vt_quant_isa": ([], ctypes.c_char_p),
+            "vt_rms_norm": ([ptr, ptr, ptr, i64, i64, f32], c_int),
+            "vt_swiglu": ([ptr, ptr, ptr, i64, i64], c_int),
+            "vt_rope_cache": ([ptr, i64, i64, i64, f32], c_int),
+            "vt_rope": ([ptr, ptr, i64, i64, i64, c_int], c_int),
+            "vt_attention_f16": ([ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, f32], c_int),
             "vt_set_quant_isa": ([ctypes.c_char_p], c_int),
         }
         for name, (argtypes, restype) in signatures.items():
@@ -259,6 +264,64 @@ class KernelLibrary:
         _call("softmax", self._lib.vt_softmax(x.ctypes.data, _ptr(mask_rows), div, mod, scale, rows, cols))
         return x
 
+    # ---- decoder rows, in ggml's float order (csrc/decoder_kernels.c)
+
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+        """x / sqrt(mean(x^2) + eps) * weight over the last axis of float32 C-contiguous x, as a new array."""
+        _check_contiguous("rms_norm", "x", x)
+        if x.ndim == 0 or x.shape[-1] == 0:
+            raise KernelError(f"rms_norm: x needs a non-empty last axis, found shape {x.shape}")
+        cols = x.shape[-1]
+        weight = _vector("rms_norm", "weight", weight, cols)
+        out = np.empty_like(x)
+        _call("rms_norm", self._lib.vt_rms_norm(out.ctypes.data, x.ctypes.data, _ptr(weight), x.size // cols, cols,
+                                                _finite("rms_norm", "eps", eps)))
+        return out
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+        """silu(gate) * up, written into gate (float32, C-contiguous, writable), which is returned."""
+        _check_writable("swiglu", "gate", gate)
+        up = _same_shape("swiglu", "up", up, gate)
+        cols = gate.shape[-1] if gate.ndim else 1
+        _call("swiglu", self._lib.vt_swiglu(gate.ctypes.data, gate.ctypes.data, up.ctypes.data,
+                                            gate.size // max(cols, 1), cols))
+        return gate
+
+    def rope_cache(self, base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
+        """(n_positions, dims) float32: cos and sin interleaved, of positions first.. (see vt_rope_cache)."""
+        out = np.empty((n_positions, dims), np.float32)
+        _call("rope_cache", self._lib.vt_rope_cache(out.ctypes.data, first, n_positions, dims,
+                                                    _finite("rope_cache", "base", base)))
+        return out
+
+    def rope(self, x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
+        """Rotate x (n, heads, dims) in place by cache rows (n, dims) from rope_cache; returns x."""
+        _check_writable("rope", "x", x)
+        if x.ndim != 3 or cache.shape != (x.shape[0], x.shape[2]):
+            raise KernelError(f"rope: x must be (n, heads, dims) and cache (n, dims), found {x.shape} and {cache.shape}")
+        cache = np.ascontiguousarray(cache, np.float32)
+        _call("rope", self._lib.vt_rope(x.ctypes.data, cache.ctypes.data, x.shape[0], x.shape[1], x.shape[2],
+                                        int(bool(neox))))
+        return x
+
+    def attention_f16(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int, scale: float,
+                      window: int | None = None) -> np.ndarray:
+        """Causal attention of q (n, heads, dims) float32 over a half cache k (kv_heads, capacity, dims) and
+        v (kv_heads, dims, capacity), positions 0 .. q_start + n - 1 filled -> (n, heads, dims)."""
+        _check_contiguous("attention_f16", "q", q)
+        for name, arr in (("k", k), ("v", v)):
+            if not (isinstance(arr, np.ndarray) and arr.dtype == np.float16 and arr.flags.c_contiguous and arr.ndim == 3):
+                raise KernelError(f"attention_f16: {name} must be a C-contiguous float16 (kv_heads, ...) array")
+        n, heads, dims = q.shape
+        kv_heads, capacity = k.shape[0], k.shape[1]
+        if k.shape != (kv_heads, capacity, dims) or v.shape != (kv_heads, dims, capacity):
+            raise KernelError(f"attention_f16: k {k.shape} and v {v.shape} do not fit q {q.shape}")
+        out = np.empty_like(q)
+        status = self._lib.vt_attention_f16(out.ctypes.data, q.ctypes.data, k.ctypes.data, v.ctypes.data, n, heads,
+                                            kv_heads, dims, q_start, capacity, window or 0,
+                                            _finite("attention_f16", "scale", scale))
+        _call("attention_f16", status)
+        return out
 
     def qmatmul(self, blocks: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
                 out: np.ndarray | None = None) -> np.ndarray:
@@ -824,3 +887,41 @@ def _ptr(a: np.ndarray | None):
 def _call(kernel: str, status: int) -> None:
     if status != _VT_OK:  # the checks above should make this unreachable
         raise KernelError(f"{kernel}: the C kernel rejected its arguments (status {status})")
+
+
+# ---------------------------------------------------------------------------------------------- decoder rows
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis, a new array: C when loaded, else `rms_norm_ref` (the same arithmetic)."""
+    lib = get()
+    x = np.ascontiguousarray(x, np.float32)
+    return lib.rms_norm(x, weight, eps) if lib is not None else rms_norm_ref(x, weight, eps)
+
+
+def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up in ggml's arithmetic, into gate when C takes it; else `swiglu_ref` (a new array)."""
+    lib = _fast(gate)
+    return lib.swiglu(gate, up) if lib is not None else swiglu_ref(gate, up)
+
+
+def rope_cache(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
+    """(n_positions, dims) interleaved cos, sin table of RoPE: C (libm's cosf/sinf), else `rope_cache_ref`."""
+    lib = get()
+    return lib.rope_cache(base, dims, n_positions, first) if lib is not None else rope_cache_ref(base, dims, n_positions, first)
+
+
+def rope(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
+    """x (n, heads, dims) rotated by cache rows: in place in C when x is float32 C-contiguous, else a new array."""
+    lib = _fast(x)
+    return lib.rope(x, cache, neox) if lib is not None else rope_ref(x, cache, neox)
+
+
+def attention_f16(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int, scale: float,
+                  window: int | None = None) -> np.ndarray:
+    """Causal attention over a float16 KV cache in ggml's order: C when loaded, else the (slow) numpy twin."""
+    lib = get()
+    q = np.ascontiguousarray(q, np.float32)
+    if lib is not None:
+        return lib.attention_f16(q, k, v, q_start, scale, window)
+    return attention_f16_ref(q, k, v, q_start, scale, window)

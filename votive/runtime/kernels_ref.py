@@ -126,3 +126,130 @@ def get_rows_ref(blocks: np.ndarray, ggml_type: int, ids: np.ndarray) -> np.ndar
     from votive.runtime.quants import dequantize
 
     return dequantize(blocks[ids], ggml_type)
+
+
+# ---- decoder rows in ggml's float order (csrc/decoder_kernels.c). A float32 fused multiply-add is taken as the
+# float64 product (exact) plus the addend, rounded once more: equal to fmaf except in the rare double-rounding
+# case, so these twins match the C kernels to the bit on nearly every element and to one rounding on the rest.
+
+
+def _fma(a, b, c) -> np.ndarray:
+    return (np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32) + np.asarray(c, np.float32)).astype(np.float32)
+
+
+def rms_norm_ref(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * weight: the float32 squares summed in float64, as ggml_compute_forward_rms_norm."""
+    x = np.asarray(x, np.float32)
+    mean = ((x * x).astype(np.float64).sum(axis=-1) / x.shape[-1]).astype(np.float32)  # (...)
+    scale = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
+    y = x * scale[..., None]
+    return y * weight if weight is not None else y
+
+
+_EXP = {name: np.float32(float.fromhex(v)) for name, v in dict(
+    shift="0x1.8p23", log2e="0x1.715476p+0", ln2_lo="0x1.7f7d1cp-20", ln2_hi="0x1.62e4p-1", p0="0x1.0e4020p-7",
+    p1="0x1.573e2ep-5", p2="0x1.555e66p-3", p3="0x1.fffdb6p-2", p4="0x1.ffffecp-1").items()}
+
+
+def ggml_exp_ref(x: np.ndarray) -> np.ndarray:
+    """ggml_v_expf: 2^n * p(b), n = round(x / ln 2), b = x - n ln 2 in two parts, p of degree 5."""
+    c = _EXP
+    x = np.asarray(x, np.float32)
+    with np.errstate(all="ignore"):
+        n = (_fma(x, c["log2e"], c["shift"]) - c["shift"]).astype(np.float32)
+        b = _fma(-n, c["ln2_lo"], _fma(-n, c["ln2_hi"], x))
+        u = b * b
+        j = _fma(_fma(_fma(c["p0"], b, c["p1"]), u, _fma(c["p2"], b, c["p3"])), u, _fma(c["p4"], b, np.float32(1.0)))
+        out = np.ldexp(j, np.nan_to_num(n).astype(np.int32)).astype(np.float32)
+        out = np.where(np.abs(n) > 192, np.where(n <= 0, np.float32(0), np.float32(np.inf)), out)
+    return np.where(np.isnan(x), x, out).astype(np.float32)
+
+
+def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up as ggml_vec_swiglu_f32: ggml's exp for whole groups of 16 per row, libm's for the tail."""
+    gate = np.asarray(gate, np.float32)
+    cols = gate.shape[-1]
+    whole = cols - cols % 16
+    e = np.empty_like(gate)
+    e[..., :whole] = ggml_exp_ref(np.float32(0) - gate[..., :whole])
+    e[..., whole:] = np.exp(-gate[..., whole:].astype(np.float64)).astype(np.float32)
+    return (gate / (np.float32(1) + e)) * up
+
+
+def rope_cache_ref(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
+    """(n_positions, dims): cos, sin interleaved; angles from ggml's float recurrence theta *= base^(-2/dims).
+    cos and sin are correctly rounded here; libm's cosf/sinf (the C kernel's) may differ by one rounding."""
+    theta_scale = np.float32(np.float64(np.float32(base)) ** np.float64(np.float32(-2.0) / np.float32(dims)))
+    theta = np.arange(first, first + n_positions, dtype=np.float32)  # (n,)
+    out = np.empty((n_positions, dims), np.float32)
+    for i in range(0, dims, 2):
+        out[:, i] = np.cos(theta.astype(np.float64))
+        out[:, i + 1] = np.sin(theta.astype(np.float64))
+        theta = theta * theta_scale
+    return out
+
+
+def rope_ref(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
+    """x (n, heads, dims) rotated by cache rows (n, dims) with ggml's fused products; a new array."""
+    x = np.asarray(x, np.float32)
+    half = x.shape[-1] // 2
+    cos, sin = cache[:, None, 0::2], cache[:, None, 1::2]  # (n, 1, dims/2)
+    i0, i1 = (slice(0, half), slice(half, None)) if neox else (slice(0, None, 2), slice(1, None, 2))
+    x0, x1 = x[..., i0], x[..., i1]
+    out = np.empty_like(x)
+    out[..., i0] = _fma(x0, cos, -(x1 * sin))
+    out[..., i1] = _fma(x0, sin, x1 * cos)
+    return out
+
+
+def _reduce16(v: np.ndarray) -> np.ndarray:
+    while v.shape[-1] > 1:
+        h = v.shape[-1] // 2
+        v = v[..., :h] + v[..., h:]
+    return v[..., 0]
+
+
+def _dot_halves(a: np.ndarray, b: np.ndarray, batched: bool) -> np.ndarray:
+    """Sum over the last axis of a * b (halves as float32) in ggml's lane order; see decoder_kernels.c."""
+    n = a.shape[-1]
+    shape = np.broadcast_shapes(a.shape, b.shape)[:-1]
+    if batched and n % 16 == 0:
+        acc = np.zeros(shape + (16,), np.float32)
+        for k in range(0, n, 16):
+            acc = _fma(a[..., k : k + 16], b[..., k : k + 16], acc)
+        return _reduce16(acc)
+    whole = n - n % 64
+    acc = np.zeros(shape + (4, 16), np.float32)
+    for k in range(0, whole, 64):
+        acc = _fma(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)), b[..., k : k + 64].reshape(b.shape[:-1] + (4, 16)), acc)
+    pair = acc[..., :2, :] + acc[..., 2:, :]
+    total = _reduce16(pair[..., 0, :] + pair[..., 1, :]).astype(np.float64)
+    total = total + (a[..., whole:] * b[..., whole:]).astype(np.float64).sum(axis=-1)
+    return total.astype(np.float32)
+
+
+def attention_f16_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int, scale: float,
+                      window: int | None = None) -> np.ndarray:
+    """Twin of vt_attention_f16: q (n, H, D) float32, k (Hkv, cap, D) and v (Hkv, D, cap) float16."""
+    n, heads, dims = q.shape
+    group = heads // k.shape[0]
+    out = np.empty_like(q)
+    batched = n > 1
+    for i in range(n):
+        pos = q_start + i
+        lo = max(0, pos + 1 - window) if window else 0
+        span = -(-(pos + 1) // 64) * 64
+        for h in range(heads):
+            qh = q[i, h].astype(np.float16).astype(np.float32)
+            keys = k[h // group, lo : pos + 1].astype(np.float32)  # (m, D)
+            row = (_dot_halves(qh[None, :], keys, batched) * np.float32(scale)).astype(np.float32)
+            e = np.zeros(span, np.float32)
+            e[lo : pos + 1] = ggml_exp_ref(row - row.max())
+            total = sum(float(_reduce16(e[g : g + 16])) for g in range(lo // 16 * 16, pos + 1, 16))
+            probs = np.zeros(span, np.float32)
+            probs[lo : pos + 1] = (e[lo : pos + 1] * np.float32(1.0 / total)).astype(np.float16)
+            first = lo // 64 * 64
+            vals = np.zeros((dims, span), np.float32)
+            vals[:, lo : pos + 1] = v[h // group, :, lo : pos + 1]
+            out[i, h] = _dot_halves(probs[None, first:], vals[:, first:], batched)
+    return out

@@ -37,6 +37,20 @@ static const struct vt_quant_kernels *const quant_builds[] = {
 };
 _Static_assert(sizeof quant_builds / sizeof quant_builds[0] == N_BUILDS, "one quant table per build");
 
+/* The decoder kernels of each build, in the order of builds[]. */
+static const struct vt_decoder_kernels *const decoder_builds[] = {
+#if defined(VT_X86_64)
+    &vt_decoder_avx512,
+    &vt_decoder_avx2,
+    &vt_decoder_sse2,
+#elif defined(__aarch64__)
+    &vt_decoder_neon,
+#else
+    &vt_decoder_generic,
+#endif
+};
+_Static_assert(sizeof decoder_builds / sizeof decoder_builds[0] == N_BUILDS, "one decoder table per build");
+
 static int cpu_runs(const struct vt_nn_kernels *k) {
 #if defined(VT_X86_64)
     /* __builtin_cpu_supports also checks that the OS saves the wider registers (XCR0) */
@@ -76,13 +90,17 @@ static const struct vt_nn_kernels *find_build(const char *name) {
     return NULL;
 }
 
-const struct vt_quant_kernels *vt_quant(void) {
+static size_t active_index(void) {
     const struct vt_nn_kernels *nn = vt_nn();
     for (size_t i = 0; i < N_BUILDS; i++)
         if (builds[i] == nn)
-            return quant_builds[i];
-    return quant_builds[N_BUILDS - 1]; /* not reached: vt_nn() returns one of builds[] */
+            return i;
+    return N_BUILDS - 1; /* not reached: vt_nn() returns one of builds[] */
 }
+
+const struct vt_quant_kernels *vt_quant(void) { return quant_builds[active_index()]; }
+
+const struct vt_decoder_kernels *vt_decoder(void) { return decoder_builds[active_index()]; }
 
 VT_API int vt_abi_version(void) { return VT_ABI_VERSION; }
 
@@ -200,6 +218,119 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
         mask_div = mask_mod = 1;
     struct softmax_job job = {vt_nn(), x, mask, mask_div, mask_mod, cols, scale};
     vt_parallel_for(rows, rows_per_chunk(SOFTMAX_GRAIN, cols), softmax_part, &job);
+    return VT_OK;
+}
+
+/* ---- decoder kernels (decoder_kernels.c) ---------------------------------------------------------------- */
+
+#define DECODER_GRAIN 8192 /* elements */
+
+struct decoder_rows_job {
+    float *out;
+    const float *x, *y, *weight;
+    int64_t cols, heads;
+    float eps;
+    int neox;
+};
+
+static void rms_norm_part(void *arg, int64_t begin, int64_t end) {
+    struct decoder_rows_job *j = arg;
+    vt_decoder()->rms_norm_rows(j->out + begin * j->cols, j->x + begin * j->cols, j->weight, end - begin, j->cols,
+                                j->eps);
+}
+
+VT_API int vt_rms_norm(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps) {
+    if (rows < 0 || cols < 1 || (rows > 0 && (!out || !x)))
+        return VT_EINVAL;
+    struct decoder_rows_job job = {out, x, NULL, weight, cols, 0, eps, 0};
+    vt_parallel_for(rows, rows_per_chunk(DECODER_GRAIN, cols), rms_norm_part, &job);
+    return VT_OK;
+}
+
+static void swiglu_part(void *arg, int64_t begin, int64_t end) {
+    struct decoder_rows_job *j = arg;
+    vt_decoder()->swiglu_rows(j->out + begin * j->cols, j->x + begin * j->cols, j->y + begin * j->cols,
+                              end - begin, j->cols);
+}
+
+VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t rows, int64_t cols) {
+    if (rows < 0 || cols < 0 || (rows * cols > 0 && (!out || !gate || !up)))
+        return VT_EINVAL;
+    struct decoder_rows_job job = {out, gate, up, NULL, cols, 0, 0.0f, 0};
+    if (cols > 0)
+        vt_parallel_for(rows, rows_per_chunk(DECODER_GRAIN, cols), swiglu_part, &job);
+    return VT_OK;
+}
+
+VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base) {
+    if (first < 0 || n_pos < 0 || dims < 2 || dims % 2 || !(base > 0.0f) || (n_pos > 0 && !cache))
+        return VT_EINVAL;
+    vt_decoder()->rope_cache_rows(cache, first, n_pos, dims, base);
+    return VT_OK;
+}
+
+static void rope_part(void *arg, int64_t begin, int64_t end) {
+    struct decoder_rows_job *j = arg;
+    vt_decoder()->rope_rows(j->out + begin * j->heads * j->cols, j->x + begin * j->cols, end - begin, j->heads,
+                            j->cols, j->neox);
+}
+
+VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox) {
+    if (rows < 0 || heads < 1 || dims < 2 || dims % 2 || (rows > 0 && (!x || !cache)))
+        return VT_EINVAL;
+    struct decoder_rows_job job = {x, cache, NULL, NULL, dims, heads, 0.0f, neox != 0};
+    vt_parallel_for(rows, rows_per_chunk(DECODER_GRAIN, heads * dims), rope_part, &job);
+    return VT_OK;
+}
+
+struct attention_job {
+    float *out;
+    const float *q;
+    const uint16_t *k, *v;
+    int64_t heads, kv_heads, dims, q_start, capacity, window, n;
+    float scale;
+    int batched;
+};
+
+/* Units u = (head h, query i), head-major, so that consecutive units share a KV head: its filled keys and values
+ * are widened to floats once per chunk and head, not once per query. */
+static void attention_part(void *arg, int64_t begin, int64_t end) {
+    struct attention_job *j = arg;
+    const struct vt_decoder_kernels *dk = vt_decoder();
+    const int64_t n = j->n, filled = j->q_start + n, span = (filled + 63) / 64 * 64;
+    float *buf = malloc(sizeof(float) * (size_t)(j->dims + 2 * span + 2 * filled * j->dims));
+    if (!buf)
+        return; /* vt_attention_f16 made sure it could allocate this before starting */
+    float *scratch = buf, *kf = buf + j->dims + 2 * span, *vf = kf + filled * j->dims;
+    int64_t loaded = -1;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t h = u / n, i = u % n, g = h / (j->heads / j->kv_heads);
+        if (g != loaded) {
+            dk->halves_to_floats(kf, j->k + g * j->capacity * j->dims, filled * j->dims);
+            for (int64_t d = 0; d < j->dims; d++)
+                dk->halves_to_floats(vf + d * filled, j->v + (g * j->dims + d) * j->capacity, filled);
+            loaded = g;
+        }
+        const int64_t pos = j->q_start + i, lo = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
+        dk->attend(j->out + (i * j->heads + h) * j->dims, j->q + (i * j->heads + h) * j->dims, kf, vf, filled,
+                   j->dims, lo, pos + 1, j->scale, j->batched, scratch);
+    }
+    free(buf);
+}
+
+VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,
+                            int64_t heads, int64_t kv_heads, int64_t dims, int64_t q_start, int64_t capacity,
+                            int64_t window, float scale) {
+    if (n < 0 || heads < 1 || kv_heads < 1 || heads % kv_heads || dims < 1 || q_start < 0 || window < 0 ||
+        q_start + n > capacity || (n > 0 && (!out || !q || !k || !v)))
+        return VT_EINVAL;
+    const int64_t filled = q_start + n;
+    void *probe = malloc(sizeof(float) * (size_t)(dims + 2 * ((filled + 63) / 64 * 64) + 2 * filled * dims));
+    if (!probe)
+        return VT_ENOMEM;
+    free(probe);
+    struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, n > 1};
+    vt_parallel_for(n * heads, n, attention_part, &job);
     return VT_OK;
 }
 

@@ -160,21 +160,14 @@ static inline float abs_max(const float *x, int n, int *finite) {
     return v_hmax(amax);
 }
 
-/* roundf(v) for |v| < 2^23, ties away from zero, as ggml's quantize_row_q8_0_ref rounds: truncate, then
- * step by one where the exact remainder reaches a half (comparisons give -1 for true). */
-static inline vi round_away(vf v) {
-    vi t = __builtin_convertvector(v, vi);
-    vf frac = v - __builtin_convertvector(t, vf);
-    return t - (frac >= 0.5f) + (frac <= -0.5f);
-}
-
 /* ggml's nearest_int: round to nearest even through the float adder (v + 1.5 * 2^23); |v| < 2^22. */
 static inline vi nearest_int(vf v) {
     vi bits = (vi)(v + 12582912.0f);
     return (bits & 0x007fffff) - 0x00400000;
 }
 
-/* Q8_0 and Q8_1 per 32 elements: d = max|x| / 127, q = roundf(x / d) as 1 / d times x; s as vt_internal.h
+/* Q8_0 and Q8_1 per 32 elements as ggml's x86 code: d = max|x| / 127, q = x * (127 / max|x|) rounded half to
+ * even (its reference C, for weights, rounds x * (1 / d) half away: activations follow the code llama.cpp runs); s as vt_internal.h
  * says (Q8_1's from the float32 d, as ggml computes it; Q8_0's from the stored one). */
 static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_1) {
     int8_t *q = (int8_t *)row;
@@ -189,10 +182,10 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_
             continue;
         }
         float db = amax / 127.0f;
-        float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         vi sum = {0};
         for (int i = 0; i < 32; i += VT_LANES) {
-            vi v = round_away(v_load(xb + i) * id);
+            vi v = nearest_int(v_load(xb + i) * id);
             store_int8(q + b * 32 + i, v);
             sum += v;
         }

@@ -95,9 +95,6 @@ static inline __m256 x86_floats8(const float *p, int count) {
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
 }
 
-/* What the 32-element formats' quants are offset by to be multiplied as unsigned bytes. */
-#define X86_OFFSET(type) ((type) == VT_Q4_0 ? 8 : (type) == VT_Q5_0 ? 16 : (type) == VT_Q8_0 ? 128 : 0)
-
 /* Activation row t of a tile: its quants, float scales, and (Q8_1) s or (Q8_K) bsums. */
 #define ACT_ROW(t) (act + (t) * act_stride)
 #define ACT_D(t, block_elems) ((const float *)(ACT_ROW(t) + nb * (block_elems)))
@@ -112,12 +109,10 @@ static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
 #define X86_DOT4 x86_dot4_mad
 #define X86_SCALED_DOT x86_scaled_dot_mad
 #define X86_NAME(name) name##_mad
-#define X86_Q8_0_UNSIGNED 0
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_SCALED_DOT
 #undef X86_NAME
-#undef X86_Q8_0_UNSIGNED
 
 /* VNNI's dpbusd: the 4 products summed straight into int32 (AVX512-VNNI with VL for the avx512 build, the
  * VEX-encoded AVX-VNNI for the avx2 build: Alder Lake and later, Zen 5). */
@@ -145,12 +140,10 @@ static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *
 #define X86_DOT4 x86_dot4_vnni
 #define X86_SCALED_DOT x86_scaled_dot_vnni
 #define X86_NAME(name) name##_vnni
-#define X86_Q8_0_UNSIGNED 1
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_SCALED_DOT
 #undef X86_NAME
-#undef X86_Q8_0_UNSIGNED
 #pragma GCC pop_options
 
 #define X86_MAD(format) x86_##format##_mad

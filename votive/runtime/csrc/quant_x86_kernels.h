@@ -5,74 +5,77 @@
 
 /* ---- 32-element formats ----------------------------------------------------------------------------------
  *
- * Each block's quants are multiplied as unsigned bytes: Q4_0 and Q5_0 by their stored value (q + 8, q + 16),
- * Q8_0 by q + 128 with VNNI (whose sums of four products cannot saturate), so every block's term is
- *     d_w * d_a * sum(u * a) + m * s,
- * the second part being Q4_1 and Q5_1's min times Q8_1's s, or -offset * d_w times the d_a * sum(a) of our
- * Q8_0 activations. Without VNNI Q8_0 keeps its sign (maddubs pairs of 255 * 127 would saturate): magnitudes
- * times activations carrying the weight's signs, no second part.
+ * In ggml's order (its x86 ggml_vec_dot_q*_q8_*), so that a decoder gives llama.cpp's logits bit for bit: per
+ * block, the 8 int32 sums of 4 adjacent products, as floats, are multiply-added into an 8-lane accumulator with
+ * d_w * d_a; the lanes are summed at the end (x86_hsum, ggml's hsum_float_8). Q4_1 and Q5_1 add the blocks' min
+ * terms m * s one after the other to a separate float, added last. The signed formats (Q4_0, Q5_0, Q8_0) go
+ * through maddubs / VNNI as |w| times a with w's signs, so every block's integer sum is exact.
  *
- * Blocks go in groups of 8: their scales are widened from half with one instruction, multiplied with the 8
- * activation scales as one vector, and the second parts of the 8 added as one vector. Each block's int32 sums
- * are then converted and multiplied into the row's 8-lane accumulator by its lane of those products.
+ * Blocks go in groups of 8: their scales are widened from half with one instruction and multiplied with the 8
+ * activation scales as one vector; each block then takes its lane of those products.
  */
 
-/* Quants of the 32-element block at x as unsigned bytes (signed for maddubs' Q8_0). */
+/* Quants of the 32-element block at x as bytes: unsigned for Q4_1 / Q5_1, signed (value minus offset) else. */
 VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
     switch (type) {
     case VT_Q4_0:
-        return x86_nibbles(x + 2);
+        return _mm256_sub_epi8(x86_nibbles(x + 2), _mm256_set1_epi8(8));
     case VT_Q4_1:
         return x86_nibbles(x + 4);
-    case VT_Q5_0: /* nibble | fifth bit << 4 */
-        return x86_with_fifth_bits(x + 6, x + 2, 0x10, 0);
+    case VT_Q5_0: /* nibble | fifth bit << 4, minus 16 */
+        return _mm256_sub_epi8(x86_with_fifth_bits(x + 6, x + 2, 0x10, 0), _mm256_set1_epi8(16));
     case VT_Q5_1:
         return x86_with_fifth_bits(x + 8, x + 4, 0x10, 0);
     default: /* VT_Q8_0 */
-        return X86_Q8_0_UNSIGNED ? _mm256_xor_si256(x86_load(x + 2), _mm256_set1_epi8((char)0x80)) : x86_load(x + 2);
+        return x86_load(x + 2);
     }
 }
 
 VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = type == VT_Q4_0 ? 18 : type == VT_Q4_1 ? 20 : type == VT_Q5_0 ? 22 : type == VT_Q5_1 ? 24 : 34;
-    const int offset = type == VT_Q8_0 && !X86_Q8_0_UNSIGNED ? 0 : X86_OFFSET(type);
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     __m256 acc[TILE];
+    float summs[TILE];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
+        summs[t] = 0.0f;
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0 = w + b0 * bytes;
         const __m256 dx = x86_halves8(x0, bytes, count);
-        const __m256 mx = has_min ? x86_halves8(x0 + 2, bytes, count) : _mm256_mul_ps(dx, _mm256_set1_ps((float)-offset));
         __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *d = ACT_D(t, 32);
             scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
-            if (has_min || offset)
-                acc[t] = _mm256_fmadd_ps(mx, x86_floats8(d + nb + b0, count), acc[t]);
+            if (has_min) { /* m * s per block, summed in block order */
+                float ms[8];
+                _mm256_storeu_ps(ms, _mm256_mul_ps(x86_halves8(x0 + 2, bytes, count), x86_floats8(d + nb + b0, count)));
+                for (int k = 0; k < count; k++)
+                    summs[t] += ms[k];
+            }
         }
 #pragma GCC unroll 8
         for (int k = 0; k < count; k++) {
             const uint8_t *x = x0 + k * bytes;
             prefetch_weights(x, bytes);
             const __m256i q = X86_NAME(x86_quants32)(type, x);
-            const __m256i u = offset || type != VT_Q8_0 ? q : _mm256_sign_epi8(q, q);
+            const __m256i u = has_min ? q : _mm256_sign_epi8(q, q);
             const __m256i lane = _mm256_set1_epi32(k);
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
-                const __m256i sums = X86_DOT4(u, offset || type != VT_Q8_0 ? a : _mm256_sign_epi8(a, q));
+                const __m256i sums = X86_DOT4(u, has_min ? a : _mm256_sign_epi8(a, q));
                 acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[t], lane), _mm256_cvtepi32_ps(sums), acc[t]);
             }
         }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = x86_hsum(acc[t]);
+        out[t * out_stride] = x86_hsum(acc[t]) + summs[t];
 }
 
 /* ---- K-quants ------------------------------------------------------------------------------------------ */

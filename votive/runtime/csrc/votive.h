@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 2
+#define VT_ABI_VERSION 3
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -92,6 +92,30 @@ VT_API int vt_layer_norm(float *out, const float *x, const float *residual, cons
 VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                       int64_t rows, int64_t cols);
 
+/* ---- decoder row kernels, in ggml's float order (decoder_kernels.c says why) ------------------------- */
+
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight (weight may be NULL), the mean summed in double. out may
+ * be x. */
+VT_API int vt_rms_norm(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps);
+
+/* out = silu(gate) * up elementwise over rows of cols (SwiGLU), with ggml's exp. out may be gate or up. */
+VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
+
+/* cache[p * dims + 2i], [.. + 2i + 1] = cos, sin of (first + p) * base^(-2i / dims) for p < n_pos. */
+VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base);
+
+/* Rotate x (rows, heads, dims) in place, row r by cache row r; neox pairs i with i + dims/2, else i with i + 1. */
+VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);
+
+/* Causal attention of n queries at positions q_start.. (q: (n, heads, dims) float32) over a half-precision
+ * cache: k (kv_heads, capacity, dims), v transposed (kv_heads, dims, capacity), positions 0 .. q_start + n - 1
+ * filled. Query i sees keys max(0, pos + 1 - window) .. pos (window 0: all). Scores are (q . k) * scale; out
+ * (n, heads, dims). Query head h reads kv head h / (heads / kv_heads). A batch (n > 1) sums products in the
+ * order of ggml's tiled GEMM, a single query in that of ggml_vec_dot_f16, as llama.cpp does. */
+VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,
+                            int64_t heads, int64_t kv_heads, int64_t dims, int64_t q_start, int64_t capacity,
+                            int64_t window, float scale);
+
 /* ---- GGML-quantized matrices ----------------------------------------------------------------------- *
  *
  * Weights stay in the blocks a GGUF file stores (ggml-common.h's block_q4_0 ... block_q6_K), read in place at
@@ -139,8 +163,8 @@ VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, in
                        int64_t n_ids, int64_t cols);
 
 /* Quantize rows of x (contiguous float32) to an activation format, Q8_0 (8), Q8_1 (9) or Q8_K (15), written in
- * ggml's block layout: the bytes ggml's quantize_row_*_ref writes (ties in Q8_0 and Q8_1 round away from zero
- * as its roundf does). vt_qmatmul quantizes x the same way. For tests and tools. */
+ * ggml's block layout: the bytes ggml's CPU code writes (Q8_0 and Q8_1 as its x86 quantize_row_q8_0/_q8_1:
+ * q = round-half-even(x * 127 / max|x|); Q8_K as quantize_row_q8_K_ref). vt_qmatmul quantizes x the same way. */
 VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",

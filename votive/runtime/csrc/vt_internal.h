@@ -50,6 +50,28 @@ extern const struct vt_nn_kernels vt_nn_generic;
 /* The table for the active ISA (dispatch.c). */
 const struct vt_nn_kernels *vt_nn(void);
 
+/* decoder_kernels.c, compiled once per instruction set like nn_kernels.c; the same arithmetic in every build. */
+struct vt_decoder_kernels {
+    void (*rms_norm_rows)(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps);
+    void (*rope_cache_rows)(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base);
+    void (*rope_rows)(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);
+    void (*swiglu_rows)(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
+    void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
+    void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
+                   int64_t lo, int64_t hi, float scale, int batched, float *scratch);
+};
+
+#if defined(VT_X86_64)
+extern const struct vt_decoder_kernels vt_decoder_sse2, vt_decoder_avx2, vt_decoder_avx512;
+#elif defined(__aarch64__)
+extern const struct vt_decoder_kernels vt_decoder_neon;
+#else
+extern const struct vt_decoder_kernels vt_decoder_generic;
+#endif
+
+/* The table for the active ISA (dispatch.c). */
+const struct vt_decoder_kernels *vt_decoder(void);
+
 /* ---- quantized formats (quant_kernels.c) ----------------------------------------------------------- */
 
 /* GGML type ids (ggml.h's enum ggml_type) of the formats the quantized kernels read. */

@@ -143,7 +143,17 @@ def quantize_ref(x, type_id) -> np.ndarray:
 def quantize_q8(x, weight_type) -> np.ndarray:
     """Quantize activations for a dot product with `weight_type` weights, to the format ggml pairs with it
     (VEC_DOT_TYPE: Q8_0, Q8_1 or Q8_K). x (cols,) or (rows, cols) -> uint8 (rows, bytes_per_row)."""
-    return quantize(x, _vec_dot_type(weight_type))
+    return quantize_activations(x, _vec_dot_type(weight_type))
+
+
+def quantize_activations(x, type_id) -> np.ndarray:
+    """`quantize` for activations: as ggml's CPU code quantizes them, which for Q8_0 rounds differently from the
+    reference quantizer that Q8_0 weights are made with (activations.quantize_blocks_32 says how)."""
+    if getattr(type_id, "id", type_id) != legacy.Q8_0.type_id:
+        return quantize(x, type_id)
+    fmt, x = _quantizable(x, type_id)
+    out = activations.quantize_q8_0_activations(x.reshape(-1, fmt.block_size))
+    return out.view(np.uint8).reshape(x.shape[0], _row_bytes(fmt, x.shape[1]))
 
 
 def vec_dot(weights, activation, weight_type) -> np.ndarray:

@@ -64,12 +64,29 @@ class Q8_1(QuantFormat, type_id=9):
 
     @classmethod
     def quantize_blocks(cls, x):
-        q8_0 = legacy.Q8_0.quantize_blocks(x)
-        d = np.abs(x).max(axis=1) / F32(127.0)  # the float32 d, before it was rounded to a half
+        d, qs = quantize_blocks_32(x)
         out = np.empty(len(x), cls.layout)
-        out["d"], out["qs"] = q8_0["d"], q8_0["qs"]
-        out["s"] = to_half(q8_0["qs"].sum(axis=1).astype(F32) * d)
+        out["d"], out["qs"] = to_half(d), qs
+        out["s"] = to_half(qs.sum(axis=1).astype(F32) * d)
         return out
+
+
+def quantize_blocks_32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of 32 activations (n, 32) -> float32 d (n,) and int8 quants (n, 32), as ggml's x86 quantize_row_q8_0
+    and quantize_row_q8_1 compute them: q = round-half-even(x * (127 / max|x|)). (Its reference C, which Q8_0
+    weights are quantized with, rounds x * (1 / d) half away from zero instead: a few quants differ by one.)"""
+    amax = np.abs(x).max(axis=1)  # (n,)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax != 0, F32(127.0) / amax, F32(0.0)).astype(F32)
+    return (amax / F32(127.0)).astype(F32), nearest_int(x * inv[:, None]).astype(np.int8)
+
+
+def quantize_q8_0_activations(x: np.ndarray):
+    """Q8_0 blocks of activations (n, 32), quantized as ggml's x86 code does (see quantize_blocks_32)."""
+    d, qs = quantize_blocks_32(x)
+    out = np.empty(len(x), legacy.Q8_0.layout)
+    out["d"], out["qs"] = to_half(d), qs
+    return out
 
 
 # ---- Q8_K: float32 d, 256 quants, and their sums by 16 ----------------------------------------------------------

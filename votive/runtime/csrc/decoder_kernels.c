@@ -1,0 +1,238 @@
+/* decoder_kernels.c: the row kernels of LLaMA-family decoders, computed in ggml's float order.
+ *
+ * Greedy decoding is a chain of argmaxes: a logit that moves by one float rounding can pick another token when
+ * two are near a tie, and every later token follows. To give llama.cpp's tokens for llama.cpp's GGUF files these
+ * kernels do the arithmetic of ggml's CPU backend (x86 build) operation for operation, and not only to within a
+ * rounding: RMSNorm sums squares in double; RoPE's angles come from the float recurrence theta *= base^(-2/d)
+ * with libm's cosf/sinf, and the rotation is fused-multiply-added; SiLU uses ggml's polynomial exp; attention
+ * keeps K and V as halves, rounds queries and probabilities to half before their products, and sums those
+ * products in the lane order of ggml's kernels (16 lanes; one accumulator for a batch of queries, where ggml
+ * uses its tiled GEMM, four for a single query, where it uses ggml_vec_dot_f16). Every fused multiply-add is an
+ * explicit fmaf and the file is built with -ffp-contract=off, so the result is the same on every ISA this file
+ * is compiled for; the compiler vectorizes the 16-lane loops where the ISA has FMA.
+ *
+ * Compiled once per ISA (kernel_build.py); dispatch.c splits rows and heads over threads.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "simd.h"
+#include "vt_internal.h"
+
+#define LANES 16 /* ggml's AVX-512 vector: the summation order below is that of 16-lane accumulators */
+
+/* ---- halves ---------------------------------------------------------------------------------------------- */
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f)
+        bits = sign | 0x7f800000 | (man << 13);
+    else if (exp != 0)
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    else { /* zero or subnormal: man * 2^-24, exact in float */
+        float f = (float)man * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* float -> nearest half (ties to even), as F16C's vcvtps2ph and numpy's astype(float16) round. */
+static inline float round_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t ax = x & 0x7fffffff;
+    if (ax >= 0x7f800000 || ax < 0x33000000) /* inf, NaN, or below half the smallest subnormal half */
+        return ax >= 0x7f800000 ? f : copysignf(0.0f, f);
+    if (ax >= 0x477ff000) /* rounds to 65520 or more */
+        return copysignf(INFINITY, f);
+    if (ax < 0x38800000) { /* subnormal half: a multiple of 2^-24 */
+        float a = fabsf(f) * 16777216.0f + 12582912.0f - 12582912.0f; /* rounds to an integer, ties to even */
+        return copysignf(a * 0x1p-24f, f);
+    }
+    uint32_t r = (ax + 0xfff + ((ax >> 13) & 1)) & ~0x1fffu; /* drop 13 mantissa bits, ties to even */
+    r |= x & 0x80000000;
+    float out;
+    memcpy(&out, &r, sizeof out);
+    return out;
+}
+
+/* ---- ggml's exp and SiLU ------------------------------------------------------------------------------------ */
+
+/* ggml_v_expf: e^x as 2^n * p(b), n = round(x / ln 2), b the reduced argument, p a degree-5 polynomial. */
+static inline float ggml_expf(float x) {
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(n) > 192.0f)
+        return n <= 0.0f ? 0.0f : INFINITY;
+    if (n != n) /* x is NaN */
+        return n;
+    return ldexpf(j, (int)n);
+}
+
+/* out = silu(gate) * up over a row: 16 at a time with ggml's exp, a tail with libm's, as ggml_vec_swiglu_f32. */
+static void swiglu_rows(float *out, const float *gate, const float *up, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gate + r * cols, *u = up + r * cols;
+        float *o = out + r * cols;
+        int64_t i = 0;
+        for (; i + LANES <= cols; i += LANES)
+            for (int l = 0; l < LANES; l++)
+                o[i + l] = g[i + l] / (1.0f + ggml_expf(0.0f - g[i + l])) * u[i + l];
+        for (; i < cols; i++)
+            o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+/* ---- RMSNorm ------------------------------------------------------------------------------------------------ */
+
+static void rms_norm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *h = x + r * cols;
+        float *o = out + r * cols;
+        double sum = 0.0;
+        for (int64_t i = 0; i < cols; i++)
+            sum += (double)(h[i] * h[i]);
+        const float mean = (float)(sum / (double)cols);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int64_t i = 0; i < cols; i++)
+            o[i] = weight ? (h[i] * scale) * weight[i] : h[i] * scale;
+    }
+}
+
+/* ---- RoPE --------------------------------------------------------------------------------------------------- */
+
+/* cache[p][2i], cache[p][2i + 1] = cos, sin of position (first + p) times base^(-2i / dims), the angle stepped
+ * by float multiplication as ggml_rope_cache_init does. */
+static void rope_cache_rows(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base) {
+    const float theta_scale = powf(base, -2.0f / (float)dims);
+    for (int64_t p = 0; p < n_pos; p++) {
+        float theta = (float)(first + p);
+        float *c = cache + p * dims;
+        for (int64_t i = 0; i < dims; i += 2) {
+            c[i] = cosf(theta);
+            c[i + 1] = sinf(theta);
+            theta *= theta_scale;
+        }
+    }
+}
+
+/* Rotate x (rows of `heads` vectors of `dims`) in place; row r uses cache row r. neox pairs element i with
+ * i + dims/2, otherwise with i + 1 (ggml's "normal" mode). */
+static void rope_rows(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox) {
+    const int64_t half = dims / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *c = cache + r * dims;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = x + (r * heads + h) * dims;
+            for (int64_t i = 0; i < half; i++) {
+                float *a = neox ? v + i : v + 2 * i, *b = neox ? v + i + half : v + 2 * i + 1;
+                const float cos_t = c[2 * i], sin_t = c[2 * i + 1], x0 = *a, x1 = *b;
+                *a = fmaf(x0, cos_t, -(x1 * sin_t));
+                *b = fmaf(x0, sin_t, x1 * cos_t);
+            }
+        }
+    }
+}
+
+/* ---- attention ---------------------------------------------------------------------------------------------- */
+
+/* The sum of 16 lanes as _mm512_reduce_add_ps adds them: halves, then halves of those. */
+static inline float reduce16(float *v) {
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            v[l] = v[l] + v[l + w];
+    return v[0];
+}
+
+/* Dot product of n halves (given as floats) a . b, b's elements `stride` apart. batched: one 16-lane
+ * accumulator (ggml's tiled GEMM, used for a batch of queries); otherwise four (ggml_vec_dot_f16), with the
+ * remainder past a multiple of 64 added in double. */
+static inline float dot_halves(const float *a, const float *b, int64_t stride, int64_t n, int batched) {
+    float acc[4][LANES] = {{0}};
+    if (batched && n % LANES == 0) {
+        for (int64_t k = 0; k + LANES <= n; k += LANES)
+            for (int l = 0; l < LANES; l++)
+                acc[0][l] = fmaf(a[k + l], b[(k + l) * stride], acc[0][l]);
+        return reduce16(acc[0]);
+    }
+    const int64_t whole = n - n % (4 * LANES);
+    for (int64_t k = 0; k < whole; k += 4 * LANES)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < LANES; l++)
+                acc[j][l] = fmaf(a[k + j * LANES + l], b[(k + j * LANES + l) * stride], acc[j][l]);
+    for (int l = 0; l < LANES; l++) {
+        acc[0][l] = acc[0][l] + acc[2][l];
+        acc[1][l] = acc[1][l] + acc[3][l];
+    }
+    for (int l = 0; l < LANES; l++)
+        acc[0][l] = acc[0][l] + acc[1][l];
+    double sum = reduce16(acc[0]);
+    for (int64_t k = whole; k < n; k++)
+        sum += (double)(a[k] * b[k * stride]);
+    return (float)sum;
+}
+
+/* Halves -> floats, exactly (the attention's K and V, converted once per call and KV head). */
+static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        out[i] = half_to_float(h[i]);
+}
+
+/* One query vector against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v
+ * (dims rows v_stride apart) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
+ * dims + 2 * (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
+static void attend(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
+                   int64_t lo, int64_t hi, float scale, int batched, float *scratch) {
+    const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
+    float *qh = scratch, *row = scratch + dims, *vrow = row + span;
+    for (int64_t d = 0; d < dims; d++)
+        qh[d] = round_to_half(q[d]);
+
+    /* scores, then softmax over [lo, hi): keys outside are ggml's -inf mask, so exp gives exact zeros */
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < span; j++)
+        row[j] = 0.0f;
+    for (int64_t j = lo; j < hi; j++) {
+        row[j] = dot_halves(qh, k + j * dims, 1, dims, batched) * scale;
+        mx = row[j] > mx ? row[j] : mx;
+    }
+    double sum = 0.0;
+    for (int64_t g = lo / LANES * LANES; g < hi; g += LANES) { /* 16 keys at a time from a multiple of 16 */
+        float e[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const int64_t j = g + l;
+            e[l] = j >= lo && j < hi ? ggml_expf(row[j] - mx) : 0.0f;
+            row[j] = e[l];
+        }
+        sum += (double)reduce16(e);
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = lo; j < hi; j++)
+        row[j] = round_to_half(row[j] * inv);
+
+    /* out[d] = probabilities . V[d, :], over whole 64-key groups (the zeros outside [lo, hi) add nothing) */
+    const int64_t first = lo / (4 * LANES) * (4 * LANES);
+    for (int64_t d = 0; d < dims; d++) {
+        const float *vd = v + d * v_stride;
+        for (int64_t j = first; j < span; j++)
+            vrow[j] = j >= lo && j < hi ? vd[j] : 0.0f;
+        out[d] = dot_halves(row + first, vrow + first, 1, span - first, batched);
+    }
+}
+
+const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
+    .rms_norm_rows = rms_norm_rows,
+    .rope_cache_rows = rope_cache_rows,
+    .rope_rows = rope_rows,
+    .swiglu_rows = swiglu_rows,
+    .halves_to_floats = halves_to_floats,
+    .attend = attend,
+};
