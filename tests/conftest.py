@@ -54,3 +54,12 @@ def moto_endpoint():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session", params=["emu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def cuda_ops(request, tmp_path_factory):
+    """votive.backends.cuda_ops.CudaOps on the CPU emulator ("emu") and on a real GPU ("cuda", marked gpu); each
+    skips, saying why, where it cannot run (see tests/gpu_devices.py)."""
+    from gpu_devices import make_ops
+
+    return make_ops(request.param, request.config, tmp_path_factory)
