@@ -82,8 +82,11 @@ def _build_kernels(dest: Path, cc: list[str], arch: Architecture, glibc: tuple[i
         too_new = {sym: v for sym, v in needs.items() if parse_glibc(v) > glibc}
         pinned: tuple[str, ...] = ()
         if too_new:
-            libc = tools.check([*cc, "-print-file-name=libc.so.6"], "find the target's libc").strip()
-            offered = libc_symbol_versions(tools.check([objdump, "-T", libc], f"read {libc}'s symbols"))
+            offered: dict[str, list[str]] = {}
+            for name in ("libc.so.6", "libm.so.6"):  # the kernels call into both (libm: expf, powf, cosf, ...)
+                lib = tools.check([*cc, f"-print-file-name={name}"], f"find the target's {name}").strip()
+                for symbol, versions in libc_symbol_versions(tools.check([objdump, "-T", lib], f"read {lib}'s symbols")).items():
+                    offered.setdefault(symbol, []).extend(versions)
             pins = choose_pins(too_new, offered, glibc, where=f"{library.name} for {arch.name}")
             header = Path(tmp) / "glibc_pins.h"
             header.write_text(symver_header(pins))
