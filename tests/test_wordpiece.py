@@ -236,21 +236,29 @@ def test_added_tokens_normalized_stripped_and_new(minilm_spec, tmp_path):
         return {"id": 0, "content": content, "single_word": False, "lstrip": lstrip, "rstrip": rstrip,
                 "normalized": normalized, "special": special}
 
+    # Whitespace never becomes an id, so lstrip/rstrip show only where the space they take would have let a
+    # normalized token with a space at its edge (" hello", "world ") match in the piece left over.
     spec["added_tokens"] += [added("Hello World", True), added("<ent>", False, lstrip=True, rstrip=True),
                              added("ÉTÉ", True, rstrip=True), added("[MASK]", False, lstrip=True),
-                             added("the", True), added("xyz_new", True), added("<ent>", False, lstrip=True)]
+                             added("the", True), added("xyz_new", True), added("<ent>", False, rstrip=True),
+                             added(" hello", True), added("world ", True), added("<ent>x", False)]
     folder = write_spec(tmp_path / "tok", spec)
     theirs = reference_tokenizer(folder / "tokenizer.json", 48)
     # new contents are numbered after the vocabulary in file order ("the" and "[MASK]" are in it); the file's
     # id 0 is not what counts
-    assert [theirs.token_to_id(t) for t in ("Hello World", "<ent>", "ÉTÉ", "xyz_new")] == [n, n + 1, n + 2, n + 3]
+    assert [theirs.token_to_id(t) for t in ("Hello World", "<ent>", "ÉTÉ", "xyz_new", " hello", "<ent>x")] == [
+        n, n + 1, n + 2, n + 3, n + 4, n + 6]
     texts = fuzz_texts(11, 600) + ["say hello world  <ent>  then été  x", "a <ent><ent> b", "  [MASK]  the",
-                                   "HELLO WORLD xyz_new XYZ_NEW theory", "été\u0301 ÉTÉ", "<ent>"]
+                                   "HELLO WORLD xyz_new XYZ_NEW theory", "été\u0301 ÉTÉ", "<ent>",
+                                   "<ent> hello", "x hello", "world [MASK]", "world x", "<ent>x <ent>xy"]
     rng = random.Random(3)
-    texts += [" ".join(rng.choice(["hello", "world", "<ent>", "été", " ", "the", "[MASK]", "x"]) for _ in range(9))
+    texts += ["".join(rng.choice(["hello", "world", "<ent>", "été", " ", "the", "[MASK]", "x"]) for _ in range(9))
               for _ in range(300)]
     ours = load_tokenizer(folder, 48)
-    assert ours.encode("xyz_new hello world")[1:-1] == [n + 3, n]
+    assert ours.encode("xyz_new")[1:-1] == [n + 3] and ours.encode("HELLO world")[1:-1] == [n]
+    assert ours.encode("the hello")[1:-1] == [ours.wordpiece.vocab["the"], n + 4]
+    assert ours.encode("<ent> hello")[1:-1] == [n + 1, ours.wordpiece.vocab["hello"]]  # rstrip took the space
+    assert ours.encode("<ent>x")[1:-1] == [n + 6]  # the longest token at the leftmost match
     assert_same_ids(texts, ours, theirs)
 
 
@@ -280,7 +288,9 @@ def test_vocab_txt_form(minilm_spec, tmp_path, config):
     spec = small_spec(minilm_spec, lowercase=False)
     tokens = sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
     # CRLF endings, trailing whitespace, a repeated token and an empty line, as read_file takes them
-    lines = tokens[:50] + ["the  ", "", "the\u3000"] + tokens[50:]
+    # (U+001C is no whitespace to Rust: "the\x1c" is a token of its own)
+    # (at the end, so that these lines are the last word on "the")
+    lines = tokens[:50] + [""] + tokens[50:] + ["the  ", "the\u3000", "the\x1c"]
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / "vocab.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))

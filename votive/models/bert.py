@@ -19,6 +19,7 @@ from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
 from votive.runtime.weights import WeightStore
+from votive.runtime.wordpiece import load_tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -271,7 +272,7 @@ class SentenceEncoder:
 
     def __init__(self, model: BertModel, tokenizer, pooling: Pooling, max_seq_length: int, model_id: str):
         self.model, self.ops = model, model.ops
-        self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`, truncation set, padding off
+        self.tokenizer = tokenizer  # encode_batch(texts) -> ids per text, truncated to max_seq_length, unpadded
         self.pooling = pooling
         self.max_seq_length = max_seq_length
         self.model_id = model_id
@@ -280,13 +281,7 @@ class SentenceEncoder:
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, special tokens included, truncated to max_seq_length."""
-        return [e.ids for e in self._encode_batch(_check_texts(texts))]
-
-    def _encode_batch(self, texts: list[str]):
-        try:
-            return self.tokenizer.encode_batch(texts)
-        except TypeError as e:  # what the Rust side raises for text Python can't hand over, e.g. a lone surrogate
-            raise InputError(f"cannot tokenize the input: {e}") from None
+        return self.tokenizer.encode_batch(_check_texts(texts))
 
     def encode(self, texts: list[str], batch_size: int = 32):
         """Embed `texts` -> (float32 array (len(texts), dim), total token count incl. special tokens).
@@ -298,15 +293,15 @@ class SentenceEncoder:
         out = ops.empty((len(texts), self.dim), ops.float32)
         if not texts:
             return ops.to_numpy(out), 0
-        encodings = self._encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        token_ids = self.tokenizer.encode_batch(texts)  # InputError for text that is not Unicode
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         n_tokens = 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            T = max(len(encodings[i].ids) for i in idx)
-            ids = [encodings[i].ids + [0] * (T - len(encodings[i].ids)) for i in idx]
-            mask = [[1] * len(encodings[i].ids) + [0] * (T - len(encodings[i].ids)) for i in idx]
-            n_tokens += sum(len(encodings[i].ids) for i in idx)
+            T = max(len(token_ids[i]) for i in idx)
+            ids = [token_ids[i] + [0] * (T - len(token_ids[i])) for i in idx]
+            mask = [[1] * len(token_ids[i]) + [0] * (T - len(token_ids[i])) for i in idx]
+            n_tokens += sum(len(token_ids[i]) for i in idx)
             ids, mask = ops.asarray(ids, ops.int64), ops.asarray(mask, ops.int64)  # (b, T) each
             hidden = self.model.forward(ids, mask)  # (b, T, D)
             out[ops.asarray(idx, ops.int64)] = self.pooling(ops, hidden, mask)  # (b, dim)
@@ -358,25 +353,7 @@ def _max_seq_length(folder: Path, cfg: Config) -> int:
 
 
 def _load_tokenizer(folder: Path, max_len: int):
-    """tokenizer.json through the `tokenizers` library, with sentence-transformers' settings: truncate to
-    max_len, no padding (tokenizer.json often says Fixed-128 padding; ST pads per batch instead)."""
-    from tokenizers import Tokenizer
-
-    path = folder / "tokenizer.json"
-    if path.is_file():
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # the Rust side raises plain Exception on a malformed file
-            raise ModelConfigError(f"{path}: cannot load tokenizer ({e})") from None
-    elif (folder / "vocab.txt").is_file():  # older checkpoints ship only the WordPiece vocabulary
-        from tokenizers.implementations import BertWordPieceTokenizer
-
-        lower = _read_json(folder / "tokenizer_config.json").get("do_lower_case", True) if (
-            folder / "tokenizer_config.json"
-        ).is_file() else True
-        tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)._tokenizer
-    else:
-        raise ModelConfigError(f"{folder}: no tokenizer.json or vocab.txt")
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_len)
-    return tok
+    """The folder's tokenizer with sentence-transformers' settings: truncate to max_len, no padding
+    (tokenizer.json often says Fixed-128 padding; ST pads per batch instead). BERT WordPiece tokenizers are read
+    by votive.runtime.wordpiece; any other tokenizer.json needs the `tokenizers` library."""
+    return load_tokenizer(folder, max_len)

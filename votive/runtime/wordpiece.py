@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import unicodedata
@@ -176,40 +175,31 @@ _ASCII_TO_SPACE = str.maketrans("\t\n\r", "   ")
 _ASCII_WORDS_RE = re.compile("[!-/:-@\\[-`{-~]|[^!-/:-@\\[-`{-~\t\n\x0b\x0c\r ]+")
 
 
+# The tables as regex sources, by name. Compiling all takes ~5 ms (re expands large ranges one code point at a
+# time), so each is compiled when first used: ASCII text never pays, Latin text pays only in part.
+_PATTERN_SOURCES: dict[str, Callable[[], str]] = {
+    "controls": lambda: f"[{_char_class(_CONTROLS)}]+",
+    "to_space": lambda: f"[{_escaped(_TO_SPACE)}]",
+    "cjk": lambda: f"[{_char_class(_CJK)}]",
+    "marks": lambda: f"[{_char_class(_NONSPACING_MARKS)}]+",
+    "nfd_unknown": lambda: f"([{_char_class(_NFD_UNKNOWN)}])",  # a group: re.split keeps the characters
+    "lower_extra": lambda: f"[{_escaped(''.join(map(chr, _LOWER_EXTRA)))}]",
+    # BertPreTokenizer in one pass: a punctuation character alone, or a run of anything but punctuation and
+    # whitespace
+    "words": lambda: (f"[{_char_class(_PUNCTUATION)}]|"
+                      f"[^{_char_class(_PUNCTUATION)}{_escaped(_WHITESPACE)}]+"),
+}
+
+
 class _UnicodePatterns:
-    """The tables as compiled patterns, each compiled when first needed: together they take ~5 ms (re expands
-    large ranges one code point at a time), which ASCII text never pays and Latin text pays only in part."""
+    """`_PATTERN_SOURCES` compiled on first use, as attributes (patterns.cjk ...)."""
 
-    @functools.cached_property
-    def controls(self) -> re.Pattern:
-        return re.compile(f"[{_char_class(_CONTROLS)}]+")
-
-    @functools.cached_property
-    def to_space(self) -> re.Pattern:
-        return re.compile(f"[{_escaped(_TO_SPACE)}]")
-
-    @functools.cached_property
-    def cjk(self) -> re.Pattern:
-        return re.compile(f"[{_char_class(_CJK)}]")
-
-    @functools.cached_property
-    def marks(self) -> re.Pattern:
-        return re.compile(f"[{_char_class(_NONSPACING_MARKS)}]+")
-
-    @functools.cached_property
-    def nfd_unknown(self) -> re.Pattern:
-        return re.compile(f"([{_char_class(_NFD_UNKNOWN)}])")
-
-    @functools.cached_property
-    def lower_extra(self) -> re.Pattern:
-        return re.compile(f"[{_escaped(''.join(map(chr, _LOWER_EXTRA)))}]")
-
-    @functools.cached_property
-    def words(self) -> re.Pattern:
-        """BertPreTokenizer in one pass: a punctuation character alone, or a run of anything but punctuation
-        and whitespace."""
-        punctuation = _char_class(_PUNCTUATION)
-        return re.compile(f"[{punctuation}]|[^{punctuation}{_escaped(_WHITESPACE)}]+")
+    def __getattr__(self, name: str) -> re.Pattern:  # called only while the attribute is missing
+        if name not in _PATTERN_SOURCES:
+            raise AttributeError(name)
+        pattern = re.compile(_PATTERN_SOURCES[name]())
+        setattr(self, name, pattern)
+        return pattern
 
 
 _UNICODE = _UnicodePatterns()
