@@ -733,7 +733,15 @@ def test_gpu_image_context(tmp_path):
     dockerfile = (tmp_path / "gpu" / "Dockerfile").read_text()
     assert "FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04" in dockerfile and 'ENV VOTIVE_BACKEND="cupy"' in dockerfile
     assert dockerfile.index("COPY model/") < dockerfile.index("COPY python/") < dockerfile.index("COPY task/")
+    # votive's kernels are compiled between the dependencies and the code (no GPU needed); warming cupy's own
+    # cache is an opt-in step after the code (it needs a GPU)
+    kernel_step = dockerfile.index("RUN /usr/bin/python3 -m votive.runtime.cuda_kernels build --out /opt/votive-kernels")
+    assert dockerfile.index("COPY python/") < kernel_step < dockerfile.index("COPY task/")
+    assert 'ENV VOTIVE_CUDA_KERNELS="/opt/votive-kernels"' in dockerfile and "ARG VOTIVE_WARM=0" in dockerfile
     assert dockerfile.index("COPY task/") < dockerfile.index("votive.packaging.warm") < dockerfile.index("ENTRYPOINT")
+    assert manifest["cuda_kernels"]["archs"] == ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
+    assert sorted(p.name for p in (tmp_path / "gpu/python/votive/runtime/cusrc").iterdir()) == [
+        "attention.cu", "common.cuh", "ggml_blocks.cuh", "norm.cu", "quant.cu"]
     assert set(manifest["runtime_layer"]["dependencies"]) == {
         "numpy", "tokenizers", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
     assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False
@@ -747,6 +755,38 @@ def test_gpu_image_context(tmp_path):
         build_image("minilm", tmp_path / "arm", ImageTarget(gpu=True, arch="arm64"), tools=fake.tools())
     with pytest.raises(PackagingError, match="offers Python 3.12, not 3.11"):
         build_image("minilm", tmp_path / "old", ImageTarget(gpu=True, python="3.11"), tools=fake.tools())
+
+
+def test_gpu_image_context_compiles_the_cuda_kernels_as_its_dockerfile_says(tmp_path):
+    """The context's kernel step, run here as the Dockerfile runs it (its Python tree on the path, no GPU), leaves
+    a binary for every module and GPU generation that the context's own votive finds at run time."""
+    from votive.packaging.image_build import ImageTarget, build_image
+    from votive.runtime import nvrtc
+
+    try:
+        library = nvrtc.load().path  # stands in for the base image's libnvrtc.so.12
+    except Exception as err:
+        pytest.skip(f"NVRTC cannot be loaded here: {err}")
+    build_image("minilm", tmp_path / "gpu", ImageTarget(gpu=True, python="3.12"), tools=FakeToolchain().tools())
+    step = next(line for line in (tmp_path / "gpu/Dockerfile").read_text().splitlines()
+                if "votive.runtime.cuda_kernels" in line)
+    out = tmp_path / "opt" / "votive-kernels"
+    # RUN /usr/bin/python3 -m ... --out /opt/votive-kernels, by this Python without site-packages (so without this
+    # checkout's editable votive): the context's tree alone, as in the image
+    argv = [str(out) if a == "/opt/votive-kernels" else a for a in step.split()[1:]]
+    argv[0:1] = [sys.executable, "-S"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "gpu/python"), "VOTIVE_NVRTC": library}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = ("import json, sys; from votive.runtime import cuda_kernels as k; "
+             "print(json.dumps([k.__file__] + [[p.name for p in k.candidates(sys.argv[1], m, cc)] "
+             "for m in k.MODULES for cc in (75, 86, 90, 120)]))")
+    done = subprocess.run([sys.executable, "-S", "-c", check, str(out)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    found = json.loads(done.stdout)
+    assert found[0].startswith(str(tmp_path / "gpu/python/votive/runtime/"))  # the context's votive, not this one
+    assert found[1:] == [["sm_75.cubin", "compute_75.ptx"], ["sm_86.cubin", "sm_80.cubin", "compute_75.ptx"],
+                         ["sm_90.cubin", "compute_75.ptx"], ["compute_75.ptx"]] * 3
 
 
 def test_warm_without_a_gpu_exits_saying_why(capsys):
@@ -764,7 +804,8 @@ def test_modal_gpu_app_with_a_volume_constructs_offline(tmp_path):
     out = tmp_path / "modal"
     manifest = build_modal("minilm", out, ModalTarget(gpu="H100", weights="volume", max_containers=2),
                            tools=FakeToolchain().tools())
-    assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "tokenizers", "cupy-cuda12x"]
+    assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "tokenizers", "cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"]
+    assert (out / "votive/runtime/cusrc/quant.cu").is_file()
     source = (out / "modal_app.py").read_text()
     assert "enable_memory_snapshot=True" in source and "@modal.enter(snap=True)" in source
     assert "@modal.enter(snap=False)" in source and 'WEIGHTS = \'volume\'' in source

@@ -12,8 +12,11 @@ The entry point is awslambdaric (`python -m awslambdaric votive_function.handler
 image not built on AWS's base images; with `--stream` it is votive's own runtime loop
 (`votive.handlers.stream_runtime`), which posts answers in Lambda's streaming mode, for a function URL in
 RESPONSE_STREAM invoke mode (token-by-token generation). With `--gpu` the base is NVIDIA's CUDA runtime image, cupy is added,
-VOTIVE_BACKEND=cupy, and a build step warms cupy's kernel cache (CUPY_CACHE_DIR) so that the first request does
-not compile kernels; that step needs a GPU visible to the build (see `votive.packaging.warm`).
+VOTIVE_BACKEND=cupy, and a build step compiles votive's CUDA kernels ahead of time for every GPU generation
+(`python -m votive.runtime.cuda_kernels build`, NVRTC from the base image, no GPU needed) into
+VOTIVE_CUDA_KERNELS, so that no start compiles them. An optional step (`--build-arg VOTIVE_WARM=1`, which needs a
+GPU visible to the build) also warms cupy's own kernel cache for the array arithmetic between them (see
+`votive.packaging.warm`).
 
 When a Docker engine answers, the image is built; otherwise (as on the machines votive is developed on) the
 context is written and the command to build it is printed.
@@ -36,8 +39,11 @@ from votive.packaging.runtime_tree import build_runtime_tree
 from votive.packaging.stream_wrapper import STREAM_RUNTIME
 from votive.packaging.targets import LAMBDA_LIMITS, architecture
 from votive.packaging.tools import BuildTools
+from votive.runtime import cuda_kernels
 
 CUPY_CACHE = "/opt/cupy-cache"
+CUDA_KERNELS = "/opt/votive-kernels"  # the ahead-of-time build of votive's CUDA kernels, $VOTIVE_CUDA_KERNELS
+_KERNEL_BUILD = f"-m votive.runtime.cuda_kernels build --out {CUDA_KERNELS}"  # run by the image's Python
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
         tree = build_runtime_tree(stage / "python", target=dep_target, deployed_as="/opt/python", tools=tools,
                                   unused=model_files.kind.unused_requirements,
                                   unused_files=model_files.kind.unused_files, extra_requirements=extra)
+        if target.gpu:  # the sources the image's kernel build step compiles (the runtime tree holds only .py)
+            cuda_kernels.copy_sources(stage / "python" / "votive" / "runtime" / "cusrc")
         task = stage / "task"
         task.mkdir()
         (task / f"{ENTRY_MODULE}.py").write_text(ENTRY_SOURCE)
@@ -130,6 +138,10 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
             "runtime_layer": tree.to_json(),
             "build_command": " ".join(command),
         }
+        if target.gpu:
+            manifest["cuda_kernels"] = {"dir": CUDA_KERNELS, "archs": [f"sm_{a}" for a in cuda_kernels.ARCHS],
+                                        "ptx": f"compute_{cuda_kernels.PTX_ARCH}",
+                                        "command": f"{base.python} {_KERNEL_BUILD}"}
         write_json(stage / MANIFEST_NAME, manifest)
     manifest["built"] = _docker_build(command, tools)
     return manifest
@@ -147,22 +159,30 @@ def dockerfile(base: BaseImage, target: ImageTarget, model_id: str, entrypoint: 
     lines += [f"RUN {step}" for step in base.setup]
     env = {"LAMBDA_TASK_ROOT": "/var/task", "PYTHONPATH": "/var/task:/opt/python", "PYTHONDONTWRITEBYTECODE": "1"}
     if target.gpu:
-        env |= {"VOTIVE_BACKEND": "cupy", "CUPY_CACHE_DIR": CUPY_CACHE}
+        env |= {"VOTIVE_BACKEND": "cupy", "VOTIVE_CUDA_KERNELS": CUDA_KERNELS, "CUPY_CACHE_DIR": CUPY_CACHE}
     lines += [f'ENV {k}="{v}"' for k, v in env.items()]
     lines += [
         "",
         "# The weights first, in a layer of their own: rebuilding after a code change does not push them again.",
         "COPY model/ /opt/model/",
         "COPY python/ /opt/python/",
+    ]
+    if target.gpu:
+        lines += [
+            "# votive's CUDA kernels compiled for every GPU generation (cubins and PTX) by NVRTC from the base image:",
+            "# no GPU needed here, and no start compiles them.",
+            f"RUN {python} {_KERNEL_BUILD}",
+        ]
+    lines += [
         "COPY task/ /var/task/",
         "WORKDIR /var/task",
     ]
     if target.gpu:
         lines += [
             "",
-            "# Compile and cache every CUDA kernel the model uses, so that the first request does not. Needs a GPU",
-            "# visible to the build; without one, build with --build-arg VOTIVE_WARM=0 and warm a container instead.",
-            "ARG VOTIVE_WARM=1",
+            "# Optional, with a GPU visible to the build: one request through the handler, so that cupy also compiles",
+            "# and caches (CUPY_CACHE_DIR) its own kernels for the array arithmetic between votive's.",
+            "ARG VOTIVE_WARM=0",
             f'RUN if [ "$VOTIVE_WARM" = "1" ]; then {python} -m votive.packaging.warm; fi',
         ]
     lines += [

@@ -9,7 +9,8 @@ weights are baked into the image, `model/`. The app:
   uploaded with `modal run modal_app.py::upload_weights`);
 - loads the model in `@modal.enter(snap=True)`, so with `enable_memory_snapshot=True` a cold start restores a
   process that has imported everything and mapped the weights; a snapshot holds no GPU memory, so with a GPU the
-  weights move to it in `@modal.enter(snap=False)`, after the restore;
+  weights move to it in `@modal.enter(snap=False)`, after the restore; a GPU image compiles votive's CUDA
+  kernels while it is built (`python -m votive.runtime.cuda_kernels build`), so that no start compiles them;
 - serves the Lambda handler's routes (POST /v1/embeddings, GET /health, ...) through `votive.packaging.asgi`;
 - exposes its scale settings (min/max containers, scale-down window, timeout) as constants at the top.
 
@@ -31,13 +32,16 @@ from votive.packaging.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destin
 from votive.packaging.runtime_tree import copy_votive
 from votive.packaging.targets import architecture
 from votive.packaging.tools import BuildTools
+from votive.runtime import cuda_kernels
 
 MODAL_GPUS = ("T4", "L4", "A10G", "A100", "H100")
 MODAL_GLIBC = (2, 36)  # debian_slim is Debian 12
 MODAL_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 MODEL_PATH = "/model"
 # Used when the package is not installed here to read its version from (cupy, on a machine without a GPU).
-FALLBACK_PINS = {"cupy-cuda12x": "13.6.0"}
+FALLBACK_PINS = {"cupy-cuda12x": "13.6.0", "nvidia-cuda-nvrtc-cu12": "12.9.86"}
+# With a GPU: cupy, and NVRTC for the image build step that compiles votive's CUDA kernels (no GPU needed there).
+GPU_REQUIREMENTS = ("cupy-cuda12x", "nvidia-cuda-nvrtc-cu12")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ def build_modal(model: str, out: Path, target: ModalTarget = ModalTarget(), *, f
     requirements = _pins(model_files.kind.unused_requirements, gpu=target.gpu is not None)
     with staged_output(out, force) as stage:
         copy_votive(stage / "votive")
+        if target.gpu is not None:  # the CUDA sources the image's build step compiles
+            cuda_kernels.copy_sources(stage / "votive" / "runtime" / "cusrc")
         kernels = build_kernels(stage / "votive" / "runtime" / "libvotive.so", architecture("x86_64"), MODAL_GLIBC,
                                 tools)
         model_files.copy_to(stage / "model")  # baked into the image, or uploaded to the Volume from here
@@ -99,7 +105,7 @@ def _pins(unused: dict[str, str], *, gpu: bool) -> list[str]:
 
     names = [requirement_name(r) for r in votive_requirements({**LEFT_OUT, **unused})]
     if gpu:
-        names.append("cupy-cuda12x")
+        names += GPU_REQUIREMENTS
     pins = []
     for name in names:
         try:
@@ -146,6 +152,7 @@ APP_NAME = $app_name
 HANDLER_MODULE = $module  # its `handler` serves requests, as on Lambda
 PYTHON = $python
 GPU = $gpu  # None: CPU containers; else a Modal GPU type ("T4", "L4", "A10G", "A100", "H100")
+CUDA_KERNELS = "/opt/votive-kernels"  # votive's CUDA kernels, compiled while the image is built (GPU only)
 
 # Where the weights live: "image" bakes them into the image (simplest; the image is rebuilt when they change),
 # "volume" keeps them in a modal.Volume (smaller image; upload once with `modal run modal_app.py::upload_weights`).
@@ -174,6 +181,11 @@ image = (
     .env({"VOTIVE_MODEL": MODEL_PATH})
     .add_local_dir(HERE / "votive", "/root/votive", copy=True)
 )
+if GPU is not None:
+    # Compile votive's CUDA kernels for every GPU generation (cubins and PTX) while the image is built: NVRTC runs
+    # on the builder's CPU, and no container start compiles them.
+    image = image.run_commands(f"cd /root && python -m votive.runtime.cuda_kernels build --out {CUDA_KERNELS}").env(
+        {"VOTIVE_CUDA_KERNELS": CUDA_KERNELS})
 volumes = {}
 if WEIGHTS == "image":
     image = image.add_local_dir(HERE / "model", MODEL_ROOT, copy=True)

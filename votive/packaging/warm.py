@@ -1,13 +1,16 @@
-"""Warm cupy's kernel cache while a GPU image is built: `python -m votive.packaging.warm`.
+"""Warm cupy's own kernel cache while a GPU image is built: `python -m votive.packaging.warm` (optional).
 
-cupy compiles a CUDA kernel the first time it is launched and keeps the binary in CUPY_CACHE_DIR. Run during the
-image build, this loads the model through the image's own entry point (/var/task/votive_function.py, with
-VOTIVE_BACKEND=cupy) and answers one request, which launches, and so compiles and caches, every kernel a request
-uses. The cache then ships in the image and a cold start finds it.
+votive's CUDA kernels (quantized products, norms, attention) need no warming: the image compiles them ahead of
+time, without a GPU (`python -m votive.runtime.cuda_kernels build`, see votive.runtime.cuda_kernels). What is
+left is cupy's own elementwise kernels for the array arithmetic between them (a residual add, a cast into the KV
+cache): cupy compiles each the first time it runs and keeps it in CUPY_CACHE_DIR. This step loads the model
+through the image's entry point (/var/task/votive_function.py, VOTIVE_BACKEND=cupy) and answers one request,
+which runs, and so compiles and caches, every one of them; the cache then ships in the image.
 
-Compilation targets the GPU the build sees, so the build must see one of the kind the image will run on (with
-BuildKit, a CDI GPU device; otherwise run this in a container started with `--gpus all` and commit it). Without
-a GPU it exits with status 1 and says so, instead of leaving a cache that does not help.
+cupy compiles for the GPU it sees, so this needs a GPU visible to the build, of the kind the image will run on
+(with BuildKit, a CDI GPU device; otherwise run it in a container started with `--gpus all` and commit it). The
+Dockerfile runs it only with `--build-arg VOTIVE_WARM=1`. Without a GPU it exits with status 1 and says so,
+instead of leaving a cache that does not help.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def main(entry: str = ENTRY) -> int:
         devices = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # no cupy, no driver, no device: all mean the same here
         print(f"votive warm: no GPU visible to the build ({type(err).__name__}: {err}); build on a machine whose "
-              "build steps see a GPU, or pass --build-arg VOTIVE_WARM=0 and warm a running container", file=sys.stderr)
+              "build steps see a GPU, or leave VOTIVE_WARM at 0 (votive's own kernels are compiled ahead of time "
+              "either way)", file=sys.stderr)
         return 1
     import json
     from pathlib import Path
@@ -42,7 +46,7 @@ def main(entry: str = ENTRY) -> int:
     served = json.loads(Path(entry).with_name(CONFIG_NAME).read_text())["handler"]
     event = WARM_EVENTS.get(served, {"path": "/health"})
     handler(event, None)
-    print(f"votive warm: {devices} GPU(s); kernels compiled and cached in {time.perf_counter() - started:.1f} s")
+    print(f"votive warm: {devices} GPU(s); cupy's kernels compiled and cached in {time.perf_counter() - started:.1f} s")
     return 0
 
 

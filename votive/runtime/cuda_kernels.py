@@ -71,6 +71,17 @@ MODULES = {
 }
 
 
+def copy_sources(dest: Path) -> list[Path]:
+    """Copy the .cu sources and headers into `dest` (a deployed package's votive/runtime/cusrc), for an image that
+    compiles them while it is built; returns the files written."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [spec.source for spec in MODULES.values()] + list(HEADERS)
+    for name in names:
+        (dest / name).write_bytes((SOURCE_DIR / name).read_bytes())
+    return [dest / name for name in names]
+
+
 def module_of(kernel: str) -> str:
     """The module that defines `kernel`; KernelError for a name no module has."""
     for name, module in MODULES.items():
