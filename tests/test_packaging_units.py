@@ -602,11 +602,20 @@ def test_a_lone_safetensors_file_is_refused(minilm_dir):
 # --- the whole Lambda build, with the fake toolchain -------------------------------------------------------
 
 
-def fake_model(folder: Path, weights_bytes: int) -> Path:
+# The smallest tokenizer.json votive.runtime.wordpiece runs itself (BERT WordPiece), and one it does not (BPE).
+WORDPIECE_TOKENIZER = {"version": "1.0", "added_tokens": [], "pre_tokenizer": {"type": "BertPreTokenizer"},
+                       "normalizer": None, "post_processor": None,
+                       "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                                 "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0}}}
+BPE_TOKENIZER = {"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}
+
+
+def fake_model(folder: Path, weights_bytes: int, tokenizer: dict = WORDPIECE_TOKENIZER) -> Path:
     """A BERT-shaped model folder whose weights file is sparse: sizes matter to the build, contents do not."""
     folder.mkdir(parents=True)
-    for name in ("config.json", "tokenizer.json", "modules.json"):
+    for name in ("config.json", "modules.json"):
         (folder / name).write_text("{}")
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     (folder / "README.md").write_text("not packed")
     with open(folder / "model.safetensors", "wb") as f:
         f.truncate(weights_bytes)
@@ -625,8 +634,9 @@ def test_lambda_build_bundles_small_weights_in_a_layer(tmp_path):
     assert manifest["target"] == {"runtime": "python3.11", "python": "3.11", "architecture": "x86_64",
                                   "machine": "x86_64", "os": "Amazon Linux 2", "glibc": "2.26", "wheel_abi": "cp311"}
     layer = manifest["runtime_layer"]
-    assert layer["dependencies"] == {"numpy": "2.2.6", "tokenizers": "0.23.3"}  # no jinja2 for an encoder
-    assert set(layer["left_out"]) == {"huggingface-hub", "jinja2"}
+    assert layer["dependencies"] == {"numpy": "2.2.6"}  # no jinja2 for an encoder, no tokenizers for WordPiece
+    assert set(layer["left_out"]) == {"huggingface-hub", "jinja2", "tokenizers"}
+    assert layer["left_out"]["tokenizers"] == "its BERT WordPiece tokenizer is run by votive.runtime.wordpiece"
     assert layer["kernels"]["pinned_symbols"] == ["pthread_create@GLIBC_2.2.5", "pthread_sigmask@GLIBC_2.2.5"]
     assert manifest["weights"]["placement"] == "layer" and manifest["settings"]["handler"] == "votive_function.handler"
     for artifact in manifest["artifacts"]:
@@ -724,6 +734,40 @@ def test_cli_build_errors_are_one_line(tmp_path, capsys):
 # --- container image and Modal app, with the fake toolchain ------------------------------------------------
 
 
+def test_the_tokenizers_library_goes_in_only_for_tokenizers_votive_does_not_run(tmp_path):
+    model = fake_model(tmp_path / "bpe-bert", 1000, tokenizer=BPE_TOKENIZER)
+    result = build_lambda(str(model), tmp_path / "out", LambdaTarget(python="3.11"), tools=FakeToolchain().tools())
+    layer = result.manifest["runtime_layer"]
+    assert layer["dependencies"] == {"numpy": "2.2.6", "tokenizers": "0.23.3"}
+    assert set(layer["left_out"]) == {"huggingface-hub", "jinja2"}  # the hub stays out: tokenizers' own need
+
+
+def test_votive_requirements_with_extras():
+    from votive.packaging.dependencies import requirement_name, votive_requirements
+
+    plain = [requirement_name(r) for r in votive_requirements({})]
+    assert "numpy" in plain and "tokenizers" not in plain  # an extra, not a dependency
+    assert [requirement_name(r) for r in votive_requirements({}, ["tokenizers"])] == plain + ["tokenizers"]
+    with pytest.raises(PackagingError, match="votive declares no extra named 'tokenisers'"):
+        votive_requirements({}, ["tokenisers"])
+
+
+def test_tokenizer_library_need_by_model(tmp_path, minilm_dir):
+    from gguf_bytes import gguf_file, kv_str
+    from votive.packaging.model_files import tokenizer_library_need
+
+    assert tokenizer_library_need(minilm_dir) == (None, "its BERT WordPiece tokenizer is run by "
+                                                        "votive.runtime.wordpiece")
+    assert tokenizer_library_need(fake_model(tmp_path / "bpe", 10, tokenizer=BPE_TOKENIZER)) == (
+        "tokenizer.json uses model type BPE; pre_tokenizer None", "")
+    for vocabulary, need in (("gpt2", ("its GGUF vocabulary is 'gpt2': byte-level BPE merges run by tokenizers' "
+                                       "BPE model", "")),
+                             ("llama", (None, "its GGUF vocabulary ('llama') is run by votive.runtime.tokenizer"))):
+        path = tmp_path / f"{vocabulary}.gguf"
+        path.write_bytes(gguf_file([kv_str("tokenizer.ggml.model", vocabulary)]))
+        assert tokenizer_library_need(path) == need
+
+
 def test_gpu_image_context(tmp_path):
     from votive.packaging.image_build import ImageTarget, build_image
     from votive.packaging.report import image_summary
@@ -743,7 +787,7 @@ def test_gpu_image_context(tmp_path):
     assert sorted(p.name for p in (tmp_path / "gpu/python/votive/runtime/cusrc").iterdir()) == [
         "attention.cu", "common.cuh", "ggml_blocks.cuh", "norm.cu", "quant.cu"]
     assert set(manifest["runtime_layer"]["dependencies"]) == {
-        "numpy", "tokenizers", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
+        "numpy", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
     assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False
     assert (tmp_path / "gpu/python/votive/packaging/warm.py").is_file()
     config = json.loads((tmp_path / "gpu/task/votive_function.json").read_text())
@@ -804,7 +848,7 @@ def test_modal_gpu_app_with_a_volume_constructs_offline(tmp_path):
     out = tmp_path / "modal"
     manifest = build_modal("minilm", out, ModalTarget(gpu="H100", weights="volume", max_containers=2),
                            tools=FakeToolchain().tools())
-    assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "tokenizers", "cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"]
+    assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"]
     assert (out / "votive/runtime/cusrc/quant.cu").is_file()
     source = (out / "modal_app.py").read_text()
     assert "enable_memory_snapshot=True" in source and "@modal.enter(snap=True)" in source
@@ -836,7 +880,8 @@ def test_lambda_summary_reads_the_manifest(tmp_path):
     result = build_lambda(str(model), tmp_path / "out", LambdaTarget(python="3.11"), tools=FakeToolchain().tools())
     text = lambda_summary(result.manifest, result.out)
     assert "votive-runtime-python3.11-x86_64.zip" in text and "S3, fetched to /tmp/votive-model at init" in text
-    assert "aws s3 cp --recursive s3/ s3://BUCKET/PREFIX/" in text and "left out: huggingface-hub, jinja2" in text
+    assert "aws s3 cp --recursive s3/ s3://BUCKET/PREFIX/" in text
+    assert "left out: huggingface-hub, jinja2, tokenizers" in text
 
 
 def test_votive_modules_follow_imports_into_infra_and_packaging(tmp_path):

@@ -85,22 +85,44 @@ def requirement_name(requirement: str) -> str:
     return normalize(match.group(1))
 
 
-def votive_requirements(left_out: Mapping[str, str]) -> list[str]:
-    """votive's own declared dependencies, minus those in `left_out`.
+def votive_requirements(left_out: Mapping[str, str], extras: Iterable[str] = ()) -> list[str]:
+    """votive's own declared dependencies, plus those of the named extras ("tokenizers"), minus `left_out`.
 
     They come from the pyproject.toml beside the package when votive runs from a source tree (the modules packed
     are that tree's, and an editable install's metadata can be older than it), else from the installed metadata.
+
+    Raises:
+        PackagingError: votive declares no extra of that name, or its metadata is missing.
     """
+    extras = list(extras)
     pyproject = Path(votive.__file__).resolve().parents[1] / "pyproject.toml"
     if pyproject.is_file() and sys.version_info >= (3, 11):
         import tomllib
 
-        declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        optional = project.get("optional-dependencies", {})
+        unknown = [e for e in extras if e not in optional]
+        declared = list(project["dependencies"]) + [r for e in extras if e in optional for r in optional[e]]
     else:
         try:
-            declared = metadata.requires("votive") or []
+            lines = metadata.requires("votive") or []
         except metadata.PackageNotFoundError:
             raise PackagingError("votive's package metadata is missing: install votive to build") from None
+        from packaging.requirements import Requirement
+
+        declared, found = [], set()
+        for line in lines:
+            marker = Requirement(line).marker
+            if marker is None or "extra" not in str(marker):
+                declared.append(line)
+                continue
+            for extra in extras:  # `; extra == "tokenizers"`: the extra's own requirement
+                if marker.evaluate({"extra": extra}):
+                    declared.append(line.partition(";")[0].strip())
+                    found.add(extra)
+        unknown = [e for e in extras if e not in found]
+    if unknown:
+        raise PackagingError(f"votive declares no extra named {unknown[0]!r}")
     return [r for r in declared if "extra" not in r.partition(";")[2] and requirement_name(r) not in left_out]
 
 

@@ -103,7 +103,7 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
         dep_target = DependencyTarget(target.python, arch, base.glibc)
         extra = IMAGE_REQUIREMENTS + (GPU_REQUIREMENTS if target.gpu else ())
         tree = build_runtime_tree(stage / "python", target=dep_target, deployed_as="/opt/python", tools=tools,
-                                  unused=model_files.kind.unused_requirements,
+                                  unused=model_files.unused_requirements, extras=model_files.extras,
                                   unused_files=model_files.kind.unused_files, extra_requirements=extra)
         if target.gpu:  # the sources the image's kernel build step compiles (the runtime tree holds only .py)
             cuda_kernels.copy_sources(stage / "python" / "votive" / "runtime" / "cusrc")

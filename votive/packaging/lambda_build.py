@@ -2,7 +2,8 @@
 
 What a build writes into its output folder:
 
-    votive-runtime-python3.12-arm64.zip   layer: python/ = votive + numpy + tokenizers, built for the target
+    votive-runtime-python3.12-arm64.zip   layer: python/ = votive + numpy (+ tokenizers for a model whose
+                                          tokenizer votive does not run itself), built for the target
     votive-model-<model>.zip              layer: model/ = the model's files (when they fit Lambda's limits)
     s3/<model files>                      ... or these, to upload to S3 and fetch at init (when they do not)
     votive-function.zip                   the function: votive_function.py (handler) + votive_function.json
@@ -123,7 +124,7 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         site = work / "layer" / "python"
         dep_target = DependencyTarget(runtime.python, arch, runtime.glibc)
         tree = build_runtime_tree(site, target=dep_target, deployed_as="/opt/python", tools=tools,
-                                  unused=model_files.kind.unused_requirements,
+                                  unused=model_files.unused_requirements, extras=model_files.extras,
                                   unused_files=model_files.kind.unused_files, constraints=target.constraints)
         runtime_zip = write_zip(stage / f"votive-runtime-{runtime.identifier}-{arch.name}.zip",
                                 tree_members(site, "python/"))

@@ -20,6 +20,7 @@ weights are baked into the image, `model/`. The app:
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -70,7 +71,7 @@ def build_modal(model: str, out: Path, target: ModalTarget = ModalTarget(), *, f
     check_destination(out, force)  # before any work: an existing output is refused at once
     model_files = collect_model(model)
     app_name = target.app_name or f"votive-{model_files.slug}"[:64]
-    requirements = _pins(model_files.kind.unused_requirements, gpu=target.gpu is not None)
+    requirements = _pins(model_files.unused_requirements, gpu=target.gpu is not None, extras=model_files.extras)
     with staged_output(out, force) as stage:
         copy_votive(stage / "votive")
         if target.gpu is not None:  # the CUDA sources the image's build step compiles
@@ -99,11 +100,11 @@ def build_modal(model: str, out: Path, target: ModalTarget = ModalTarget(), *, f
     return manifest
 
 
-def _pins(unused: dict[str, str], *, gpu: bool) -> list[str]:
+def _pins(unused: dict[str, str], *, gpu: bool, extras: Iterable[str] = ()) -> list[str]:
     """votive's serving dependencies pinned to the versions installed here (what the tests ran)."""
     from votive.packaging.dependencies import LEFT_OUT, requirement_name, votive_requirements
 
-    names = [requirement_name(r) for r in votive_requirements({**LEFT_OUT, **unused})]
+    names = [requirement_name(r) for r in votive_requirements({**LEFT_OUT, **unused}, extras)]
     if gpu:
         names += GPU_REQUIREMENTS
     pins = []

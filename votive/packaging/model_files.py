@@ -11,7 +11,7 @@ import importlib.util
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from votive.errors import ModelSourceError, PackagingError
@@ -36,6 +36,10 @@ MODEL_KINDS: dict[str, ModelKind] = {
     "decoder": ModelKind("decoder", "votive.handlers.generation.handler", {}, (), 300),
 }
 
+# GGUF vocabularies (tokenizer.ggml.model) that votive.runtime.tokenizer runs on the `tokenizers` library; the
+# others it runs itself.
+GGUF_VOCABULARIES_ON_TOKENIZERS = {"gpt2": "byte-level BPE merges run by tokenizers' BPE model"}
+
 
 @dataclass(frozen=True)
 class ModelFiles:
@@ -46,6 +50,17 @@ class ModelFiles:
     kind: ModelKind
     files: tuple[tuple[str, Path], ...]  # (name in the model folder, local file), sorted by name
     weights: str  # for a single-file model, its name ("model.gguf"); "" when the model is the folder itself
+    extras: dict[str, str] = field(default_factory=dict)  # votive extras serving it needs, with the reason
+    tokenizer_note: str = ""  # how its tokenizer runs, when that needs no extra
+
+    @property
+    def unused_requirements(self) -> dict[str, str]:
+        """votive requirements a build leaves out for this model: its kind's, and `tokenizers` when votive runs
+        the model's tokenizer itself."""
+        unused = dict(self.kind.unused_requirements)
+        if "tokenizers" not in self.extras:
+            unused["tokenizers"] = self.tokenizer_note or "the model needs no tokenizer library"
+        return unused
 
     @property
     def total_bytes(self) -> int:
@@ -118,4 +133,29 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
     if importlib.util.find_spec(kind.handler.rpartition(".")[0]) is None:
         raise PackagingError(f"{resolved.model_id} is a {kind.name} model, served by {kind.handler}, which this "
                              "votive does not have yet")
-    return ModelFiles(str(source), resolved.model_id, kind, files, weights)
+    needs, note = tokenizer_library_need(path / weights if weights and path.is_dir() else path)
+    extras = {"tokenizers": needs} if needs else {}
+    return ModelFiles(str(source), resolved.model_id, kind, files, weights, extras, note)
+
+
+def tokenizer_library_need(model: Path) -> tuple[str | None, str]:
+    """(why serving `model` needs the `tokenizers` library, or None; and when not, how its tokenizer runs).
+
+    A model folder's tokenizer.json is asked of votive.runtime.wordpiece; a GGUF file's vocabulary kind is read
+    from its metadata.
+
+    Raises:
+        ModelConfigError: the tokenizer.json cannot be read.
+        WeightFileError: the GGUF file is malformed.
+    """
+    if model.suffix == ".gguf":
+        from votive.runtime.gguf import GGUFFile
+
+        vocabulary = GGUFFile(model).metadata.get("tokenizer.ggml.model")
+        if vocabulary in GGUF_VOCABULARIES_ON_TOKENIZERS:
+            return (f"its GGUF vocabulary is {vocabulary!r}: {GGUF_VOCABULARIES_ON_TOKENIZERS[vocabulary]}", "")
+        return None, f"its GGUF vocabulary ({vocabulary!r}) is run by votive.runtime.tokenizer"
+    from votive.runtime.wordpiece import tokenizers_needed_for
+
+    needs = tokenizers_needed_for(model)
+    return needs, "" if needs else "its BERT WordPiece tokenizer is run by votive.runtime.wordpiece"

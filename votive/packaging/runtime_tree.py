@@ -60,7 +60,7 @@ class RuntimeTreeReport:
 
 def build_runtime_tree(site: Path, *, target: DependencyTarget, deployed_as: str, tools: BuildTools,
                        unused: Mapping[str, str] | None = None, unused_files: tuple[tuple[str, str], ...] = (),
-                       extra_requirements: Iterable[str] = (),
+                       extras: Iterable[str] = (), extra_requirements: Iterable[str] = (),
                        constraints: Path | None = None) -> RuntimeTreeReport:
     """Fill `site` with what serving needs on `target`.
 
@@ -70,11 +70,12 @@ def build_runtime_tree(site: Path, *, target: DependencyTarget, deployed_as: str
         deployed_as: where `site` will be on the target ("/opt/python"), recorded in the bytecode.
         unused: votive requirements this model kind never imports (left out), with the reason.
         unused_files: slimming rules for files this model kind never imports, beside `SLIM_RULES`.
+        extras: votive extras the model needs ("tokenizers" for a tokenizer votive does not run itself).
         extra_requirements: more to install, e.g. awslambdaric for a container image.
         constraints: a pip constraints file pinning versions.
     """
     left_out = {**LEFT_OUT, **(unused or {})}
-    requirements = votive_requirements(left_out) + list(extra_requirements)
+    requirements = votive_requirements(left_out, extras) + list(extra_requirements)
     installed = install_for_target(tools, target, site, requirements, left_out=left_out, constraints=constraints)
     copy_votive(site / "votive")
     kernels = build_kernels(site / "votive" / "runtime" / "libvotive.so", target.arch, target.glibc, tools)

@@ -143,7 +143,8 @@ _NFD_UNKNOWN = """
 
 # White_Space (Rust's char::is_whitespace, and `\s` in Rust's regex): 25 code points. Not Python's str.isspace,
 # which adds U+001C..U+001F.
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+               + "\u2028\u2029\u202f\u205f\u3000")
 # clean_text turns these into " " (the rest of White_Space is Cc and is removed first).
 _TO_SPACE = "\t\n\r\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
