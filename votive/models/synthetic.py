@@ -56,6 +56,7 @@ class DecoderShape:
     context: int = 256
     rope_base: float = 10000.0
     sliding_window: int = 16  # gemma3 only
+    tied: bool = False  # llama: no output.weight, the token embedding is the output matrix (gemma3 always ties)
 
     @property
     def dh(self) -> int:
@@ -65,12 +66,13 @@ class DecoderShape:
         dh = self.dh
         attn = self.dim * dh * (2 * self.n_heads + 2 * self.n_kv_heads)
         ffn = 3 * self.dim * self.ffn_dim
-        return self.n_layers * (attn + ffn) + self.vocab * self.dim * (1 if self.arch == "gemma3" else 2)
+        return self.n_layers * (attn + ffn) + self.vocab * self.dim * (1 if self.arch == "gemma3" or self.tied else 2)
 
 
-# Sizes of Llama 3.2 1B: 16 layers, width 2048, GQA 32 / 8 heads of 64, 8192 feed-forward, 128256 tokens.
+# Sizes of Llama 3.2 1B: 16 layers, width 2048, GQA 32 / 8 heads of 64, 8192 feed-forward, 128256 tokens, tied
+# embeddings: 1.24B parameters.
 LLAMA_1B = DecoderShape(n_layers=16, dim=2048, ffn_dim=8192, n_heads=32, n_kv_heads=8, vocab=128256, context=4096,
-                        rope_base=500000.0)
+                        rope_base=500000.0, tied=True)
 
 
 def random_weight(rng: np.random.Generator, type_name: str, rows: int, cols: int):
@@ -84,6 +86,8 @@ def random_weight(rng: np.random.Generator, type_name: str, rows: int, cols: int
         values = (rng.standard_normal((rows, cols), np.float32) / np.sqrt(cols)).astype(np.float32)
         return "BF16", (values.view(np.uint32) >> 16).astype(np.uint16)
     t = ggml_type(type_name)
+    if cols % t.block_size:
+        raise ValueError(f"a {t.name} row holds whole {t.block_size}-element blocks; {cols} columns do not fit")
     blocks = rng.integers(0, 256, (rows, cols // t.block_size * t.block_bytes), dtype=np.uint8)
     return t.name, scale_blocks(blocks, t.name, target_std=1.0 / np.sqrt(cols))
 
@@ -166,7 +170,7 @@ def decoder_tensors(shape: DecoderShape, weight_type: str, seed: int = 0, embed_
 
     tensors = {"token_embd.weight": random_weight(rng, embed_type, shape.vocab, shape.dim),
                "output_norm.weight": norm(shape.dim)}
-    if shape.arch == "llama":
+    if shape.arch == "llama" and not shape.tied:
         tensors["output.weight"] = random_weight(rng, embed_type, shape.vocab, shape.dim)
     for i in range(shape.n_layers):
         b = f"blk.{i}."
