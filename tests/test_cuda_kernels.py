@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from votive.backends.cuda_ops import CudaOps, GpuQuantLinear
+from votive.runtime.qlinear import FusedLinears
 from votive.errors import InputError, KernelError
 from votive.models.synthetic import random_weight
 from votive.runtime import cuda_kernels, nvrtc
@@ -51,9 +52,15 @@ def stored(type_name: str, rows: int, cols: int, seed: int = 0) -> tuple[int, np
 
 
 @pytest.mark.parametrize("fmt", FORMAT_COLS)
-@pytest.mark.parametrize("rows,n", [(37, 1), (37, 3), (5, 8), (130, 9), (65, 70)])
-def test_products_match_dequantized_weights(cuda_ops, fmt, rows, n):
-    """qmatvec (n <= 8) and the tiled qmatmul (more): odd row counts, partial tiles, column tails."""
+@pytest.mark.parametrize("rows,n,path", [(37, 1, "qmatvec"), (37, 3, "qmatvec"), (5, 8, "qmatvec"), (130, 9, "qmatmul"),
+                                         (65, 70, "qmatmul"), (65, 70, "cublas")])
+def test_products_match_dequantized_weights(cuda_ops, fmt, rows, n, path, monkeypatch):
+    """qmatvec (n <= 8), the tiled qmatmul (more), and the widened weight through cuBLAS (a prompt): odd row
+    counts, partial tiles in both directions, column tails."""
+    from votive.backends import cuda_ops as module
+
+    if path == "qmatmul":
+        monkeypatch.setattr(module, "DEQUANTIZE_MIN_TOKENS", 10**9)
     cols = FORMAT_COLS[fmt]
     type_id, blocks = stored(fmt, rows, cols, seed=rows + n)
     x = np.random.default_rng(n).standard_normal((n, cols)).astype(np.float32)
@@ -85,6 +92,22 @@ def test_rows_and_dequantize_equal_ggml_dequantization(cuda_ops, fmt):
         lin.rows([1, 23])
     with pytest.raises(KernelError, match=r"input \(2, 8\) is not \(n, "):
         lin(put(cuda_ops, np.zeros((2, 8), np.float32)))
+
+
+def test_fused_products_share_one_weight_matrix(cuda_ops):
+    """q/k/v as FusedLinears builds them: one stacked matrix, one launch; each linear still answers alone."""
+    x = np.random.default_rng(9).standard_normal((3, 256)).astype(np.float32)
+    parts = [stored("Q4_K", rows, 256, seed=rows) for rows in (64, 32, 32)]
+    linears = [GpuQuantLinear(cuda_ops, put(cuda_ops, b), t, (b.shape[0], 256), f"w{i}") for i, (t, b) in
+               enumerate(parts)]
+    fused = FusedLinears(linears)
+    assert fused._fused is not None and fused._fused.whole.out_features == 128
+    got = [cuda_ops.to_numpy(y) for y in fused(put(cuda_ops, x))]
+    for (t, b), lin, y in zip(parts, linears, got):
+        np.testing.assert_allclose(y, x @ dequantize(b, t).T, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(cuda_ops.to_numpy(lin(put(cuda_ops, x))), y)
+    other = GpuQuantLinear(cuda_ops, put(cuda_ops, stored("Q8_0", 8, 256)[1]), 8, (8, 256), "v")
+    assert FusedLinears([linears[0], other])._fused is None  # formats differ: separate launches
 
 
 def test_half_blocks_with_subnormal_inf_and_nan_scales_decode_like_numpy(cuda_ops):

@@ -26,6 +26,11 @@ NULL = np.uint64(0)  # a null pointer argument (cupy and the emulator both pass 
 MATVEC_MAX_TOKENS = 8  # quant.cu: qmatvec takes up to this many rows of x; more go to the tiled qmatmul
 MATVEC_ROWS_PER_BLOCK = 4  # quant.cu: one warp per weight row, 128 threads
 MATMUL_TILE = 64  # quant.cu: rows and tokens per qmatmul block
+# From this many rows of x on, a product widens the weight to float32 (qdequant) and lets cuBLAS multiply: for a
+# prompt that beats the tiled qmatmul several times over. Weights whose float32 copy would exceed the scratch
+# limit keep to qmatmul.
+DEQUANTIZE_MIN_TOKENS = 16
+DEQUANTIZE_MAX_BYTES = 256 * 2**20
 ATTENTION_MAX_DIM = 256  # attention.cu: ATTN_MAX_DIM
 ELEMENTWISE_THREADS = 256
 MAX_GRID = 65535 * 4  # elementwise kernels loop over what a grid this size does not cover
@@ -273,13 +278,16 @@ class GpuQuantLinear:
         self.name = name
 
     def __call__(self, x):
-        """x (n, in) float32 -> (n, out): qmatvec for a few rows (decoding), the tiled qmatmul for more."""
+        """x (n, in) float32 -> (n, out): qmatvec for a few rows (decoding), the tiled qmatmul for more, and for
+        many (a prompt) cuBLAS on the weight widened for the call."""
         ops = self.ops
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise KernelError(f"{self.name}: input {x.shape} is not (n, {self.in_features})")
         x = ops._dense(x, f"{self.name} input")
         n = x.shape[0]
         y = ops.xp.empty((n, self.out_features), ops.xp.float32)  # (n, out)
+        if n >= DEQUANTIZE_MIN_TOKENS and 4 * self.out_features * self.in_features <= DEQUANTIZE_MAX_BYTES:
+            return x @ self.dequantize().T  # (n, out); the widened weight is dropped right after
         args = (self.blocks, x, y, _i32(self.out_features), _i32(self.in_features), _i32(n))
         if n <= MATVEC_MAX_TOKENS:
             grid = (-(-self.out_features // MATVEC_ROWS_PER_BLOCK),)
@@ -299,6 +307,16 @@ class GpuQuantLinear:
                  ops.xp.asarray(ids), out, _i32(ids.size), _i32(self.out_features), _i32(self.in_features))
         return out
 
+    @classmethod
+    def fused(cls, linears: list) -> "FusedProduct | None":
+        """One product for several weights of one format and width that multiply the same x (q/k/v, gate/up),
+        for votive.runtime.qlinear.FusedLinears; None when they differ."""
+        first = linears[0]
+        if any(lin.ggml_type != first.ggml_type or lin.in_features != first.in_features or lin.ops is not first.ops
+               for lin in linears):
+            return None
+        return FusedProduct(linears)
+
     def dequantize(self):
         """The whole weight as float32 (out, in) on the device (tests; a caller that wants cuBLAS on it)."""
         ops = self.ops
@@ -307,6 +325,27 @@ class GpuQuantLinear:
         ops._run(f"qdequant_{self.suffix}", (_blocks(groups),), (ELEMENTWISE_THREADS,), self.blocks, out,
                  _i32(self.out_features), _i32(self.in_features))
         return out
+
+
+class FusedProduct:
+    """Weights stacked into one device matrix, so that one kernel computes all their products; each linear keeps
+    a view of its own rows (the separate copies are freed). Calling it returns the products, views of one output."""
+
+    def __init__(self, linears: list[GpuQuantLinear]):
+        first = linears[0]
+        blocks = first.ops.xp.concatenate([lin.blocks for lin in linears])  # (sum of rows, bytes_per_row)
+        self.bounds = []
+        start = 0
+        for lin in linears:
+            lin.blocks = blocks[start : start + lin.out_features]
+            self.bounds.append((start, start + lin.out_features))
+            start += lin.out_features
+        self.whole = GpuQuantLinear(first.ops, blocks, first.ggml_type, (start, first.in_features),
+                                    "+".join(lin.name for lin in linears))
+
+    def __call__(self, x) -> list:
+        y = self.whole(x)  # (n, sum of rows)
+        return [y[:, a:b] for a, b in self.bounds]
 
 
 class GpuDenseLinear:

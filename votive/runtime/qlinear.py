@@ -90,19 +90,26 @@ class FusedLinears:
     """Several linears that multiply the same x, as one call returning each product: `q, k, v = qkv(x)`.
 
     With the C library the input is quantized once and all the rows go to the threads as one job (one
-    Python-to-C crossing instead of three); otherwise each linear runs on its own.
+    Python-to-C crossing instead of three). Another backend's linears may offer the same through a classmethod
+    `fused(linears)` returning such a callable, or None (the GPU's: one kernel launch instead of three).
+    Otherwise each linear runs on its own.
     """
 
     def __init__(self, linears: list):
         self.linears = linears
         self._group = None
+        self._fused = None  # a backend's own fused product, taking x as that backend's array
         if all(isinstance(lin, QuantLinear) and lin._matrix is not None for lin in linears):
             from votive.runtime import kernels
 
             weights = [(lin.blocks, lin.ggml_type, lin.out_features) for lin in linears]
             self._group = kernels.get().group(weights, linears[0].in_features)
+        elif hasattr(type(linears[0]), "fused") and all(type(lin) is type(linears[0]) for lin in linears):
+            self._fused = type(linears[0]).fused(linears)
 
     def __call__(self, x: np.ndarray) -> tuple:
         if self._group is not None:
             return tuple(self._group(np.ascontiguousarray(x, dtype=np.float32)))
+        if self._fused is not None:
+            return tuple(self._fused(x))
         return tuple(lin(x) for lin in self.linears)
