@@ -90,6 +90,10 @@ def test_rows_and_dequantize_equal_ggml_dequantization(cuda_ops, fmt):
         np.testing.assert_allclose(got_all, want, rtol=1e-6, atol=1e-30)
     with pytest.raises(InputError, match=r"token id 23 is outside the vocabulary \(23 rows of token_embd.weight\)"):
         lin.rows([1, 23])
+    x = np.zeros(cols + 1, np.float32)
+    x[1:] = np.random.default_rng(0).standard_normal(cols)
+    shifted = put(cuda_ops, x)[1:].reshape(1, cols)  # 4 bytes past an aligned start: qmatvec reads float4
+    np.testing.assert_allclose(cuda_ops.to_numpy(lin(shifted)), x[None, 1:] @ want.T, rtol=1e-4, atol=1e-5)
     with pytest.raises(KernelError, match=r"input \(2, 8\) is not \(n, "):
         lin(put(cuda_ops, np.zeros((2, 8), np.float32)))
 

@@ -20,7 +20,8 @@ def load(source, *, backend: str | None = None, n_ctx: int | None = None):
     Args:
         source: a model folder, a weight file, a Hugging Face Hub id (`hf:org/name`, `org/name`, `@revision`
             optional), or an installed model package (`pkg:NAME`, or an alias such as `minilm`).
-        backend: "numpy" (CPU) or "cupy" (GPU); default $VOTIVE_BACKEND or numpy.
+        backend: "numpy" (CPU), "cupy" (NVIDIA GPU) or "auto"; default $VOTIVE_BACKEND, else "auto": cupy where
+            an NVIDIA GPU and cupy are present, numpy otherwise (deciding imports no cupy).
         n_ctx: for decoders, the positions a generation's KV cache holds (default 4096, capped by the model's
             training context).
 

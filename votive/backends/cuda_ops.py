@@ -284,6 +284,8 @@ class GpuQuantLinear:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise KernelError(f"{self.name}: input {x.shape} is not (n, {self.in_features})")
         x = ops._dense(x, f"{self.name} input")
+        if _address(x) % 16:  # qmatvec reads x as float4: a view that starts off 16 bytes gets its own copy
+            x = x.copy()
         n = x.shape[0]
         y = ops.xp.empty((n, self.out_features), ops.xp.float32)  # (n, out)
         if n >= DEQUANTIZE_MIN_TOKENS and 4 * self.out_features * self.in_features <= DEQUANTIZE_MAX_BYTES:
@@ -363,6 +365,12 @@ class GpuDenseLinear:
     def rows(self, ids):
         ids = _row_ids(ids, self.out_features, self.name)
         return self.weight[self.ops.xp.asarray(ids)]
+
+
+def _address(a) -> int:
+    """Where an array's first element is: cupy's device pointer, or numpy's host address (the emulator)."""
+    ptr = getattr(a.data, "ptr", None)
+    return ptr if ptr is not None else a.ctypes.data
 
 
 def _row_ids(ids, rows: int, name: str) -> np.ndarray:
