@@ -106,10 +106,14 @@ def test_fused_products_share_one_weight_matrix(cuda_ops):
                enumerate(parts)]
     fused = FusedLinears(linears)
     assert fused._fused is not None and fused._fused.whole.out_features == 128
-    got = [cuda_ops.to_numpy(y) for y in fused(put(cuda_ops, x))]
-    for (t, b), lin, y in zip(parts, linears, got):
-        np.testing.assert_allclose(y, x @ dequantize(b, t).T, rtol=1e-4, atol=1e-5)
-        np.testing.assert_array_equal(cuda_ops.to_numpy(lin(put(cuda_ops, x))), y)
+    for rows in (x[:1], x):  # one token: one launch; three: each its own
+        got = [cuda_ops.to_numpy(y) for y in fused(put(cuda_ops, rows))]
+        for (t, b), lin, y in zip(parts, linears, got):
+            np.testing.assert_allclose(y, rows @ dequantize(b, t).T, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(cuda_ops.to_numpy(lin(put(cuda_ops, rows))), y)
+    host_stacked = [GpuQuantLinear(cuda_ops, put(cuda_ops, b), t, (b.shape[0], 256), "h", host=b) for t, b in parts]
+    whole = cuda_ops.to_numpy(FusedLinears(host_stacked)._fused.whole.blocks)
+    np.testing.assert_array_equal(whole, np.concatenate([b for _, b in parts]))  # stacked on the host
     other = GpuQuantLinear(cuda_ops, put(cuda_ops, stored("Q8_0", 8, 256)[1]), 8, (8, 256), "v")
     assert FusedLinears([linears[0], other])._fused is None  # formats differ: separate launches
 

@@ -122,7 +122,7 @@ class CudaOps:
             return GpuDenseLinear(self, self.xp.asarray(data), name)
         if type_id in QUANT_FORMATS and cols % 8 == 0:
             blocks = np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)  # no copy of a mapped tensor
-            return GpuQuantLinear(self, self.xp.asarray(blocks), type_id, (rows, cols), name)
+            return GpuQuantLinear(self, self.xp.asarray(blocks), type_id, (rows, cols), name, host=blocks)
         from votive.runtime.quants import dequantize
 
         log.warning("votive: %s (%s) has no GPU kernel; widened to float32 (%.0f MB on the GPU)", name,
@@ -269,9 +269,10 @@ class GpuQuantLinear:
     """y = x @ W.T for W kept as stored (GGML blocks, or F16 / BF16 halves) in device memory, uint8
     (out_features, bytes_per_row), multiplied by quant.cu without ever being widened."""
 
-    def __init__(self, ops: CudaOps, blocks, ggml_type: int, shape: tuple[int, int], name: str = ""):
+    def __init__(self, ops: CudaOps, blocks, ggml_type: int, shape: tuple[int, int], name: str = "", host=None):
         self.ops = ops
         self.blocks = blocks  # (out, bytes_per_row) uint8 on the device
+        self.host = host  # the same bytes in host memory (a view of the mapped file), or None
         self.ggml_type = ggml_type
         self.suffix = QUANT_FORMATS[ggml_type]
         self.out_features, self.in_features = shape
@@ -330,12 +331,18 @@ class GpuQuantLinear:
 
 
 class FusedProduct:
-    """Weights stacked into one device matrix, so that one kernel computes all their products; each linear keeps
-    a view of its own rows (the separate copies are freed). Calling it returns the products, views of one output."""
+    """Weights stacked into one device matrix, so that one kernel computes all their products for a decoding step;
+    each linear keeps a view of its own rows (the separate copies are freed). Calling it returns the products:
+    for one token, views of one output; for more, each linear's own (contiguous) output."""
 
     def __init__(self, linears: list[GpuQuantLinear]):
         first = linears[0]
-        blocks = first.ops.xp.concatenate([lin.blocks for lin in linears])  # (sum of rows, bytes_per_row)
+        self.linears = linears
+        xp = first.ops.xp
+        if all(lin.host is not None for lin in linears):  # stacked from the mapped file: one upload, no kernel
+            blocks = xp.asarray(np.concatenate([lin.host for lin in linears]))  # (sum of rows, bytes_per_row)
+        else:
+            blocks = xp.concatenate([lin.blocks for lin in linears])
         self.bounds = []
         start = 0
         for lin in linears:
@@ -346,7 +353,9 @@ class FusedProduct:
                                     "+".join(lin.name for lin in linears))
 
     def __call__(self, x) -> list:
-        y = self.whole(x)  # (n, sum of rows)
+        if x.shape[0] != 1:  # a prompt: separate products, so that nothing downstream copies a strided view
+            return [lin(x) for lin in self.linears]
+        y = self.whole(x)  # (1, sum of rows)
         return [y[:, a:b] for a, b in self.bounds]
 
 
