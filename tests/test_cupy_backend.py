@@ -23,7 +23,7 @@ import pytest
 
 import votive
 from votive.backends import GPU_DEVICE_NODES, get_backend, gpu_visible, numpy_backend
-from votive.errors import BackendError
+from votive.errors import BackendError, KernelError
 from votive.models import load_gguf
 from votive.models.bert import SentenceEncoder
 from votive.models.synthetic import DecoderShape, EncoderShape, write_bert_folder, write_decoder_gguf
@@ -126,6 +126,115 @@ def test_cupy_backend_offers_every_op_of_numpy_backend():
     for name in numpy_ops:  # the same parameters, so a model calls either the same way
         ours = list(inspect.signature(getattr(CudaOps, name)).parameters)[1:]
         assert ours == list(inspect.signature(getattr(numpy_backend, name)).parameters), name
+
+
+# A cupy made of numpy and the CUDA emulator: cupy_backend and CupyKernels' search of the ahead-of-time build run
+# for real on a machine without a GPU (which binary a device of a given capability loads, the compile fallback).
+NUMPY_CUPY = """
+import os
+import numpy as _np
+from numpy import *  # noqa: F401,F403 (the array API cupy mirrors)
+
+asnumpy = _np.asarray
+LOADED = []  # the binaries RawModule was given
+
+
+class _Runtime:
+    @staticmethod
+    def getDeviceCount():
+        return 1
+
+
+class _Device:
+    compute_capability = os.environ["FAKE_CUPY_CAPABILITY"]
+
+
+class cuda:
+    runtime = _Runtime
+    Device = _Device
+
+
+class RawModule:
+    def __init__(self, path):
+        data = open(path, "rb").read()
+        if not (data[:4] == b"\\x7fELF" or data.startswith(b"//")):  # a cubin, or PTX's leading comment
+            raise RuntimeError(f"not a CUDA binary: {path}")
+        LOADED.append(path)
+
+    def get_function(self, name):
+        import cuda_emulator
+
+        return cuda_emulator.EmulatedKernels(os.environ["FAKE_CUPY_EMULATOR"]).function(name)
+"""
+
+
+@pytest.fixture(scope="module")
+def sm80_build(tmp_path_factory):
+    from votive.runtime import cuda_kernels, nvrtc
+
+    try:
+        nv = nvrtc.load()
+    except Exception as err:
+        pytest.skip(f"NVRTC cannot be loaded here: {err}")
+    out = tmp_path_factory.mktemp("aot")
+    cuda_kernels.build(out, archs=(80,), nv=nv)  # a cubin for sm_80 and the PTX
+    return out
+
+
+@pytest.fixture
+def numpy_cupy(tmp_path, monkeypatch, clean_backend_modules, cuda_ops):
+    """Returns a function installing the fake cupy for a device of the given capability."""
+    import cuda_emulator
+
+    if cuda_ops.xp is not np:
+        pytest.skip("the fake cupy stands in for a GPU only where there is none")
+
+    def install(capability: str):
+        monkeypatch.setenv("FAKE_CUPY_CAPABILITY", capability)
+        monkeypatch.setenv("FAKE_CUPY_EMULATOR", str(cuda_ops.kernels.out_dir))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+        monkeypatch.delenv("VOTIVE_CUDA_KERNELS", raising=False)
+        monkeypatch.syspath_prepend(str(fake_cupy(tmp_path / f"site{capability}", NUMPY_CUPY)))
+        assert cuda_emulator  # the fake imports it by name: tests/ is on the path
+    return install
+
+
+@pytest.mark.parametrize("capability,binary", [("86", "sm_80.cubin"), ("120", "compute_75.ptx")])
+def test_cupy_backend_loads_the_ahead_of_time_build(numpy_cupy, sm80_build, tmp_path, monkeypatch, capability,
+                                                    binary):
+    """An A10G (8.6) runs the sm_80 cubin, a GPU newer than every cubin the PTX; nothing is compiled."""
+    numpy_cupy(capability)
+    monkeypatch.setenv("VOTIVE_CUDA_KERNELS", str(sm80_build))
+    path = write_decoder_gguf(tmp_path / "m.gguf", TINY, "Q8_0", seed=4)
+    llm = votive.load(str(path), backend="cupy")
+    from votive.backends import cupy_backend
+
+    assert llm.backend == "cupy" and llm.ops is cupy_backend
+    assert llm.generate("hi", max_tokens=3) == load_gguf(path, FloatReference()).generate("hi", max_tokens=3)
+    loaded = cupy_backend.kernels.loaded_from
+    assert set(loaded) == {"quant", "norm", "attention"}
+    assert all(Path(p).parent.parent == sm80_build and Path(p).name == binary for p in loaded.values())
+    assert not (tmp_path / "user-cache").exists()
+
+
+def test_without_a_build_the_kernels_are_compiled_once_and_kept(numpy_cupy, tmp_path, caplog):
+    numpy_cupy("80")
+    from votive.runtime import cuda_kernels
+
+    with caplog.at_level(logging.WARNING, logger="votive"):
+        first = cuda_kernels.CupyKernels()
+        first.function("rms_norm")
+    assert "compiled the CUDA 'norm' kernels for sm_80 at start-up" in caplog.text
+    kept = Path(first.loaded_from["norm"])
+    assert kept.name == "sm_80.cubin" and kept.is_relative_to(tmp_path / "user-cache" / "votive" / "cuda-kernels")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="votive"):
+        again = cuda_kernels.CupyKernels()
+        again.function("silu")
+    assert again.loaded_from["norm"] == str(kept) and "compiled" not in caplog.text
+    strict = cuda_kernels.CupyKernels(dirs=[tmp_path / "nothing"], compile_missing=False)
+    with pytest.raises(KernelError, match="no usable CUDA binary of votive's 'quant' kernels for sm_80 in"):
+        strict.function("qmatvec_q4_k")
 
 
 # --------------------------------------------------------------------------------------------- whole models
