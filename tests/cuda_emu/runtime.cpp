@@ -6,8 +6,10 @@
 // independently, each in their own order, and integer arguments past the sixth go to the stack in order; so a
 // kernel with at most 16 integer and 8 float parameters, in any interleaving, reads exactly the values it
 // would have been passed directly. The Python side sorts the arguments into the two lists. Test-only: x86-64.
-#include <ucontext.h>
-
+//
+// Fibers switch with emu_switch below rather than ucontext's swapcontext, which makes a system call (to save the
+// signal mask) on every switch; a shuffle switches every thread twice, so that call dominated the run time.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,8 +33,8 @@ typedef void (*KernelFn)(long long, long long, long long, long long, long long, 
 const size_t kStackBytes = 64 * 1024;
 const int kMaxThreads = 1024;
 
-ucontext_t scheduler;
-ucontext_t contexts[kMaxThreads];
+void* scheduler_sp;  // saved stack pointers: the scheduler's, and each fiber's while it is switched out
+void* fiber_sp[kMaxThreads];
 State states[kMaxThreads];
 std::vector<char> stacks;
 int current = 0;
@@ -51,26 +53,65 @@ uint3 index_of(int t) {
     return i;
 }
 
+}  // namespace
+
+// emu_switch(save, next): push the callee-saved registers, store the stack pointer in *save, continue on the
+// stack `next` (popping what it saved and returning into it). Everything else is caller-saved in the System V
+// ABI, so the call itself preserves it.
+extern "C" void emu_switch(void** save, void* next);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+)");
+
+namespace {
+
 void thread_main() {
     kernel(ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6], ints[7], ints[8], ints[9], ints[10],
            ints[11], ints[12], ints[13], ints[14], ints[15], floats[0], floats[1], floats[2], floats[3], floats[4],
            floats[5], floats[6], floats[7]);
-    states[current] = DONE;  // then uc_link returns to the scheduler
+    states[current] = DONE;
+    emu_switch(&fiber_sp[current], scheduler_sp);  // never resumed
+}
+
+// A fresh fiber's stack, as emu_switch leaves one: six saved registers (zero), then thread_main as the return
+// address, then a slot standing for thread_main's own return address, so that it starts with the stack
+// alignment of a function just called.
+void* fresh_stack(char* base, size_t bytes) {
+    uintptr_t top = ((uintptr_t)(base + bytes)) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;
+    *--sp = (void*)thread_main;
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;
+    return sp;
 }
 
 void wait_at(State barrier) {
     states[current] = barrier;
-    swapcontext(&contexts[current], &scheduler);
+    emu_switch(&fiber_sp[current], scheduler_sp);
 }
 
 // Runs the threads of the current block until all are done; false (and `error` set) on a deadlock.
 bool run_block(int n) {
     for (int t = 0; t < n; ++t) {
-        getcontext(&contexts[t]);
-        contexts[t].uc_stack.ss_sp = &stacks[(size_t)t * kStackBytes];
-        contexts[t].uc_stack.ss_size = kStackBytes;
-        contexts[t].uc_link = &scheduler;
-        makecontext(&contexts[t], thread_main, 0);
+        fiber_sp[t] = fresh_stack(&stacks[(size_t)t * kStackBytes], kStackBytes);
         states[t] = RUNNABLE;
     }
     for (;;) {
@@ -78,7 +119,7 @@ bool run_block(int n) {
             if (states[t] != RUNNABLE) continue;
             current = t;
             threadIdx = index_of(t);
-            swapcontext(&scheduler, &contexts[t]);
+            emu_switch(&scheduler_sp, fiber_sp[t]);
         }
         // Everyone is now done or waiting. Release each warp whose 32 threads all wait at a shuffle.
         bool released = false, all_done = true, any_warp_wait = false;
