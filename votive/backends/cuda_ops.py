@@ -70,6 +70,8 @@ class CudaOps:
         self.int64 = xp.int64
 
     def _run(self, kernel: str, grid, block, *args) -> None:
+        if 0 in grid:  # nothing to compute (CUDA refuses an empty grid)
+            return
         self.kernels.function(kernel)(tuple(grid), tuple(block), args)
 
     def _dense(self, x, what: str):
