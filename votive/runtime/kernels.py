@@ -47,7 +47,8 @@ from votive.errors import KernelError
 from votive.runtime.cpus import available_cpus
 from votive.runtime.ggml_types import GGML_TYPES
 from votive.runtime.kernels_ref import get_rows_ref, gelu_ref, layer_norm_ref, normal_tail_ref, qmatmul_ref
-from votive.runtime.kernels_ref import attention_f16_ref, rms_norm_ref, rope_cache_ref, rope_ref, softmax_ref, swiglu_ref
+from votive.runtime.kernels_ref import attention_f16_ref, rms_norm_ref, rope_cache_ref, rope_ref, softmax_ref
+from votive.runtime.kernels_ref import swiglu_ref
 
 __all__ = [
     "LIBRARY_PATH", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup", "load", "get", "available", "supports", "configured_threads",
@@ -298,7 +299,7 @@ class KernelLibrary:
         """Rotate x (n, heads, dims) in place by cache rows (n, dims) from rope_cache; returns x."""
         _check_writable("rope", "x", x)
         if x.ndim != 3 or cache.shape != (x.shape[0], x.shape[2]):
-            raise KernelError(f"rope: x must be (n, heads, dims) and cache (n, dims), found {x.shape} and {cache.shape}")
+            raise KernelError(f"rope: x must be (n, heads, dims) and cache (n, dims), found {x.shape}, {cache.shape}")
         cache = np.ascontiguousarray(cache, np.float32)
         _call("rope", self._lib.vt_rope(x.ctypes.data, cache.ctypes.data, x.shape[0], x.shape[1], x.shape[2],
                                         int(bool(neox))))
@@ -310,7 +311,8 @@ class KernelLibrary:
         v (kv_heads, dims, capacity), positions 0 .. q_start + n - 1 filled -> (n, heads, dims)."""
         _check_contiguous("attention_f16", "q", q)
         for name, arr in (("k", k), ("v", v)):
-            if not (isinstance(arr, np.ndarray) and arr.dtype == np.float16 and arr.flags.c_contiguous and arr.ndim == 3):
+            if not (isinstance(arr, np.ndarray) and arr.dtype == np.float16 and arr.ndim == 3 and
+                    arr.flags.c_contiguous):
                 raise KernelError(f"attention_f16: {name} must be a C-contiguous float16 (kv_heads, ...) array")
         n, heads, dims = q.shape
         kv_heads, capacity = k.shape[0], k.shape[1]
@@ -908,7 +910,9 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 def rope_cache(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
     """(n_positions, dims) interleaved cos, sin table of RoPE: C (libm's cosf/sinf), else `rope_cache_ref`."""
     lib = get()
-    return lib.rope_cache(base, dims, n_positions, first) if lib is not None else rope_cache_ref(base, dims, n_positions, first)
+    if lib is not None:
+        return lib.rope_cache(base, dims, n_positions, first)
+    return rope_cache_ref(base, dims, n_positions, first)
 
 
 def rope(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:

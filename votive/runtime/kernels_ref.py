@@ -134,7 +134,8 @@ def get_rows_ref(blocks: np.ndarray, ggml_type: int, ids: np.ndarray) -> np.ndar
 
 
 def _fma(a, b, c) -> np.ndarray:
-    return (np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32) + np.asarray(c, np.float32)).astype(np.float32)
+    product = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32)
+    return (product + np.asarray(c, np.float32)).astype(np.float32)
 
 
 def rms_norm_ref(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -221,7 +222,8 @@ def _dot_halves(a: np.ndarray, b: np.ndarray, batched: bool) -> np.ndarray:
     whole = n - n % 64
     acc = np.zeros(shape + (4, 16), np.float32)
     for k in range(0, whole, 64):
-        acc = _fma(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)), b[..., k : k + 64].reshape(b.shape[:-1] + (4, 16)), acc)
+        acc = _fma(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)),
+                   b[..., k : k + 64].reshape(b.shape[:-1] + (4, 16)), acc)
     pair = acc[..., :2, :] + acc[..., 2:, :]
     total = _reduce16(pair[..., 0, :] + pair[..., 1, :]).astype(np.float64)
     total = total + (a[..., whole:] * b[..., whole:]).astype(np.float64).sum(axis=-1)

@@ -17,47 +17,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "half.h"
 #include "simd.h"
 #include "vt_internal.h"
 
 #define LANES 16 /* ggml's AVX-512 vector: the summation order below is that of 16-lane accumulators */
 
-/* ---- halves ---------------------------------------------------------------------------------------------- */
-
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0x1f)
-        bits = sign | 0x7f800000 | (man << 13);
-    else if (exp != 0)
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    else { /* zero or subnormal: man * 2^-24, exact in float */
-        float f = (float)man * 0x1p-24f;
-        return sign ? -f : f;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* float -> nearest half (ties to even), as F16C's vcvtps2ph and numpy's astype(float16) round. */
-static inline float round_to_half(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint32_t ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000 || ax < 0x33000000) /* inf, NaN, or below half the smallest subnormal half */
-        return ax >= 0x7f800000 ? f : copysignf(0.0f, f);
-    if (ax >= 0x477ff000) /* rounds to 65520 or more */
-        return copysignf(INFINITY, f);
-    if (ax < 0x38800000) { /* subnormal half: a multiple of 2^-24 */
-        float a = fabsf(f) * 16777216.0f + 12582912.0f - 12582912.0f; /* rounds to an integer, ties to even */
-        return copysignf(a * 0x1p-24f, f);
-    }
-    uint32_t r = (ax + 0xfff + ((ax >> 13) & 1)) & ~0x1fffu; /* drop 13 mantissa bits, ties to even */
-    r |= x & 0x80000000;
-    float out;
-    memcpy(&out, &r, sizeof out);
-    return out;
-}
+/* A float rounded to the nearest half (ties to even), as F16C's vcvtps2ph and ggml's FP32_TO_FP16 round. */
+static inline float round_to_half(float f) { return f16_to_f32(f32_to_f16(f)); }
 
 /* ---- ggml's exp and SiLU ------------------------------------------------------------------------------------ */
 
@@ -183,7 +150,7 @@ static inline float dot_halves(const float *a, const float *b, int64_t stride, i
 /* Halves -> floats, exactly (the attention's K and V, converted once per call and KV head). */
 static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        out[i] = half_to_float(h[i]);
+        out[i] = f16_to_f32(h[i]);
 }
 
 /* One query vector against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v

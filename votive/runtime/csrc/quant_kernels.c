@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "half.h"
 #include "simd.h"
 #include "vt_internal.h"
 
@@ -62,62 +63,6 @@
 static inline void prefetch_weights(const uint8_t *x, int bytes) {
     for (int offset = 0; offset < bytes; offset += 64)
         __builtin_prefetch(x + PREFETCH_AHEAD + offset, 0, PREFETCH_LOCALITY);
-}
-
-/* ---- half floats ------------------------------------------------------------------------------------ */
-
-/* IEEE half -> float, exact. */
-static inline float f16_to_f32(uint16_t h) {
-#if defined(VT_QUANT_X86)
-    return _cvtsh_ss(h);
-#elif defined(VT_QUANT_NEON)
-    __fp16 v;
-    memcpy(&v, &h, sizeof v);
-    return (float)v;
-#else
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7fffu, bits;
-    if (em >= 0x7c00) /* inf, NaN */
-        bits = sign | 0x7f800000 | ((em & 0x3ff) << 13);
-    else if (em >= 0x0400) /* normal: rebias the exponent */
-        bits = sign | ((em << 13) + 0x38000000);
-    else { /* zero or subnormal: em units of 2^-24 */
-        float f = (float)em * 5.9604644775390625e-8f;
-        return sign ? -f : f;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-#endif
-}
-
-/* float -> IEEE half bits, rounding to nearest even (GGML_FP32_TO_FP16); overflow gives inf. */
-static inline uint16_t f32_to_f16(float f) {
-#if defined(VT_QUANT_X86)
-    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
-#elif defined(VT_QUANT_NEON)
-    __fp16 v = (__fp16)f;
-    uint16_t h;
-    memcpy(&h, &v, sizeof h);
-    return h;
-#else
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000) /* inf, NaN (kept quiet) */
-        return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0));
-    if (ax >= 0x477ff000) /* rounds to 65520 or more: inf */
-        return (uint16_t)(sign | 0x7c00);
-    if (ax < 0x38800000) { /* below 2^-14: a subnormal half, f / 2^-24 rounded to an even integer */
-        float a, v;
-        memcpy(&a, &ax, sizeof a);
-        v = a * 16777216.0f + 12582912.0f; /* exact scaling, then the add rounds to an integer */
-        uint32_t bits;
-        memcpy(&bits, &v, sizeof bits);
-        return (uint16_t)(sign | ((bits & 0x7fffff) - 0x400000));
-    }
-    /* normal: drop 13 mantissa bits, rounding to nearest even; a carry moves into the exponent as it should */
-    return (uint16_t)(sign | ((ax - 0x38000000 + 0xfff + ((ax >> 13) & 1)) >> 13));
-#endif
 }
 
 static inline float half_at(const uint8_t *p) {
