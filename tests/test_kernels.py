@@ -442,3 +442,73 @@ def test_build_errors_name_the_step(tmp_path):
     with pytest.raises(kernel_build.KernelBuildError, match="C compiler 'no-such-cc-here' not found"):
         kernel_build.build_library(tmp_path / "libvotive.so", cc=["no-such-cc-here"])
     assert not (tmp_path / "libvotive.so").exists()
+
+
+# ------------------------------------------------------------------- decoder rows (csrc/decoder_kernels.c)
+# The twins emulate fmaf as a float64 product plus the addend: equal except in a double-rounding case, which
+# random data of this size does not hit; so these compare bit for bit, except the RoPE table (libm's cosf/sinf
+# against correctly rounded values: one rounding apart at most).
+
+
+def test_rms_norm_matches_its_twin_bit_for_bit(lib, isa, rng):
+    for shape in ODD_SHAPES:
+        x = rng.normal(0, 3, shape).astype(np.float32)
+        w = rng.normal(1, 0.2, shape[-1]).astype(np.float32)
+        np.testing.assert_array_equal(lib.rms_norm(x, w, 1e-6), kernels.rms_norm_ref(x, w, 1e-6), err_msg=str(shape))
+        np.testing.assert_array_equal(lib.rms_norm(x, None, 1e-5), kernels.rms_norm_ref(x, None, 1e-5))
+
+
+def test_swiglu_matches_its_twin_bit_for_bit(lib, isa, rng):
+    for shape in ODD_SHAPES:  # tails past a multiple of 16 take libm's expf in both
+        gate = rng.normal(0, 4, shape).astype(np.float32)
+        gate.flat[:3] = [-200.0, 200.0, 0.0]  # exp's overflow and underflow branches
+        up = rng.normal(0, 1, shape).astype(np.float32)
+        want = kernels.swiglu_ref(gate, up)
+        np.testing.assert_array_equal(lib.swiglu(gate.copy(), up), want, err_msg=str(shape))
+
+
+def test_ggml_exp_is_close_to_exp():
+    x = np.linspace(-80, 80, 10001, dtype=np.float32)
+    from votive.runtime.kernels_ref import ggml_exp_ref
+
+    got = ggml_exp_ref(x).astype(np.float64)
+    np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=3e-7)  # ggml: within about 2 ulp
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope_matches_its_twin(lib, isa, rng, neox):
+    table = lib.rope_cache(10000.0, 64, 40, first=3)
+    np.testing.assert_array_max_ulp(table, kernels.rope_cache_ref(10000.0, 64, 40, first=3), maxulp=1)
+    x = rng.normal(0, 2, (40, 5, 64)).astype(np.float32)
+    want = kernels.rope_ref(x, table, neox)
+    np.testing.assert_array_equal(lib.rope(x.copy(), table, neox), want)
+    # the rotation keeps each pair's length (to rounding): a check independent of the twin
+    pairs = (x[..., :32], x[..., 32:]) if neox else (x[..., 0::2], x[..., 1::2])
+    rotated = (want[..., :32], want[..., 32:]) if neox else (want[..., 0::2], want[..., 1::2])
+    np.testing.assert_allclose(np.hypot(*rotated), np.hypot(*pairs), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n, q_start, window", [(1, 0, None), (1, 70, None), (7, 0, None), (5, 60, 16), (1, 90, 16)])
+def test_attention_f16_matches_its_twin_bit_for_bit(lib, isa, rng, n, q_start, window):
+    heads, kv_heads, dims, capacity = 6, 2, 64, 128
+    k = rng.normal(0, 1, (kv_heads, capacity, dims)).astype(np.float16)
+    v = rng.normal(0, 1, (kv_heads, dims, capacity)).astype(np.float16)
+    q = rng.normal(0, 1, (n, heads, dims)).astype(np.float32)
+    got = lib.attention_f16(q, k, v, q_start, 0.125, window)
+    np.testing.assert_array_equal(got, kernels.attention_f16_ref(q, k, v, q_start, 0.125, window))
+    # and it is attention: float64 softmax over the visible keys, to half precision
+    i, h = n - 1, heads - 1
+    pos = q_start + i
+    lo = max(0, pos + 1 - window) if window else 0
+    keys, vals = k[h // 3, lo : pos + 1].astype(np.float64), v[h // 3, :, lo : pos + 1].astype(np.float64)
+    scores = keys @ q[i, h].astype(np.float64) * 0.125
+    p = np.exp(scores - scores.max())
+    np.testing.assert_allclose(got[i, h], vals @ (p / p.sum()), atol=5e-3)
+
+
+def test_attention_f16_refuses_caches_that_do_not_fit(lib):
+    q = np.zeros((1, 4, 8), np.float32)
+    with pytest.raises(KernelError, match="float16"):
+        lib.attention_f16(q, np.zeros((2, 16, 8), np.float32), np.zeros((2, 8, 16), np.float16), 0, 1.0)
+    with pytest.raises(KernelError, match="do not fit"):
+        lib.attention_f16(q, np.zeros((2, 16, 8), np.float16), np.zeros((2, 16, 8), np.float16), 0, 1.0)

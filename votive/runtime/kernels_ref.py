@@ -173,7 +173,8 @@ def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     whole = cols - cols % 16
     e = np.empty_like(gate)
     e[..., :whole] = ggml_exp_ref(np.float32(0) - gate[..., :whole])
-    e[..., whole:] = np.exp(-gate[..., whole:].astype(np.float64)).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp past float32's range is inf, as libm's expf gives
+        e[..., whole:] = np.exp(-gate[..., whole:].astype(np.float64)).astype(np.float32)
     return (gate / (np.float32(1) + e)) * up
 
 
