@@ -485,3 +485,11 @@ def test_other_pre_tokenizers_against_llama_cpp(pre, smollm, tmp_path):
         n = rng.randrange(1, 20)
         text = "".join(rng.choice(atoms) if rng.random() < 0.75 else chr(rng.randrange(0x20, 0x3000)) for _ in range(n))
         assert ours.encode(text) == ref.tokenize(text.encode(), add_bos=True, special=True), text
+
+
+def test_a_byte_level_vocabulary_without_the_tokenizers_library_says_what_to_install(smollm_gguf, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ModelConfigError, match=r"needs the `tokenizers` library: pip install 'votive\[tokenizers\]'"):
+        GGUFTokenizer.from_gguf(GGUFFile(smollm_gguf))

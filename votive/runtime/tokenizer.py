@@ -634,7 +634,11 @@ class _ByteLevelBPE:
     """A `tokenizers` BPE over the file's vocab and merges, with the pre-tokenizer's regexes as Split steps."""
 
     def __init__(self, vocab: dict[str, int], spec: TokenizerSpec, pre: PreTokenizer):
-        from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+        try:
+            from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+        except ImportError:  # optional since BERT models tokenize without it
+            raise ModelConfigError(f"{spec.source}: a 'gpt2' (byte-level BPE) vocabulary needs the `tokenizers` "
+                                   "library: pip install 'votive[tokenizers]'") from None
 
         if not spec.merges:
             raise ModelConfigError(f"{spec.source}: a 'gpt2' vocabulary needs {GGUF_KEYS['merges']}, which is missing")
