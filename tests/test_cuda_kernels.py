@@ -192,17 +192,20 @@ def test_elementwise_activations(cuda_ops):
     np.testing.assert_allclose(got, 0.5 * h * (1 + erf(h / math.sqrt(2))), rtol=1e-5, atol=1e-6)
     got = cuda_ops.to_numpy(cuda_ops.gelu(put(cuda_ops, x)))
     np.testing.assert_allclose(got, 0.5 * x64 * (1 + erf(x64 / math.sqrt(2))), rtol=1e-5, atol=1e-6)
-    got = cuda_ops.to_numpy(cuda_ops.gelu_tanh(put(cuda_ops, x)))
-    ref = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    gelu_tanh = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
+    x[0, :2] = (-12, 11)  # ggml's cut-offs: 0 from -10 down, gate * up from 10 up
+    gelu_tanh[0, :2] = (0, 11)
+    got = cuda_ops.to_numpy(cuda_ops.geglu(put(cuda_ops, x), put(cuda_ops, up)))
+    np.testing.assert_allclose(got, gelu_tanh * up, rtol=1e-5, atol=1e-6)
+    x64 = x.astype(np.float64)
     silu = x64 / (1 + np.exp(-x64))
-    np.testing.assert_allclose(cuda_ops.to_numpy(cuda_ops.silu(put(cuda_ops, x))), silu, rtol=1e-5, atol=1e-7)
     gate = put(cuda_ops, x)
     out = cuda_ops.swiglu(gate, put(cuda_ops, up))
     assert out is gate
     np.testing.assert_allclose(cuda_ops.to_numpy(out), silu * up, rtol=1e-5, atol=1e-7)
-    with pytest.raises(KernelError, match="swiglu: up"):
-        cuda_ops.swiglu(put(cuda_ops, x), put(cuda_ops, up[:, :10]))
+    for gated in (cuda_ops.swiglu, cuda_ops.geglu):
+        with pytest.raises(KernelError, match=f"{gated.__name__}: up"):
+            gated(put(cuda_ops, x), put(cuda_ops, up[:, :10]))
 
 
 # ---------------------------------------------------------------------------------------- RoPE, attention

@@ -230,7 +230,7 @@ def test_without_a_build_the_kernels_are_compiled_once_and_kept(numpy_cupy, tmp_
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="votive"):
         again = cuda_kernels.CupyKernels()
-        again.function("silu")
+        again.function("swiglu")
     assert again.loaded_from["norm"] == str(kept) and "compiled" not in caplog.text
     strict = cuda_kernels.CupyKernels(dirs=[tmp_path / "nothing"], compile_missing=False)
     with pytest.raises(KernelError, match="no usable CUDA binary of votive's 'quant' kernels for sm_80 in"):

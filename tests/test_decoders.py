@@ -3,11 +3,11 @@
 The reference (../shared/reference/*_tokens.json) holds, per prompt, llama.cpp's prompt token ids, its greedy
 continuation and its top-10 logits after the prompt. Greedy decoding is a chain of argmaxes, so a last-bit
 difference in float arithmetic can flip an 8-bit activation rounding, move a logit by a few tenths and, at a
-near tie, part the paths. For the LLaMA family our kernels follow ggml's arithmetic operation for operation
-(votive/runtime/csrc/decoder_kernels.c), and the logits come out equal to llama.cpp's. Gemma 3 still misses
-ggml's order in the K-quant products (llama.cpp repacks Q4_K on x86) and its GELU: what holds for it is asserted
-(prompt ids identical; teacher-forced argmax agrees nearly everywhere, every disagreement a near tie; greedy
-text agrees until its first near tie), and the issue's strict targets are expected failures for it alone.
+near tie, part the paths. Our kernels therefore follow ggml's x86 arithmetic operation for operation
+(votive/runtime/csrc/decoder_kernels.c, the summation orders of quant_x86_kernels.h, ggml's GELU table), and the
+logits of both models come out equal to llama.cpp's. The looser checks (teacher-forced argmax, greedy text until a
+near tie) stay: they say how far apart two correct stacks may drift, and they hold on any CPU, where the strict
+ones hold on x86 machines like the one the reference was made on.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from votive.errors import InputError
 
 MODELS = {"smollm2": "smollm2_135m_tokens.json", "gemma3": "gemma3_270m_tokens.json"}
 NEAR_TIE = 0.25  # logits: about 0.6% of the logit range of these models
-EXACT_FAMILIES = ("LlamaModel",)  # decoders whose arithmetic is ggml's, operation for operation
-
-
-def expect_parity(request, model) -> None:
-    """The issue's strict targets: required where our arithmetic is ggml's, an expected failure elsewhere."""
-    if type(model).__name__ not in EXACT_FAMILIES:
-        request.applymarker(pytest.mark.xfail(reason="Gemma 3: K-quant products and GELU not yet in ggml's order",
-                                              strict=False))
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -59,9 +51,8 @@ def test_first_step_top10_agrees_with_llama_cpp(model_and_reference):
         assert np.abs(got - np.asarray(r["first_step_top10_logits"])).max() <= tolerance, r["prompt"]
 
 
-def test_first_step_logits_within_one_percent_of_llama_cpp(model_and_reference, request):
+def test_first_step_logits_within_one_percent_of_llama_cpp(model_and_reference):
     model, records = model_and_reference
-    expect_parity(request, model)
     for r in records:
         logits = model.logits(r["prompt_token_ids"])
         assert set(np.argsort(-logits, kind="stable")[:10].tolist()) == set(r["first_step_top10_ids"])
@@ -69,11 +60,9 @@ def test_first_step_logits_within_one_percent_of_llama_cpp(model_and_reference, 
         assert np.abs(got - np.asarray(r["first_step_top10_logits"])).max() <= 0.01 * (logits.max() - logits.min())
 
 
-def test_llama_logits_equal_llama_cpp(model_and_reference):
-    """SmolLM2: the top-10 logits after each prompt are llama.cpp's, to the reference file's printed precision."""
+def test_logits_equal_llama_cpp(model_and_reference):
+    """The top-10 logits after each prompt are llama.cpp's, to the reference file's printed precision."""
     model, records = model_and_reference
-    if type(model).__name__ not in EXACT_FAMILIES:
-        pytest.skip("only the LLaMA family follows ggml's arithmetic exactly so far")
     for r in records:
         got = model.logits(r["prompt_token_ids"])[r["first_step_top10_ids"]]
         np.testing.assert_allclose(got, r["first_step_top10_logits"], rtol=0, atol=1e-5, err_msg=r["prompt"])
@@ -109,9 +98,8 @@ def test_greedy_continuation_agrees_until_a_near_tie(model_and_reference):
         assert logits[gen.token_ids[split]] - logits[want[split]] <= NEAR_TIE, (r["prompt"], split)
 
 
-def test_greedy_continuation_equals_llama_cpp_for_32_tokens(model_and_reference, request):
+def test_greedy_continuation_equals_llama_cpp_for_32_tokens(model_and_reference):
     model, records = model_and_reference
-    expect_parity(request, model)
     for r in records:
         want = r["greedy_token_ids"][:32]
         gen = model.start(r["prompt_token_ids"], max_tokens=len(want), temperature=0)

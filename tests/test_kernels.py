@@ -445,9 +445,41 @@ def test_build_errors_name_the_step(tmp_path):
 
 
 # ------------------------------------------------------------------- decoder rows (csrc/decoder_kernels.c)
-# The twins emulate fmaf as a float64 product plus the addend: equal except in a double-rounding case, which
-# random data of this size does not hit; so these compare bit for bit, except the RoPE table (libm's cosf/sinf
-# against correctly rounded values: one rounding apart at most).
+# The twins compute fmaf exactly (kernels_ref.fma32), so these compare bit for bit, except the RoPE table (libm's
+# cosf/sinf against correctly rounded values: one rounding apart at most).
+
+
+def test_fma32_rounds_once():
+    from votive.runtime.kernels_ref import fma32
+
+    # (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24 lies midway between two floats: a tiny addend decides, which a float64 sum
+    # (rounded, then rounded to float32) loses
+    a = np.float32(1 + 2**-12)
+    assert fma32(a, a, np.float32(2.0**-80)) == np.float32(1 + 2**-11 + 2**-23)
+    assert fma32(a, a, np.float32(-(2.0**-80))) == np.float32(1 + 2**-11)
+    assert fma32(a, a, np.float32(0)) == np.float32(1 + 2**-11)  # a true tie: to even
+    x = np.array([1.5, np.inf, np.nan], np.float32)
+    np.testing.assert_array_equal(fma32(x, np.float32(2), np.float32(1)), [4.0, np.inf, np.nan])
+
+
+def test_geglu_is_ggml_table_gelu_times_up():
+    from votive.backends import numpy_backend
+
+    # entries of ggml's GELU table (llama-cpp-python 0.3.36's ggml_table_gelu_f16) where a float32 tanh, rounded
+    # to half, gives another half: the table's float math and tanhf must be reproduced, not approximated
+    gate = np.array([-1.8173828125, -3.77734375, -4.57421875, -5.2890625], np.float32)
+    ggml = np.array([-0.0628662109375, -0.00019466876983642578, -3.3974647521972656e-06, -0.0], np.float32)
+    np.testing.assert_array_equal(numpy_backend.geglu(gate, np.ones_like(gate)), ggml)
+    rng = np.random.default_rng(7)
+    gate = rng.normal(0, 4, (3, 700)).astype(np.float32)
+    gate[0, :4] = (-10.0, -10.5, 10.0, 12.5)  # ggml's cut-offs: 0 from -10 down, gate * up from 10 up
+    up = rng.normal(0, 1, gate.shape).astype(np.float32)
+    got = numpy_backend.geglu(gate, up)
+    h = gate.astype(np.float16).astype(np.float64)  # the table is indexed by gate rounded to half
+    gelu = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+    gelu[gate <= -10], gelu[gate >= 10] = 0, gate[gate >= 10]
+    np.testing.assert_allclose(got, gelu * up, rtol=2**-10, atol=3e-7)  # the table holds halves (2^-24 apart near 0)
+    np.testing.assert_array_equal(got[0, :4], [0, 0, 10 * up[0, 2], 12.5 * up[0, 3]])
 
 
 def test_rms_norm_matches_its_twin_bit_for_bit(lib, isa, rng):

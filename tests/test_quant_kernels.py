@@ -208,6 +208,73 @@ def test_qmatmul_against_the_float_product(lib, rng, ggml_type):
     assert (np.abs(lib.qmatmul(w, ggml_type, x, 13, cols) - want) <= bound * (1 + 1e-9)).all()
 
 
+def llama_cpp_order_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, order: str) -> np.ndarray:
+    """x @ W.T for a K-quant W in one of llama.cpp's x86 summation orders (vt_order in csrc/vt_internal.h), in
+    numpy: the exact integer sums of every sub-block, then that order's float steps on float32 with fma32.
+
+    order: "repack" (q4_K_8x8 gemv: per 256-element block), "repack_4" (its gemm: per 64 elements) or "tiled"
+    (the tiled matmul: per block, sum * d less dmin * min sum, then times the activation's d, fused)."""
+    from votive.runtime.kernels_ref import fma32
+
+    fmt = FORMATS[ggml_type]
+    rows, nb = blocks.shape[0], x.shape[1] // 256
+    b = blocks.view(fmt.layout).reshape(rows, nb)
+    q, scales, *mins = fmt.unpack(b.reshape(-1))  # q (rows * nb, S, L)
+    S, L = q.shape[1:]
+    q = q.astype(np.int64).reshape(rows, nb, S, L)
+    scales = scales.astype(np.int64).reshape(rows, nb, S)
+    act = quantize_q8(x, ggml_type).view(FORMATS[15].layout).reshape(x.shape[0], nb)
+    qa = act["qs"].astype(np.int64).reshape(-1, nb, S, L)  # (n, nb, S, L)
+    da = act["d"]  # (n, nb) float32
+    # per (activation, weight row, block, sub-block): scale * sum q * a, and min * sum a (exact integers)
+    dots = np.einsum("rbsl,nbsl->nrbs", q, qa) * scales[None]
+    d = b["d"].astype(np.float32)  # (rows, nb)
+    has_min = bool(mins)
+    if has_min:
+        min_terms = mins[0].astype(np.int64).reshape(rows, nb, S)[None] * qa.sum(axis=-1)[:, None]  # (n, rows, nb, S)
+        dmin = b["dmin"].astype(np.float32)
+    per = 4 if order == "repack_4" else 1  # float steps per block
+    isum = dots.reshape(*dots.shape[:3], per, -1).sum(axis=-1).astype(np.float32)  # (n, rows, nb, per)
+    if has_min:
+        imin = min_terms.reshape(*min_terms.shape[:3], per, -1).sum(axis=-1).astype(np.float32)
+    out = np.zeros((x.shape[0], rows), np.float32)
+    out_min = np.zeros_like(out)
+    for k in range(nb):
+        for j in range(per):
+            if order == "tiled":
+                r = isum[..., k, j] * d[None, :, k]
+                if has_min:
+                    r = fma32(-dmin[None, :, k], imin[..., k, j], r)
+                out = fma32(r, da[:, None, k], out)
+            else:
+                out = fma32(isum[..., k, j], d[None, :, k] * da[:, None, k], out)
+                out_min = fma32(imin[..., k, j], dmin[None, :, k] * da[:, None, k], out_min)
+    return out - out_min
+
+
+@pytest.mark.parametrize("ggml_type, rows, n, orders", [
+    (12, 16, 1, ("repack",)),  # Q4_K of 8k rows: repacked by llama.cpp; one activation row: its gemv
+    (12, 16, 3, ("repack",) * 3),  # three rows: gemv each
+    (12, 24, 6, ("repack_4",) * 4 + ("repack",) * 2),  # rows in fours by its gemm, the rest by gemv
+    (12, 16, 11, ("repack_4",) * 8 + ("repack",) * 3),
+    (12, 12, 9, ("tiled",) * 9),  # Q4_K not repacked (12 rows), a batch of 8 or more: the tiled matmul
+    (11, 5, 8, ("tiled",) * 8),  # Q3_K, Q5_K, Q6_K from 8 activation rows
+    (13, 7, 9, ("tiled",) * 9),
+    (14, 9, 12, ("tiled",) * 12),
+], ids=["q4_K-gemv", "q4_K-gemv3", "q4_K-gemm6", "q4_K-gemm11", "q4_K-tiled", "q3_K-tiled", "q5_K-tiled",
+        "q6_K-tiled"])
+def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows, n, orders):
+    # these orders are what makes a Q4_K_M decoder give llama.cpp's logits bit for bit (tests/test_decoders.py)
+    if variant in EXACT:
+        pytest.skip("only the x86 kernels follow llama.cpp's x86 orders; the others follow quants.vec_dot")
+    cols = 512
+    w = random_blocks(rng, ggml_type, rows, cols)
+    x = rng.normal(0, 1, (n, cols)).astype(np.float32)
+    got = lib.qmatmul(w, ggml_type, x, rows, cols)
+    for i, order in enumerate(orders):
+        np.testing.assert_array_equal(got[i], llama_cpp_order_ref(w, ggml_type, x, order)[i], err_msg=f"{order} {i}")
+
+
 def test_one_and_two_threads_give_identical_bits(lib, rng):
     cols = 1024
     try:

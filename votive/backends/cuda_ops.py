@@ -198,22 +198,19 @@ class CudaOps:
 
     def swiglu(self, gate, up):
         """silu(gate) * up, into gate (a contiguous copy of gate if it is not), which is returned."""
-        gate = self._dense(gate, "swiglu")
-        up = self._dense(up, "swiglu up")
+        return self._gated("swiglu", gate, up)
+
+    def geglu(self, gate, up):
+        """gelu(gate) * up (tanh-form GELU), into gate (a contiguous copy of gate if it is not), which is returned."""
+        return self._gated("geglu", gate, up)
+
+    def _gated(self, kernel: str, gate, up):
+        gate = self._dense(gate, kernel)
+        up = self._dense(up, f"{kernel} up")
         if up.shape != gate.shape:
-            raise KernelError(f"swiglu: up {up.shape} does not match gate {gate.shape}")
-        self._run("silu", (_blocks(gate.size),), (ELEMENTWISE_THREADS,), gate, up, _i64(gate.size))
+            raise KernelError(f"{kernel}: up {up.shape} does not match gate {gate.shape}")
+        self._run(kernel, (_blocks(gate.size),), (ELEMENTWISE_THREADS,), gate, up, _i64(gate.size))
         return gate
-
-    def silu(self, x):
-        x = self._dense(x, "silu")
-        self._run("silu", (_blocks(x.size),), (ELEMENTWISE_THREADS,), x, NULL, _i64(x.size))
-        return x
-
-    def gelu_tanh(self, x):
-        x = self._dense(x, "gelu_tanh")
-        self._run("gelu_tanh", (_blocks(x.size),), (ELEMENTWISE_THREADS,), x, _i64(x.size))
-        return x
 
     def rope_table(self, base: float, head_dim: int, n_positions: int):
         """The CPU backend's table (n_positions, head_dim), cos and sin interleaved, copied to the device once:

@@ -10,6 +10,8 @@ process may use before numpy loads (`votive.runtime.cpus.configure_blas_threads`
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from votive.runtime import kernels, qlinear
@@ -112,30 +114,27 @@ def swiglu(gate, up):
     return kernels.swiglu(np.ascontiguousarray(gate), up)
 
 
-def silu(x):
-    """x * sigmoid(x), in place on x."""
-    s = np.negative(x)
-    np.exp(s, out=s)
-    s += 1
-    x /= s
-    return x
+@functools.cache
+def _gelu_half_table():
+    """ggml's GELU table: for each half x (all 65536 bit patterns), the tanh-form GELU of x rounded to half, in
+    float32. ggml builds it with float math (its `1 + a*x*x` fused by the compiler) and libm's tanhf, which the
+    double tanh rounded to float reproduces here entry for entry."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):  # inf and NaN halves give inf and NaN, as in ggml
+        inner = ((np.float32(0.044715) * x).astype(np.float64) * x + 1).astype(np.float32)  # fmaf(a*x, x, 1)
+        t = np.tanh(((np.float32(0.7978845608028654) * x) * inner).astype(np.float64)).astype(np.float32)
+        return ((np.float32(0.5) * x) * (np.float32(1) + t)).astype(np.float16).astype(np.float32)
 
 
-_GELU_TANH_C = np.float32(0.7978845608028654)  # sqrt(2 / pi)
-
-
-def gelu_tanh(x):
-    """GELU with the tanh approximation (ggml_gelu, PyTorch approximate='tanh'), as Gemma uses. In place on x."""
-    inner = x * x
-    inner *= np.float32(0.044715)
-    inner += 1
-    inner *= x
-    inner *= _GELU_TANH_C
-    np.tanh(inner, out=inner)
-    inner += 1
-    inner *= 0.5
-    x *= inner
-    return x
+def geglu(gate, up):
+    """gelu(gate) * up (GeGLU, tanh-form GELU) as ggml_vec_geglu_f32: GELU looked up at gate rounded to half,
+    gate itself from 10 up and 0 from -10 down. A new array."""
+    out = _gelu_half_table()[np.asarray(gate, np.float32).astype(np.float16).view(np.uint16)]
+    out *= up
+    if (np.abs(gate) >= 10).any():
+        np.copyto(out, gate * up, where=gate >= 10)
+        np.copyto(out, np.float32(0), where=gate <= -10)
+    return out
 
 
 def rope_table(base: float, head_dim: int, n_positions: int):

@@ -102,7 +102,7 @@ class Gemma3Model(LlamaModel):
             x = x + ops.rms_norm(h, w["post_attn_norm"], cfg.norm_eps)
             h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
             gate, up = w["gate_up"](h)  # (n, ffn_dim) each
-            h = ops.gelu_tanh(gate) * up  # GeGLU
+            h = ops.geglu(gate, up)
             x = x + ops.rms_norm(w["w_down"](h), w["post_ffn_norm"], cfg.norm_eps)  # (n, dim)
         x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim)
         return ops.to_numpy(self.w["tok_embed"](x)[0])  # (vocab,): tied output, on the host for the sampler

@@ -66,7 +66,7 @@ class KernelModule:
 
 MODULES = {
     "quant": KernelModule("quant.cu", tuple(f"{k}_{s}" for k in QUANT_KERNELS for s in QUANT_FORMATS.values())),
-    "norm": KernelModule("norm.cu", ("rms_norm", "layer_norm", "softmax_rows", "gelu_erf", "gelu_tanh", "silu")),
+    "norm": KernelModule("norm.cu", ("rms_norm", "layer_norm", "softmax_rows", "gelu_erf", "geglu", "swiglu")),
     "attention": KernelModule("attention.cu", ("rope", "attention")),
 }
 

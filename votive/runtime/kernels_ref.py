@@ -128,14 +128,24 @@ def get_rows_ref(blocks: np.ndarray, ggml_type: int, ids: np.ndarray) -> np.ndar
     return dequantize(blocks[ids], ggml_type)
 
 
-# ---- decoder rows in ggml's float order (csrc/decoder_kernels.c). A float32 fused multiply-add is taken as the
-# float64 product (exact) plus the addend, rounded once more: equal to fmaf except in the rare double-rounding
-# case, so these twins match the C kernels to the bit on nearly every element and to one rounding on the rest.
+# ---- decoder rows in ggml's float order (csrc/decoder_kernels.c); fma32 is fmaf, rounded once.
 
 
-def _fma(a, b, c) -> np.ndarray:
-    product = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32)
-    return (product + np.asarray(c, np.float32)).astype(np.float32)
+def fma32(a, b, c) -> np.ndarray:
+    """fmaf(a, b, c) elementwise on float32: a * b + c rounded once. The float64 product is exact; its sum with c
+    may round, and then rounding to float32 would round twice where that sum lands on a midpoint between two
+    floats: there the sum's exact error (TwoSum) says which side the true value is on."""
+    a, b, c = (np.asarray(v, np.float32) for v in (a, b, c))
+    with np.errstate(all="ignore"):  # inf and NaN pass through as fmaf gives them
+        p = a.astype(np.float64) * b
+        s = p + c
+        t = s - p
+        err = (p - (s - t)) + (c - t)  # s + err == p + c exactly
+        r = s.astype(np.float32)
+        other = np.nextafter(r, np.where(r.astype(np.float64) < s, np.float32(np.inf), np.float32(-np.inf)))
+        midpoint = (r.astype(np.float64) + other) / 2 == s
+        toward_other = np.sign(err) == np.sign(other.astype(np.float64) - r)
+        return np.where(midpoint & (err != 0) & toward_other, other, r).astype(np.float32)
 
 
 def rms_norm_ref(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -157,10 +167,10 @@ def ggml_exp_ref(x: np.ndarray) -> np.ndarray:
     c = _EXP
     x = np.asarray(x, np.float32)
     with np.errstate(all="ignore"):
-        n = (_fma(x, c["log2e"], c["shift"]) - c["shift"]).astype(np.float32)
-        b = _fma(-n, c["ln2_lo"], _fma(-n, c["ln2_hi"], x))
+        n = (fma32(x, c["log2e"], c["shift"]) - c["shift"]).astype(np.float32)
+        b = fma32(-n, c["ln2_lo"], fma32(-n, c["ln2_hi"], x))
         u = b * b
-        j = _fma(_fma(_fma(c["p0"], b, c["p1"]), u, _fma(c["p2"], b, c["p3"])), u, _fma(c["p4"], b, np.float32(1.0)))
+        j = fma32(fma32(fma32(c["p0"], b, c["p1"]), u, fma32(c["p2"], b, c["p3"])), u, fma32(c["p4"], b, np.float32(1.0)))
         out = np.ldexp(j, np.nan_to_num(n).astype(np.int32)).astype(np.float32)
         out = np.where(np.abs(n) > 192, np.where(n <= 0, np.float32(0), np.float32(np.inf)), out)
     return np.where(np.isnan(x), x, out).astype(np.float32)
@@ -199,8 +209,8 @@ def rope_ref(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
     i0, i1 = (slice(0, half), slice(half, None)) if neox else (slice(0, None, 2), slice(1, None, 2))
     x0, x1 = x[..., i0], x[..., i1]
     out = np.empty_like(x)
-    out[..., i0] = _fma(x0, cos, -(x1 * sin))
-    out[..., i1] = _fma(x0, sin, x1 * cos)
+    out[..., i0] = fma32(x0, cos, -(x1 * sin))
+    out[..., i1] = fma32(x0, sin, x1 * cos)
     return out
 
 
@@ -218,12 +228,12 @@ def _dot_halves(a: np.ndarray, b: np.ndarray, batched: bool) -> np.ndarray:
     if batched and n % 16 == 0:
         acc = np.zeros(shape + (16,), np.float32)
         for k in range(0, n, 16):
-            acc = _fma(a[..., k : k + 16], b[..., k : k + 16], acc)
+            acc = fma32(a[..., k : k + 16], b[..., k : k + 16], acc)
         return _reduce16(acc)
     whole = n - n % 64
     acc = np.zeros(shape + (4, 16), np.float32)
     for k in range(0, whole, 64):
-        acc = _fma(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)),
+        acc = fma32(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)),
                    b[..., k : k + 64].reshape(b.shape[:-1] + (4, 16)), acc)
     pair = acc[..., :2, :] + acc[..., 2:, :]
     total = _reduce16(pair[..., 0, :] + pair[..., 1, :]).astype(np.float64)

@@ -413,6 +413,17 @@ struct group_job {
     float *out;
 };
 
+/* The order llama.cpp's x86 CPU backend sums this product in (vt_internal.h): it repacks Q4_K matrices of 8k rows
+ * at load, and hands the other K-quants (Q2_K aside, which AVX-512 machines repack) to its tiled matmul from
+ * batches of 8 rows of x. */
+static int ggml_order(int type, int64_t rows, int64_t n) {
+    if (type == VT_Q4_K && rows % 8 == 0)
+        return VT_ORDER_REPACK;
+    if ((type == VT_Q3_K || type == VT_Q4_K || type == VT_Q5_K || type == VT_Q6_K) && n >= 8)
+        return VT_ORDER_TILED;
+    return VT_ORDER_VEC_DOT;
+}
+
 static void group_part(void *arg, int64_t begin, int64_t end) {
     struct group_job *j = arg;
     for (int i = 0; i < j->count; i++) {
@@ -421,8 +432,8 @@ static void group_part(void *arg, int64_t begin, int64_t end) {
             continue;
         int64_t lo = begin > first ? begin : first, hi = end < last ? end : last;
         const struct vt_qmatrix *m = &j->m[i];
-        j->k->matmul_rows(m->type, m->w, m->w_stride, lo - first, hi - first, j->act[i], j->act_stride[i], j->n,
-                          j->cols, j->out + j->n * first, m->rows);
+        j->k->matmul_rows(m->type, ggml_order(m->type, m->rows, j->n), m->w, m->w_stride, lo - first, hi - first,
+                          j->act[i], j->act_stride[i], j->n, j->cols, j->out + j->n * first, m->rows);
     }
 }
 

@@ -12,14 +12,15 @@
  *   quant_neon.h  NEON (sdot where the CPU has it, vmull otherwise), for arm64;
  *   below         plain C, for the sse2 and generic builds: the portable path.
  * The plain C and NEON kernels follow the float order of votive.runtime.quants.vec_dot (a term per block,
- * computed as there, summed in block order), so they agree with it bit for bit; the x86 kernels sum per vector
- * lane and agree to float32 rounding of the sum (see tests/test_quant_kernels.py for the bound).
+ * computed as there, summed in block order), so they agree with it bit for bit. The x86 kernels follow the
+ * orders of llama.cpp's x86 CPU backend (enum vt_order in vt_internal.h, chosen per product by dispatch.c):
+ * to float32 rounding the same sum, and bit for bit what llama.cpp computes, so that decoders give its logits.
  *
  * Tiling: a matrix product walks weight rows in groups of ROW_GROUP, and for each group the activation rows
  * in tiles of up to TILE: each weight block is decoded once per tile and multiplied with every row of the
  * tile, while the group's weight rows and the tile stay in L1. Every output is computed with the same
- * instructions whatever the tile size, so a row of a matrix product equals the matrix-vector product of that
- * row, bit for bit.
+ * instructions whatever the tile size; within one order, a row of a matrix product equals the matrix-vector
+ * product of that row, bit for bit (the orders themselves change with the number of rows, as llama.cpp's do).
  *
  * Built with -ffp-contract=off (kernel_build.py): the quantizers must round as ggml's reference C does, and
  * the SIMD code writes its fused multiply-adds explicitly.
@@ -506,7 +507,7 @@ _Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4, or 1..8");
 #define N_KERNELS (VT_Q6_K + 1)
 
 #if defined(VT_QUANT_X86)
-#include "quant_x86.h" /* kernel_for(type), dot_isa(), set_dot_isa() */
+#include "quant_x86.h" /* kernel_for(type, order), dot_isa(), set_dot_isa() */
 #elif defined(VT_QUANT_NEON)
 #include "quant_neon.h"
 #else
@@ -524,7 +525,10 @@ TILE_KERNEL(plain_q6_K, plain_dot256, VT_Q6_K)
 #define PLAIN_NAME(format) plain_##format
 static const tile_fn plain_kernels[N_KERNELS] = KERNEL_TABLE(PLAIN_NAME);
 
-static tile_fn kernel_for(int type) { return plain_kernels[type]; }
+static tile_fn kernel_for(int type, int order) {
+    (void)order; /* one order: ggml's reference loops */
+    return plain_kernels[type];
+}
 
 static const char *dot_isa(void) { return "scalar"; }
 
@@ -532,23 +536,28 @@ static int set_dot_isa(const char *name) { return strcmp(name, "scalar") == 0 ? 
 #endif
 
 /* Weight rows in groups of ROW_GROUP; per group, the activation rows in tiles of TILE. */
-static void matmul_rows(int type, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
+static void matmul_rows(int type, int order, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
                         const uint8_t *act, int64_t act_stride, int64_t n, int64_t cols, float *out,
                         int64_t out_stride) {
-    const tile_fn kernel = kernel_for(type);
+    const tile_fn kernel = kernel_for(type, order);
     const int64_t nb = cols / vt_format(type)->block_elems;
     /* the kernels prefetch PREFETCH_AHEAD bytes ahead of where they read: ask for the bytes before that at
      * once, so that a chunk of rows starts streaming without waiting on a miss per cache line */
     const int64_t chunk_bytes = (r_end - r_begin) * w_stride;
     prefetch_weights(w + r_begin * w_stride - PREFETCH_AHEAD,
                      (int)(chunk_bytes < PREFETCH_AHEAD ? chunk_bytes : PREFETCH_AHEAD));
+    /* llama.cpp's repacked Q4_K takes activation rows in fours but the last n % 4 (vt_internal.h) */
+    const int64_t fours = order == VT_ORDER_REPACK && n > 3 ? n - n % 4 : 0;
+    const tile_fn kernel_4 = fours ? kernel_for(type, VT_ORDER_REPACK_4) : kernel;
     for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {
         int64_t group_end = group + ROW_GROUP < r_end ? group + ROW_GROUP : r_end;
-        for (int64_t c = 0; c < n; c += TILE) {
-            int tile = n - c < TILE ? (int)(n - c) : TILE;
+        for (int64_t c = 0; c < n;) {
+            int64_t end = c < fours ? fours : n;
+            int tile = end - c < TILE ? (int)(end - c) : TILE;
             for (int64_t r = group; r < group_end; r++)
-                kernel(tile, nb, w + r * w_stride, act + c * act_stride, act_stride, out + c * out_stride + r,
-                       out_stride);
+                (c < fours ? kernel_4 : kernel)(tile, nb, w + r * w_stride, act + c * act_stride, act_stride,
+                                                out + c * out_stride + r, out_stride);
+            c += tile;
         }
     }
 }

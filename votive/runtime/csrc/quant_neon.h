@@ -180,7 +180,8 @@ static int neon_use_dotprod(void) {
 static const tile_fn neon_mull_kernels[N_KERNELS] = KERNEL_TABLE(NEON_MULL);
 static const tile_fn neon_sdot_kernels[N_KERNELS] = KERNEL_TABLE(NEON_SDOT);
 
-static tile_fn kernel_for(int type) {
+static tile_fn kernel_for(int type, int order) {
+    (void)order; /* llama.cpp's arm64 orders (its NEON repacks) are not followed */
     return (neon_use_dotprod() ? neon_sdot_kernels : neon_mull_kernels)[type];
 }
 

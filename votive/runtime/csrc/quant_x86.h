@@ -4,7 +4,8 @@
  * a weight block's quants are decoded once into a 32-byte vector of unsigned bytes (or signed, handled with
  * sign flips) and multiplied with each activation row's int8 quants by maddubs (u8 x s8 -> pairs of int16)
  * and madd (-> int32, with the K-quants' sub-block scales as the int16 factor). Each output keeps its own float
- * accumulator of 8 lanes, fed the same way for any T, and the lanes are summed at the end.
+ * accumulator, fed the same way for any T: 8 lanes summed at the end (ggml's vec_dot order) or, for K-quants
+ * in llama.cpp's repack and tiled orders (vt_order), one float per output.
  *
  * No int16 pair of maddubs can saturate: its unsigned side is at most 128 (|Q8_0 quant|) with int8 activations
  * within +-127 (2 x 128 x 127 < 32767), or at most 63 (Q6_K).
@@ -63,6 +64,14 @@ static inline __m256i x86_pair_scales(__m128i scales8, int k, int is_signed) {
 /* acc + the 32 products u x y summed in pairs by maddubs, then times `scales` (int16 per pair) in fours */
 static inline __m256i x86_scaled_dot_mad(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x86_load(y)), scales));
+}
+
+/* The exact sum of 8 int32 lanes (no lane or sum here comes near overflow). */
+static inline int32_t x86_hsum_int(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
 }
 
 static inline float x86_hsum(__m256 v) {
@@ -146,10 +155,18 @@ static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *
 #undef X86_NAME
 #pragma GCC pop_options
 
-#define X86_MAD(format) x86_##format##_mad
-#define X86_VNNI(format) x86_##format##_vnni
-static const tile_fn x86_mad_kernels[N_KERNELS] = KERNEL_TABLE(X86_MAD);
-static const tile_fn x86_vnni_kernels[N_KERNELS] = KERNEL_TABLE(X86_VNNI);
+/* By dot-product instructions (maddubs, VNNI), order (vt_order) and GGML type; NULL: the vec_dot kernel. */
+#define X86_KERNELS(suffix)                                                                                        \
+    {                                                                                                              \
+        [VT_ORDER_VEC_DOT] = KERNEL_TABLE(X86_##suffix),                                                           \
+        [VT_ORDER_REPACK] = {[VT_Q4_K] = x86_q4_K_repack_##suffix},                                                \
+        [VT_ORDER_REPACK_4] = {[VT_Q4_K] = x86_q4_K_repack_4_##suffix},                                            \
+        [VT_ORDER_TILED] = {[VT_Q3_K] = x86_q3_K_tiled_##suffix, [VT_Q4_K] = x86_q4_K_tiled_##suffix,             \
+                            [VT_Q5_K] = x86_q5_K_tiled_##suffix, [VT_Q6_K] = x86_q6_K_tiled_##suffix},            \
+    }
+#define X86_mad(format) x86_##format##_mad
+#define X86_vnni(format) x86_##format##_vnni
+static const tile_fn x86_kernels[2][VT_ORDERS][N_KERNELS] = {X86_KERNELS(mad), X86_KERNELS(vnni)};
 
 /* -1 until first asked; then whether this CPU has the VNNI instructions of this build. */
 static int x86_vnni_state = -1;
@@ -167,7 +184,10 @@ static int x86_has_vnni(void) {
 
 static int x86_use_vnni(void) { return x86_has_vnni() && __atomic_load_n(&x86_vnni_allowed, __ATOMIC_RELAXED); }
 
-static tile_fn kernel_for(int type) { return (x86_use_vnni() ? x86_vnni_kernels : x86_mad_kernels)[type]; }
+static tile_fn kernel_for(int type, int order) {
+    const tile_fn(*kernels)[N_KERNELS] = x86_kernels[x86_use_vnni()];
+    return kernels[order][type] ? kernels[order][type] : kernels[VT_ORDER_VEC_DOT][type];
+}
 
 static const char *dot_isa(void) { return x86_use_vnni() ? X86_VNNI_NAME : VT_ISA_NAME; }
 

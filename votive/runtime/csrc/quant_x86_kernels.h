@@ -78,16 +78,25 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         out[t * out_stride] = x86_hsum(acc[t]) + summs[t];
 }
 
-/* ---- K-quants ------------------------------------------------------------------------------------------ */
+/* ---- K-quants ------------------------------------------------------------------------------------------
+ *
+ * Each block's integer sums are exact; the float order follows `order` (vt_order in vt_internal.h): vec_dot's
+ * 8 lanes, or one float per output (two with the min sums) for the repack and tiled orders. The tiled order
+ * multiply-adds each block's term r times the activation's d into the output (fused, as measured against
+ * llama.cpp on an AVX-512 VNNI machine, whose build takes its AVX2 tiled kernel).
+ */
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; mins meet the activations' bsums. */
 VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
-                                   int64_t act_stride, float *out, int64_t out_stride) {
+                                   int64_t act_stride, float *out, int64_t out_stride, const int order) {
     const int bytes = type == VT_Q4_K ? 144 : 176;
     __m256 acc[TILE];
+    float sum[TILE], min_sum[TILE]; /* the repack and tiled orders' floats */
     #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
+        sum[t] = min_sum[t] = 0.0f;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
@@ -101,16 +110,23 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
                                           (int)(((s[2] >> 4) & 0x0f0f0f0f) | ((s[1] >> 2) & 0x30303030)));
         const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ...: per 16 */
-        __m256i sumi[TILE];
+        __m256i sumi[TILE], msum[TILE];
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
-            __m256i msum = _mm256_madd_epi16(mins, x86_load(bsums));
-            acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(msum), acc[t]);
+            msum[t] = _mm256_madd_epi16(mins, x86_load(bsums));
+            if (order == VT_ORDER_VEC_DOT)
+                acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(msum[t]), acc[t]);
             sumi[t] = _mm256_setzero_si256();
         }
         const uint8_t *qs = x + (type == VT_Q4_K ? 16 : 48);
         const __m256i qh = type == VT_Q5_K ? x86_load(x + 16) : _mm256_setzero_si256();
+        int32_t min_terms[TILE][8]; /* REPACK_4: sub-block j's min times its activations' sum */
+        if (order == VT_ORDER_REPACK_4) {
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; t++)
+                _mm256_storeu_si256((__m256i *)min_terms[t], msum[t]);
+        }
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) { /* 64 elements: sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles) */
             const __m256i q = x86_load(qs + 32 * c);
@@ -123,28 +139,51 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 64 * c;
-                sumi[t] = X86_SCALED_DOT(X86_SCALED_DOT(sumi[t], lo, y, s_lo), hi, y + 32, s_hi);
+                if (order == VT_ORDER_REPACK_4) { /* these 64 elements' sums go into the floats at once */
+                    const float da = ACT_D(t, 256)[b];
+                    const __m256i part = X86_SCALED_DOT(X86_SCALED_DOT(_mm256_setzero_si256(), lo, y, s_lo), hi,
+                                                        y + 32, s_hi);
+                    sum[t] = fmaf((float)x86_hsum_int(part), d * da, sum[t]);
+                    min_sum[t] = fmaf((float)(min_terms[t][2 * c] + min_terms[t][2 * c + 1]), dmin * da, min_sum[t]);
+                } else {
+                    sumi[t] = X86_SCALED_DOT(X86_SCALED_DOT(sumi[t], lo, y, s_lo), hi, y + 32, s_hi);
+                }
             }
         }
         #pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        for (int t = 0; t < T; t++) {
+            const float da = ACT_D(t, 256)[b];
+            if (order == VT_ORDER_VEC_DOT) {
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            } else if (order == VT_ORDER_REPACK_4) {
+                /* added per 64 elements above */
+            } else if (order == VT_ORDER_REPACK) {
+                sum[t] = fmaf((float)x86_hsum_int(sumi[t]), d * da, sum[t]);
+                min_sum[t] = fmaf((float)x86_hsum_int(msum[t]), dmin * da, min_sum[t]);
+            } else {
+                const float r = fmaf(-dmin, (float)x86_hsum_int(msum[t]), (float)x86_hsum_int(sumi[t]) * d);
+                sum[t] = fmaf(r, da, sum[t]);
+            }
+        }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = x86_hsum(acc[t]);
+        out[t * out_stride] = order == VT_ORDER_VEC_DOT ? x86_hsum(acc[t]) : sum[t] - min_sum[t];
 }
 
 /* Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16, in groups of 32 elements that share a 32-byte vector. Q3_K and
  * Q6_K quants are signed (-4..3, -32..31): they are multiplied as unsigned (+4, +32) and offset * scale *
  * bsum is taken off; Q2_K's are unsigned with a min per sub-block. */
 VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
-                                              int64_t act_stride, float *out, int64_t out_stride) {
+                                    int64_t act_stride, float *out, int64_t out_stride, const int order) {
     const int bytes = type == VT_Q2_K ? 84 : type == VT_Q3_K ? 110 : 210;
     __m256 acc[TILE];
+    float sum[TILE]; /* the tiled order's float (Q3_K, Q6_K) */
     #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
+        sum[t] = 0.0f;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
@@ -224,21 +263,45 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
             }
         }
         #pragma GCC unroll 8
-        for (int t = 0; t < T; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        for (int t = 0; t < T; t++) {
+            if (order == VT_ORDER_TILED)
+                sum[t] = fmaf((float)x86_hsum_int(sumi[t]) * d, ACT_D(t, 256)[b], sum[t]);
+            else
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = x86_hsum(acc[t]);
+        out[t * out_stride] = order == VT_ORDER_TILED ? sum[t] : x86_hsum(acc[t]);
 }
+
+/* The K-quant bodies in each order they are used in (vt_order). */
+#define X86_ORDERED(body, suffix, order)                                                                           \
+    VT_INLINE void X86_NAME(body##suffix)(const int type, const int T, int64_t nb, const uint8_t *w,                 \
+                                          const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) { \
+        X86_NAME(body)(type, T, nb, w, act, act_stride, out, out_stride, order);                                   \
+    }
+X86_ORDERED(x86_q45_K, _vec_dot, VT_ORDER_VEC_DOT)
+X86_ORDERED(x86_q45_K, _repack, VT_ORDER_REPACK)
+X86_ORDERED(x86_q45_K, _repack_4, VT_ORDER_REPACK_4)
+X86_ORDERED(x86_q45_K, _tiled, VT_ORDER_TILED)
+X86_ORDERED(x86_q236_K, _vec_dot, VT_ORDER_VEC_DOT)
+X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
+#undef X86_ORDERED
 
 TILE_KERNEL(X86_NAME(x86_q4_0), X86_NAME(x86_dot32), VT_Q4_0)
 TILE_KERNEL(X86_NAME(x86_q4_1), X86_NAME(x86_dot32), VT_Q4_1)
 TILE_KERNEL(X86_NAME(x86_q5_0), X86_NAME(x86_dot32), VT_Q5_0)
 TILE_KERNEL(X86_NAME(x86_q5_1), X86_NAME(x86_dot32), VT_Q5_1)
 TILE_KERNEL(X86_NAME(x86_q8_0), X86_NAME(x86_dot32), VT_Q8_0)
-TILE_KERNEL(X86_NAME(x86_q2_K), X86_NAME(x86_q236_K), VT_Q2_K)
-TILE_KERNEL(X86_NAME(x86_q3_K), X86_NAME(x86_q236_K), VT_Q3_K)
-TILE_KERNEL(X86_NAME(x86_q4_K), X86_NAME(x86_q45_K), VT_Q4_K)
-TILE_KERNEL(X86_NAME(x86_q5_K), X86_NAME(x86_q45_K), VT_Q5_K)
-TILE_KERNEL(X86_NAME(x86_q6_K), X86_NAME(x86_q236_K), VT_Q6_K)
+TILE_KERNEL(X86_NAME(x86_q2_K), X86_NAME(x86_q236_K_vec_dot), VT_Q2_K)
+TILE_KERNEL(X86_NAME(x86_q3_K), X86_NAME(x86_q236_K_vec_dot), VT_Q3_K)
+TILE_KERNEL(X86_NAME(x86_q4_K), X86_NAME(x86_q45_K_vec_dot), VT_Q4_K)
+TILE_KERNEL(X86_NAME(x86_q5_K), X86_NAME(x86_q45_K_vec_dot), VT_Q5_K)
+TILE_KERNEL(X86_NAME(x86_q6_K), X86_NAME(x86_q236_K_vec_dot), VT_Q6_K)
+TILE_KERNEL(X86_NAME(x86_q4_K_repack), X86_NAME(x86_q45_K_repack), VT_Q4_K)
+TILE_KERNEL(X86_NAME(x86_q4_K_repack_4), X86_NAME(x86_q45_K_repack_4), VT_Q4_K)
+TILE_KERNEL(X86_NAME(x86_q3_K_tiled), X86_NAME(x86_q236_K_tiled), VT_Q3_K)
+TILE_KERNEL(X86_NAME(x86_q4_K_tiled), X86_NAME(x86_q45_K_tiled), VT_Q4_K)
+TILE_KERNEL(X86_NAME(x86_q5_K_tiled), X86_NAME(x86_q45_K_tiled), VT_Q5_K)
+TILE_KERNEL(X86_NAME(x86_q6_K_tiled), X86_NAME(x86_q236_K_tiled), VT_Q6_K)

@@ -100,6 +100,19 @@ static inline int64_t vt_act_row_bytes(int act_type, int64_t cols) {
     return (bytes + VT_ACT_ALIGN - 1) / VT_ACT_ALIGN * VT_ACT_ALIGN;
 }
 
+/* The orders in which llama.cpp's CPU backend (x86) sums a quantized product, which the x86 kernels follow so that a
+ * decoder gives llama.cpp's logits bit for bit. The integer part of every block is exact in all of them; they
+ * differ in how the blocks' float terms are added up:
+ * - VT_ORDER_VEC_DOT: ggml_vec_dot_*: the terms into 8 float lanes, summed across at the end;
+ * - VT_ORDER_REPACK: Q4_K repacked at load (q4_K_8x8 gemv, matrices of 8k rows): per output, the blocks' sums
+ *   and min sums multiply-added into two floats, block after block, the second taken off the first at the end;
+ *   VT_ORDER_REPACK_4 the same per 64 elements, as its gemm does for the activation rows it takes in fours
+ *   (all but the last n % 4 of a product of n > 3; quant_kernels.c's matmul_rows splits them);
+ * - VT_ORDER_TILED: the tiled K-quant matmul of batches of 8 and more (ggml-cpu/tiled): per block the sum times
+ *   the weight's d (less dmin times the min sum), then times the activation's d added to the output.
+ * dispatch.c picks one per product; builds other than x86 have one order and ignore it. */
+enum vt_order { VT_ORDER_VEC_DOT, VT_ORDER_REPACK, VT_ORDER_REPACK_4, VT_ORDER_TILED, VT_ORDERS };
+
 /* quant_kernels.c is compiled once per ISA, like nn_kernels.c; each build fills one of these. Types are
  * checked by dispatch.c before any call; the functions are single-threaded. */
 struct vt_quant_kernels {
@@ -109,8 +122,8 @@ struct vt_quant_kernels {
     void (*quantize_rows)(int act_type, const float *x, int64_t rows, int64_t cols, uint8_t *act, int64_t act_stride);
     /* out[c * out_stride + r] = weight row r . activation row c, for r in [r_begin, r_end) and c in [0, n);
      * weight row r starts at w + r * w_stride and holds cols elements of `type`; act holds rows of
-     * vt_format(type)->act_type. */
-    void (*matmul_rows)(int type, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
+     * vt_format(type)->act_type; order is a vt_order. */
+    void (*matmul_rows)(int type, int order, const uint8_t *w, int64_t w_stride, int64_t r_begin, int64_t r_end,
                         const uint8_t *act, int64_t act_stride, int64_t n, int64_t cols, float *out,
                         int64_t out_stride);
     /* one row of cols elements of `type` (any type with a vt_format entry) -> floats, exactly as ggml's

@@ -1,7 +1,7 @@
 // Row-wise and elementwise kernels of the encoder and decoder blocks: RMSNorm, LayerNorm (+ residual), softmax
-// (+ additive mask), GELU (exact, with bias; and tanh-approximated), SiLU.
+// (+ additive mask), GELU (exact, with bias), and the gated products of decoders: GeGLU (tanh GELU) and SwiGLU.
 //
-// Twins: votive/backends/numpy_backend.py (rms_norm, gelu_tanh, silu) and votive/runtime/kernels_ref.py
+// Twins: votive/backends/numpy_backend.py (rms_norm, geglu, swiglu) and votive/runtime/kernels_ref.py
 // (layer_norm_ref, softmax_ref, gelu_ref); the arithmetic follows theirs, in float32.
 //
 // Row kernels take one block per row (blockDim a multiple of 32, chosen by the host for the row length) and
@@ -73,19 +73,19 @@ extern "C" __global__ void gelu_erf(float* x, const float* bias, i64 n, int cols
     }
 }
 
-// In place: x = GELU with the tanh approximation (ggml_gelu, PyTorch approximate='tanh'), as Gemma uses.
-extern "C" __global__ void gelu_tanh(float* x, i64 n) {
+// In place: x = gelu(x) * up (GeGLU; GELU with the tanh approximation, as Gemma uses; ggml_vec_geglu_f32 without
+// its half-precision table, so within a half's rounding of the CPU backend).
+extern "C" __global__ void geglu(float* x, const float* up, i64 n) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const float v = x[i];
         const float inner = 0.7978845608028654f * v * (1.0f + 0.044715f * v * v);
-        x[i] = v * (0.5f * (1.0f + tanhf(inner)));
+        x[i] = v <= -10.0f ? 0.0f : (v >= 10.0f ? v : 0.5f * v * (1.0f + tanhf(inner))) * up[i];
     }
 }
 
-// In place: x = x * sigmoid(x) (SiLU); with `up` non-null, x = silu(x) * up (SwiGLU's product, one pass).
-extern "C" __global__ void silu(float* x, const float* up, i64 n) {
+// In place: x = silu(x) * up (SwiGLU's product, one pass).
+extern "C" __global__ void swiglu(float* x, const float* up, i64 n) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
-        const float v = x[i] / (1.0f + expf(-x[i]));
-        x[i] = up ? v * up[i] : v;
+        x[i] = x[i] / (1.0f + expf(-x[i])) * up[i];
     }
 }
