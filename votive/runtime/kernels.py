@@ -330,8 +330,10 @@ class KernelLibrary:
         """x @ W.T for W stored as GGML blocks, which are read in place (never expanded to floats).
 
         x is quantized once per call to the activation format ggml pairs with the type (Q8_0, Q8_1 or Q8_K),
-        then every output is integer dot products per block, scaled and summed in float32. Each output row
-        depends only on its row of x: the same bits for any n and any thread count. To multiply by the same
+        then every output is integer dot products per block, scaled and summed in float32, in the order
+        llama.cpp's CPU backend uses for that product (on x86 the K-quants' order depends on the weight's row
+        count and on n, as llama.cpp's does: see vt_order in csrc/vt_internal.h). The same bits for any thread
+        count, and, for a given n, whatever x's other rows hold. To multiply by the same
         weight many times (a decoder), `matrix` checks the weight once instead of per call.
 
         Args:

@@ -41,6 +41,12 @@ static inline float ggml_expf(float x) {
         return n <= 0.0f ? 0.0f : INFINITY;
     if (n != n) /* x is NaN */
         return n;
+    if (n >= -126.0f && n <= 127.0f) { /* 2^n is a normal float: j * 2^n rounds once, as ldexpf (a libm call) */
+        const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+        float scale;
+        memcpy(&scale, &bits, sizeof scale);
+        return j * scale;
+    }
     return ldexpf(j, (int)n);
 }
 
@@ -119,80 +125,135 @@ static inline float reduce16(float *v) {
     return v[0];
 }
 
-/* Dot product of n halves (given as floats) a . b, b's elements `stride` apart. batched: one 16-lane
- * accumulator (ggml's tiled GEMM, used for a batch of queries); otherwise four (ggml_vec_dot_f16), with the
- * remainder past a multiple of 64 added in double. */
-static inline float dot_halves(const float *a, const float *b, int64_t stride, int64_t n, int batched) {
-    float acc[4][LANES] = {{0}};
+/* A 16-lane accumulator as this ISA's vectors (one for AVX-512, two for AVX2, four for 16-byte vectors). */
+#define ACC_VECS (LANES / VT_LANES)
+
+/* acc (16 lanes) += a[0..15] * b[0..15], each lane fused */
+static inline void acc16_fma(vf *acc, const float *a, const float *b) {
+    for (int v = 0; v < ACC_VECS; v++)
+        acc[v] = v_fma(v_load(a + v * VT_LANES), v_load(b + v * VT_LANES), acc[v]);
+}
+
+/* reduce16 of the accumulator, with vector adds where the ISA has them (the same additions in the same order) */
+static inline float acc16_reduce(const vf *acc) {
+#if defined(VT_ISA_AVX512) || defined(VT_ISA_AVX2)
+#if defined(VT_ISA_AVX512)
+    const __m512 v = (__m512)acc[0];
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+#else
+    __m256 s8 = _mm256_add_ps((__m256)acc[0], (__m256)acc[1]);
+#endif
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+#else
+    float lanes[LANES];
+    for (int v = 0; v < ACC_VECS; v++)
+        v_store(lanes + v * VT_LANES, acc[v]);
+    return reduce16(lanes);
+#endif
+}
+
+/* Dot product of n halves (given as floats) a . b. batched: one 16-lane accumulator (ggml's tiled GEMM, used
+ * for a batch of queries); otherwise four (ggml_vec_dot_f16), with the remainder past a multiple of 64 added in
+ * double. */
+static inline float dot_halves(const float *a, const float *b, int64_t n, int batched) {
+    vf acc[4][ACC_VECS] = {{{0}}};
     if (batched && n % LANES == 0) {
         for (int64_t k = 0; k + LANES <= n; k += LANES)
-            for (int l = 0; l < LANES; l++)
-                acc[0][l] = fmaf(a[k + l], b[(k + l) * stride], acc[0][l]);
-        return reduce16(acc[0]);
+            acc16_fma(acc[0], a + k, b + k);
+        return acc16_reduce(acc[0]);
     }
     const int64_t whole = n - n % (4 * LANES);
     for (int64_t k = 0; k < whole; k += 4 * LANES)
         for (int j = 0; j < 4; j++)
-            for (int l = 0; l < LANES; l++)
-                acc[j][l] = fmaf(a[k + j * LANES + l], b[(k + j * LANES + l) * stride], acc[j][l]);
-    for (int l = 0; l < LANES; l++) {
-        acc[0][l] = acc[0][l] + acc[2][l];
-        acc[1][l] = acc[1][l] + acc[3][l];
-    }
-    for (int l = 0; l < LANES; l++)
-        acc[0][l] = acc[0][l] + acc[1][l];
-    double sum = reduce16(acc[0]);
+            acc16_fma(acc[j], a + k + j * LANES, b + k + j * LANES);
+    for (int v = 0; v < ACC_VECS; v++)
+        acc[0][v] = (acc[0][v] + acc[2][v]) + (acc[1][v] + acc[3][v]);
+    double sum = acc16_reduce(acc[0]);
     for (int64_t k = whole; k < n; k++)
-        sum += (double)(a[k] * b[k * stride]);
+        sum += (double)(a[k] * b[k]);
     return (float)sum;
+}
+
+/* out[r] = a . b[r] for four vectors b[r], each summed exactly as dot_halves sums it: the four chains run side
+ * by side (what keeps the FMA units busy), none of them in another order. */
+static inline void dot_halves4(const float *a, const float *const b[4], int64_t n, int batched, float out[4]) {
+    if (!(batched && n % LANES == 0)) {
+        for (int r = 0; r < 4; r++)
+            out[r] = dot_halves(a, b[r], n, batched);
+        return;
+    }
+    vf acc[4][ACC_VECS] = {{{0}}};
+    for (int64_t k = 0; k + LANES <= n; k += LANES)
+        for (int r = 0; r < 4; r++)
+            acc16_fma(acc[r], a + k, b[r] + k);
+    for (int r = 0; r < 4; r++)
+        out[r] = acc16_reduce(acc[r]);
 }
 
 /* Halves -> floats, exactly (the attention's K and V, converted once per call and KV head). */
 static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
+    int64_t i = 0;
+#if defined(VT_HALF_X86)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+#endif
+    for (; i < n; i++)
         out[i] = f16_to_f32(h[i]);
 }
 
 /* One query vector against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v
- * (dims rows v_stride apart) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
- * dims + 2 * (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
+ * (dims rows v_stride apart, v_stride >= hi rounded up to 64, finite values) hold halves' values as floats; see
+ * vt_attention_f16 in votive.h. scratch holds dims + (hi rounded up to 64) floats. Keys before lo are outside the
+ * window: ggml masks them to -inf. */
 static void attend(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, int batched, float *scratch) {
     const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
-    float *qh = scratch, *row = scratch + dims, *vrow = row + span;
+    float *qh = scratch, *row = scratch + dims;
     for (int64_t d = 0; d < dims; d++)
         qh[d] = round_to_half(q[d]);
 
     /* scores, then softmax over [lo, hi): keys outside are ggml's -inf mask, so exp gives exact zeros */
-    float mx = -INFINITY;
     for (int64_t j = 0; j < span; j++)
         row[j] = 0.0f;
-    for (int64_t j = lo; j < hi; j++) {
-        row[j] = dot_halves(qh, k + j * dims, 1, dims, batched) * scale;
+    int64_t j = lo;
+    for (; j + 4 <= hi; j += 4) {
+        const float *keys[4] = {k + j * dims, k + (j + 1) * dims, k + (j + 2) * dims, k + (j + 3) * dims};
+        dot_halves4(qh, keys, dims, batched, row + j);
+    }
+    for (; j < hi; j++)
+        row[j] = dot_halves(qh, k + j * dims, dims, batched);
+    float mx = -INFINITY;
+    for (j = lo; j < hi; j++) {
+        row[j] *= scale;
         mx = row[j] > mx ? row[j] : mx;
     }
     double sum = 0.0;
     for (int64_t g = lo / LANES * LANES; g < hi; g += LANES) { /* 16 keys at a time from a multiple of 16 */
         float e[LANES];
         for (int l = 0; l < LANES; l++) {
-            const int64_t j = g + l;
-            e[l] = j >= lo && j < hi ? ggml_expf(row[j] - mx) : 0.0f;
-            row[j] = e[l];
+            const int64_t i = g + l;
+            e[l] = i >= lo && i < hi ? ggml_expf(row[i] - mx) : 0.0f;
+            row[i] = e[l];
         }
         sum += (double)reduce16(e);
     }
     const float inv = (float)(1.0 / sum);
-    for (int64_t j = lo; j < hi; j++)
+    for (j = lo; j < hi; j++)
         row[j] = round_to_half(row[j] * inv);
 
-    /* out[d] = probabilities . V[d, :], over whole 64-key groups (the zeros outside [lo, hi) add nothing) */
+    /* out[d] = probabilities . V[d, :], over whole 64-key groups: the probabilities outside [lo, hi) are 0, and 0
+     * times a finite value adds nothing (ggml multiplies its masked zeros too) */
     const int64_t first = lo / (4 * LANES) * (4 * LANES);
-    for (int64_t d = 0; d < dims; d++) {
-        const float *vd = v + d * v_stride;
-        for (int64_t j = first; j < span; j++)
-            vrow[j] = j >= lo && j < hi ? vd[j] : 0.0f;
-        out[d] = dot_halves(row + first, vrow + first, 1, span - first, batched);
+    int64_t d = 0;
+    for (; d + 4 <= dims; d += 4) {
+        const float *rows[4] = {v + d * v_stride + first, v + (d + 1) * v_stride + first,
+                                v + (d + 2) * v_stride + first, v + (d + 3) * v_stride + first};
+        dot_halves4(row + first, rows, span - first, batched, out + d);
     }
+    for (; d < dims; d++)
+        out[d] = dot_halves(row + first, v + d * v_stride + first, span - first, batched);
 }
 
 const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {

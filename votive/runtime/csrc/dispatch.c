@@ -283,6 +283,12 @@ VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, in
     return VT_OK;
 }
 
+/* attention_part's buffer for queries over `filled` keys: its scratch, and the keys and values as floats. */
+static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
+    const int64_t span = (filled + 63) / 64 * 64;
+    return sizeof(float) * (size_t)(dims + span + filled * dims + dims * span);
+}
+
 struct attention_job {
     float *out;
     const float *q;
@@ -298,21 +304,24 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
     struct attention_job *j = arg;
     const struct vt_decoder_kernels *dk = vt_decoder();
     const int64_t n = j->n, filled = j->q_start + n, span = (filled + 63) / 64 * 64;
-    float *buf = malloc(sizeof(float) * (size_t)(j->dims + 2 * span + 2 * filled * j->dims));
+    float *buf = malloc(attention_buffer_bytes(j->dims, filled));
     if (!buf)
         return; /* vt_attention_f16 made sure it could allocate this before starting */
-    float *scratch = buf, *kf = buf + j->dims + 2 * span, *vf = kf + filled * j->dims;
+    /* scratch, keys (filled, dims), values (dims, span): V's rows padded with zeros to whole 64-key groups */
+    float *scratch = buf, *kf = buf + j->dims + span, *vf = kf + filled * j->dims;
     int64_t loaded = -1;
     for (int64_t u = begin; u < end; u++) {
         const int64_t h = u / n, i = u % n, g = h / (j->heads / j->kv_heads);
         if (g != loaded) {
             dk->halves_to_floats(kf, j->k + g * j->capacity * j->dims, filled * j->dims);
-            for (int64_t d = 0; d < j->dims; d++)
-                dk->halves_to_floats(vf + d * filled, j->v + (g * j->dims + d) * j->capacity, filled);
+            for (int64_t d = 0; d < j->dims; d++) {
+                dk->halves_to_floats(vf + d * span, j->v + (g * j->dims + d) * j->capacity, filled);
+                memset(vf + d * span + filled, 0, sizeof(float) * (size_t)(span - filled));
+            }
             loaded = g;
         }
         const int64_t pos = j->q_start + i, lo = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
-        dk->attend(j->out + (i * j->heads + h) * j->dims, j->q + (i * j->heads + h) * j->dims, kf, vf, filled,
+        dk->attend(j->out + (i * j->heads + h) * j->dims, j->q + (i * j->heads + h) * j->dims, kf, vf, span,
                    j->dims, lo, pos + 1, j->scale, j->batched, scratch);
     }
     free(buf);
@@ -325,7 +334,7 @@ VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const
         q_start + n > capacity || (n > 0 && (!out || !q || !k || !v)))
         return VT_EINVAL;
     const int64_t filled = q_start + n;
-    void *probe = malloc(sizeof(float) * (size_t)(dims + 2 * ((filled + 63) / 64 * 64) + 2 * filled * dims));
+    void *probe = malloc(attention_buffer_bytes(dims, filled));
     if (!probe)
         return VT_ENOMEM;
     free(probe);

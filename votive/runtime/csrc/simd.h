@@ -65,6 +65,19 @@ static inline vf v_load(const float *p) {
 
 static inline void v_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* a * b + c rounded once, lane by lane (fmaf per lane): the FMA instruction where the ISA has one. */
+static inline vf v_fma(vf a, vf b, vf c) {
+#if defined(VT_ISA_AVX512)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(VT_ISA_AVX2)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    for (int i = 0; i < VT_LANES; i++)
+        c[i] = fmaf(a[i], b[i], c[i]);
+    return c;
+#endif
+}
+
 /* mask ? a : b, lane by lane; mask lanes are all ones or all zeros, as comparisons return. */
 static inline vf v_select(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
 
