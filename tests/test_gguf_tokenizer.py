@@ -270,6 +270,17 @@ def test_byte_level_bpe_with_hand_built_merges():
     assert gpt2.encode("12") == [9]
 
 
+def test_merges_split_at_the_first_space_after_the_first_character():
+    # llama.cpp's rule: a merge that starts with a space (a piece of one space) splits at the next one
+    tokens = ["<|endoftext|>", " ", "a", " a", "b", " ab"]
+    spec = TokenizerSpec(model="gpt2", tokens=tokens, merges=["  a", " a b"], pre="gpt-2")
+    model = json.loads(GGUFTokenizer(spec)._engine._tokenizer.to_str())["model"]
+    assert [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in model["merges"]] == [
+        (" ", "a"), (" a", "b")]
+    with pytest.raises(ModelConfigError, match=r"merge 1 is 'ab', expected 'left right'"):
+        GGUFTokenizer(TokenizerSpec(model="gpt2", tokens=tokens, merges=["  a", "ab"], pre="gpt-2"))
+
+
 # -- bad input and bad metadata ----------------------------------------------------------------------------------
 
 
