@@ -8,8 +8,13 @@ LLM_ARCH_GEMMA3), which follow google/gemma_pytorch `gemma/model.py`. Difference
 - five of every six layers attend through a sliding window with RoPE base 10000; every sixth is global with
   the file's `rope.freq_base`;
 - attention and feed-forward outputs pass through their own RMSNorm before the residual add;
-- the feed-forward is GeGLU (tanh-approximated GELU of the gate times the up projection);
+- the feed-forward is GeGLU (tanh-approximated GELU of the gate times the up projection; on the CPU looked up in
+  ggml's half-precision table, as llama.cpp computes it);
 - the output projection is tied to the token embedding.
+
+On x86 the logits equal llama.cpp's bit for bit (tests/test_decoders.py) as long as llama.cpp's cache holds the
+keys in position order, as it does for the reference prompts. Once it reuses the cells of keys that left a
+sliding window, it sums the same terms in another order, and long generations may part by a rounding.
 """
 
 from __future__ import annotations
