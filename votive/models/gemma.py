@@ -12,9 +12,10 @@ LLM_ARCH_GEMMA3), which follow google/gemma_pytorch `gemma/model.py`. Difference
   ggml's half-precision table, as llama.cpp computes it);
 - the output projection is tied to the token embedding.
 
-On x86 the logits equal llama.cpp's bit for bit (tests/test_decoders.py) as long as llama.cpp's cache holds the
-keys in position order, as it does for the reference prompts. Once it reuses the cells of keys that left a
-sliding window, it sums the same terms in another order, and long generations may part by a rounding.
+On x86 the logits equal llama.cpp's bit for bit (tests/test_decoders.py; also checked by hand against
+llama-cpp-python 0.3.36 on a 1388-token prompt at n_ctx 4096, in 512-token batches) with llama.cpp's full-size
+sliding-window cache (its default) and without flash attention (llama-cpp-python's default): its flash-attention
+kernel sums the attention in another order, and so would a sliding-window cache that reuses cells.
 """
 
 from __future__ import annotations
