@@ -642,17 +642,12 @@ class _ByteLevelBPE:
 
         if not spec.merges:
             raise ModelConfigError(f"{spec.source}: a 'gpt2' vocabulary needs {GGUF_KEYS['merges']}, which is missing")
-        # as llama.cpp: split at the first space after the first character. partition (one C call per merge)
-        # splits at the first space: the same place unless a merge starts with one, redone below (rare, if ever)
-        merges = spec.merges if isinstance(spec.merges, list) else list(spec.merges)
-        parts = [merge.partition(" ") for merge in merges]
-        pairs = [(left, right) for left, _, right in parts]
-        for rank in [i for i, (left, space, _) in enumerate(parts) if not left or not space]:
-            merge = merges[rank]
-            cut = merge.find(" ", 1)
+        pairs = []
+        for rank, merge in enumerate(spec.merges):
+            cut = merge.find(" ", 1)  # as llama.cpp: the first space after the first character
             if cut < 0:
                 raise ModelConfigError(f"{spec.source}: merge {rank} is {merge!r}, expected 'left right'")
-            pairs[rank] = (merge[:cut], merge[cut + 1 :])
+            pairs.append((merge[:cut], merge[cut + 1 :]))
         try:
             bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre.ignore_merges)
         except Exception:  # a merge whose result is not a token; llama.cpp would never reach it either
