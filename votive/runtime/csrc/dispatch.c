@@ -283,9 +283,12 @@ VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, in
     return VT_OK;
 }
 
+/* `filled` keys rounded up to whole groups of 64, the attention kernel's unit (decoder_kernels.c). */
+static int64_t attention_span(int64_t filled) { return (filled + 63) / 64 * 64; }
+
 /* attention_part's buffer for queries over `filled` keys: its scratch, and the keys and values as floats. */
 static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
-    const int64_t span = (filled + 63) / 64 * 64;
+    const int64_t span = attention_span(filled);
     return sizeof(float) * (size_t)(dims + span + filled * dims + dims * span);
 }
 
@@ -303,7 +306,7 @@ struct attention_job {
 static void attention_part(void *arg, int64_t begin, int64_t end) {
     struct attention_job *j = arg;
     const struct vt_decoder_kernels *dk = vt_decoder();
-    const int64_t n = j->n, filled = j->q_start + n, span = (filled + 63) / 64 * 64;
+    const int64_t n = j->n, filled = j->q_start + n, span = attention_span(filled);
     float *buf = malloc(attention_buffer_bytes(j->dims, filled));
     if (!buf)
         return; /* vt_attention_f16 made sure it could allocate this before starting */

@@ -155,12 +155,10 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
             const float da = ACT_D(t, 256)[b];
             if (order == VT_ORDER_VEC_DOT) {
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            } else if (order == VT_ORDER_REPACK_4) {
-                /* added per 64 elements above */
             } else if (order == VT_ORDER_REPACK) {
                 sum[t] = fmaf((float)x86_hsum_int(sumi[t]), d * da, sum[t]);
                 min_sum[t] = fmaf((float)x86_hsum_int(msum[t]), dmin * da, min_sum[t]);
-            } else {
+            } else if (order == VT_ORDER_TILED) { /* (REPACK_4 added its sums per 64 elements above) */
                 const float r = fmaf(-dmin, (float)x86_hsum_int(msum[t]), (float)x86_hsum_int(sumi[t]) * d);
                 sum[t] = fmaf(r, da, sum[t]);
             }
