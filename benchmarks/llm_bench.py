@@ -60,7 +60,7 @@ from embedding_bench import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
-REFERENCE_DIR = REPO_DIR.parent / "shared" / "reference"
+REFERENCE_DIR = REPO_DIR / "tests" / "data" / "reference"  # copies of ../shared/reference
 PROMPT_JSON = REFERENCE_DIR / "llm_bench_prompt.json"
 LLAMA_VENV = WORK_DIR / "venv-llamacpp"
 READ_BW = WORK_DIR / "read_bw"
@@ -109,14 +109,14 @@ def make_stacks(votive_python: Path) -> dict[str, Stack]:
 
 def model_path(model: BenchModel) -> str:
     """The GGUF file behind the alias (votive assembles and caches package models on first use)."""
-    from votive.runtime.sources import resolve_source
+    from votive.sources import resolve_source
 
     return str(resolve_source(model.alias).path)
 
 
 def weight_bytes_per_token(path: str) -> dict:
     """Bytes of weights one decode step reads: every tensor, less the token embedding unless it is the output."""
-    from votive.runtime.gguf import GGUFFile
+    from votive.formats.gguf import GGUFFile
 
     tensors = GGUFFile(path).tensors
     tied = "output.weight" not in tensors

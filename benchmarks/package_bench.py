@@ -4,7 +4,7 @@
                   deflate level 9) and as `zip -9` over the unpacked files, for each target built; beside the
                   deploy sets of the sentence-transformers/torch and ONNX Runtime stacks (their handlers'
                   dependency closure from pip's metadata, measured in their venvs as embedding_bench.py does)
-    cold start    the unpacked artifacts in a Lambda-like tree (votive.packaging.local_tree), the interpreter
+    cold start    the unpacked artifacts in a Lambda-like tree (votive.emulators.local_tree), the interpreter
                   isolated (-I -S), the real awslambdaric behind the Runtime API emulator: wall time from starting
                   the runtime process to the first embedding answered (init included), median of --reps after
                   one untimed round; beside the ONNX Runtime stack set up the same way (its deploy set in
@@ -36,11 +36,11 @@ sys.path[:0] = [str(REPO_DIR), str(BENCH_DIR)]
 
 import embedding_bench as eb  # noqa: E402  (the peers' venvs, deploy sets and zip sizes)
 
-from votive.packaging.archive import extract_zip  # noqa: E402
-from votive.packaging.lambda_build import LambdaTarget, build_lambda  # noqa: E402
-from votive.packaging.local_tree import LambdaTree  # noqa: E402
-from votive.packaging.output import MANIFEST_NAME  # noqa: E402
-from votive.packaging.tools import BuildTools  # noqa: E402
+from votive.builders.archive import extract_zip  # noqa: E402
+from votive.builders.lambda_build import LambdaTarget, build_lambda  # noqa: E402
+from votive.builders.output import MANIFEST_NAME  # noqa: E402
+from votive.builders.tools import BuildTools  # noqa: E402
+from votive.emulators.local_tree import LambdaTree  # noqa: E402
 
 WORK = eb.WORK_DIR
 BUILDS = WORK / "package-builds"

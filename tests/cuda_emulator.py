@@ -1,6 +1,6 @@
 """Run votive's CUDA kernels on the CPU: each .cu module compiled by g++ against cuda_emu/cuda_emu.h.
 
-`EmulatedKernels` has the interface of `votive.runtime.cuda_kernels.CupyKernels` (`function(name)` returning a
+`EmulatedKernels` has the interface of `votive.quant.cuda_kernels.CupyKernels` (`function(name)` returning a
 callable `fn(grid, block, args)` as cupy's RawKernel takes them), over numpy arrays instead of cupy ones, so the
 same backend code (`votive.backends.cuda_ops.CudaOps`) runs here with numpy standing in for cupy. It is slow
 (every GPU thread is a fiber) and only for tests; x86-64 Linux with g++.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from votive.runtime import cuda_kernels
+from votive.quant import cuda_kernels
 
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
 CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-strict-aliasing")
@@ -81,7 +81,7 @@ class EmulatedKernel:
 
 
 class EmulatedKernels:
-    """Kernels by name, as `votive.runtime.cuda_kernels.CupyKernels` gives them, running on the CPU."""
+    """Kernels by name, as `votive.quant.cuda_kernels.CupyKernels` gives them, running on the CPU."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)

@@ -1,5 +1,5 @@
 """Stand-ins for the deployment tests: small builds written by hand in the manifest layout `votive build lambda`
-writes (votive.packaging.lambda_build), AWS clients on a moto server, a recorder of the calls that change AWS,
+writes (votive.builders.lambda_build), AWS clients on a moto server, a recorder of the calls that change AWS,
 and a progress UI that keeps its lines.
 """
 

@@ -148,7 +148,7 @@ class FakeModel:
         return self.tokenizer.encode(text)
 
     def start(self, prompt, *, max_tokens: int = 256, stop=None, **sampling) -> FakeGeneration:
-        # the same checks, in the same words, as votive.models.generation.TextGenerator.start
+        # the same checks, in the same words, as votive.models.decoding.TextGenerator.start
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         if len(ids) >= self.n_ctx:
             raise InputError(f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx}")

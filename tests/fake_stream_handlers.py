@@ -13,7 +13,7 @@ from pathlib import Path
 from fake_llm import FakeModel, FileGate
 
 from votive.handlers.generation import make_handler
-from votive.handlers.streaming import StreamingResponse
+from votive.protocol.streaming import StreamingResponse
 
 GATE_DIR = os.environ.get("FAKE_GATE_DIR")
 

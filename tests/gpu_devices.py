@@ -36,7 +36,7 @@ def gpu_and_kernels(tmp_path_factory):
         pytest.skip(f"cupy finds no CUDA device: {err}")
     if devices < 1:
         pytest.skip("cupy finds no CUDA device")
-    from votive.runtime import cuda_kernels, nvrtc
+    from votive.quant import cuda_kernels, nvrtc
 
     capability = int(cupy.cuda.Device().compute_capability)
     nv = nvrtc.load()

@@ -13,7 +13,7 @@ import fake_handlers
 import pytest
 
 from votive.cli import main
-from votive.infra.function_url import FunctionUrlServer
+from votive.emulators.function_url import FunctionUrlServer
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -13,10 +13,10 @@ import pytest
 from deploy_fakes import make_build
 
 from votive.cli import main
+from votive.deploy.aws.build_reader import read_build
+from votive.deploy.aws.cloudformation import artifact_list, template, write_export
+from votive.deploy.aws.lambda_config import AwsOptions
 from votive.errors import DeployError
-from votive.infra.cloudformation import artifact_list, template, write_export
-from votive.infra.lambda_build import read_build
-from votive.infra.lambda_config import AwsOptions
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess:

@@ -1,8 +1,8 @@
-"""votive's CUDA kernels (votive/runtime/cusrc) against their numpy twins, and their ahead-of-time compilation.
+"""votive's CUDA kernels (votive/quant/cusrc) against their numpy twins, and their ahead-of-time compilation.
 
 Every kernel test runs twice through the `cuda_ops` fixture: on the CPU emulator (tests/cuda_emu, in the default
 suite) and on a real GPU (marked `gpu`, skipped where there is none). The twins are independent float64
-computations written here, and votive.runtime.quants' dequantizers (which follow ggml's C, and are themselves
+computations written here, and votive.quant.codecs' dequantizers (which follow ggml's C, and are themselves
 tested against the gguf package): on the emulator the block decoding agrees with them to the bit.
 
 The compilation tests need NVRTC only (pip's nvidia-cuda-nvrtc-cu12, a dev dependency), no GPU.
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from votive.backends.cuda_ops import CudaOps, GpuQuantLinear
-from votive.runtime.qlinear import FusedLinears
+from votive.backends.numpy_linears import FusedLinears
 from votive.errors import InputError, KernelError
-from votive.models.synthetic import random_weight
-from votive.runtime import cuda_kernels, nvrtc
-from votive.runtime.ggml_types import ggml_type
-from votive.runtime.quants import dequantize
+from votive.quant import cuda_kernels, nvrtc
+from votive.quant.codecs import dequantize
+from votive.quant.ggml_types import ggml_type
+from votive.testing.synthetic import random_weight
 
 # Format -> columns: whole blocks, at least two per row; the plain types take 40 (a tail of 8 past a 32 tile).
 FORMAT_COLS = {"F32": 40, "F16": 40, "BF16": 40, "Q4_0": 96, "Q4_1": 96, "Q5_0": 96, "Q5_1": 96, "Q8_0": 96,
@@ -374,7 +374,7 @@ def test_compile_errors_carry_nvrtc_log(nv):
 
 
 def test_cli_builds_and_reports_errors_in_one_line(tmp_path, nv):
-    run = [sys.executable, "-m", "votive.runtime.cuda_kernels", "build"]
+    run = [sys.executable, "-m", "votive.quant.cuda_kernels", "build"]
     done = subprocess.run(run + ["--out", str(tmp_path / "k"), "--arch", "sm_80"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "k").glob("attention-*/*")) == ["compute_75.ptx", "sm_80.cubin"]

@@ -2,7 +2,7 @@
 
 Whole-model tests run through the `cuda_ops` fixture: on the CPU emulator of the CUDA kernels in the default
 suite, and on a real GPU under the `gpu` mark. Models are random-weight files written by the tests
-(votive.models.synthetic) in GGUF (decoders, several weight formats) and safetensors (BERT). The reference is
+(votive.testing.synthetic) in GGUF (decoders, several weight formats) and safetensors (BERT). The reference is
 the numpy backend, with the decoders' weights widened to float32 (the GPU multiplies float32 activations by
 dequantized weights, where the C kernels quantize the activations first).
 """
@@ -23,12 +23,12 @@ import pytest
 
 import votive
 from votive.backends import GPU_DEVICE_NODES, get_backend, gpu_visible, numpy_backend
+from votive.backends.numpy_linears import DenseLinear
 from votive.errors import BackendError, KernelError
 from votive.models import load_gguf
 from votive.models.bert import SentenceEncoder
-from votive.models.synthetic import DecoderShape, EncoderShape, write_bert_folder, write_decoder_gguf
-from votive.runtime.qlinear import DenseLinear
-from votive.runtime.quants import dequantize
+from votive.quant.codecs import dequantize
+from votive.testing.synthetic import DecoderShape, EncoderShape, write_bert_folder, write_decoder_gguf
 
 REPO = Path(__file__).resolve().parents[1]
 NO_GPU_HERE = not any(os.path.exists(node) for node in GPU_DEVICE_NODES)
@@ -105,7 +105,7 @@ def test_a_cpu_cold_start_never_imports_cupy(tmp_path):
     assert done.stdout.split() == ["numpy", "(1,", "64)", "False"]
     # importtime lists `import` statements (not importlib.import_module, which picks the backend module itself).
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")]
-    assert "votive.runtime.kernels" in imported and not any(m.split(".")[0] == "cupy" for m in imported)
+    assert "votive.quant.kernels" in imported and not any(m.split(".")[0] == "cupy" for m in imported)
 
 
 def test_cupy_backend_offers_every_op_of_numpy_backend():
@@ -170,7 +170,7 @@ class RawModule:
 
 @pytest.fixture(scope="module")
 def sm80_build(tmp_path_factory):
-    from votive.runtime import cuda_kernels, nvrtc
+    from votive.quant import cuda_kernels, nvrtc
 
     try:
         nv = nvrtc.load()
@@ -219,7 +219,7 @@ def test_cupy_backend_loads_the_ahead_of_time_build(numpy_cupy, sm80_build, tmp_
 
 def test_without_a_build_the_kernels_are_compiled_once_and_kept(numpy_cupy, tmp_path, caplog):
     numpy_cupy("80")
-    from votive.runtime import cuda_kernels
+    from votive.quant import cuda_kernels
 
     with caplog.at_level(logging.WARNING, logger="votive"):
         first = cuda_kernels.CupyKernels()

@@ -4,7 +4,7 @@ The reference (../shared/reference/*_tokens.json) holds, per prompt, llama.cpp's
 continuation and its top-10 logits after the prompt. Greedy decoding is a chain of argmaxes, so a last-bit
 difference in float arithmetic can flip an 8-bit activation rounding, move a logit by a few tenths and, at a
 near tie, part the paths. Our kernels therefore follow ggml's x86 arithmetic operation for operation
-(votive/runtime/csrc/decoder_kernels.c, the summation orders of quant_x86_kernels.h, ggml's GELU table), and the
+(votive/quant/csrc/decoder_kernels.c, the summation orders of quant_x86_kernels.h, ggml's GELU table), and the
 logits of both models come out equal to llama.cpp's. The looser checks (teacher-forced argmax, greedy text until a
 near tie) stay: they say how far apart two correct stacks may drift, and they hold on any CPU, where the strict
 ones hold on x86 machines like the one the reference was made on.

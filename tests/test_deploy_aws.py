@@ -10,12 +10,12 @@ import urllib.request
 import pytest
 from deploy_fakes import REGION, CallRecorder, RecordingUi, fail_on, make_build
 
+from votive.client.aws_session import AwsClients
+from votive.deploy.aws.build_reader import read_build
+from votive.deploy.aws.deployer import AwsDeployer
+from votive.deploy.aws.lambda_config import AwsOptions
+from votive.deploy.state import StateStore
 from votive.errors import DeployError
-from votive.infra.aws_deploy import AwsDeployer
-from votive.infra.aws_session import AwsClients
-from votive.infra.deploy_state import StateStore
-from votive.infra.lambda_build import read_build
-from votive.infra.lambda_config import AwsOptions
 
 ACCOUNT = "123456789012"  # moto's account
 BUCKET = f"votive-{ACCOUNT}-{REGION}"
@@ -435,7 +435,7 @@ def test_a_piece_deleted_by_hand_is_made_again(deployer, clients, build):
 def test_console_progress_redraws_only_when_the_percentage_moves():
     import io
 
-    from votive.infra.deploy_ui import ConsoleUi
+    from votive.deploy.ui import ConsoleUi
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -449,7 +449,7 @@ def test_console_progress_redraws_only_when_the_percentage_moves():
 
 
 def _streaming_build(folder):
-    from votive.packaging.stream_wrapper import wrapper_environment
+    from votive.builders.stream_wrapper import wrapper_environment
 
     return read_build(make_build(folder, invoke_mode="RESPONSE_STREAM", environment=wrapper_environment()))
 

@@ -13,10 +13,10 @@ import pytest
 from deploy_fakes import REGION, make_build
 
 from votive.cli import main
+from votive.client.aws_session import AwsClients
+from votive.client.lambda_invoke import invoke_function
+from votive.client.logs import tail_logs
 from votive.handlers import snapstart
-from votive.infra.aws_invoke import invoke_function
-from votive.infra.aws_logs import tail_logs
-from votive.infra.aws_session import AwsClients
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_deploy_errors_are_one_line_with_exit_2(aws_env, tmp_path, capsys):
 def test_reusing_an_earlier_build_of_the_same_model(aws_env, tmp_path, capsys, monkeypatch):
     make_build(tmp_path / ".votive" / "builds" / "reuse", model="minilm")
     built = []
-    monkeypatch.setattr("votive.packaging.lambda_build.build_lambda", lambda *a, **k: built.append(a))
+    monkeypatch.setattr("votive.builders.lambda_build.build_lambda", lambda *a, **k: built.append(a))
     assert main(["deploy", "aws", "minilm", "--name", "reuse"]) == 0
     assert "reusing the build in .votive/builds/reuse" in capsys.readouterr().err
     assert built == []

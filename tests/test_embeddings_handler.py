@@ -365,7 +365,7 @@ def test_minilm_through_the_handler_matches_sentence_transformers(minilm, refere
 
 def test_openai_client_against_the_local_function_url(minilm, reference):
     openai = pytest.importorskip("openai")
-    from votive.infra.function_url import FunctionUrlServer
+    from votive.emulators.function_url import FunctionUrlServer
 
     sentences, expected = reference
     with FunctionUrlServer(make_handler(minilm), port=0) as server:

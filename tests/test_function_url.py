@@ -17,17 +17,12 @@ import urllib.request
 import fake_handlers
 import pytest
 
+from votive.emulators.function_url import DIRECT_INVOKE_PATH, FunctionUrlServer
+from votive.emulators.in_process import InProcessFunction
 from votive.errors import EmulatorError
-from votive.infra.function_url import DIRECT_INVOKE_PATH, FunctionUrlServer
-from votive.infra.in_process import InProcessFunction
-from votive.infra.lambda_sandbox import (
-    PAYLOAD_LIMIT_BYTES,
-    FunctionConfig,
-    HandlerInitError,
-    LambdaContext,
-    load_handler,
-)
-from votive.infra.payload_v2 import (
+from votive.protocol.context import PAYLOAD_LIMIT_BYTES, FunctionConfig, LambdaContext
+from votive.protocol.handler_loading import HandlerInitError, load_handler
+from votive.protocol.payload_v2 import (
     HttpRequest,
     MalformedResponse,
     http_response,

@@ -15,8 +15,8 @@ from fake_llm import FakeModel
 from votive.errors import ModelSourceError, VotiveFault
 from votive.handlers import generation
 from votive.handlers.generation import Settings, load_handler, make_handler
-from votive.handlers.streaming import StreamingResponse
-from votive.infra.payload_v2 import HttpRequest, request_event
+from votive.protocol.payload_v2 import HttpRequest, request_event
+from votive.protocol.streaming import StreamingResponse
 
 NOW = 1795574280.0
 

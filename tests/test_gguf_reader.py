@@ -14,11 +14,6 @@ import gguf
 import numpy as np
 import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-from votive.errors import WeightFileError
-from votive.runtime.ggml_types import GGML_TYPES, GGMLType, ggml_type
-from votive.runtime.gguf import VALUE_TYPE_NAMES, GGUFFile, StringArray, ValueType
-
 from gguf_bytes import (
     ARRAY,
     BF16,
@@ -43,6 +38,10 @@ from gguf_bytes import (
     tensor_info,
 )
 from raw_safetensors import reaches_mmap
+
+from votive.errors import WeightFileError
+from votive.formats.gguf import VALUE_TYPE_NAMES, GGUFFile, StringArray, ValueType
+from votive.quant.ggml_types import GGML_TYPES, GGMLType, ggml_type
 
 # ---------------------------------------------------------------------------------------------------------------
 # The GGML type table

@@ -16,9 +16,9 @@ from datetime import datetime
 import pytest
 
 from votive.errors import ChatTemplateError, InputError, ModelConfigError
-from votive.runtime.chat import BUILTIN_TEMPLATES, ChatTemplate
-from votive.runtime.gguf import GGUFFile
-from votive.runtime.tokenizer import GGUFTokenizer, TokenizerSpec, TokenType
+from votive.formats.gguf import GGUFFile
+from votive.text.chat import BUILTIN_TEMPLATES, ChatTemplate
+from votive.text.gguf_tokenizer import GGUFTokenizer, TokenizerSpec, TokenType
 
 SPACE = "\u2581"
 

@@ -8,8 +8,8 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from votive.errors import WeightFileError
-from votive.runtime.gguf import GGUFFile
-from votive.runtime.gguf_write import write_gguf
+from votive.formats.gguf import GGUFFile
+from votive.formats.gguf_write import write_gguf
 
 
 def test_golden_bytes(tmp_path):

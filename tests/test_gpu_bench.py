@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from votive.models import load_gguf
 from votive.backends import numpy_backend
-from votive.runtime.gguf import GGUFFile
+from votive.formats.gguf import GGUFFile
+from votive.models import load_gguf
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_bench.py"
 

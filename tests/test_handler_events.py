@@ -11,8 +11,8 @@ import pytest
 
 from votive.errors import VotiveFault
 from votive.handlers import events
-from votive.handlers.errors import HttpError
 from votive.handlers.events import LAMBDA_PAYLOAD_LIMIT, Request, Response
+from votive.handlers.http_errors import HttpError
 
 
 def url_event(method="GET", path="/health", *, query="", headers=None, body=None, b64=False) -> dict:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from votive.errors import KernelError
-from votive.runtime import kernel_build, kernels
-from votive.runtime.kernels import gelu_ref, layer_norm_ref, softmax_ref
+from votive.quant import kernel_build, kernels
+from votive.quant.kernels import gelu_ref, layer_norm_ref, softmax_ref
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -361,7 +361,7 @@ def test_read_only_and_overlapping_outputs_are_refused(lib):
 
 def test_missing_library_returns_none_and_warns_once(tmp_path, caplog):
     missing = tmp_path / "libvotive.so"
-    with caplog.at_level(logging.WARNING, logger="votive.runtime.kernels"):
+    with caplog.at_level(logging.WARNING, logger="votive.quant.kernels"):
         assert kernels.load(missing) is None
         assert kernels.load(missing) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -372,7 +372,7 @@ def test_missing_library_returns_none_and_warns_once(tmp_path, caplog):
 def test_file_that_is_not_the_library_is_refused(tmp_path, caplog):
     junk = tmp_path / "libvotive.so"
     junk.write_bytes(b"not an ELF file")
-    with caplog.at_level(logging.WARNING, logger="votive.runtime.kernels"):
+    with caplog.at_level(logging.WARNING, logger="votive.quant.kernels"):
         assert kernels.load(junk) is None
     assert f"votive C kernels unavailable ({junk}: " in caplog.text
 
@@ -450,7 +450,7 @@ def test_build_errors_name_the_step(tmp_path):
 
 
 def test_fma32_rounds_once():
-    from votive.runtime.kernels_ref import fma32
+    from votive.quant.kernels_ref import fma32
 
     # (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24 lies midway between two floats: a tiny addend decides, which a float64 sum
     # (rounded, then rounded to float32) loses
@@ -501,7 +501,7 @@ def test_swiglu_matches_its_twin_bit_for_bit(lib, isa, rng):
 
 def test_ggml_exp_is_close_to_exp():
     x = np.linspace(-80, 80, 10001, dtype=np.float32)
-    from votive.runtime.kernels_ref import ggml_exp_ref
+    from votive.quant.kernels_ref import ggml_exp_ref
 
     got = ggml_exp_ref(x).astype(np.float64)
     np.testing.assert_allclose(got, np.exp(x.astype(np.float64)), rtol=3e-7)  # ggml: within about 2 ulp

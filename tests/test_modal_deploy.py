@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from votive.cli import main
+from votive.deploy.modal_endpoint import ModalDeployer, ModalSdk, load_app
+from votive.deploy.state import StateStore
 from votive.errors import DeployError
-from votive.infra.deploy_state import StateStore
-from votive.infra.modal_deploy import ModalDeployer, ModalSdk, load_app
 
 modal = pytest.importorskip("modal")
 
@@ -19,7 +19,7 @@ modal = pytest.importorskip("modal")
 @pytest.fixture(scope="module")
 def app_build(tmp_path_factory) -> Path:
     """The real builder's Modal app for the packaged MiniLM, on an L4 with one warm container."""
-    from votive.packaging.modal_build import ModalTarget, build_modal
+    from votive.builders.modal_build import ModalTarget, build_modal
 
     out = tmp_path_factory.mktemp("modal") / "embed-gpu"
     build_modal("minilm", out, ModalTarget(gpu="L4", min_containers=1, app_name="embed-gpu"))

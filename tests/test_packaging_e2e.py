@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from votive.packaging.lambda_build import LambdaTarget, build_lambda
-from votive.packaging.local_tree import LambdaTree
-from votive.packaging.targets import LAMBDA_RUNTIMES
+from votive.builders.lambda_build import LambdaTarget, build_lambda
+from votive.builders.targets import LAMBDA_RUNTIMES
+from votive.emulators.local_tree import LambdaTree
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 pytestmark = pytest.mark.skipif(PY not in LAMBDA_RUNTIMES, reason=f"Python {PY} is not a Lambda runtime")
@@ -102,7 +102,7 @@ def _probe(tree: LambdaTree, code: str) -> dict:
 
 
 def test_bundled_build_answers_real_requests_through_awslambdaric(lambda_builds, tmp_path, reference):
-    from votive.infra.function_url import FunctionUrlServer
+    from votive.emulators.function_url import FunctionUrlServer
 
     tree = LambdaTree(tmp_path / "lambda", PY)
     manifest = tree.install_build(lambda_builds["layer"].out)
@@ -129,7 +129,7 @@ def test_the_tree_imports_only_what_the_build_put_there(lambda_builds, tmp_path)
     manifest = tree.install_build(lambda_builds["layer"].out)
     facts = _probe(tree, """
 import importlib.util, numpy, votive
-from votive.runtime import kernels
+from votive.quant import kernels
 lib = kernels.get()
 print(json.dumps({"files": [numpy.__file__, votive.__file__, str(lib.path)],
                   "numpy": numpy.__version__, "isa": lib.isa,
@@ -203,7 +203,7 @@ def test_arm64_build_is_built_for_aarch64(tmp_path):
         wheel_tags = [line for n in zf.namelist() if n.endswith(".dist-info/WHEEL")
                       for line in zf.read(n).decode().splitlines() if line.startswith("Tag:")]
         pycs = [n for n in zf.namelist() if n.endswith(".pyc")]
-    assert "python/votive/runtime/libvotive.so" in machines
+    assert "python/votive/quant/libvotive.so" in machines
     assert set(machines.values()) == {183}, machines  # EM_AARCH64, every one
     assert wheel_tags and all(tag.endswith("aarch64") or tag.endswith("-any") for tag in wheel_tags), wheel_tags
     if manifest["runtime_layer"]["bytecode"]["files"]:
@@ -211,7 +211,7 @@ def test_arm64_build_is_built_for_aarch64(tmp_path):
 
 
 def test_image_context_runs_the_same_way(tmp_path, reference):
-    from votive.packaging.image_build import ImageTarget, build_image
+    from votive.builders.image_build import ImageTarget, build_image
 
     manifest = build_image("minilm", tmp_path / "image", ImageTarget(python=PY))
     assert manifest["built"] is False and manifest["build_command"].startswith("docker build --platform linux/amd64")
@@ -234,7 +234,7 @@ def test_image_context_runs_the_same_way(tmp_path, reference):
 
 def test_modal_app_constructs_offline_and_serves_through_its_own_lifecycle(tmp_path, reference):
     pytest.importorskip("modal")
-    from votive.packaging.modal_build import ModalTarget, build_modal
+    from votive.builders.modal_build import ModalTarget, build_modal
 
     out = tmp_path / "modal"
     manifest = build_modal("minilm", out, ModalTarget(python=PY, min_containers=1, max_containers=3))
@@ -298,8 +298,8 @@ def test_gguf_decoder_too_large_to_bundle_is_staged_and_served(gemma_gguf, tmp_p
 def test_streaming_image_streams_tokens_through_its_runtime_loop(smollm_gguf, tmp_path):
     """An image built --stream runs votive's runtime loop instead of awslambdaric and streams Server-Sent Events
     through the function URL as the tokens are made."""
-    from votive.infra.function_url import FunctionUrlServer
-    from votive.packaging.image_build import STREAM_RUNTIME, ImageTarget, build_image
+    from votive.builders.image_build import STREAM_RUNTIME, ImageTarget, build_image
+    from votive.emulators.function_url import FunctionUrlServer
 
     manifest = build_image(str(smollm_gguf), tmp_path / "image", ImageTarget(python=PY, stream=True))
     assert manifest["image"]["entrypoint"][-1] == STREAM_RUNTIME
@@ -330,7 +330,7 @@ def test_streaming_zip_build_streams_chat_through_its_wrapper_script(tmp_path):
     """A zip built --stream, unpacked into a Lambda-like tree: the runtime is started through the wrapper script the
     manifest names in AWS_LAMBDA_EXEC_WRAPPER, as Lambda's managed Python runtime starts it, and a chat
     completion arrives through the function URL as Server-Sent Events, chunk by chunk."""
-    from votive.infra.function_url import FunctionUrlServer
+    from votive.emulators.function_url import FunctionUrlServer
 
     result = build_lambda("smollm2", tmp_path / "build", LambdaTarget(arch="x86_64", python=PY, stream=True))
     settings = result.manifest["settings"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from votive.errors import ModelSourceError
-from votive.packaging.archive import sha256_file
-from votive.packaging.s3_weights import MARKER, StagedFile, fetch_model, parse_s3_uri
+from votive.files import sha256_file
+from votive.handlers.s3_weights import MARKER, StagedFile, fetch_model, parse_s3_uri
 
 BUCKET = "packaging-s3-tests"
 PART = 4 * 1024 * 1024

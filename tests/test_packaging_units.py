@@ -20,25 +20,27 @@ from pathlib import Path
 
 import pytest
 
-from votive.errors import PackagingError, VotiveFault
-from votive.packaging import archive, limits
-from votive.packaging.asgi import lambda_asgi_app, url_event
-from votive.packaging.bytecode import compile_tree
-from votive.packaging.dependencies import (
+from votive import files
+from votive.builders import archive
+from votive.builders import size_limits as limits
+from votive.builders.bytecode import compile_tree
+from votive.builders.dependencies import (
     DependencyTarget,
     Distribution,
     install_for_target,
     missing_requirements,
     pip_install_args,
 )
-from votive.packaging.entry import function_handler, lambda_root, local_model, read_config
-from votive.packaging.kernel_target import build_kernels, choose_pins, libc_symbol_versions, symbol_versions
-from votive.packaging.lambda_build import LambdaTarget, build_lambda
-from votive.packaging.model_files import collect_model
-from votive.packaging.output import staged_output, write_json
-from votive.packaging.slim import loadable_layout, slim_reason, slim_tree, strip_shared_libraries
-from votive.packaging.targets import architecture, lambda_runtime, manylinux_platforms
-from votive.packaging.tools import BuildTools
+from votive.builders.kernel_target import build_kernels, choose_pins, libc_symbol_versions, symbol_versions
+from votive.builders.lambda_build import LambdaTarget, build_lambda
+from votive.builders.model_files import collect_model
+from votive.builders.output import staged_output, write_json
+from votive.builders.slim import loadable_layout, slim_reason, slim_tree, strip_shared_libraries
+from votive.builders.targets import architecture, lambda_runtime, manylinux_platforms
+from votive.builders.tools import BuildTools
+from votive.errors import PackagingError, VotiveFault
+from votive.handlers.asgi import lambda_asgi_app, url_event
+from votive.handlers.entry import function_handler, lambda_root, local_model, read_config
 
 X86 = architecture("x86_64")
 ARM = architecture("arm64")
@@ -192,7 +194,7 @@ def test_zip_bytes_depend_only_on_contents(tmp_path):
 @pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/../../b", "a//b", "C:/x", "a\\b", "", "./a"])
 def test_unsafe_member_names_are_refused(tmp_path, name):
     with pytest.raises(PackagingError, match="member name"):
-        archive.check_member_name(name)
+        files.check_member_name(name)
     with pytest.raises(PackagingError, match="member name"):
         archive.write_zip(tmp_path / "x.zip", [archive.Member(name, data=b"x")])
     assert not (tmp_path / "x.zip").exists()
@@ -315,7 +317,7 @@ def test_slim_rules():
     assert slim_reason("numpy-2.2.6.dist-info/RECORD").startswith("install records")
     for kept in ("numpy/__init__.py", "numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so",
                  "numpy-2.2.6.dist-info/METADATA", "numpy-2.2.6.dist-info/LICENSE.txt", "numpy/linalg/linalg.py",
-                 "tokenizers/tokenizers.abi3.so", "votive/runtime/libvotive.so"):
+                 "tokenizers/tokenizers.abi3.so", "votive/quant/libvotive.so"):
         assert slim_reason(kept) is None, kept
 
 
@@ -534,7 +536,7 @@ def test_asgi_requests_become_function_url_events():
 
 
 def test_asgi_streams_a_streamed_answer_chunk_by_chunk():
-    from votive.handlers.streaming import StreamingResponse
+    from votive.protocol.streaming import StreamingResponse
 
     closed = []
 
@@ -602,7 +604,7 @@ def test_a_lone_safetensors_file_is_refused(minilm_dir):
 # --- the whole Lambda build, with the fake toolchain -------------------------------------------------------
 
 
-# The smallest tokenizer.json votive.runtime.wordpiece runs itself (BERT WordPiece), and one it does not (BPE).
+# The smallest tokenizer.json votive.text.wordpiece runs itself (BERT WordPiece), and one it does not (BPE).
 WORDPIECE_TOKENIZER = {"version": "1.0", "added_tokens": [], "pre_tokenizer": {"type": "BertPreTokenizer"},
                        "normalizer": None, "post_processor": None,
                        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
@@ -636,17 +638,17 @@ def test_lambda_build_bundles_small_weights_in_a_layer(tmp_path):
     layer = manifest["runtime_layer"]
     assert layer["dependencies"] == {"numpy": "2.2.6"}  # no jinja2 for an encoder, no tokenizers for WordPiece
     assert set(layer["left_out"]) == {"huggingface-hub", "jinja2", "tokenizers"}
-    assert layer["left_out"]["tokenizers"] == "its BERT WordPiece tokenizer is run by votive.runtime.wordpiece"
+    assert layer["left_out"]["tokenizers"] == "its BERT WordPiece tokenizer is run by votive.text.wordpiece"
     assert layer["kernels"]["pinned_symbols"] == ["pthread_create@GLIBC_2.2.5", "pthread_sigmask@GLIBC_2.2.5"]
     assert manifest["weights"]["placement"] == "layer" and manifest["settings"]["handler"] == "votive_function.handler"
     for artifact in manifest["artifacts"]:
-        assert artifact["sha256"] == archive.sha256_file(tmp_path / "out" / artifact["name"])
+        assert artifact["sha256"] == files.sha256_file(tmp_path / "out" / artifact["name"])
     with zipfile.ZipFile(tmp_path / "out" / "votive-runtime-python3.11-x86_64.zip") as zf:
         members = zf.namelist()
-    assert "python/votive/runtime/libvotive.so" in members and "python/votive/packaging/entry.py" in members
+    assert "python/votive/quant/libvotive.so" in members and "python/votive/handlers/entry.py" in members
     assert not [m for m in members if "/tests/" in m or m.endswith(".pyi") or "RECORD" in m]
-    for never in ("cli.py", "infra/runtime_api.py", "infra/function_url.py", "packaging/lambda_build.py",
-                  "runtime/kernel_build.py", "runtime/csrc/selftest.c"):
+    for never in ("cli.py", "emulators/runtime_api.py", "emulators/function_url.py", "builders/lambda_build.py",
+                  "quant/kernel_build.py", "quant/csrc/selftest.c"):
         assert f"python/votive/{never}" not in members, never
     assert "python/votive/models/bert.py" in members and "python/votive/handlers/embeddings.py" in members
     with zipfile.ZipFile(tmp_path / "out" / "votive-function.zip") as zf:
@@ -680,7 +682,7 @@ def test_lambda_build_stages_weights_in_s3_when_they_do_not_fit(tmp_path):
 
 
 def test_streaming_build_ships_an_executable_wrapper_and_says_so_in_the_manifest(tmp_path, smollm_gguf):
-    from votive.packaging.stream_wrapper import STREAM_RUNTIME
+    from votive.builders.stream_wrapper import STREAM_RUNTIME
 
     result = build_lambda(str(smollm_gguf), tmp_path / "out", LambdaTarget(python="3.11", stream=True),
                           tools=FakeToolchain().tools())
@@ -743,7 +745,7 @@ def test_the_tokenizers_library_goes_in_only_for_tokenizers_votive_does_not_run(
 
 
 def test_votive_requirements_with_extras():
-    from votive.packaging.dependencies import requirement_name, votive_requirements
+    from votive.builders.dependencies import requirement_name, votive_requirements
 
     plain = [requirement_name(r) for r in votive_requirements({})]
     assert "numpy" in plain and "tokenizers" not in plain  # an extra, not a dependency
@@ -754,23 +756,24 @@ def test_votive_requirements_with_extras():
 
 def test_tokenizer_library_need_by_model(tmp_path, minilm_dir):
     from gguf_bytes import gguf_file, kv_str
-    from votive.packaging.model_files import tokenizer_library_need
+
+    from votive.builders.model_files import tokenizer_library_need
 
     assert tokenizer_library_need(minilm_dir) == (None, "its BERT WordPiece tokenizer is run by "
-                                                        "votive.runtime.wordpiece")
+                                                        "votive.text.wordpiece")
     assert tokenizer_library_need(fake_model(tmp_path / "bpe", 10, tokenizer=BPE_TOKENIZER)) == (
         "tokenizer.json uses model type BPE; pre_tokenizer None", "")
     for vocabulary, need in (("gpt2", ("its GGUF vocabulary is 'gpt2': byte-level BPE merges run by tokenizers' "
                                        "BPE model", "")),
-                             ("llama", (None, "its GGUF vocabulary ('llama') is run by votive.runtime.tokenizer"))):
+                             ("llama", (None, "its GGUF vocabulary ('llama') is run by votive.text.gguf_tokenizer"))):
         path = tmp_path / f"{vocabulary}.gguf"
         path.write_bytes(gguf_file([kv_str("tokenizer.ggml.model", vocabulary)]))
         assert tokenizer_library_need(path) == need
 
 
 def test_gpu_image_context(tmp_path):
-    from votive.packaging.image_build import ImageTarget, build_image
-    from votive.packaging.report import image_summary
+    from votive.builders.image_build import ImageTarget, build_image
+    from votive.builders.report import image_summary
 
     fake = FakeToolchain()
     manifest = build_image("minilm", tmp_path / "gpu", ImageTarget(gpu=True, python="3.12"), tools=fake.tools())
@@ -779,17 +782,17 @@ def test_gpu_image_context(tmp_path):
     assert dockerfile.index("COPY model/") < dockerfile.index("COPY python/") < dockerfile.index("COPY task/")
     # votive's kernels are compiled between the dependencies and the code (no GPU needed); warming cupy's own
     # cache is an opt-in step after the code (it needs a GPU)
-    kernel_step = dockerfile.index("RUN /usr/bin/python3 -m votive.runtime.cuda_kernels build --out /opt/votive-kernels")
+    kernel_step = dockerfile.index("RUN /usr/bin/python3 -m votive.quant.cuda_kernels build --out /opt/votive-kernels")
     assert dockerfile.index("COPY python/") < kernel_step < dockerfile.index("COPY task/")
     assert 'ENV VOTIVE_CUDA_KERNELS="/opt/votive-kernels"' in dockerfile and "ARG VOTIVE_WARM=0" in dockerfile
-    assert dockerfile.index("COPY task/") < dockerfile.index("votive.packaging.warm") < dockerfile.index("ENTRYPOINT")
+    assert dockerfile.index("COPY task/") < dockerfile.index("votive.handlers.warm") < dockerfile.index("ENTRYPOINT")
     assert manifest["cuda_kernels"]["archs"] == ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
-    assert sorted(p.name for p in (tmp_path / "gpu/python/votive/runtime/cusrc").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "gpu/python/votive/quant/cusrc").iterdir()) == [
         "attention.cu", "common.cuh", "ggml_blocks.cuh", "norm.cu", "quant.cu"]
     assert set(manifest["runtime_layer"]["dependencies"]) == {
         "numpy", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
     assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False
-    assert (tmp_path / "gpu/python/votive/packaging/warm.py").is_file()
+    assert (tmp_path / "gpu/python/votive/handlers/warm.py").is_file()
     config = json.loads((tmp_path / "gpu/task/votive_function.json").read_text())
     assert config["environment"] == {"VOTIVE_BACKEND": "cupy"}
     assert config["model"] == {"placement": "layer", "path": "/opt/model/all-MiniLM-L6-v2"}
@@ -804,8 +807,8 @@ def test_gpu_image_context(tmp_path):
 def test_gpu_image_context_compiles_the_cuda_kernels_as_its_dockerfile_says(tmp_path):
     """The context's kernel step, run here as the Dockerfile runs it (its Python tree on the path, no GPU), leaves
     a binary for every module and GPU generation that the context's own votive finds at run time."""
-    from votive.packaging.image_build import ImageTarget, build_image
-    from votive.runtime import nvrtc
+    from votive.builders.image_build import ImageTarget, build_image
+    from votive.quant import nvrtc
 
     try:
         library = nvrtc.load().path  # stands in for the base image's libnvrtc.so.12
@@ -815,7 +818,7 @@ def test_gpu_image_context_compiles_the_cuda_kernels_as_its_dockerfile_says(tmp_
     library = next((c for c in nvrtc.candidates() if Path(c).is_file()), library)
     build_image("minilm", tmp_path / "gpu", ImageTarget(gpu=True, python="3.12"), tools=FakeToolchain().tools())
     step = next(line for line in (tmp_path / "gpu/Dockerfile").read_text().splitlines()
-                if "votive.runtime.cuda_kernels" in line)
+                if "votive.quant.cuda_kernels" in line)
     out = tmp_path / "opt" / "votive-kernels"
     # RUN /usr/bin/python3 -m ... --out /opt/votive-kernels, by this Python without site-packages (so without this
     # checkout's editable votive): the context's tree alone, as in the image
@@ -824,19 +827,19 @@ def test_gpu_image_context_compiles_the_cuda_kernels_as_its_dockerfile_says(tmp_
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "gpu/python"), "VOTIVE_NVRTC": library}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    check = ("import json, sys; from votive.runtime import cuda_kernels as k; "
+    check = ("import json, sys; from votive.quant import cuda_kernels as k; "
              "print(json.dumps([k.__file__] + [[p.name for p in k.candidates(sys.argv[1], m, cc)] "
              "for m in k.MODULES for cc in (75, 86, 90, 120)]))")
     done = subprocess.run([sys.executable, "-S", "-c", check, str(out)], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=60)
     found = json.loads(done.stdout)
-    assert found[0].startswith(str(tmp_path / "gpu/python/votive/runtime/"))  # the context's votive, not this one
+    assert found[0].startswith(str(tmp_path / "gpu/python/votive/quant/"))  # the context's votive, not this one
     assert found[1:] == [["sm_75.cubin", "compute_75.ptx"], ["sm_86.cubin", "sm_80.cubin", "compute_75.ptx"],
                          ["sm_90.cubin", "compute_75.ptx"], ["compute_75.ptx"]] * 3
 
 
 def test_warm_without_a_gpu_exits_saying_why(capsys):
-    from votive.packaging.warm import main
+    from votive.handlers.warm import main
 
     assert main("/nonexistent/votive_function.py") == 1
     assert "no GPU visible to the build" in capsys.readouterr().err
@@ -844,14 +847,14 @@ def test_warm_without_a_gpu_exits_saying_why(capsys):
 
 def test_modal_gpu_app_with_a_volume_constructs_offline(tmp_path):
     pytest.importorskip("modal")
-    from votive.packaging.modal_build import build_modal, ModalTarget
-    from votive.packaging.report import modal_summary
+    from votive.builders.modal_build import ModalTarget, build_modal
+    from votive.builders.report import modal_summary
 
     out = tmp_path / "modal"
     manifest = build_modal("minilm", out, ModalTarget(gpu="H100", weights="volume", max_containers=2),
                            tools=FakeToolchain().tools())
     assert [r.split("==")[0] for r in manifest["app"]["requirements"]] == ["numpy", "cupy-cuda12x", "nvidia-cuda-nvrtc-cu12"]
-    assert (out / "votive/runtime/cusrc/quant.cu").is_file()
+    assert (out / "votive/quant/cusrc/quant.cu").is_file()
     source = (out / "modal_app.py").read_text()
     assert "enable_memory_snapshot=True" in source and "@modal.enter(snap=True)" in source
     assert "@modal.enter(snap=False)" in source and 'WEIGHTS = \'volume\'' in source
@@ -876,7 +879,7 @@ print(json.dumps({{"gpu": spec.gpus, "volumes": sorted(str(k) for k in spec.volu
 
 
 def test_lambda_summary_reads_the_manifest(tmp_path):
-    from votive.packaging.report import lambda_summary
+    from votive.builders.report import lambda_summary
 
     model = fake_model(tmp_path / "big-bert", 300 * 2**20)
     result = build_lambda(str(model), tmp_path / "out", LambdaTarget(python="3.11"), tools=FakeToolchain().tools())
@@ -886,22 +889,16 @@ def test_lambda_summary_reads_the_manifest(tmp_path):
     assert "left out: huggingface-hub, jinja2, tokenizers" in text
 
 
-def test_votive_modules_follow_imports_into_infra_and_packaging(tmp_path):
-    from votive.packaging.runtime_tree import votive_files
+def test_votive_files_are_the_serving_packages_whole(tmp_path):
+    from votive.builders.runtime_tree import votive_files
 
     package = tmp_path / "votive"
-    sources = {
-        "__init__.py": "", "cli.py": "import votive.infra.emulator\n",
-        "handlers/__init__.py": "", "handlers/h.py": "from votive.infra import payload\nfrom . import util\n",
-        "handlers/util.py": "def f():\n    from ..infra.lazy import x\n",
-        "infra/__init__.py": "", "infra/payload.py": "", "infra/lazy.py": "", "infra/emulator.py": "",
-        "packaging/__init__.py": "", "packaging/entry.py": "", "packaging/s3_weights.py": "",
-        "packaging/asgi.py": "", "packaging/warm.py": "", "packaging/lambda_build.py": "",
-    }
-    for name, text in sources.items():
+    for name in ("__init__.py", "errors.py", "cli/__init__.py", "handlers/__init__.py", "handlers/h.py",
+                 "protocol/payload_v2.py", "emulators/function_url.py", "builders/lambda_build.py",
+                 "quant/kernels.py", "quant/kernel_build.py", "quant/csrc/dispatch.c", "quant/cusrc/quant.cu",
+                 "testing/synthetic.py", "handlers/__pycache__/h.cpython-311.pyc"):
         (package / name).parent.mkdir(parents=True, exist_ok=True)
-        (package / name).write_text(text)
+        (package / name).write_text("")
     chosen = [rel for rel, _ in votive_files(package)]
-    assert "infra/payload.py" in chosen and "infra/lazy.py" in chosen and "infra/__init__.py" in chosen
-    assert "infra/emulator.py" not in chosen and "cli.py" not in chosen  # only the command line imports it
-    assert "packaging/lambda_build.py" not in chosen and "packaging/entry.py" in chosen
+    assert chosen == ["__init__.py", "errors.py", "handlers/__init__.py", "handlers/h.py", "protocol/payload_v2.py",
+                      "quant/kernels.py"]

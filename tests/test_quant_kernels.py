@@ -1,10 +1,10 @@
-"""The quantized C kernels (qmatmul, get_rows, activation quantization) against votive.runtime.quants.
+"""The quantized C kernels (qmatmul, get_rows, activation quantization) against votive.quant.codecs.
 
 The library is compiled from the current sources once per session, as in test_kernels.py. Every test of a
 product runs on each kernel build this CPU runs and each of its int8 dot-product variants (maddubs or VNNI on
 x86, vmull or sdot on arm64, plain C for sse2).
 
-What "agree" means here, from the float order notes in votive/runtime/quants/activations.py:
+What "agree" means here, from the float order notes in votive/quant/codecs/activations.py:
 
 - Activation quantization is bit for bit ggml's (same bytes as quants.quantize).
 - get_rows is bit for bit quants.dequantize.
@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from votive.errors import KernelError
-from votive.runtime import kernel_build, kernels
-from votive.runtime.gguf import GGUFFile
-from votive.runtime.kernels_ref import get_rows_ref, qmatmul_ref
-from votive.runtime.quants import FORMATS, VEC_DOT_TYPE, dequantize, quantize_activations, quantize_q8
+from votive.formats.gguf import GGUFFile
+from votive.quant import kernel_build, kernels
+from votive.quant.codecs import FORMATS, VEC_DOT_TYPE, dequantize, quantize_activations, quantize_q8
+from votive.quant.kernels_ref import get_rows_ref, qmatmul_ref
 
 QUANT_TYPES = sorted(VEC_DOT_TYPE)  # 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 10..14 Q2_K..Q6_K
 NAMES = {t: FORMATS[t].name for t in FORMATS}
@@ -214,7 +214,7 @@ def llama_cpp_order_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, order
 
     order: "repack" (q4_K_8x8 gemv: per 256-element block), "repack_4" (its gemm: per 64 elements) or "tiled"
     (the tiled matmul: per block, sum * d less dmin * min sum, then times the activation's d, fused)."""
-    from votive.runtime.kernels_ref import fma32
+    from votive.quant.kernels_ref import fma32
 
     fmt = FORMATS[ggml_type]
     rows, nb = blocks.shape[0], x.shape[1] // 256
@@ -322,7 +322,7 @@ def test_output_given_and_one_dimensional_x(lib, rng):
 
 
 def test_prepared_matrix_equals_qmatmul_and_takes_ggml_type_objects(lib, rng):
-    from votive.runtime.ggml_types import GGML_TYPES
+    from votive.quant.ggml_types import GGML_TYPES
 
     w = random_blocks(rng, 13, 9, 512)
     x = rng.normal(0, 1, (3, 512)).astype(np.float32)
@@ -478,7 +478,7 @@ def test_supports_lists_the_quantized_types(lib):
 
 
 def test_qlinear_runs_the_c_kernels(lib, monkeypatch, rng):
-    from votive.runtime.qlinear import QuantLinear
+    from votive.backends.numpy_linears import QuantLinear
 
     monkeypatch.setattr(kernels, "_default", [lib])
     w = random_blocks(rng, 14, 10, 512)

@@ -1,4 +1,4 @@
-"""votive.runtime.quants against answers it did not produce.
+"""votive.quant.codecs against answers it did not produce.
 
 - the gguf package (llama.cpp's gguf-py) for every dequantizer and the Q8_0 / F16 / BF16 quantizers, bit for bit;
 - ggml's C reference quantizers for Q4_K, Q8_K and Q8_0: the pinned sha256 digests below are of the bytes that
@@ -20,8 +20,8 @@ from gguf import quants as gguf_quants
 from gguf.constants import GGMLQuantizationType
 
 from votive.errors import QuantError
-from votive.runtime import quants
-from votive.runtime.gguf import GGUFFile
+from votive.formats.gguf import GGUFFile
+from votive.quant import codecs as quants
 
 F32 = np.float32
 QUANTIZED = [2, 3, 6, 7, 8, 10, 11, 12, 13, 14]  # the block formats GGUF files use

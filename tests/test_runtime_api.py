@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from votive.emulators.function_url import FunctionUrlServer
+from votive.emulators.runtime_api import RuntimeApiEmulator
 from votive.errors import EmulatorError
-from votive.infra.function_url import FunctionUrlServer
-from votive.infra.lambda_sandbox import FunctionConfig
-from votive.infra.runtime_api import RuntimeApiEmulator
+from votive.protocol.context import FunctionConfig
 
 TASK_ROOT = Path(__file__).resolve().parent
 

@@ -12,13 +12,11 @@ import struct
 
 import numpy as np
 import pytest
+from raw_safetensors import entry, reaches_mmap, write_raw
 from safetensors.numpy import load_file, save_file
 
 from votive.errors import WeightFileError
-from votive.runtime.safetensors import MAX_HEADER_BYTES, MAX_NDIM, SafetensorsFile
-
-from raw_safetensors import entry, reaches_mmap, write_raw
-
+from votive.formats.safetensors import MAX_HEADER_BYTES, MAX_NDIM, SafetensorsFile
 
 # ---------------------------------------------------------------------------------------------------------------
 # Agreement with the safetensors library

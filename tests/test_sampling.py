@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from votive.errors import InputError
-from votive.models.generation import Generation, _stop_prefix_len
+from votive.models.decoding import Generation, _stop_prefix_len
 from votive.models.sampling import Sampler, SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.0, 0.5, 2.9], np.float32)

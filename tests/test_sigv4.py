@@ -16,9 +16,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from votive.cli import main
+from votive.client.sigv4 import region_from_url, sigv4_signer
+from votive.client.url_invoke import invoke_url
 from votive.errors import EndpointError
-from votive.infra.invoke import invoke_url
-from votive.infra.sigv4 import region_from_url, sigv4_signer
 
 KEY, SECRET, TOKEN = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token"
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
@@ -165,7 +165,7 @@ def test_cli_signs_with_the_credentials_chain(server, monkeypatch, capsys, tmp_p
 
 
 def test_cli_signs_a_recorded_aws_iam_deployment_on_its_own(server, monkeypatch, capsys, tmp_path):
-    from votive.infra.deploy_state import StateStore
+    from votive.deploy.state import StateStore
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

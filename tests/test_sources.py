@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from votive.errors import ModelSourceError
-from votive.runtime.sources import (
+from votive.sources import (
     ALIASES,
     HubRef,
     RepoListing,
@@ -401,7 +401,7 @@ RESOLVE_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from votive.errors import ModelSourceError
-    from votive.runtime.sources import resolve_source
+    from votive.sources import resolve_source
     out = {}
     for source in sys.argv[1:]:
         try:
@@ -504,7 +504,7 @@ def test_offline_unknown_repo_or_revision_says_unset_hf_hub_offline(offline_hub)
 
 
 def test_importing_sources_does_not_import_huggingface_hub():
-    code = "import sys, votive.runtime.sources; print('huggingface_hub' in sys.modules)"
+    code = "import sys, votive.sources; print('huggingface_hub' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.stdout.strip() == "False", run.stderr
 

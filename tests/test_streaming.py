@@ -26,21 +26,22 @@ from pathlib import Path
 import pytest
 from fake_llm import FakeModel, Gate
 
+from votive.emulators.function_url import FunctionUrlServer
+from votive.emulators.invocation_queue import STREAM_CAPACITY_CHUNKS, ResponseStream, StreamFailed
+from votive.emulators.runtime_api import RuntimeApiEmulator
 from votive.handlers import stream_runtime
 from votive.handlers.generation import make_handler
-from votive.handlers.streaming import (
+from votive.protocol.chunked import ChunkedError, ChunkReader, chunk, last_chunk
+from votive.protocol.context import FunctionConfig
+from votive.protocol.payload_v2 import MalformedResponse, stream_prelude
+from votive.protocol.streaming import (
     INTEGRATION_CONTENT_TYPE,
     PRELUDE_DELIMITER,
     StreamingResponse,
     as_streaming,
     integration_stream,
 )
-from votive.infra.chunked import ChunkedError, ChunkReader, chunk, last_chunk
-from votive.infra.function_url import FunctionUrlServer
-from votive.infra.invocations import STREAM_CAPACITY_CHUNKS, ResponseStream, StreamFailed
-from votive.infra.lambda_sandbox import FunctionConfig
-from votive.infra.payload_v2 import MalformedResponse, stream_prelude
-from votive.infra.runtime_api import RuntimeApiEmulator
+from votive.sources import resolve_source
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -319,7 +320,7 @@ def test_runtime_closes_the_body_when_the_api_stops_taking_the_stream(caplog):
     event = json.loads(json.dumps(URL_EVENT))
     event.update(rawPath="/v1/completions", body=json.dumps({"prompt": "hi", "stream": True, "max_tokens": 50}))
     event["requestContext"]["http"]["method"] = "POST"
-    with caplog.at_level(logging.INFO, logger="votive.runtime"):
+    with caplog.at_level(logging.INFO, logger="votive.quant"):
         stream_runtime.handle(handler, invocation(event), RecordingClient(take_chunks=3), {})
     [generation] = model.generations
     assert generation.closed and generation.completion_tokens == 2  # prelude, 1 token, 2 tokens: then closed
@@ -332,7 +333,7 @@ def test_runtime_logs_a_body_that_fails_mid_stream(caplog):
         raise OSError("disk gone")  # an OSError from the body is the handler's, not a hang-up
 
     client = RecordingClient()
-    with caplog.at_level(logging.ERROR, logger="votive.runtime"):
+    with caplog.at_level(logging.ERROR, logger="votive.quant"):
         stream_runtime.handle(lambda e, c: StreamingResponse(200, {}, body()), invocation(URL_EVENT), client, {})
     assert client.posts[0][-1] == "OSError"
     assert "failed mid-stream: OSError: disk gone" in caplog.text
@@ -728,10 +729,10 @@ def test_runtime_process_past_the_timeout_is_killed_and_replaced(runtime, caplog
 
 
 def test_serve_picks_the_generation_handler_for_a_gguf_model(smollm_gguf, minilm_dir):
-    from votive import cli
+    from votive.cli import serve as cli
 
-    assert cli._default_handler(str(smollm_gguf)) == cli.GENERATION_HANDLER
-    assert cli._default_handler(str(minilm_dir)) == cli.DEFAULT_HANDLER
+    assert cli.default_handler(resolve_source(str(smollm_gguf))) == cli.GENERATION_HANDLER
+    assert cli.default_handler(resolve_source(str(minilm_dir))) == cli.DEFAULT_HANDLER
 
 
 def test_votive_serve_runtime_api_runs_votives_streaming_runtime(tmp_path):

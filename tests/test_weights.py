@@ -7,12 +7,11 @@ import struct
 
 import numpy as np
 import pytest
+from raw_safetensors import entry, reaches_mmap, write_raw
 from safetensors.numpy import load_file, save_file
 
 from votive.errors import WeightFileError
-from votive.runtime.weights import SHARD_INDEX, WeightStore, bf16_to_f32
-
-from raw_safetensors import entry, reaches_mmap, write_raw
+from votive.formats.weights import SHARD_INDEX, WeightStore, bf16_to_f32
 
 # BF16 values chosen to be exact in BF16 (8 significant bits), with their bit patterns worked out by hand:
 # sign | 8 exponent bits | top 7 mantissa bits.

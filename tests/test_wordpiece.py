@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from votive.errors import InputError, ModelConfigError
-from votive.runtime import wordpiece
-from votive.runtime.wordpiece import (
+from votive.text import wordpiece
+from votive.text.wordpiece import (
     BertNormalizer,
     LibraryTokenizer,
     WordPieceTokenizer,
@@ -317,7 +317,8 @@ def test_vocab_txt_of_minilm_equals_its_tokenizer_json(minilm_dir, tmp_path, ref
 # ------------------------------------------------------------------------------ what it does not reproduce
 def bpe_folder(tmp_path: Path) -> Path:
     """A byte-level BPE tokenizer.json written by `tokenizers` itself."""
-    from tokenizers import models, pre_tokenizers as pt
+    from tokenizers import models
+    from tokenizers import pre_tokenizers as pt
 
     tok = tokenizers.Tokenizer(models.BPE({"a": 0, "b": 1, "ab": 2, "[UNK]": 3}, [("a", "b")], unk_token="[UNK]"))
     tok.pre_tokenizer = pt.Whitespace()

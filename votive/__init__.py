@@ -6,11 +6,6 @@
     (1, 384)
 """
 
-from votive.runtime.cpus import configure_blas_threads
-
-# Before numpy loads anywhere: OpenBLAS sizes its thread pool once, at import.
-configure_blas_threads()
-
 __version__ = "0.1.0"
 
 
@@ -19,7 +14,8 @@ def load(source, *, backend: str | None = None, n_ctx: int | None = None):
 
     Args:
         source: a model folder, a weight file, a Hugging Face Hub id (`hf:org/name`, `org/name`, `@revision`
-            optional), or an installed model package (`pkg:NAME`, or an alias such as `minilm`).
+            optional), or an installed model package (`pkg:NAME`, or an alias such as `minilm`); or a
+            `votive.sources.ResolvedSource` already resolved (it is not resolved again).
         backend: "numpy" (CPU), "cupy" (NVIDIA GPU) or "auto"; default $VOTIVE_BACKEND, else "auto": cupy where
             an NVIDIA GPU and cupy are present, numpy otherwise (deciding imports no cupy).
         n_ctx: for decoders, the positions a generation's KV cache holds (default 4096, capped by the model's

@@ -31,7 +31,7 @@ class VotiveLLM:
 
     def info(self):
         """What the run used: backend, whether the C kernels loaded, their thread count."""
-        from votive.runtime import kernels
+        from votive.quant import kernels
 
         return {"backend": self.model.backend, "c_kernels": kernels.available(),
                 "threads": kernels.configured_threads()}

@@ -1,4 +1,4 @@
-// Just enough of CUDA to run votive's kernels (votive/runtime/cusrc/*.cu) on a CPU, for tests on machines
+// Just enough of CUDA to run votive's kernels (votive/quant/cusrc/*.cu) on a CPU, for tests on machines
 // without a GPU. Forced in front of a .cu file (g++ -include cuda_emu.h), it turns the CUDA keywords into C++
 // and declares the built-ins; runtime.cpp runs every thread of a block as a fiber (own stack), one block at a
 // time, switching fibers at __syncthreads() and at every warp shuffle, so barriers and shuffles behave as on

@@ -1,9 +1,9 @@
 """numpy_backend's op set on an NVIDIA GPU: cupy arrays, cuBLAS for float products, votive's CUDA kernels
-(votive/runtime/cusrc) for quantized weights, norms, activations, RoPE and attention.
+(votive/quant/cusrc) for quantized weights, norms, activations, RoPE and attention.
 
 `CudaOps(xp, kernels)` is written against an array module `xp` and a kernel provider (`kernels.function(name)`
 returns a callable taking `(grid, block, args)`, as cupy's RawKernel does). `votive.backends.cupy_backend` builds
-it with cupy and `votive.runtime.cuda_kernels.CupyKernels`; the tests also build it with numpy and a CPU
+it with cupy and `votive.quant.cuda_kernels.CupyKernels`; the tests also build it with numpy and a CPU
 emulation of the same kernels, so every line here runs without a GPU too. It therefore uses only what numpy and
 cupy share, and never converts device arrays implicitly: weights go to the device once, at load
 (`asarray`, `make_linear`), and results come back only through `to_numpy`.
@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from votive.errors import InputError, KernelError
-from votive.runtime.cuda_kernels import QUANT_FORMATS
+from votive.quant.cuda_kernels import QUANT_FORMATS
 
 log = logging.getLogger("votive")
 
@@ -125,7 +125,7 @@ class CudaOps:
         if type_id in QUANT_FORMATS and cols % 8 == 0:
             blocks = np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)  # no copy of a mapped tensor
             return GpuQuantLinear(self, self.xp.asarray(blocks), type_id, (rows, cols), name, host=blocks)
-        from votive.runtime.quants import dequantize
+        from votive.quant.codecs import dequantize
 
         log.warning("votive: %s (%s) has no GPU kernel; widened to float32 (%.0f MB on the GPU)", name,
                     info.ggml_type.name, rows * cols * 4 / 2**20)
@@ -312,7 +312,7 @@ class GpuQuantLinear:
     @classmethod
     def fused(cls, linears: list) -> "FusedProduct | None":
         """One product for several weights of one format and width that multiply the same x (q/k/v, gate/up),
-        for votive.runtime.qlinear.FusedLinears; None when they differ."""
+        for votive.backends.numpy_linears.FusedLinears; None when they differ."""
         first = linears[0]
         if any(lin.ggml_type != first.ggml_type or lin.in_features != first.in_features or lin.ops is not first.ops
                for lin in linears):

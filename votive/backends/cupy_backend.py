@@ -2,7 +2,7 @@
 
 Importing this module imports cupy and checks that a CUDA device answers (BackendError otherwise). The ops are
 `votive.backends.cuda_ops.CudaOps`; the kernels are loaded on first use from the ahead-of-time cache that
-`python -m votive.runtime.cuda_kernels build` fills (see votive.runtime.cuda_kernels), so a cold start does not
+`python -m votive.quant.cuda_kernels build` fills (see votive.quant.cuda_kernels), so a cold start does not
 compile them.
 """
 
@@ -12,7 +12,7 @@ import cupy
 
 from votive.backends.cuda_ops import CudaOps
 from votive.errors import BackendError
-from votive.runtime.cuda_kernels import CupyKernels
+from votive.quant.cuda_kernels import CupyKernels
 
 try:
     _devices = cupy.cuda.runtime.getDeviceCount()

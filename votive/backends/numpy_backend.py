@@ -3,9 +3,10 @@
 Models call these functions (through `votive.backends.get_backend`) and never numpy itself for math, so
 `cupy_backend` can offer the same names on a GPU. Arrays are float32 throughout; functions that return a
 fresh array may reuse it in place to save the memory traffic of temporaries, which dominates at these sizes.
-The elementwise hot spots (GELU, LayerNorm, softmax) run in votive's C library (`votive.runtime.kernels`),
-which falls back to numpy twins when it is missing. Thread count: BLAS threads are set from the cores this
-process may use before numpy loads (`votive.runtime.cpus.configure_blas_threads`); the C pool follows the same.
+The elementwise hot spots (GELU, LayerNorm, softmax) run in votive's C library (`votive.quant.kernels`),
+which falls back to numpy twins when it is missing. Thread count: when this backend starts it tells numpy's
+OpenBLAS the cores this process may use (`votive.quant.cpus.limit_blas_threads`; a count the user set in the
+environment wins); the C pool follows the same.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import functools
 
 import numpy as np
 
-from votive.runtime import kernels, qlinear
+from votive.backends import numpy_linears as qlinear
+from votive.quant import cpus, kernels
 
 name = "numpy"
+blas_threads = cpus.limit_blas_threads()  # None where the user chose, or no OpenBLAS is loaded
 float32 = np.float32
 int64 = np.int64
 
@@ -52,7 +55,7 @@ def matmul(a, b):
 
 def make_linear(gguf, name: str):
     """The linear layer for tensor `name` of an open GGUF file: a float weight, or GGML blocks read in place by
-    the C kernels (`votive.runtime.qlinear`)."""
+    the C kernels (`votive.backends.numpy_linears`)."""
     return qlinear.make_linear(gguf, name)
 
 
@@ -165,6 +168,6 @@ def causal_attention(q, k, v, q_start: int, scale: float, window: int | None = N
     q: (n, H, Dh) float32 for positions q_start .. q_start+n-1, whose keys and values are already stored; k:
     (Hkv, ctx, Dh), v: (Hkv, Dh, ctx). A query sees keys at positions <= its own and, with a sliding `window`,
     > its own - window. Scores are q.k * scale. In llama.cpp's arithmetic: queries and probabilities rounded to
-    half, products summed in ggml's order (votive/runtime/csrc/decoder_kernels.c). Returns (n, H, Dh).
+    half, products summed in ggml's order (votive/quant/csrc/decoder_kernels.c). Returns (n, H, Dh).
     """
     return kernels.attention_f16(q, k, v, q_start, scale, window)

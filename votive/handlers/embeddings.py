@@ -41,11 +41,14 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from votive.errors import InputError
 from votive.handlers import events, settings
-from votive.handlers.errors import HttpError
+from votive.handlers.http_errors import HttpError
+
+if TYPE_CHECKING:
+    from votive.sources import ResolvedSource
 
 DEFAULT_MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 DEFAULT_BATCH_SIZE = 32  # texts per forward pass; sentence-transformers' default
@@ -58,15 +61,16 @@ Handler = Callable[[Any, Any], Any]  # (event, context) -> Lambda's answer
 class Settings:
     """The handler's configuration, as the VOTIVE_* environment variables give it."""
 
-    model: str  # VOTIVE_MODEL: the source votive.load resolves
+    model: str | ResolvedSource  # VOTIVE_MODEL: the source votive.load resolves (or one resolved already)
     max_inputs: int = DEFAULT_MAX_INPUTS  # VOTIVE_MAX_INPUTS
     batch_size: int = DEFAULT_BATCH_SIZE  # VOTIVE_BATCH_SIZE
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
-        """Read and check the settings. Raises VotiveFault (Votive.ConfigError) naming the bad variable."""
+    def from_env(cls, environ: Mapping[str, str], source: ResolvedSource | None = None) -> "Settings":
+        """Read and check the settings (`source`, when given, is the model instead of VOTIVE_MODEL). Raises
+        VotiveFault (Votive.ConfigError) naming the bad variable."""
         model = settings.required_model(environ, "a model folder, a weight file, hf:org/name or pkg:NAME, "
-                                                 "e.g. VOTIVE_MODEL=minilm")
+                                                 "e.g. VOTIVE_MODEL=minilm", source)
         return cls(model, settings.positive_int(environ, "VOTIVE_MAX_INPUTS", DEFAULT_MAX_INPUTS),
                    settings.positive_int(environ, "VOTIVE_BATCH_SIZE", DEFAULT_BATCH_SIZE))
 
@@ -181,14 +185,17 @@ def make_handler(model, *, max_inputs: int = DEFAULT_MAX_INPUTS, batch_size: int
     return handler
 
 
-def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None = None) -> Handler:
-    """Read the settings from `environ` (default os.environ), load the model with `load` (default votive.load).
+def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None = None, *,
+                 source: ResolvedSource | None = None) -> Handler:
+    """Read the settings from `environ` (default os.environ), load the model with `load` (default votive.load):
+    `source` when the caller resolved it already (`votive serve`, a built function's entry point), else
+    VOTIVE_MODEL.
 
     Raises:
         VotiveFault: Votive.ConfigError for a missing or malformed setting, Votive.ModelLoadError when the model
             cannot be loaded (the message carries the cause's).
     """
-    config = Settings.from_env(os.environ if environ is None else environ)
+    config = Settings.from_env(os.environ if environ is None else environ, source)
     model = settings.load_model(config.model, load)
     return make_handler(model, max_inputs=config.max_inputs, batch_size=config.batch_size)
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from votive.errors import VotiveFault
-from votive.handlers.errors import HttpError
+from votive.handlers.http_errors import HttpError
 
 log = logging.getLogger("votive")
 

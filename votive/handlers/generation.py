@@ -55,12 +55,15 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from votive.errors import InputError, ModelConfigError, VotiveFault
 from votive.handlers import events, settings
-from votive.handlers.errors import HttpError
-from votive.handlers.streaming import SSE_DONE, SSE_HEADERS, StreamingResponse, sse_event
+from votive.handlers.http_errors import HttpError
+from votive.protocol.streaming import SSE_DONE, SSE_HEADERS, StreamingResponse, sse_event
+
+if TYPE_CHECKING:
+    from votive.sources import ResolvedSource
 
 log = logging.getLogger("votive")
 
@@ -107,15 +110,16 @@ Handler = Callable[[Any, Any], Any]
 class Settings:
     """The handler's configuration, as the VOTIVE_* environment variables give it."""
 
-    model: str  # VOTIVE_MODEL: the source votive.load resolves
+    model: str | ResolvedSource  # VOTIVE_MODEL: the source votive.load resolves (or one resolved already)
     n_ctx: int | None = None  # VOTIVE_N_CTX: None leaves it to votive.load
     max_tokens: int = DEFAULT_MAX_TOKENS  # VOTIVE_MAX_TOKENS: the default for requests without one
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
-        """Read and check the settings. Raises VotiveFault (Votive.ConfigError) naming the bad variable."""
+    def from_env(cls, environ: Mapping[str, str], source: ResolvedSource | None = None) -> "Settings":
+        """Read and check the settings (`source`, when given, is the model instead of VOTIVE_MODEL). Raises
+        VotiveFault (Votive.ConfigError) naming the bad variable."""
         model = settings.required_model(environ, "a GGUF decoder: a .gguf file, hf:org/name/file.gguf or an "
-                                                 "alias, e.g. VOTIVE_MODEL=smollm2")
+                                                 "alias, e.g. VOTIVE_MODEL=smollm2", source)
         return cls(model, settings.positive_int(environ, "VOTIVE_N_CTX"),
                    settings.positive_int(environ, "VOTIVE_MAX_TOKENS", DEFAULT_MAX_TOKENS))
 
@@ -335,18 +339,21 @@ def make_handler(model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS,
     return handler
 
 
-def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None = None) -> Handler:
-    """Read the settings from `environ` (default os.environ), load the model with `load` (default votive.load).
+def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None = None, *,
+                 source: ResolvedSource | None = None) -> Handler:
+    """Read the settings from `environ` (default os.environ), load the model with `load` (default votive.load):
+    `source` when the caller resolved it already (`votive serve`, a built function's entry point), else
+    VOTIVE_MODEL.
 
     Raises:
         VotiveFault: Votive.ConfigError for a missing or malformed setting, or a model that does not generate
             text; Votive.ModelLoadError when the model cannot be loaded (the message carries the cause's).
     """
-    config = Settings.from_env(os.environ if environ is None else environ)
+    config = Settings.from_env(os.environ if environ is None else environ, source)
     model = settings.load_model(config.model, load, n_ctx=config.n_ctx)
     if getattr(model, "kind", None) != "generation":
         raise VotiveFault(VotiveFault.CONFIG_ERROR,
-                          f"VOTIVE_MODEL={config.model!r} is not a text generation model (a GGUF decoder); "
+                          f"{settings.model_name(config.model)} is not a text generation model (a GGUF decoder); "
                           f"serve it with votive.handlers.embeddings.handler")
     return make_handler(model, default_max_tokens=config.max_tokens)
 

@@ -12,8 +12,11 @@ from typing import Callable, Mapping
 from votive.errors import VotiveError, VotiveFault
 
 
-def required_model(environ: Mapping[str, str], example: str) -> str:
-    """VOTIVE_MODEL, or VotiveFault (Votive.ConfigError) saying how to set it."""
+def required_model(environ: Mapping[str, str], example: str, source=None):
+    """The model to serve: `source` when the caller resolved it already (a `votive.sources.ResolvedSource`), else
+    VOTIVE_MODEL, else VotiveFault (Votive.ConfigError) saying how to set it."""
+    if source is not None:
+        return source
     model = environ.get("VOTIVE_MODEL", "").strip()
     if not model:
         raise VotiveFault(VotiveFault.CONFIG_ERROR, f"VOTIVE_MODEL is not set: set it to the model to serve, {example}")
@@ -31,7 +34,12 @@ def positive_int(environ: Mapping[str, str], name: str, default: int | None = No
     return int(raw)
 
 
-def load_model(source: str, load: Callable | None = None, **options):
+def model_name(source) -> str:
+    """How a message names the model: the VOTIVE_MODEL setting, or a resolved source's id and path."""
+    return f"VOTIVE_MODEL={source!r}" if isinstance(source, str) else f"{source.model_id!r} ({source.path})"
+
+
+def load_model(source, load: Callable | None = None, **options):
     """`load(source, **options)` (default votive.load), a failure turned into Votive.ModelLoadError."""
     if load is None:
         import votive
@@ -40,7 +48,7 @@ def load_model(source: str, load: Callable | None = None, **options):
     try:
         return load(source, **options)
     except Exception as e:
-        fault = VotiveFault.from_exception(VotiveFault.MODEL_LOAD_ERROR, e, f"cannot load VOTIVE_MODEL={source!r}: {e}")
+        fault = VotiveFault.from_exception(VotiveFault.MODEL_LOAD_ERROR, e, f"cannot load {model_name(source)}: {e}")
         # votive's own errors say all there is to say; anything else is a bug whose trace we keep
         raise fault from (None if isinstance(e, VotiveError) else e)
 

@@ -11,7 +11,7 @@ mode instead. Make it the image's entry point and set the function URL's invoke 
 What it does (AWS Lambda developer guide: "Using the Lambda runtime API for custom runtimes", "Implementing
 response streaming in a custom runtime"; the loop is awslambdaric's, `bootstrap.run`):
 
-- **init**: load the handler as awslambdaric does (`votive.infra.lambda_sandbox.load_handler`: import the module,
+- **init**: load the handler as awslambdaric does (`votive.protocol.handler_loading.load_handler`: import the module,
   then read the attribute, which for votive's handlers loads the model). A failure is posted to /init/error
   and the process exits with status 1.
 - **loop**: GET /invocation/next, call `handler(event, context)`, then
@@ -44,19 +44,12 @@ import types
 from dataclasses import dataclass
 from typing import Any, Iterable, MutableMapping
 
-from votive.handlers.streaming import INTEGRATION_CONTENT_TYPE, StreamingResponse, as_streaming, integration_stream
-from votive.infra.chunked import chunk, last_chunk
-from votive.infra.lambda_sandbox import (
-    MARSHAL_ERROR,
-    UNMARSHAL_ERROR,
-    HandlerInitError,
-    error_from_exception,
-    lambda_error,
-    load_handler,
-    marshal_result,
-)
+from votive.protocol.chunked import chunk, last_chunk
+from votive.protocol.faults import MARSHAL_ERROR, UNMARSHAL_ERROR, error_from_exception, lambda_error, marshal_result
+from votive.protocol.handler_loading import HandlerInitError, load_handler
+from votive.protocol.streaming import INTEGRATION_CONTENT_TYPE, StreamingResponse, as_streaming, integration_stream
 
-log = logging.getLogger("votive.runtime")
+log = logging.getLogger("votive.quant")
 
 API_VERSION = "2018-06-01"
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"

@@ -14,11 +14,12 @@ DECODERS = {
 
 
 def load_model(source, *, backend: str | None = None, n_ctx: int | None = None):
-    """Resolve `source` (see `votive.load`) and build the model its files describe."""
+    """Resolve `source` (see `votive.load`; a `ResolvedSource` is taken as it is) and build the model its files
+    describe."""
     from votive.backends import get_backend
-    from votive.runtime.sources import resolve_source
+    from votive.sources import ResolvedSource, resolve_source
 
-    resolved = resolve_source(source)
+    resolved = source if isinstance(source, ResolvedSource) else resolve_source(source)
     ops = get_backend(backend)
     path = Path(resolved.path)
     if path.suffix == ".gguf":
@@ -33,8 +34,8 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None):
 def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
     import importlib
 
-    from votive.runtime.gguf import GGUFFile
-    from votive.runtime.tokenizer import GGUFTokenizer
+    from votive.formats.gguf import GGUFFile
+    from votive.text.gguf_tokenizer import GGUFTokenizer
 
     f = GGUFFile(path)
     arch = f.architecture

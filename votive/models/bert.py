@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
-from votive.runtime.weights import WeightStore
-from votive.runtime.wordpiece import load_tokenizer
+from votive.formats.weights import WeightStore
+from votive.text.wordpiece import load_tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -355,5 +355,5 @@ def _max_seq_length(folder: Path, cfg: Config) -> int:
 def _load_tokenizer(folder: Path, max_len: int):
     """The folder's tokenizer with sentence-transformers' settings: truncate to max_len, no padding
     (tokenizer.json often says Fixed-128 padding; ST pads per batch instead). BERT WordPiece tokenizers are read
-    by votive.runtime.wordpiece; any other tokenizer.json needs the `tokenizers` library."""
+    by votive.text.wordpiece; any other tokenizer.json needs the `tokenizers` library."""
     return load_tokenizer(folder, max_len)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from votive.backends.numpy_linears import FusedLinears
 from votive.errors import ModelConfigError
-from votive.models.generation import TextGenerator
-from votive.runtime.qlinear import FusedLinears
+from votive.models.decoding import TextGenerator
 
 
 # ---------------------------------------------------------------------------------------------------- config

@@ -1,0 +1,161 @@
+"""Which model files a build packs, and which handler serves the model.
+
+Only the files a votive model reads go into an artifact, as `choose_files` picks them from a model folder
+(config, tokenizer, safetensors weights, sentence-transformers module settings; no PyTorch/ONNX exports, READMEs
+or images). A GGUF file goes alone: it carries its tokenizer and settings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from votive.errors import ModelSourceError, PackagingError
+from votive.sources import SHARD_INDEX, choose_files, resolve_source, shards_named_by
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What serves a family of models on a function."""
+
+    name: str
+    handler: str  # module.function of the Lambda handler
+    unused_requirements: dict[str, str]  # votive dependencies this kind never imports, with the reason
+    unused_files: tuple[tuple[str, str], ...]  # slimming rules (see votive.builders.slim) for this kind only
+    timeout_s: int  # suggested function timeout
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "encoder": ModelKind("encoder", "votive.handlers.embeddings.handler",
+                         {"jinja2": "renders chat templates; an embedding model has none"},
+                         (("numpy/random/*", "random numbers: only decoders sample"),), 30),
+    "decoder": ModelKind("decoder", "votive.handlers.generation.handler", {}, (), 300),
+}
+
+# GGUF vocabularies (tokenizer.ggml.model) that votive.text.gguf_tokenizer runs on the `tokenizers` library; the
+# others it runs itself.
+GGUF_VOCABULARIES_ON_TOKENIZERS = {"gpt2": "byte-level BPE merges run by tokenizers' BPE model"}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The model as a build packs it."""
+
+    source: str  # what the user named
+    model_id: str
+    kind: ModelKind
+    files: tuple[tuple[str, Path], ...]  # (name in the model folder, local file), sorted by name
+    weights: str  # for a single-file model, its name ("model.gguf"); "" when the model is the folder itself
+    extras: dict[str, str] = field(default_factory=dict)  # votive extras serving it needs, with the reason
+    tokenizer_note: str = ""  # how its tokenizer runs, when that needs no extra
+
+    @property
+    def unused_requirements(self) -> dict[str, str]:
+        """votive requirements a build leaves out for this model: its kind's, and `tokenizers` when votive runs
+        the model's tokenizer itself."""
+        unused = dict(self.kind.unused_requirements)
+        if "tokenizers" not in self.extras:
+            unused["tokenizers"] = self.tokenizer_note or "the model needs no tokenizer library"
+        return unused
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(path.stat().st_size for _, path in self.files)
+
+    @property
+    def folder_name(self) -> str:
+        """The name of the folder the model is deployed in: the last part of its id, 'all-MiniLM-L6-v2'. The
+        handler's /health reports a model by its folder's name, so the folder keeps the model's."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.model_id.rpartition("/")[2]).strip("-.") or "model"
+
+    @property
+    def entry(self) -> str:
+        """What VOTIVE_MODEL names, relative to the models folder: the model's folder, or its single file."""
+        return self.weights or self.folder_name
+
+    @property
+    def layout(self) -> tuple[tuple[str, Path], ...]:
+        """(path relative to the models folder, local file) for every file: the files inside `folder_name`, or
+        the single file at the top."""
+        prefix = "" if self.weights else self.folder_name + "/"
+        return tuple((prefix + name, path) for name, path in self.files)
+
+    def copy_to(self, folder: Path) -> None:
+        """Copy `layout` under `folder` (hard links where the filesystem allows: weights are large)."""
+        for name, path in self.layout:
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+
+    @property
+    def slug(self) -> str:
+        """A short file-name-safe name: 'sentence-transformers-all-minilm-l6-v2'."""
+        return re.sub(r"[^a-z0-9._-]+", "-", self.model_id.lower()).strip("-.")[:64] or "model"
+
+
+def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
+    """Resolve `source` (any form `votive.load` takes) and list the files to pack.
+
+    Raises:
+        ModelSourceError: the source cannot be resolved or holds no usable weights.
+        PackagingError: the model is of a kind no handler serves yet.
+    """
+    resolved = resolve(source)
+    path = Path(resolved.path)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise PackagingError(f"{path}: a lone .safetensors file has no config or tokenizer to serve it with; "
+                                 "name the model folder instead")
+        kind, files, weights = MODEL_KINDS["decoder"], ((path.name, path),), path.name
+    else:
+        listing = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        choice = choose_files(listing, where=str(path))
+        names = list(choice.files)
+        if choice.sharded:
+            import json
+
+            names += shards_named_by(json.loads((path / SHARD_INDEX).read_text()), where=str(path / SHARD_INDEX))
+        if choice.weights.endswith(".gguf"):
+            kind, weights = MODEL_KINDS["decoder"], choice.weights
+        else:
+            kind, weights = MODEL_KINDS["encoder"], ""
+        files = tuple((name, path / name) for name in sorted(set(names)))
+    missing = [str(p) for _, p in files if not p.is_file()]
+    if missing:
+        raise ModelSourceError(f"model source {source!r}: files missing: {', '.join(missing)}")
+    if importlib.util.find_spec(kind.handler.rpartition(".")[0]) is None:
+        raise PackagingError(f"{resolved.model_id} is a {kind.name} model, served by {kind.handler}, which this "
+                             "votive does not have yet")
+    needs, note = tokenizer_library_need(path / weights if weights and path.is_dir() else path)
+    extras = {"tokenizers": needs} if needs else {}
+    return ModelFiles(str(source), resolved.model_id, kind, files, weights, extras, note)
+
+
+def tokenizer_library_need(model: Path) -> tuple[str | None, str]:
+    """(why serving `model` needs the `tokenizers` library, or None; and when not, how its tokenizer runs).
+
+    A model folder's tokenizer.json is asked of votive.text.wordpiece; a GGUF file's vocabulary kind is read
+    from its metadata.
+
+    Raises:
+        ModelConfigError: the tokenizer.json cannot be read.
+        WeightFileError: the GGUF file is malformed.
+    """
+    if model.suffix == ".gguf":
+        from votive.formats.gguf import GGUFFile
+
+        vocabulary = GGUFFile(model).metadata.get("tokenizer.ggml.model")
+        if vocabulary in GGUF_VOCABULARIES_ON_TOKENIZERS:
+            return (f"its GGUF vocabulary is {vocabulary!r}: {GGUF_VOCABULARIES_ON_TOKENIZERS[vocabulary]}", "")
+        return None, f"its GGUF vocabulary ({vocabulary!r}) is run by votive.text.gguf_tokenizer"
+    from votive.text.wordpiece import tokenizers_needed_for
+
+    needs = tokenizers_needed_for(model)
+    return needs, "" if needs else "its BERT WordPiece tokenizer is run by votive.text.wordpiece"

@@ -1,0 +1,63 @@
+"""The `votive` command line.
+
+Each subcommand is one row of SUBCOMMANDS: a name, a one-line help, and a function that adds its arguments
+and points `run` at the function doing the work. Work functions return an exit code. Library errors
+(VotiveError) become one line `votive: error: ...` on stderr and exit code 2; Ctrl-C exits 130 without a
+traceback. Imports happen inside the work functions so that `votive --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# argument builders only: boto3, modal, the builders and the emulators load when a command runs
+from votive.cli import build, deployments, invoke, serve
+from votive.cli.arguments import one_line
+from votive.errors import VotiveError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except VotiveError as exc:
+        print(f"votive: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="votive", description="Serverless inference endpoints that start cold in a fraction of a second."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for name, help_text, add_arguments in SUBCOMMANDS:
+        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+SUBCOMMANDS = (
+    ("serve", "serve a model behind a local Lambda function URL", serve.add_serve),
+    ("invoke", "send a request to a function URL and print the answer", invoke.add_invoke),
+    ("demo", "serve an embedding model locally and answer one real request through its function URL", serve.add_demo),
+    ("build", "build deployable artifacts: Lambda layers and function zip, a container image, a Modal app",
+     build.add_build),
+    ("deploy", "deploy a model to AWS Lambda (function URL) or Modal (GPU web endpoint)", deployments.add_deploy),
+    ("destroy", "remove everything a deployment created", deployments.add_destroy),
+    ("status", "show a deployment's state, URL and settings", deployments.add_status),
+    ("logs", "print a deployed function's CloudWatch logs (--follow for new ones)", deployments.add_logs),
+    ("export", "write a deployment as infrastructure as code (a CloudFormation template)", deployments.add_export),
+)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

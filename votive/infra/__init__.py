@@ -1,1 +1,0 @@
-"""Deployment (AWS, Modal) and the local emulators of Lambda's function URL and Runtime API."""

@@ -1,0 +1,182 @@
+/* votive.h: the C API of libvotive, the compute kernels behind votive's CPU backend.
+ *
+ * Python binds these through ctypes (votive/quant/kernels.py); selftest.c links them directly. Every
+ * function taking arrays expects float32, C-contiguous rows (row r starts at base + r * cols) and returns
+ * VT_OK, or VT_EINVAL without touching memory when a size is negative or a required pointer is NULL. The
+ * callers check shapes and dtypes; the C side trusts the pointers it is given.
+ *
+ * Layout of the library (votive/quant/csrc/):
+ *   votive.h        this API; bump VT_ABI_VERSION whenever a signature or meaning changes.
+ *   vt_internal.h   what the .c files share: the thread pool, the ISA tables, the export macro.
+ *   threadpool.c    the persistent worker pool and vt_parallel_for.
+ *   dispatch.c      CPU feature detection, the active ISA, and the exported kernels (argument checks and
+ *                   the split of rows over threads; the arithmetic lives in the per-ISA files).
+ *   simd.h          one vector type and the vector math (exp, normal tail) on GCC vector extensions.
+ *   nn_kernels.c    elementwise and row kernels (GELU, LayerNorm, softmax), compiled once per ISA.
+ *   quant_kernels.c products of GGML-quantized matrices with float activations and row gathers, compiled
+ *                   once per ISA; its SIMD dot products live in quant_x86.h and quant_neon.h.
+ *   selftest.c      a standalone program checking every kernel on every ISA against scalar loops.
+ *
+ * Adding a kernel: write its single-threaded body over a range of rows in an ISA-compiled file, add a
+ * pointer for it to that file's table type in vt_internal.h, and export a wrapper in dispatch.c that
+ * checks arguments and calls vt_parallel_for. The quantized kernels have their own table
+ * (struct vt_quant_kernels), one per ISA build as for nn_kernels.c.
+ */
+#ifndef VOTIVE_H
+#define VOTIVE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VT_ABI_VERSION 3
+
+#define VT_OK 0
+#define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
+#define VT_EUNSUPPORTED (-2) /* an ISA this build or this CPU does not have, or a GGML type a kernel does not take */
+#define VT_ENOMEM (-3)       /* a scratch buffer could not be allocated */
+#define VT_ERANGE (-4)       /* a row id outside the matrix */
+
+#if defined(__GNUC__)
+#define VT_API __attribute__((visibility("default")))
+#else
+#define VT_API
+#endif
+
+/* VT_ABI_VERSION of the compiled library; the Python loader refuses a library whose version differs. */
+VT_API int vt_abi_version(void);
+
+/* ---- instruction sets ---------------------------------------------------------------------------- */
+
+/* Name of the kernel set in use: "avx512", "avx2" or "sse2" on x86_64, "neon" on arm64, "generic"
+ * elsewhere. The best one the CPU supports is picked at first use. */
+VT_API const char *vt_isa(void);
+
+/* 1 when this build has the named kernel set and this CPU can run it, else 0. */
+VT_API int vt_isa_supported(const char *name);
+
+/* Switch to the named kernel set (tests and benchmarks compare them). VT_EUNSUPPORTED if unavailable. */
+VT_API int vt_set_isa(const char *name);
+
+/* ---- threads --------------------------------------------------------------------------------------- */
+
+/* Threads a kernel may use, the caller included. n < 1 means the cores this process may run on. The pool
+ * is rebuilt lazily at the next parallel kernel; a call waits for any kernel running in another thread. */
+VT_API void vt_set_num_threads(int n);
+VT_API int vt_num_threads(void);
+
+/* How long (microseconds, capped at 100000) an idle worker spins, with a pause instruction, waiting for the next
+ * kernel before it sleeps; us < 0 restores the default, 100. Longer saves back-to-back kernels a wake-up of
+ * tens of microseconds but holds a core that other work of the process (numpy, BLAS) may need; 0 has workers
+ * sleep as soon as a job ends. A worker that was descheduled while spinning sleeps at once. */
+VT_API void vt_set_spin_us(int64_t us);
+VT_API int64_t vt_spin_us(void);
+
+/* ---- kernels ----------------------------------------------------------------------------------------- */
+
+/* x[r, c] = gelu(x[r, c] + bias[c]) in place, with exact (erf) GELU as torch.nn.functional.gelu's default.
+ * bias may be NULL. gelu(+inf) = +inf, gelu(-inf) = NaN as in PyTorch, NaN stays NaN. */
+VT_API int vt_gelu(float *x, const float *bias, int64_t rows, int64_t cols);
+
+/* out[r] = (h - mean(h)) / sqrt(var(h) + eps) * weight + bias, h = x[r] + residual[r] (residual may be
+ * NULL; weight and bias may be NULL, meaning 1 and 0). out may be x or residual (in place). */
+VT_API int vt_layer_norm(float *out, const float *x, const float *residual, const float *weight,
+                         const float *bias, int64_t rows, int64_t cols, float eps);
+
+/* Softmax of each row of x, in place, of x * scale + mask. Row r adds mask row (r / mask_div) % mask_mod,
+ * which covers masks broadcast over leading axes, e.g. an attention mask (batch, 1, 1, keys) against
+ * scores (batch, heads, queries, keys): mask_div = heads * queries, mask_mod = batch. mask may be NULL.
+ * A row whose every entry is -inf comes out NaN, as numpy and PyTorch give. */
+VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
+                      int64_t rows, int64_t cols);
+
+/* ---- decoder row kernels, in ggml's float order (decoder_kernels.c says why) ------------------------- */
+
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight (weight may be NULL), the mean summed in double. out may
+ * be x. */
+VT_API int vt_rms_norm(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps);
+
+/* out = silu(gate) * up elementwise over rows of cols (SwiGLU), with ggml's exp. out may be gate or up. */
+VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
+
+/* cache[p * dims + 2i], [.. + 2i + 1] = cos, sin of (first + p) * base^(-2i / dims) for p < n_pos. */
+VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base);
+
+/* Rotate x (rows, heads, dims) in place, row r by cache row r; neox pairs i with i + dims/2, else i with i + 1. */
+VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);
+
+/* Causal attention of n queries at positions q_start.. (q: (n, heads, dims) float32) over a half-precision
+ * cache: k (kv_heads, capacity, dims), v transposed (kv_heads, dims, capacity), positions 0 .. q_start + n - 1
+ * filled. Query i sees keys max(0, pos + 1 - window) .. pos (window 0: all). Scores are (q . k) * scale; out
+ * (n, heads, dims). Query head h reads kv head h / (heads / kv_heads). A batch (n > 1) sums products in the
+ * order of ggml's tiled GEMM, a single query in that of ggml_vec_dot_f16, as llama.cpp does. */
+VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,
+                            int64_t heads, int64_t kv_heads, int64_t dims, int64_t q_start, int64_t capacity,
+                            int64_t window, float scale);
+
+/* ---- GGML-quantized matrices ----------------------------------------------------------------------- *
+ *
+ * Weights stay in the blocks a GGUF file stores (ggml-common.h's block_q4_0 ... block_q6_K), read in place at
+ * any alignment; `type` is the GGML type id (ggml.h). Rows are `w_stride` bytes apart and hold `cols` elements,
+ * a whole number of blocks (32 elements for Q4_0..Q8_0, 256 for the K-quants). */
+
+/* 1 when vt_qmatmul takes weights of this type: Q4_0 (2), Q4_1 (3), Q5_0 (6), Q5_1 (7), Q8_0 (8), Q2_K (10),
+ * Q3_K (11), Q4_K (12), Q5_K (13), Q6_K (14). */
+VT_API int vt_qmatmul_supports(int type);
+
+/* out[i * out_features + o] = sum_k W[o, k] x[i, k] for i < n, o < out_features; x and out are contiguous
+ * float32 rows. As ggml does, x is first quantized, once per call, to the format ggml pairs with `type`
+ * (Q8_0 for Q4_0, Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for the K-quants), then each output is an integer
+ * dot product per block, scaled and summed in float32. Each output depends only on its weight row and its row
+ * of x: the bits are the same for any n, thread count or chunking. A NaN or inf in a block of x makes that
+ * row's outputs NaN. VT_EUNSUPPORTED for a type not taken, VT_EINVAL for sizes that are negative or not whole
+ * blocks or w_stride < the row's bytes, VT_ENOMEM when the quantized copy of x cannot be allocated. */
+VT_API int vt_qmatmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
+                      int64_t out_features, int64_t cols);
+
+/* One weight matrix of a grouped product. */
+struct vt_qmatrix {
+    const void *w;    /* rows of GGML blocks, as vt_qmatmul reads them */
+    int64_t w_stride; /* bytes from one row to the next */
+    int64_t rows;     /* out_features */
+    int32_t type;     /* GGML type id */
+    int32_t unused;   /* 0; keeps the struct 32 bytes with no padding the ABI could place differently */
+};
+
+#define VT_MAX_GROUP 16
+
+/* Several products with the same x (a layer's q, k and v, or gate and up): matrix m's result is the (n, rows)
+ * block of out starting at out + n * (the rows of the matrices before m), each exactly as vt_qmatmul computes
+ * it. x is quantized once per activation format the group needs, and the rows of all the matrices are split
+ * over the threads as one job. count is 1 to VT_MAX_GROUP. */
+VT_API int vt_qmatmul_group(float *out, const struct vt_qmatrix *matrices, int count, const float *x, int64_t n,
+                            int64_t cols);
+
+/* 1 when vt_get_rows takes this type: those of vt_qmatmul_supports, and F32 (0), F16 (1), BF16 (30). */
+VT_API int vt_get_rows_supports(int type);
+
+/* out[i * cols + k] = W[ids[i], k] as float32, bit for bit what ggml's dequantize_row_* gives (an embedding
+ * lookup). VT_ERANGE, before anything is written, when an id is outside [0, n_rows). */
+VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, int64_t n_rows, const int64_t *ids,
+                       int64_t n_ids, int64_t cols);
+
+/* Quantize rows of x (contiguous float32) to an activation format, Q8_0 (8), Q8_1 (9) or Q8_K (15), written in
+ * ggml's block layout: the bytes ggml's CPU code writes (Q8_0 and Q8_1 as its x86 quantize_row_q8_0/_q8_1:
+ * q = round-half-even(x * 127 / max|x|); Q8_K as quantize_row_q8_K_ref). vt_qmatmul quantizes x the same way. */
+VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols);
+
+/* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
+ * "neon", "neon+dotprod" or "scalar". */
+VT_API const char *vt_quant_isa(void);
+
+/* Use the named int8 dot-product instructions of the active ISA (tests compare them): the ISA's own name for
+ * its base instructions, or one vt_quant_isa() can return. VT_EUNSUPPORTED if this CPU lacks them. */
+VT_API int vt_set_quant_isa(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VOTIVE_H */

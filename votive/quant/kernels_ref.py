@@ -1,0 +1,268 @@
+"""numpy twins of the C kernels in `votive.quant.kernels`: the fallback when the library is missing, and
+the reference the tests hold the C code to.
+
+Each follows its C kernel's arithmetic (same formulas, float32 throughout) so the two paths agree to a few
+float32 ulps and a model gives the same answers with or without a compiler at install time. They do not
+check their arguments: `votive.quant.kernels` does that before choosing a path.
+
+The quantized twins (`qmatmul_ref`, `get_rows_ref`) are built on `votive.quant.codecs`: activations quantized
+as ggml does, then its integer dot products; the C library's portable kernels agree with them bit for bit and
+its SIMD kernels to float32 rounding of the sum over blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Q(a) = P(Z > a) = t exp(P(t) - a^2 / 2), t = 1 / (1 + 0.33 a): the fit from csrc/fit_normal_tail.py, also
+# in csrc/simd.h (v_normal_tail), where its accuracy is discussed. GELU from it is within 4e-7 of the exact
+# value on [-10, 10], about the float32 rounding of the result.
+_TAIL_P = np.float32(0.33)
+_TAIL_COEFS = tuple(
+    np.float32(c)  # highest power first, for Horner
+    for c in (0.15515317, -0.8422977, 1.7778286, -1.736531, 0.75670224, -0.33525887, 0.17446224, 0.38394272,
+              1.0004648, -2.0276134)
+)
+
+
+def normal_tail_ref(a: np.ndarray) -> np.ndarray:
+    """P(Z > a) for a standard normal Z, elementwise for float32 a >= 0 (erfc(a / sqrt 2) / 2)."""
+    t = a * _TAIL_P
+    t += 1
+    np.reciprocal(t, out=t)  # (...,) t = 1 / (1 + p a)
+    poly = np.full_like(a, _TAIL_COEFS[0])
+    for c in _TAIL_COEFS[1:]:
+        poly *= t
+        poly += c
+    poly -= np.float32(0.5) * a * a  # a*a is inf for huge a: exp(-inf) = 0, as in C
+    np.exp(poly, out=poly)
+    poly *= t
+    return poly
+
+
+def gelu_ref(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Exact (erf) GELU of x + bias, in place on x (float32), as `torch.nn.functional.gelu(x + bias)`.
+
+    GELU(x) = x Phi(x), Phi(x) = 1 - Q(x) for x >= 0 and Q(-x) below. gelu(-inf) is NaN, as in PyTorch.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if bias is not None:
+            x += bias
+        q = normal_tail_ref(np.abs(x))  # (...,) Q(|x|)
+        np.subtract(1, q, out=q, where=~(x < 0))  # Phi(x); NaN lanes take 1 - NaN = NaN
+        x *= q
+    return x
+
+
+def layer_norm_ref(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
+                   residual: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """LayerNorm over the last axis of x + residual (torch.nn.functional.layer_norm), float32.
+
+    out may be x or residual (in place); a fresh array when None.
+    """
+    h = x + residual if residual is not None else x  # (..., d)
+    mean = h.mean(axis=-1, keepdims=True, dtype=np.float32)  # (..., 1)
+    centered = np.subtract(h, mean, out=out)  # (..., d), the output buffer from here on
+    var = np.einsum("...i,...i->...", centered, centered)[..., None]  # (..., 1)
+    var /= np.float32(x.shape[-1])
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    centered /= var
+    if weight is not None:
+        centered *= weight
+    if bias is not None:
+        centered += bias
+    return centered
+
+
+def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+    """Softmax over the last axis of x * scale + mask, in place on x (float32); mask broadcasts against x.
+
+    A row whose every entry is -inf comes out NaN, as in numpy and PyTorch.
+    """
+    with np.errstate(invalid="ignore"):
+        if scale != 1.0:
+            x *= np.float32(scale)
+        if mask is not None:
+            x += mask
+        x -= x.max(axis=-1, keepdims=True)
+        np.exp(x, out=x)
+        x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+# Weight rows per vec_dot call in qmatmul_ref: vec_dot holds int64 products of the rows it is given (8 bytes
+# per weight), so a band bounds that scratch to 8 * _QMATMUL_BAND * cols bytes.
+_QMATMUL_BAND = 256
+
+
+def qmatmul_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x @ W.T as ggml computes it for W in GGML blocks: each row of x quantized to the format ggml pairs with
+    `ggml_type` (quants.quantize_q8), then quants.vec_dot against every weight row.
+
+    Args:
+        blocks: uint8 (out_features, bytes_per_row), the weight as stored.
+        ggml_type: GGML type id of the weight, one with a quantized dot product.
+        x: float32 (n, in_features).
+        out: optional float32 (n, out_features) to write.
+
+    Returns:
+        float32 (n, out_features).
+    """
+    from votive.quant.codecs import quantize_q8, vec_dot
+
+    acts = quantize_q8(x, ggml_type)  # (n, activation bytes per row)
+    if out is None:
+        out = np.empty((x.shape[0], blocks.shape[0]), np.float32)  # (n, out_features)
+    for start in range(0, blocks.shape[0], _QMATMUL_BAND):
+        band = blocks[start : start + _QMATMUL_BAND]  # (band, bytes_per_row)
+        for i, act in enumerate(acts):
+            out[i, start : start + band.shape[0]] = vec_dot(band, act, ggml_type)
+    return out
+
+
+def get_rows_ref(blocks: np.ndarray, ggml_type: int, ids: np.ndarray) -> np.ndarray:
+    """Rows `ids` of a GGML-stored matrix as float32 (len(ids), in_features): quants.dequantize of those rows."""
+    from votive.quant.codecs import dequantize
+
+    return dequantize(blocks[ids], ggml_type)
+
+
+# ---- decoder rows in ggml's float order (csrc/decoder_kernels.c); fma32 is fmaf, rounded once.
+
+
+def fma32(a, b, c) -> np.ndarray:
+    """fmaf(a, b, c) elementwise on float32: a * b + c rounded once. The float64 product is exact; its sum with c
+    may round, and then rounding to float32 would round twice where that sum lands on a midpoint between two
+    floats: there the sum's exact error (TwoSum) says which side the true value is on."""
+    a, b, c = (np.asarray(v, np.float32) for v in (a, b, c))
+    with np.errstate(all="ignore"):  # inf and NaN pass through as fmaf gives them
+        p = a.astype(np.float64) * b
+        s = p + c
+        t = s - p
+        err = (p - (s - t)) + (c - t)  # s + err == p + c exactly
+        r = s.astype(np.float32)
+        other = np.nextafter(r, np.where(r.astype(np.float64) < s, np.float32(np.inf), np.float32(-np.inf)))
+        midpoint = (r.astype(np.float64) + other) / 2 == s
+        toward_other = np.sign(err) == np.sign(other.astype(np.float64) - r)
+        return np.where(midpoint & (err != 0) & toward_other, other, r).astype(np.float32)
+
+
+def rms_norm_ref(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * weight: the float32 squares summed in float64, as ggml_compute_forward_rms_norm."""
+    x = np.asarray(x, np.float32)
+    mean = ((x * x).astype(np.float64).sum(axis=-1) / x.shape[-1]).astype(np.float32)  # (...)
+    scale = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
+    y = x * scale[..., None]
+    return y * weight if weight is not None else y
+
+
+_EXP = {name: np.float32(float.fromhex(v)) for name, v in dict(
+    shift="0x1.8p23", log2e="0x1.715476p+0", ln2_lo="0x1.7f7d1cp-20", ln2_hi="0x1.62e4p-1", p0="0x1.0e4020p-7",
+    p1="0x1.573e2ep-5", p2="0x1.555e66p-3", p3="0x1.fffdb6p-2", p4="0x1.ffffecp-1").items()}
+
+
+def ggml_exp_ref(x: np.ndarray) -> np.ndarray:
+    """ggml_v_expf: 2^n * p(b), n = round(x / ln 2), b = x - n ln 2 in two parts, p of degree 5."""
+    c = _EXP
+    x = np.asarray(x, np.float32)
+    with np.errstate(all="ignore"):
+        n = (fma32(x, c["log2e"], c["shift"]) - c["shift"]).astype(np.float32)
+        b = fma32(-n, c["ln2_lo"], fma32(-n, c["ln2_hi"], x))
+        u = b * b
+        j = fma32(fma32(fma32(c["p0"], b, c["p1"]), u, fma32(c["p2"], b, c["p3"])), u, fma32(c["p4"], b, np.float32(1.0)))
+        out = np.ldexp(j, np.nan_to_num(n).astype(np.int32)).astype(np.float32)
+        out = np.where(np.abs(n) > 192, np.where(n <= 0, np.float32(0), np.float32(np.inf)), out)
+    return np.where(np.isnan(x), x, out).astype(np.float32)
+
+
+def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """silu(gate) * up as ggml_vec_swiglu_f32: ggml's exp for whole groups of 16 per row, libm's for the tail."""
+    gate = np.asarray(gate, np.float32)
+    cols = gate.shape[-1]
+    whole = cols - cols % 16
+    e = np.empty_like(gate)
+    e[..., :whole] = ggml_exp_ref(np.float32(0) - gate[..., :whole])
+    with np.errstate(over="ignore"):  # exp past float32's range is inf, as libm's expf gives
+        e[..., whole:] = np.exp(-gate[..., whole:].astype(np.float64)).astype(np.float32)
+    return (gate / (np.float32(1) + e)) * up
+
+
+def rope_cache_ref(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
+    """(n_positions, dims): cos, sin interleaved; angles from ggml's float recurrence theta *= base^(-2/dims).
+    cos and sin are correctly rounded here; libm's cosf/sinf (the C kernel's) may differ by one rounding."""
+    theta_scale = np.float32(np.float64(np.float32(base)) ** np.float64(np.float32(-2.0) / np.float32(dims)))
+    theta = np.arange(first, first + n_positions, dtype=np.float32)  # (n,)
+    out = np.empty((n_positions, dims), np.float32)
+    for i in range(0, dims, 2):
+        out[:, i] = np.cos(theta.astype(np.float64))
+        out[:, i + 1] = np.sin(theta.astype(np.float64))
+        theta = theta * theta_scale
+    return out
+
+
+def rope_ref(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
+    """x (n, heads, dims) rotated by cache rows (n, dims) with ggml's fused products; a new array."""
+    x = np.asarray(x, np.float32)
+    half = x.shape[-1] // 2
+    cos, sin = cache[:, None, 0::2], cache[:, None, 1::2]  # (n, 1, dims/2)
+    i0, i1 = (slice(0, half), slice(half, None)) if neox else (slice(0, None, 2), slice(1, None, 2))
+    x0, x1 = x[..., i0], x[..., i1]
+    out = np.empty_like(x)
+    out[..., i0] = fma32(x0, cos, -(x1 * sin))
+    out[..., i1] = fma32(x0, sin, x1 * cos)
+    return out
+
+
+def _reduce16(v: np.ndarray) -> np.ndarray:
+    while v.shape[-1] > 1:
+        h = v.shape[-1] // 2
+        v = v[..., :h] + v[..., h:]
+    return v[..., 0]
+
+
+def _dot_halves(a: np.ndarray, b: np.ndarray, batched: bool) -> np.ndarray:
+    """Sum over the last axis of a * b (halves as float32) in ggml's lane order; see decoder_kernels.c."""
+    n = a.shape[-1]
+    shape = np.broadcast_shapes(a.shape, b.shape)[:-1]
+    if batched and n % 16 == 0:
+        acc = np.zeros(shape + (16,), np.float32)
+        for k in range(0, n, 16):
+            acc = fma32(a[..., k : k + 16], b[..., k : k + 16], acc)
+        return _reduce16(acc)
+    whole = n - n % 64
+    acc = np.zeros(shape + (4, 16), np.float32)
+    for k in range(0, whole, 64):
+        acc = fma32(a[..., k : k + 64].reshape(a.shape[:-1] + (4, 16)),
+                   b[..., k : k + 64].reshape(b.shape[:-1] + (4, 16)), acc)
+    pair = acc[..., :2, :] + acc[..., 2:, :]
+    total = _reduce16(pair[..., 0, :] + pair[..., 1, :]).astype(np.float64)
+    total = total + (a[..., whole:] * b[..., whole:]).astype(np.float64).sum(axis=-1)
+    return total.astype(np.float32)
+
+
+def attention_f16_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int, scale: float,
+                      window: int | None = None) -> np.ndarray:
+    """Twin of vt_attention_f16: q (n, H, D) float32, k (Hkv, cap, D) and v (Hkv, D, cap) float16."""
+    n, heads, dims = q.shape
+    group = heads // k.shape[0]
+    out = np.empty_like(q)
+    batched = n > 1
+    for i in range(n):
+        pos = q_start + i
+        lo = max(0, pos + 1 - window) if window else 0
+        span = -(-(pos + 1) // 64) * 64
+        for h in range(heads):
+            qh = q[i, h].astype(np.float16).astype(np.float32)
+            keys = k[h // group, lo : pos + 1].astype(np.float32)  # (m, D)
+            row = (_dot_halves(qh[None, :], keys, batched) * np.float32(scale)).astype(np.float32)
+            e = np.zeros(span, np.float32)
+            e[lo : pos + 1] = ggml_exp_ref(row - row.max())
+            total = sum(float(_reduce16(e[g : g + 16])) for g in range(lo // 16 * 16, pos + 1, 16))
+            probs = np.zeros(span, np.float32)
+            probs[lo : pos + 1] = (e[lo : pos + 1] * np.float32(1.0 / total)).astype(np.float16)
+            first = lo // 64 * 64
+            vals = np.zeros((dims, span), np.float32)
+            vals[:, lo : pos + 1] = v[h // group, :, lo : pos + 1]
+            out[i, h] = _dot_halves(probs[None, first:], vals[:, first:], batched)
+    return out

@@ -1,1 +1,0 @@
-"""Weight files, quantized formats and their kernels, and weight residency. Imports no model."""
