@@ -19,7 +19,8 @@ GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a G
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "model", nargs="?", metavar="MODEL", help="model folder, .gguf file, alias or Hub id (sets VOTIVE_MODEL)"
+        "model", nargs="?", metavar="MODEL",
+        help="model folder, .gguf file, alias or Hub id (a --handler of your own finds it in VOTIVE_MODEL)",
     )
     parser.add_argument("--port", type=port, default=9000, help="port to listen on (default 9000; 0 picks one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
