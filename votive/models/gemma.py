@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from votive.models.binding import bind_weights
 from votive.models.llama import Config as LlamaConfig
-from votive.models.llama import LlamaModel, bind_weights
+from votive.models.llama import LlamaModel
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -35,7 +36,11 @@ class Config(LlamaConfig):
     """LLaMA's fields plus Gemma 3's attention layout."""
 
     sliding_window: int = 512  # gemma3.attention.sliding_window: keys a local layer can see
-    swa_pattern: int = 6  # layer i is global when (i + 1) % swa_pattern == 0 (llama.cpp: set_swa_pattern(6))
+    # Gemma 3 puts one global layer after every five sliding-window ones, so that only one layer in six attends
+    # to (and needs keys for) the whole context. Layer i is global when (i + 1) % swa_pattern == 0: with 6,
+    # layers 5, 11, 17, ..., as llama.cpp's set_swa_pattern(6) (layer il slides when il % 6 < 5) and Hugging
+    # Face's Gemma3TextConfig (layer_types from sliding_window_pattern, default 6) lay them out.
+    swa_pattern: int = 6  # gemma3.attention.sliding_window_pattern when it is an integer, else 6
     rope_base_local: float = 10000.0  # RoPE base of sliding-window layers (llama.cpp: rope_freq_base_train_swa)
     attn_scale: float = 0.0  # query scale: 1/sqrt(head_dim), except 27B's 1/sqrt(dim/n_heads)
 
@@ -43,9 +48,16 @@ class Config(LlamaConfig):
     def from_gguf(cls, f, arch: str = "gemma3") -> "Config":
         base = LlamaConfig.from_gguf(f, arch)
         cfg = cls(**vars(base), sliding_window=f.require(f"{arch}.attention.sliding_window"))
+        # llama.cpp's converter writes no pattern for Gemma 3 (Gemma 3 270M's file on PyPI has none) and its loader
+        # fixes it at 6. An integer pattern in the file is followed; the per-layer bool list that gguf-py's
+        # add_sliding_window_pattern writes for other models is not read, and 6 stands.
         cfg.swa_pattern = f.get(f"{arch}.attention.sliding_window_pattern", cfg.swa_pattern)
-        if not isinstance(cfg.swa_pattern, int):  # newer converters store a per-layer bool list instead
+        if not isinstance(cfg.swa_pattern, int):
             cfg.swa_pattern = 6
+        # The query scale is 1/sqrt(query_pre_attn_scalar) in Hugging Face's config, a number GGUF files do not
+        # carry. It is head_dim for every Gemma 3 size but 27B, whose 168 is dim / n_heads (5376 / 32; its
+        # head_dim is 128). llama.cpp's src/llama-model.cpp (LLM_ARCH_GEMMA3) tells the 27B by its layer count,
+        # 62, and scales it by 1/sqrt(n_embd / n_head); we mirror that test, so any 62-layer file gets 27B's scale.
         cfg.attn_scale = 1.0 / math.sqrt(cfg.dim / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
         return cfg
 
@@ -80,6 +92,11 @@ class Gemma3Model(LlamaModel):
     """A Gemma 3 decoder; shares the KV cache and generation loop with LlamaModel."""
 
     rope_neox = True
+
+    def __init__(self, ops, cfg: Config, weights: dict, layers: list[dict], tokenizer, n_ctx: int, model_id: str):
+        super().__init__(ops, cfg, weights, layers, tokenizer, n_ctx, model_id)
+        # Sliding-window layers rotate with their own base (cfg.rope_base_local); self.rope serves global ones.
+        self.rope_local = ops.rope_table(cfg.rope_base_local, cfg.head_dim, self.n_ctx)  # (n_ctx, head_dim)
 
     def attention(self, i: int, x, cache, start: int):
         """x: (n, dim) normed -> (n, dim), local (sliding window) or global by layer index."""
@@ -117,7 +134,5 @@ class Gemma3Model(LlamaModel):
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "Gemma3Model":
         cfg = Config.from_gguf(f)
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
-        weights["output"] = None
-        model = cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
-        model.rope_local = ops.rope_table(cfg.rope_base_local, cfg.head_dim, model.n_ctx)  # sliding-window layers
-        return model
+        weights["output"] = None  # tied: LlamaModel falls back to tok_embed
+        return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from votive.backends.numpy_linears import FusedLinears
-from votive.errors import ModelConfigError
+from votive.models.binding import bind_weights
 from votive.models.decoding import TextGenerator
 
 
@@ -69,30 +69,6 @@ LAYER_WEIGHTS = {
     "w_up": "blk.{i}.ffn_up.weight",  # (ffn_dim, dim)
     "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
 }
-
-
-def bind_weights(f, ops, table: dict, n_layers: int, layer_table: dict, optional=()):
-    """Look every name of `table` / `layer_table` up in GGUF file `f`: 1-D tensors (norm weights) as float32
-    arrays, matrices as linears, both made by the backend `ops` (on its device). A name the file lacks fails
-    loudly, naming it; so does a tensor no table claims."""
-    used = set()
-
-    def one(ours, theirs):
-        if theirs not in f.tensors:
-            if ours in optional:
-                return None
-            raise ModelConfigError(f"{f.path}: missing tensor {theirs!r}")
-        used.add(theirs)
-        if len(f.tensors[theirs].shape) == 1:
-            return ops.asarray(f[theirs], ops.float32)
-        return ops.make_linear(f, theirs)
-
-    top = {ours: one(ours, theirs) for ours, theirs in table.items()}
-    layers = [{ours: one(ours, t.format(i=i)) for ours, t in layer_table.items()} for i in range(n_layers)]
-    unknown = sorted(set(f.tensors) - used - {"rope_freqs.weight"})
-    if unknown:
-        raise ModelConfigError(f"{f.path}: {len(unknown)} tensors this architecture does not use, e.g. {unknown[0]!r}")
-    return top, layers
 
 
 # ------------------------------------------------------------------------------------------------- KV cache
