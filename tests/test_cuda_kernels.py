@@ -57,7 +57,7 @@ def stored(type_name: str, rows: int, cols: int, seed: int = 0) -> tuple[int, np
 def test_products_match_dequantized_weights(cuda_ops, fmt, rows, n, path, monkeypatch):
     """qmatvec (n <= 8), the tiled qmatmul (more), and the widened weight through cuBLAS (a prompt): odd row
     counts, partial tiles in both directions, column tails."""
-    from votive.backends import cuda_ops as module
+    from votive.backends import cuda_linears as module
 
     if path == "qmatmul":
         monkeypatch.setattr(module, "DEQUANTIZE_MIN_TOKENS", 10**9)

@@ -1,4 +1,5 @@
-"""Array backends: one module per array library, each exposing the same small op set.
+"""Array backends: one module per array library, each exposing the same small op set (`ops.OpSet`, the written
+contract), with its linears beside it (`numpy_linears`, `cuda_linears`).
 
 `get_backend()` picks one by name ("numpy", "cupy", "auto") or, given none, from `VOTIVE_BACKEND`, else "auto":
 cupy when this machine has an NVIDIA GPU and cupy is installed, numpy otherwise. Deciding costs a few file-system

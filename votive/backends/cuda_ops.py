@@ -1,5 +1,6 @@
-"""numpy_backend's op set on an NVIDIA GPU: cupy arrays, cuBLAS for float products, votive's CUDA kernels
-(votive/quant/cusrc) for quantized weights, norms, activations, RoPE and attention.
+"""numpy_backend's op set (`votive.backends.ops.OpSet`) on an NVIDIA GPU: cupy arrays, cuBLAS for float
+products, votive's CUDA kernels (votive/quant/cusrc) for norms, activations, RoPE and attention. Its linears, which
+multiply quantized weights with quant.cu, are in votive.backends.cuda_linears (their names are kept here too).
 
 `CudaOps(xp, kernels)` is written against an array module `xp` and a kernel provider (`kernels.function(name)`
 returns a callable taking `(grid, block, args)`, as cupy's RawKernel does). `votive.backends.cupy_backend` builds
@@ -13,24 +14,13 @@ Arrays are float32 unless said otherwise; the KV cache is float16, as on the CPU
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-from votive.errors import InputError, KernelError
-from votive.quant.cuda_kernels import QUANT_FORMATS
-
-log = logging.getLogger("votive")
+from votive.backends import cuda_linears
+from votive.backends.cuda_linears import FusedProduct, GpuDenseLinear, GpuQuantLinear  # noqa: F401 (public here too)
+from votive.errors import KernelError
 
 NULL = np.uint64(0)  # a null pointer argument (cupy and the emulator both pass an 8-byte scalar as is)
-MATVEC_MAX_TOKENS = 8  # quant.cu: qmatvec takes up to this many rows of x; more go to the tiled qmatmul
-MATVEC_ROWS_PER_BLOCK = 4  # quant.cu: one warp per weight row, 128 threads
-MATMUL_TILE = 64  # quant.cu: rows and tokens per qmatmul block
-# From this many rows of x on, a product widens the weight to float32 (qdequant) and lets cuBLAS multiply: for a
-# prompt that beats the tiled qmatmul several times over. Weights whose float32 copy would exceed the scratch
-# limit keep to qmatmul.
-DEQUANTIZE_MIN_TOKENS = 16
-DEQUANTIZE_MAX_BYTES = 256 * 2**20
 ATTENTION_MAX_DIM = 256  # attention.cu: ATTN_MAX_DIM
 ELEMENTWISE_THREADS = 256
 MAX_GRID = 65535 * 4  # elementwise kernels loop over what a grid this size does not cover
@@ -59,7 +49,7 @@ def _blocks(n: int, threads: int = ELEMENTWISE_THREADS) -> int:
 
 
 class CudaOps:
-    """The backend op set on a CUDA device. See the module docstring; the methods mirror numpy_backend's."""
+    """The backend op set (`votive.backends.ops.OpSet`) on a CUDA device; see the module docstring."""
 
     name = "cupy"
 
@@ -73,6 +63,11 @@ class CudaOps:
         if 0 in grid:  # nothing to compute (CUDA refuses an empty grid)
             return
         self.kernels.function(kernel)(tuple(grid), tuple(block), args)
+
+    def _run_items(self, kernel: str, items: int, *args) -> None:
+        """Launch a kernel that gives each of `items` work items a thread, in blocks of ELEMENTWISE_THREADS and at
+        most MAX_GRID of them (the kernels loop over the items a grid that size does not cover)."""
+        self._run(kernel, (_blocks(items),), (ELEMENTWISE_THREADS,), *args)
 
     def _dense(self, x, what: str):
         """x as C-contiguous float32 on the device (a copy only when it is not already)."""
@@ -114,22 +109,10 @@ class CudaOps:
         """The linear layer for GGUF tensor `name`, its weight copied to the device once, from the file's map.
 
         Quantized weights (and F16 / BF16) stay as stored and run through quant.cu; F32 goes to cuBLAS. A format
-        quant.cu lacks (Q2_K, Q3_K) is widened to float32 once, here, with a warning about the memory it costs.
+        quant.cu lacks (Q2_K, Q3_K) is widened to float32 once, with a warning about the memory it costs. The
+        linears are votive.backends.cuda_linears'.
         """
-        info = gguf.tensors[name]
-        type_id = info.ggml_type.id
-        rows, cols = info.shape
-        data = gguf[name]
-        if type_id == 0:
-            return GpuDenseLinear(self, self.xp.asarray(data), name)
-        if type_id in QUANT_FORMATS and cols % 8 == 0:
-            blocks = np.ascontiguousarray(data).view(np.uint8).reshape(rows, -1)  # no copy of a mapped tensor
-            return GpuQuantLinear(self, self.xp.asarray(blocks), type_id, (rows, cols), name, host=blocks)
-        from votive.quant.codecs import dequantize
-
-        log.warning("votive: %s (%s) has no GPU kernel; widened to float32 (%.0f MB on the GPU)", name,
-                    info.ggml_type.name, rows * cols * 4 / 2**20)
-        return GpuDenseLinear(self, self.xp.asarray(dequantize(data, type_id).reshape(rows, cols)), name)
+        return cuda_linears.make_linear(self, gguf, name)
 
     # ---- encoder ops
     def layer_norm(self, x, weight, bias, eps: float, residual=None):
@@ -169,8 +152,7 @@ class CudaOps:
     def gelu(self, x, bias=None):
         """Exact (erf) GELU of x + bias, in place on x."""
         x = self._dense(x, "gelu")
-        self._run("gelu_erf", (_blocks(x.size),), (ELEMENTWISE_THREADS,), x, NULL if bias is None else bias,
-                  _i64(x.size), _i32(x.shape[-1]))
+        self._run_items("gelu_erf", x.size, x, NULL if bias is None else bias, _i64(x.size), _i32(x.shape[-1]))
         return x
 
     def l2_normalize(self, x, axis: int = -1, eps: float = 1e-12):
@@ -209,7 +191,7 @@ class CudaOps:
         up = self._dense(up, f"{kernel} up")
         if up.shape != gate.shape:
             raise KernelError(f"{kernel}: up {up.shape} does not match gate {gate.shape}")
-        self._run(kernel, (_blocks(gate.size),), (ELEMENTWISE_THREADS,), gate, up, _i64(gate.size))
+        self._run_items(kernel, gate.size, gate, up, _i64(gate.size))
         return gate
 
     def rope_table(self, base: float, head_dim: int, n_positions: int):
@@ -226,8 +208,8 @@ class CudaOps:
         if table.shape != (n, head_dim):
             raise KernelError(f"rope: table rows {table.shape} do not fit x {x.shape}")
         table = self._dense(table, "rope table")
-        self._run("rope", (_blocks(n * heads * head_dim // 2),), (ELEMENTWISE_THREADS,), x, table, _i32(n),
-                  _i32(heads), _i32(head_dim), _i32(bool(neox)))
+        self._run_items("rope", n * heads * head_dim // 2, x, table, _i32(n), _i32(heads), _i32(head_dim),
+                        _i32(bool(neox)))
         return x
 
     def kv_cache(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
@@ -262,132 +244,6 @@ class CudaOps:
                       _i32(kv_heads), _i32(dims), _i64(k_head), _i64(k_pos), _i64(v_head), _i64(v_pos),
                       _i64(v_dim), _i32(q_start + t0), _i32(capacity), _i32(window or 0), _f32(scale))
         return out
-
-
-class GpuQuantLinear:
-    """y = x @ W.T for W kept as stored (GGML blocks, or F16 / BF16 halves) in device memory, uint8
-    (out_features, bytes_per_row), multiplied by quant.cu without ever being widened."""
-
-    def __init__(self, ops: CudaOps, blocks, ggml_type: int, shape: tuple[int, int], name: str = "", host=None):
-        self.ops = ops
-        self.blocks = blocks  # (out, bytes_per_row) uint8 on the device
-        self.host = host  # the same bytes in host memory (a view of the mapped file), or None
-        self.ggml_type = ggml_type
-        self.suffix = QUANT_FORMATS[ggml_type]
-        self.out_features, self.in_features = shape
-        self.name = name
-
-    def __call__(self, x):
-        """x (n, in) float32 -> (n, out): qmatvec for a few rows (decoding), the tiled qmatmul for more, and for
-        many (a prompt) cuBLAS on the weight widened for the call."""
-        ops = self.ops
-        if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise KernelError(f"{self.name}: input {x.shape} is not (n, {self.in_features})")
-        x = ops._dense(x, f"{self.name} input")
-        if _address(x) % 16:  # qmatvec reads x as float4: a view that starts off 16 bytes gets its own copy
-            x = x.copy()
-        n = x.shape[0]
-        y = ops.xp.empty((n, self.out_features), ops.xp.float32)  # (n, out)
-        if n >= DEQUANTIZE_MIN_TOKENS and 4 * self.out_features * self.in_features <= DEQUANTIZE_MAX_BYTES:
-            return x @ self.dequantize().T  # (n, out); the widened weight is dropped right after
-        args = (self.blocks, x, y, _i32(self.out_features), _i32(self.in_features), _i32(n))
-        if n <= MATVEC_MAX_TOKENS:
-            grid = (-(-self.out_features // MATVEC_ROWS_PER_BLOCK),)
-            ops._run(f"qmatvec_{self.suffix}", grid, (32 * MATVEC_ROWS_PER_BLOCK,), *args)
-        else:
-            grid = (-(-self.out_features // MATMUL_TILE), -(-n // MATMUL_TILE))
-            ops._run(f"qmatmul_{self.suffix}", grid, (256,), *args)
-        return y
-
-    def rows(self, ids):
-        """Embedding lookup: rows `ids` (host integers) of the weight as float32 (n, in), on the device."""
-        ids = _row_ids(ids, self.out_features, self.name)
-        ops = self.ops
-        out = ops.xp.empty((ids.size, self.in_features), ops.xp.float32)
-        groups = ids.size * (self.in_features // 8)
-        ops._run(f"qget_rows_{self.suffix}", (_blocks(groups),), (ELEMENTWISE_THREADS,), self.blocks,
-                 ops.xp.asarray(ids), out, _i32(ids.size), _i32(self.out_features), _i32(self.in_features))
-        return out
-
-    @classmethod
-    def fused(cls, linears: list) -> "FusedProduct | None":
-        """One product for several weights of one format and width that multiply the same x (q/k/v, gate/up),
-        for votive.backends.numpy_linears.FusedLinears; None when they differ."""
-        first = linears[0]
-        if any(lin.ggml_type != first.ggml_type or lin.in_features != first.in_features or lin.ops is not first.ops
-               for lin in linears):
-            return None
-        return FusedProduct(linears)
-
-    def dequantize(self):
-        """The whole weight as float32 (out, in) on the device (tests; a caller that wants cuBLAS on it)."""
-        ops = self.ops
-        out = ops.xp.empty((self.out_features, self.in_features), ops.xp.float32)
-        groups = self.out_features * (self.in_features // 8)
-        ops._run(f"qdequant_{self.suffix}", (_blocks(groups),), (ELEMENTWISE_THREADS,), self.blocks, out,
-                 _i32(self.out_features), _i32(self.in_features))
-        return out
-
-
-class FusedProduct:
-    """Weights stacked into one device matrix, so that one kernel computes all their products for a decoding step;
-    each linear keeps a view of its own rows (the separate copies are freed). Calling it returns the products:
-    for one token, views of one output; for more, each linear's own (contiguous) output."""
-
-    def __init__(self, linears: list[GpuQuantLinear]):
-        first = linears[0]
-        self.linears = linears
-        xp = first.ops.xp
-        if all(lin.host is not None for lin in linears):  # stacked from the mapped file: one upload, no kernel
-            blocks = xp.asarray(np.concatenate([lin.host for lin in linears]))  # (sum of rows, bytes_per_row)
-        else:
-            blocks = xp.concatenate([lin.blocks for lin in linears])
-        self.bounds = []
-        start = 0
-        for lin in linears:
-            lin.blocks = blocks[start : start + lin.out_features]
-            self.bounds.append((start, start + lin.out_features))
-            start += lin.out_features
-        self.whole = GpuQuantLinear(first.ops, blocks, first.ggml_type, (start, first.in_features),
-                                    "+".join(lin.name for lin in linears))
-
-    def __call__(self, x) -> list:
-        if x.shape[0] != 1:  # a prompt: separate products, so that nothing downstream copies a strided view
-            return [lin(x) for lin in self.linears]
-        y = self.whole(x)  # (1, sum of rows)
-        return [y[:, a:b] for a, b in self.bounds]
-
-
-class GpuDenseLinear:
-    """y = x @ W.T for a float32 weight (out, in) on the device, by cuBLAS."""
-
-    def __init__(self, ops: CudaOps, weight, name: str = ""):
-        self.ops = ops
-        self.weight = weight  # (out, in) float32 on the device
-        self.name = name
-        self.out_features, self.in_features = weight.shape
-
-    def __call__(self, x):
-        return self.ops.xp.ascontiguousarray(x, dtype=self.ops.xp.float32) @ self.weight.T  # (n, out)
-
-    def rows(self, ids):
-        ids = _row_ids(ids, self.out_features, self.name)
-        return self.weight[self.ops.xp.asarray(ids)]
-
-
-def _address(a) -> int:
-    """Where an array's first element is: cupy's device pointer, or numpy's host address (the emulator)."""
-    ptr = getattr(a.data, "ptr", None)
-    return ptr if ptr is not None else a.ctypes.data
-
-
-def _row_ids(ids, rows: int, name: str) -> np.ndarray:
-    """Host integer ids as int64 (n,), each checked against the table's rows: InputError naming the first bad one."""
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    bad = ids[(ids < 0) | (ids >= rows)]
-    if bad.size:
-        raise InputError(f"token id {int(bad[0])} is outside the vocabulary ({rows} rows of {name})")
-    return ids
 
 
 def _mask_rows(x_shape: tuple, mask_shape: tuple) -> tuple[int, int] | None:

@@ -1,4 +1,5 @@
-"""The GPU backend: numpy_backend's op set on an NVIDIA GPU, with cupy arrays and votive's CUDA kernels.
+"""The GPU backend: the op set (`votive.backends.ops.OpSet`) on an NVIDIA GPU, with cupy arrays and votive's CUDA
+kernels.
 
 Importing this module imports cupy and checks that a CUDA device answers (BackendError otherwise). The ops are
 `votive.backends.cuda_ops.CudaOps`; the kernels are loaded on first use from the ahead-of-time cache that

@@ -1,8 +1,9 @@
-"""The CPU backend: the small op set every model is written against, on numpy.
+"""The CPU backend: the small op set every model is written against (`votive.backends.ops.OpSet`), on numpy.
 
 Models call these functions (through `votive.backends.get_backend`) and never numpy itself for math, so
-`cupy_backend` can offer the same names on a GPU. Arrays are float32 throughout; functions that return a
-fresh array may reuse it in place to save the memory traffic of temporaries, which dominates at these sizes.
+`cupy_backend` can offer the same names on a GPU; its linears are in `votive.backends.numpy_linears`. Arrays are
+float32 throughout; functions that return a fresh array may reuse it in place to save the memory traffic of
+temporaries, which dominates at these sizes.
 The elementwise hot spots (GELU, LayerNorm, softmax) run in votive's C library (`votive.quant.kernels`),
 which falls back to numpy twins when it is missing. Thread count: when this backend starts it tells numpy's
 OpenBLAS the cores this process may use (`votive.quant.cpus.limit_blas_threads`; a count the user set in the

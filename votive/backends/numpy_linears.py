@@ -1,4 +1,5 @@
-"""Linear layers over GGUF weights, quantized or not: the drop-in `linear` a decoder is built with.
+"""Linear layers over GGUF weights, quantized or not: the drop-in `linear` a decoder is built with on the CPU
+(the contract: `votive.backends.ops.Linear`; the GPU's are in votive.backends.cuda_linears).
 
 `QuantLinear` keeps the weight as the file stores it (GGML blocks, memory-mapped) and multiplies through the C
 kernels, which read the blocks directly. Where the compiled library is missing, or lacks a format, the numpy
@@ -91,7 +92,8 @@ class FusedLinears:
 
     With the C library the input is quantized once and all the rows go to the threads as one job (one
     Python-to-C crossing instead of three). Another backend's linears may offer the same through a classmethod
-    `fused(linears)` returning such a callable, or None (the GPU's: one kernel launch instead of three).
+    `fused(linears)` returning such a callable, or None (`votive.backends.ops.FusableLinear`; the GPU's: one kernel
+    launch instead of three).
     Otherwise each linear runs on its own.
     """
 
