@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from votive.quant import kernels
+from votive.quant import kernels, quant_matrices
 from votive.quant.kernels_ref import gelu_ref, layer_norm_ref, softmax_ref
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
@@ -237,7 +237,7 @@ class QmatmulTimer:
     """Wraps the C call of bound weights (QuantMatrix, QuantMatrixGroup) to add up its time and the bytes read."""
 
     def __init__(self):
-        self.inner = kernels._BoundWeights._run
+        self.inner = quant_matrices.BoundWeights.run
         self.seconds, self.bytes, self.calls = 0.0, 0, 0
         timer = self
 
@@ -251,13 +251,13 @@ class QmatmulTimer:
                 timer.bytes += sum(b.nbytes for b in blocks)
                 timer.calls += 1
 
-        kernels._BoundWeights._run = timed
+        quant_matrices.BoundWeights.run = timed
 
     def reset(self):
         self.seconds, self.bytes, self.calls = 0.0, 0, 0
 
     def remove(self):
-        kernels._BoundWeights._run = self.inner
+        quant_matrices.BoundWeights.run = self.inner
 
 
 def decode_part(models: list[str]) -> None:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from votive.errors import KernelError
-from votive.quant import kernel_build, kernels
-from votive.quant.kernels import gelu_ref, layer_norm_ref, softmax_ref
+from votive.quant import kernel_args, kernel_build, kernels, kernels_ref
+from votive.quant.kernels_ref import gelu_ref, layer_norm_ref, softmax_ref
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -188,6 +188,11 @@ def test_softmax_extremes(lib):
         np.testing.assert_array_equal(np.isnan(softmax_ref(x.copy())), np.isnan(got))
 
 
+def mask_layout(mask, shape):
+    """vt_softmax's (mask rows, div, mod) for a mask, checked as softmax checks it."""
+    return kernel_args.mask_layout(kernel_args.broadcast_mask("softmax", mask, shape), shape)
+
+
 @pytest.mark.parametrize(
     "mask_shape, want",
     [
@@ -200,13 +205,13 @@ def test_softmax_extremes(lib):
     ],
 )
 def test_mask_layout(mask_shape, want):
-    rows, div, mod = kernels._mask_layout(np.zeros(mask_shape, np.float32), (3, 4, 5, 21))
+    rows, div, mod = mask_layout(np.zeros(mask_shape, np.float32), (3, 4, 5, 21))
     assert (rows.shape[0], div, mod) == want and rows.shape[1] == 21 and rows.flags.c_contiguous
 
 
 def test_mask_layout_skips_axes_of_size_one(lib, rng):
     # one head: (batch, 1, queries, keys) masks vary over consecutive axes once the size-1 axis is ignored
-    rows, div, mod = kernels._mask_layout(np.zeros((3, 1, 5, 21), np.float32), (3, 1, 5, 21))
+    rows, div, mod = mask_layout(np.zeros((3, 1, 5, 21), np.float32), (3, 1, 5, 21))
     assert (rows.shape[0], div, mod) == (15, 1, 15)
     x = rng.normal(0, 2, (3, 1, 5, 21)).astype(np.float32)
     mask = rng.normal(0, 2, (3, 1, 5, 21)).astype(np.float32)
@@ -316,24 +321,19 @@ def test_configured_spin_from_environment():
 # -------------------------------------------------------------------------------------------------- errors
 
 
+# What only C refuses (the layout of x: the module functions take any and run the numpy twin), and settings;
+# SAME_REFUSALS below holds what both paths refuse.
 @pytest.mark.parametrize(
     "call, message",
     [
         (lambda lib: lib.gelu(np.zeros(4)), "gelu: x must be a C-contiguous float32 array, found float64"),
         (lambda lib: lib.gelu(np.zeros((4, 4), np.float32).T), "found float32 array of shape (4, 4), non-contiguous"),
-        (lambda lib: lib.gelu(np.zeros(4, np.float32), np.zeros(3, np.float32)),
-         "gelu: bias must be a float vector of shape (4,)"),
         (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), np.zeros(4), None, 1e-5),
          "layer_norm: weight must be a float vector of shape (3,)"),
-        (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), None, None, 1e-5, np.zeros((3, 2))),
-         "layer_norm: residual must be a float array of shape (2, 3)"),
         (lambda lib: lib.layer_norm(np.zeros((2, 3), np.float32), None, None, float("nan")),
          "layer_norm: eps must be finite"),
-        (lambda lib: lib.layer_norm(np.zeros((2, 0), np.float32), None, None, 1e-5), "non-empty last axis"),
         (lambda lib: lib.softmax(np.zeros((2, 3), np.float32), np.zeros((2, 3), bool)),
          "softmax: mask must be additive floats"),
-        (lambda lib: lib.softmax(np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)),
-         "softmax: mask of shape (3, 3) does not broadcast against x of shape (2, 3)"),
         (lambda lib: lib.set_num_threads(0), "set_num_threads: expected an integer >= 1, found 0"),
         (lambda lib: lib.set_isa("sve9"), "set_isa: 'sve9' is not available here"),
     ],
@@ -354,6 +354,46 @@ def test_read_only_and_overlapping_outputs_are_refused(lib):
     buf = np.zeros(20, np.float32)
     with pytest.raises(KernelError, match="layer_norm: out overlaps x without being the same array"):
         lib.layer_norm(buf[:16].reshape(2, 8), None, None, 1e-5, out=buf[4:20].reshape(2, 8))
+
+
+# Arguments each path checks alike (not the layout of x, which sends the module functions to the numpy twin).
+SAME_REFUSALS = [
+    (lambda api: api.gelu(np.zeros((2, 4), np.float32), np.zeros(3, np.float32)),
+     "gelu: bias must be a float vector of shape (4,)"),
+    (lambda api: api.layer_norm(np.zeros((2, 3), np.float32), None, None, 1e-5, np.zeros((3, 2))),
+     "layer_norm: residual must be a float array of shape (2, 3)"),
+    (lambda api: api.layer_norm(np.zeros((2, 0), np.float32), None, None, 1e-5),
+     "layer_norm: x needs a non-empty last axis, found shape (2, 0)"),
+    (lambda api: api.layer_norm(np.zeros((2, 3), np.float32), None, None, 1e-5, out=np.zeros((3, 2), np.float32)),
+     "layer_norm: out must have shape (2, 3), found (3, 2)"),
+    (lambda api: api.softmax(np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)),
+     "softmax: mask of shape (3, 3) does not broadcast against x of shape (2, 3)"),
+    (lambda api: api.softmax(np.zeros((2, 3), np.float32), scale="half"),
+     "softmax: scale must be a number, found 'half'"),
+    (lambda api: api.rms_norm(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), 1e-5),
+     "rms_norm: weight must be a float vector of shape (3,)"),
+    (lambda api: api.swiglu(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32)),
+     "swiglu: up must be a float array of shape (2, 3)"),
+    (lambda api: api.rope_cache(float("nan"), 8, 2), "rope_cache: base must be finite, found nan"),
+    (lambda api: api.rope(np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32), False),
+     "rope: x must be (n, heads, dims), found shape (2, 8)"),
+    (lambda api: api.rope(np.zeros((2, 3, 8), np.float32), np.zeros((2, 6), np.float32), True),
+     "rope: cache must be a float array of shape (2, 8)"),
+    (lambda api: api.attention_f16(np.zeros((1, 4, 8), np.float32), np.zeros((2, 16, 8), np.float16),
+                                   np.zeros((2, 16, 8), np.float16), 0, 1.0),
+     "attention_f16: k (2, 16, 8) and v (2, 16, 8) do not fit q (1, 4, 8)"),
+]
+
+
+@pytest.mark.parametrize("call, message", SAME_REFUSALS)
+def test_c_and_numpy_paths_refuse_alike(lib, monkeypatch, call, message):
+    # each kernel's checks run once, before the path is chosen: the same words from C and from the twin
+    with pytest.raises(KernelError) as from_c:
+        call(lib)
+    monkeypatch.setattr(kernels, "_default", [None])  # as after get() found no library
+    with pytest.raises(KernelError) as from_numpy:
+        call(kernels)
+    assert message in str(from_c.value) and str(from_c.value) == str(from_numpy.value)
 
 
 # ------------------------------------------------------------------------------- loading and the fallback
@@ -486,8 +526,9 @@ def test_rms_norm_matches_its_twin_bit_for_bit(lib, isa, rng):
     for shape in ODD_SHAPES:
         x = rng.normal(0, 3, shape).astype(np.float32)
         w = rng.normal(1, 0.2, shape[-1]).astype(np.float32)
-        np.testing.assert_array_equal(lib.rms_norm(x, w, 1e-6), kernels.rms_norm_ref(x, w, 1e-6), err_msg=str(shape))
-        np.testing.assert_array_equal(lib.rms_norm(x, None, 1e-5), kernels.rms_norm_ref(x, None, 1e-5))
+        np.testing.assert_array_equal(lib.rms_norm(x, w, 1e-6), kernels_ref.rms_norm_ref(x, w, 1e-6),
+                                      err_msg=str(shape))
+        np.testing.assert_array_equal(lib.rms_norm(x, None, 1e-5), kernels_ref.rms_norm_ref(x, None, 1e-5))
 
 
 def test_swiglu_matches_its_twin_bit_for_bit(lib, isa, rng):
@@ -495,7 +536,7 @@ def test_swiglu_matches_its_twin_bit_for_bit(lib, isa, rng):
         gate = rng.normal(0, 4, shape).astype(np.float32)
         gate.flat[:3] = [-200.0, 200.0, 0.0]  # exp's overflow and underflow branches
         up = rng.normal(0, 1, shape).astype(np.float32)
-        want = kernels.swiglu_ref(gate, up)
+        want = kernels_ref.swiglu_ref(gate, up)
         np.testing.assert_array_equal(lib.swiglu(gate.copy(), up), want, err_msg=str(shape))
 
 
@@ -510,9 +551,9 @@ def test_ggml_exp_is_close_to_exp():
 @pytest.mark.parametrize("neox", [False, True])
 def test_rope_matches_its_twin(lib, isa, rng, neox):
     table = lib.rope_cache(10000.0, 64, 40, first=3)
-    np.testing.assert_array_max_ulp(table, kernels.rope_cache_ref(10000.0, 64, 40, first=3), maxulp=1)
+    np.testing.assert_array_max_ulp(table, kernels_ref.rope_cache_ref(10000.0, 64, 40, first=3), maxulp=1)
     x = rng.normal(0, 2, (40, 5, 64)).astype(np.float32)
-    want = kernels.rope_ref(x, table, neox)
+    want = kernels_ref.rope_ref(x, table, neox)
     np.testing.assert_array_equal(lib.rope(x.copy(), table, neox), want)
     # the rotation keeps each pair's length (to rounding): a check independent of the twin
     pairs = (x[..., :32], x[..., 32:]) if neox else (x[..., 0::2], x[..., 1::2])
@@ -527,7 +568,7 @@ def test_attention_f16_matches_its_twin_bit_for_bit(lib, isa, rng, n, q_start, w
     v = rng.normal(0, 1, (kv_heads, dims, capacity)).astype(np.float16)
     q = rng.normal(0, 1, (n, heads, dims)).astype(np.float32)
     got = lib.attention_f16(q, k, v, q_start, 0.125, window)
-    np.testing.assert_array_equal(got, kernels.attention_f16_ref(q, k, v, q_start, 0.125, window))
+    np.testing.assert_array_equal(got, kernels_ref.attention_f16_ref(q, k, v, q_start, 0.125, window))
     # and it is attention: float64 softmax over the visible keys, to half precision
     i, h = n - 1, heads - 1
     pos = q_start + i

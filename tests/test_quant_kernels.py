@@ -32,6 +32,7 @@ from votive.formats.gguf import GGUFFile
 from votive.quant import kernel_build, kernels
 from votive.quant.codecs import FORMATS, VEC_DOT_TYPE, dequantize, quantize_activations, quantize_q8
 from votive.quant.kernels_ref import get_rows_ref, qmatmul_ref
+from votive.quant.llama_orders import llama_cpp_order_ref
 
 QUANT_TYPES = sorted(VEC_DOT_TYPE)  # 2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 10..14 Q2_K..Q6_K
 NAMES = {t: FORMATS[t].name for t in FORMATS}
@@ -208,50 +209,6 @@ def test_qmatmul_against_the_float_product(lib, rng, ggml_type):
     assert (np.abs(lib.qmatmul(w, ggml_type, x, 13, cols) - want) <= bound * (1 + 1e-9)).all()
 
 
-def llama_cpp_order_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, order: str) -> np.ndarray:
-    """x @ W.T for a K-quant W in one of llama.cpp's x86 summation orders (vt_order in csrc/vt_internal.h), in
-    numpy: the exact integer sums of every sub-block, then that order's float steps on float32 with fma32.
-
-    order: "repack" (q4_K_8x8 gemv: per 256-element block), "repack_4" (its gemm: per 64 elements) or "tiled"
-    (the tiled matmul: per block, sum * d less dmin * min sum, then times the activation's d, fused)."""
-    from votive.quant.kernels_ref import fma32
-
-    fmt = FORMATS[ggml_type]
-    rows, nb = blocks.shape[0], x.shape[1] // 256
-    b = blocks.view(fmt.layout).reshape(rows, nb)
-    q, scales, *mins = fmt.unpack(b.reshape(-1))  # q (rows * nb, S, L)
-    S, L = q.shape[1:]
-    q = q.astype(np.int64).reshape(rows, nb, S, L)
-    scales = scales.astype(np.int64).reshape(rows, nb, S)
-    act = quantize_q8(x, ggml_type).view(FORMATS[15].layout).reshape(x.shape[0], nb)
-    qa = act["qs"].astype(np.int64).reshape(-1, nb, S, L)  # (n, nb, S, L)
-    da = act["d"]  # (n, nb) float32
-    # per (activation, weight row, block, sub-block): scale * sum q * a, and min * sum a (exact integers)
-    dots = np.einsum("rbsl,nbsl->nrbs", q, qa) * scales[None]
-    d = b["d"].astype(np.float32)  # (rows, nb)
-    has_min = bool(mins)
-    if has_min:
-        min_terms = mins[0].astype(np.int64).reshape(rows, nb, S)[None] * qa.sum(axis=-1)[:, None]  # (n, rows, nb, S)
-        dmin = b["dmin"].astype(np.float32)
-    per = 4 if order == "repack_4" else 1  # float steps per block
-    isum = dots.reshape(*dots.shape[:3], per, -1).sum(axis=-1).astype(np.float32)  # (n, rows, nb, per)
-    if has_min:
-        imin = min_terms.reshape(*min_terms.shape[:3], per, -1).sum(axis=-1).astype(np.float32)
-    out = np.zeros((x.shape[0], rows), np.float32)
-    out_min = np.zeros_like(out)
-    for k in range(nb):
-        for j in range(per):
-            if order == "tiled":
-                r = isum[..., k, j] * d[None, :, k]
-                if has_min:
-                    r = fma32(-dmin[None, :, k], imin[..., k, j], r)
-                out = fma32(r, da[:, None, k], out)
-            else:
-                out = fma32(isum[..., k, j], d[None, :, k] * da[:, None, k], out)
-                out_min = fma32(imin[..., k, j], dmin[None, :, k] * da[:, None, k], out_min)
-    return out - out_min
-
-
 @pytest.mark.parametrize("ggml_type, rows, n, orders", [
     (12, 16, 1, ("repack",)),  # Q4_K of 8k rows: repacked by llama.cpp; one activation row: its gemv
     (12, 16, 3, ("repack",) * 3),  # three rows: gemv each
@@ -273,6 +230,14 @@ def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows
     got = lib.qmatmul(w, ggml_type, x, rows, cols)
     for i, order in enumerate(orders):
         np.testing.assert_array_equal(got[i], llama_cpp_order_ref(w, ggml_type, x, order)[i], err_msg=f"{order} {i}")
+
+
+def test_llama_orders_refuse_products_llama_cpp_sums_otherwise(rng):
+    x = rng.normal(0, 1, (2, 256)).astype(np.float32)
+    with pytest.raises(KernelError, match=r"GGML types \(12,\) in the 'repack' order, not of type 13"):
+        llama_cpp_order_ref(random_blocks(rng, 13, 8, 256), 13, x, "repack")  # llama.cpp repacks Q4_K only
+    with pytest.raises(KernelError, match=r"unknown order 'vec_dot' \(known: repack, repack_4, tiled\)"):
+        llama_cpp_order_ref(random_blocks(rng, 12, 8, 256), 12, x, "vec_dot")
 
 
 def test_one_and_two_threads_give_identical_bits(lib, rng):
@@ -471,6 +436,38 @@ def test_module_functions_use_c_or_fall_back_to_the_reference(monkeypatch, rng):
     np.testing.assert_array_equal(kernels.get_rows(w, 12, [5, 1], 256), dequantize(w[[5, 1]], 12))
     bound = 2 * (1 + 4) * U * magnitude(w, 12, x)
     assert (np.abs(with_library - qmatmul_ref(w, 12, x)) <= bound).all()
+
+
+def test_the_table_says_which_kernels_work_in_place(lib, rng):
+    x = rng.normal(0, 1, (3, 2, 8)).astype(np.float32)
+    k, v = np.zeros((1, 16, 8), np.float16), np.zeros((1, 8, 16), np.float16)
+    blocks = np.zeros((4, 34), np.uint8)  # Q8_0, 4 rows of 32
+    calls = {  # the first argument of each is what an in-place kernel returns
+        "gelu": (x.copy(),), "layer_norm": (x.copy(), None, None, 1e-5), "softmax": (x.copy(),),
+        "rms_norm": (x.copy(), None, 1e-5), "swiglu": (x.copy(), x), "rope_cache": (100.0, 8, 3),
+        "rope": (x.copy(), lib.rope_cache(100.0, 8, 3), False), "attention_f16": (x.copy(), k, v, 0, 0.5),
+        "qmatmul": (blocks, 8, np.zeros((2, 32), np.float32), 4, 32),
+        "get_rows": (blocks, 8, [1], 32), "quantize_rows": (np.zeros((2, 32), np.float32), 8),
+    }
+    assert set(calls) == set(kernels.OPS) - {"qmatmul_group"}  # that one runs behind matrix and group
+    for op, args in calls.items():
+        assert (getattr(lib, op)(*args) is args[0]) == kernels.OPS[op].in_place, op
+
+
+def test_decoder_rows_without_the_library_give_the_c_bits(lib, monkeypatch, rng):
+    x = rng.normal(0, 2, (5, 3, 64)).astype(np.float32)
+    w = rng.normal(1, 0.2, 64).astype(np.float32)
+    up = rng.normal(0, 1, x.shape).astype(np.float32)
+    table = lib.rope_cache(10000.0, 64, 5)
+    k = rng.normal(0, 1, (1, 64, 64)).astype(np.float16)
+    v = rng.normal(0, 1, (1, 64, 64)).astype(np.float16)
+    runs = []
+    for library in (lib, None):
+        monkeypatch.setattr(kernels, "_default", [library])
+        runs.append((kernels.rms_norm(x, w, 1e-6), kernels.swiglu(x.copy(), up), kernels.rope(x.copy(), table, True),
+                     kernels.attention_f16(x, k, v, 2, 0.125)))
+    for name, with_c, with_numpy in zip(("rms_norm", "swiglu", "rope", "attention_f16"), *runs):
+        np.testing.assert_array_equal(with_c, with_numpy, err_msg=name)
 
 
 def test_supports_lists_the_quantized_types(lib):

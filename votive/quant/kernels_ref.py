@@ -7,7 +7,8 @@ check their arguments: `votive.quant.kernels` does that before choosing a path.
 
 The quantized twins (`qmatmul_ref`, `get_rows_ref`) are built on `votive.quant.codecs`: activations quantized
 as ggml does, then its integer dot products; the C library's portable kernels agree with them bit for bit and
-its SIMD kernels to float32 rounding of the sum over blocks.
+its SIMD kernels to float32 rounding of the sum over blocks. The x86 kernels' K-quant products, which follow
+llama.cpp's x86 summation orders instead, are held bit for bit to `votive.quant.llama_orders`.
 """
 
 from __future__ import annotations
