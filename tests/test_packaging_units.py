@@ -788,7 +788,7 @@ def test_gpu_image_context(tmp_path):
     assert dockerfile.index("COPY task/") < dockerfile.index("votive.handlers.warm") < dockerfile.index("ENTRYPOINT")
     assert manifest["cuda_kernels"]["archs"] == ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90"]
     assert sorted(p.name for p in (tmp_path / "gpu/python/votive/quant/cusrc").iterdir()) == [
-        "attention.cu", "common.cuh", "ggml_blocks.cuh", "norm.cu", "quant.cu"]
+        "attention.cu", "common.cuh", "ggml_block_structs.cuh", "ggml_blocks.cuh", "norm.cu", "quant.cu"]
     assert set(manifest["runtime_layer"]["dependencies"]) == {
         "numpy", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
     assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False

@@ -17,8 +17,8 @@ At run time `CupyKernels` looks for the device's binary in $VOTIVE_CUDA_KERNELS,
 (binary compatible), else the PTX (which the driver compiles). Only when none exists, or none loads, are the
 kernels compiled in the process, with a warning, and the result kept in the user cache for the next start.
 
-This module imports only the standard library and votive's errors and NVRTC binding, so the build step runs in
-an image that has neither numpy nor a GPU; cupy is imported only by `CupyKernels`.
+This module imports only the standard library and votive's errors, GGML type table and NVRTC binding, so the
+build step runs in an image that has neither numpy nor a GPU; cupy is imported only by `CupyKernels`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from votive.errors import KernelError
+from votive.quant.ggml_types import ggml_type
 
 log = logging.getLogger("votive")
 
 SOURCE_DIR = Path(__file__).resolve().parent / "cusrc"
-HEADERS = ("common.cuh", "ggml_blocks.cuh")  # every module may include any of them: all go into every key
+# Every module may include any of them: all go into every key. ggml_block_structs.cuh is generated from the GGML
+# type table (csrc/gen_block_structs.py).
+HEADERS = ("common.cuh", "ggml_block_structs.cuh", "ggml_blocks.cuh")
 OPTIONS = ("--std=c++17", "-DNDEBUG")
 ENV_CACHE = "VOTIVE_CUDA_KERNELS"
 MANIFEST = "manifest.json"
@@ -50,9 +53,10 @@ MANIFEST_FORMAT = "votive-cuda-kernels/1"
 ARCHS = (75, 80, 86, 89, 90)
 PTX_ARCH = 75  # the oldest listed: PTX for it runs on every later GPU
 
-# GGML type id -> the suffix of its kernels in quant.cu (qmatvec_<suffix>, ...).
-QUANT_FORMATS = {0: "f32", 1: "f16", 30: "bf16", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "q8_0", 12: "q4_k",
-                 13: "q5_k", 14: "q6_k"}
+# The formats quant.cu implements (a Fmt struct each in ggml_blocks.cuh), as GGML type id -> the suffix of their
+# kernels (qmatvec_<suffix>, ...): the type's name in lower case. Ids come from the GGML type table.
+QUANT_FORMATS = {ggml_type(name).id: name.lower()
+                 for name in ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")}
 QUANT_KERNELS = ("qmatvec", "qmatmul", "qget_rows", "qdequant")
 
 

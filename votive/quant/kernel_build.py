@@ -36,7 +36,7 @@ SELFTEST_NAME = "votive-selftest"
 COMMON_SOURCES = ("threadpool.c", "dispatch.c")  # compiled once, for the baseline
 ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c", "decoder_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
 HEADERS = ("votive.h", "vt_internal.h", "simd.h", "quant_x86.h", "quant_x86_kernels.h", "quant_neon.h",
-           "quant_neon_kernels.h", "half.h")
+           "quant_neon_kernels.h", "half.h", "ggml_block_structs.h")
 # Flags for one source only. The quantized kernels must round exactly as ggml's reference C (no multiply-add
 # contracted into an FMA behind their back) and spell out their FMAs as intrinsics.
 SOURCE_FLAGS = {"quant_kernels.c": ("-ffp-contract=off",), "decoder_kernels.c": ("-ffp-contract=off", "-O3")}

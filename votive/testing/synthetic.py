@@ -22,23 +22,36 @@ from pathlib import Path
 
 import numpy as np
 
+from votive.errors import QuantError
 from votive.quant.ggml_types import ggml_type
 
-# GGML type name -> (byte offset in the block, value before scaling) of each half-float scale field. A value is
-# chosen so that a block's dequantized values center on zero (a min of about minus the mean quant), then all are
-# multiplied by one factor per tensor.
-SCALE_FIELDS = {
-    "Q4_0": ((0, 1.0),),
-    "Q4_1": ((0, 1.0), (2, -7.5)),
-    "Q5_0": ((0, 1.0),),
-    "Q5_1": ((0, 1.0), (2, -15.5)),
-    "Q8_0": ((0, 1.0),),
-    "Q2_K": ((80, 1.0), (82, 1.5)),  # x = d sc q - dmin m: dmin such that the mean of q (1.5) is taken off
-    "Q3_K": ((108, 1.0),),
-    "Q4_K": ((0, 1.0), (2, 7.5)),
-    "Q5_K": ((0, 1.0), (2, 15.5)),
-    "Q6_K": ((208, 1.0),),
+# GGML type name -> {half-float scale field: value before scaling}. A value is chosen so that a block's dequantized
+# values center on zero (a min of about minus the mean quant), then all are multiplied by one factor per tensor.
+_SCALE_VALUES = {
+    "Q4_0": {"d": 1.0},
+    "Q4_1": {"d": 1.0, "m": -7.5},
+    "Q5_0": {"d": 1.0},
+    "Q5_1": {"d": 1.0, "m": -15.5},
+    "Q8_0": {"d": 1.0},
+    "Q2_K": {"d": 1.0, "dmin": 1.5},  # x = d sc q - dmin m: dmin such that the mean of q (1.5) is taken off
+    "Q3_K": {"d": 1.0},
+    "Q4_K": {"d": 1.0, "dmin": 7.5},
+    "Q5_K": {"d": 1.0, "dmin": 15.5},
+    "Q6_K": {"d": 1.0},
 }
+
+
+def _half_offset(type_name: str, field_name: str) -> int:
+    """The byte offset of a half-float field in the type's block, from the GGML type table."""
+    f = ggml_type(type_name).field(field_name)
+    if f.type != "half" or f.count != 1:
+        raise QuantError(f"{type_name}.{field_name} is {f.count} {f.type}, not the one half float a scale is")
+    return f.offset
+
+
+# GGML type name -> (byte offset in the block, value before scaling) of each scale field.
+SCALE_FIELDS = {name: tuple((_half_offset(name, field), value) for field, value in values.items())
+                for name, values in _SCALE_VALUES.items()}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ggml_block_structs.h"
 #include "vt_internal.h"
 
 /* Kernel builds, best first. kernel_build.py compiles each with the matching flags (ISA_FLAGS there);
@@ -299,6 +300,7 @@ struct attention_job {
     int64_t heads, kv_heads, dims, q_start, capacity, window, n;
     float scale;
     int batched;
+    atomic_int out_of_memory; /* set by a part that could not allocate its buffer: its queries are not written */
 };
 
 /* Units u = (head h, query i), head-major, so that consecutive units share a KV head: its filled keys and values
@@ -308,8 +310,10 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
     const struct vt_decoder_kernels *dk = vt_decoder();
     const int64_t n = j->n, filled = j->q_start + n, span = attention_span(filled);
     float *buf = malloc(attention_buffer_bytes(j->dims, filled));
-    if (!buf)
-        return; /* vt_attention_f16 made sure it could allocate this before starting */
+    if (!buf) {
+        atomic_store(&j->out_of_memory, 1); /* vt_attention_f16 returns VT_ENOMEM */
+        return;
+    }
     /* scratch, keys (filled, dims), values (dims, span): V's rows padded with zeros to whole 64-key groups */
     float *scratch = buf, *kf = buf + j->dims + span, *vf = kf + filled * j->dims;
     int64_t loaded = -1;
@@ -336,33 +340,29 @@ VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const
     if (n < 0 || heads < 1 || kv_heads < 1 || heads % kv_heads || dims < 1 || q_start < 0 || window < 0 ||
         q_start + n > capacity || (n > 0 && (!out || !q || !k || !v)))
         return VT_EINVAL;
-    const int64_t filled = q_start + n;
-    void *probe = malloc(attention_buffer_bytes(dims, filled));
-    if (!probe)
-        return VT_ENOMEM;
-    free(probe);
-    struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, n > 1};
+    struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, n > 1, 0};
     vt_parallel_for(n * heads, n, attention_part, &job);
-    return VT_OK;
+    return atomic_load(&job.out_of_memory) ? VT_ENOMEM : VT_OK;
 }
 
 /* ---- quantized matrices ------------------------------------------------------------------------------ */
 
 /* The formats of ggml-common.h that the kernels read: elements and bytes per block, activation format. */
+#define BLOCKS_OF(format, act_type) {QK_##format, sizeof(block_##format), act_type}
 static const struct vt_format formats[] = {
-    [VT_F32] = {1, 4, 0},
-    [VT_F16] = {1, 2, 0},
-    [VT_BF16] = {1, 2, 0},
-    [VT_Q4_0] = {32, 18, VT_Q8_0},
-    [VT_Q4_1] = {32, 20, VT_Q8_1},
-    [VT_Q5_0] = {32, 22, VT_Q8_0},
-    [VT_Q5_1] = {32, 24, VT_Q8_1},
-    [VT_Q8_0] = {32, 34, VT_Q8_0},
-    [VT_Q2_K] = {256, 84, VT_Q8_K},
-    [VT_Q3_K] = {256, 110, VT_Q8_K},
-    [VT_Q4_K] = {256, 144, VT_Q8_K},
-    [VT_Q5_K] = {256, 176, VT_Q8_K},
-    [VT_Q6_K] = {256, 210, VT_Q8_K},
+    [VT_F32] = {1, sizeof(float), 0},
+    [VT_F16] = {1, sizeof(ggml_half), 0},
+    [VT_BF16] = {1, sizeof(uint16_t), 0},
+    [VT_Q4_0] = BLOCKS_OF(q4_0, VT_Q8_0),
+    [VT_Q4_1] = BLOCKS_OF(q4_1, VT_Q8_1),
+    [VT_Q5_0] = BLOCKS_OF(q5_0, VT_Q8_0),
+    [VT_Q5_1] = BLOCKS_OF(q5_1, VT_Q8_1),
+    [VT_Q8_0] = BLOCKS_OF(q8_0, VT_Q8_0),
+    [VT_Q2_K] = BLOCKS_OF(q2_K, VT_Q8_K),
+    [VT_Q3_K] = BLOCKS_OF(q3_K, VT_Q8_K),
+    [VT_Q4_K] = BLOCKS_OF(q4_K, VT_Q8_K),
+    [VT_Q5_K] = BLOCKS_OF(q5_K, VT_Q8_K),
+    [VT_Q6_K] = BLOCKS_OF(q6_K, VT_Q8_K),
 };
 static const struct vt_format unknown_format = {0, 0, 0};
 
@@ -579,7 +579,7 @@ static uint16_t half_bits(float f) {
 }
 
 VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols) {
-    int block = act_type == VT_Q8_K ? 256 : 32;
+    int block = act_type == VT_Q8_K ? QK_q8_K : act_type == VT_Q8_1 ? QK_q8_1 : QK_q8_0;
     if (act_type != VT_Q8_0 && act_type != VT_Q8_1 && act_type != VT_Q8_K)
         return VT_EUNSUPPORTED;
     if (rows < 0 || cols < 0 || cols % block != 0)
@@ -592,28 +592,26 @@ VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t row
     uint8_t *act = malloc((size_t)stride);
     if (!act)
         return VT_ENOMEM;
+    /* Each block is filled in as its struct, then copied out whole: `out` need not be aligned for the struct. */
     uint8_t *dst = out;
     for (int64_t r = 0; r < rows; r++) {
         vt_quant()->quantize_rows(act_type, x + r * cols, 1, cols, act, stride);
         const int8_t *q = (const int8_t *)act;
         const float *d = (const float *)(act + nb * block);
         for (int64_t b = 0; b < nb; b++) {
-            if (act_type == VT_Q8_K) { /* float d, 256 quants, 16 int16 sums */
-                memcpy(dst, &d[b], 4);
-                memcpy(dst + 4, q + b * 256, 256);
-                memcpy(dst + 260, (const int16_t *)(d + nb) + b * 16, 32);
-                dst += 292;
-            } else { /* half d, (Q8_1: half s,) 32 quants */
-                uint16_t h = half_bits(d[b]);
-                memcpy(dst, &h, 2);
-                dst += 2;
-                if (act_type == VT_Q8_1) {
-                    h = half_bits(d[nb + b]);
-                    memcpy(dst, &h, 2);
-                    dst += 2;
-                }
-                memcpy(dst, q + b * 32, 32);
-                dst += 32;
+            if (act_type == VT_Q8_K) { /* our layout has ggml's 16 sums per block after the scales */
+                block_q8_K blk = {.d = d[b]};
+                memcpy(blk.qs, q + b * QK_q8_K, sizeof blk.qs);
+                memcpy(blk.bsums, (const int16_t *)(d + nb) + b * 16, sizeof blk.bsums);
+                dst = (uint8_t *)memcpy(dst, &blk, sizeof blk) + sizeof blk;
+            } else if (act_type == VT_Q8_1) {
+                block_q8_1 blk = {.d = half_bits(d[b]), .s = half_bits(d[nb + b])};
+                memcpy(blk.qs, q + b * QK_q8_1, sizeof blk.qs);
+                dst = (uint8_t *)memcpy(dst, &blk, sizeof blk) + sizeof blk;
+            } else {
+                block_q8_0 blk = {.d = half_bits(d[b])};
+                memcpy(blk.qs, q + b * QK_q8_0, sizeof blk.qs);
+                dst = (uint8_t *)memcpy(dst, &blk, sizeof blk) + sizeof blk;
             }
         }
     }

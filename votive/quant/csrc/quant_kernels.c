@@ -27,9 +27,11 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "ggml_block_structs.h"
 #include "half.h"
 #include "simd.h"
 #include "vt_internal.h"
@@ -210,30 +212,36 @@ static inline void unpack_fifth_bits(const uint8_t *qh_bytes, int8_t *q) {
         q[j] = (int8_t)(q[j] + (((qh >> j) & 1) << 4)); /* bit j of qh is the fifth bit of element j */
 }
 
+/* unpack32 and the SIMD kernels read d at the start of any 32-element block, and Q4_1's and Q5_1's m alike. */
+_Static_assert(offsetof(block_q4_0, d) == 0 && offsetof(block_q4_1, d) == 0 && offsetof(block_q5_0, d) == 0 &&
+                   offsetof(block_q5_1, d) == 0 && offsetof(block_q8_0, d) == 0,
+               "every 32-element block starts with its d");
+_Static_assert(offsetof(block_q4_1, m) == offsetof(block_q5_1, m), "Q4_1 and Q5_1 keep m at the same byte");
+
 static inline void unpack32(int type, const uint8_t *b, struct block32 *u) {
     u->d = half_at(b);
     u->m = 0.0f;
     switch (type) {
-    case VT_Q4_0: /* d, 16 bytes of nibbles; q - 8 */
-        unpack_nibbles(b + 2, 8, u->q);
+    case VT_Q4_0: /* q - 8 */
+        unpack_nibbles(b + offsetof(block_q4_0, qs), 8, u->q);
         break;
-    case VT_Q4_1: /* d, m, nibbles */
-        u->m = half_at(b + 2);
-        unpack_nibbles(b + 4, 0, u->q);
+    case VT_Q4_1:
+        u->m = half_at(b + offsetof(block_q4_1, m));
+        unpack_nibbles(b + offsetof(block_q4_1, qs), 0, u->q);
         break;
-    case VT_Q5_0: /* d, qh, nibbles; q - 16 */
-        unpack_nibbles(b + 6, 0, u->q);
-        unpack_fifth_bits(b + 2, u->q);
+    case VT_Q5_0: /* q - 16 */
+        unpack_nibbles(b + offsetof(block_q5_0, qs), 0, u->q);
+        unpack_fifth_bits(b + offsetof(block_q5_0, qh), u->q);
         for (int j = 0; j < 32; j++)
             u->q[j] = (int8_t)(u->q[j] - 16);
         break;
-    case VT_Q5_1: /* d, m, qh, nibbles */
-        u->m = half_at(b + 2);
-        unpack_nibbles(b + 8, 0, u->q);
-        unpack_fifth_bits(b + 4, u->q);
+    case VT_Q5_1:
+        u->m = half_at(b + offsetof(block_q5_1, m));
+        unpack_nibbles(b + offsetof(block_q5_1, qs), 0, u->q);
+        unpack_fifth_bits(b + offsetof(block_q5_1, qh), u->q);
         break;
-    default: /* VT_Q8_0: d, 32 int8 */
-        memcpy(u->q, b + 2, 32);
+    default: /* VT_Q8_0 */
+        memcpy(u->q, b + offsetof(block_q8_0, qs), sizeof u->q);
     }
 }
 
@@ -272,42 +280,53 @@ static inline void scales_q3_K(const uint8_t *s, int16_t *sc) {
     }
 }
 
+/* Q4_K and Q5_K share their first fields, which the kernels read the same way for both. */
+_Static_assert(offsetof(block_q4_K, d) == offsetof(block_q5_K, d) &&
+                   offsetof(block_q4_K, dmin) == offsetof(block_q5_K, dmin) &&
+                   offsetof(block_q4_K, scales) == offsetof(block_q5_K, scales),
+               "Q4_K and Q5_K keep d, dmin and scales at the same bytes");
+
 static inline void unpack256(int type, const uint8_t *b, struct block256 *u) {
     switch (type) {
-    case VT_Q2_K: /* scales[16] (4-bit scale | 4-bit min << 4), qs[64], d, dmin */
+    case VT_Q2_K: { /* scales: 4-bit scale | 4-bit min << 4 */
+        const int scales = offsetof(block_q2_K, scales), qs = offsetof(block_q2_K, qs); /* ints, as the indices */
         for (int i = 0; i < 16; i++) {
-            u->sc[i] = b[i] & 0x0F;
-            u->mn[i] = b[i] >> 4;
+            u->sc[i] = b[scales + i] & 0x0F;
+            u->mn[i] = b[scales + i] >> 4;
         }
         for (int h = 0; h < 2; h++) /* element 128h + 32j + l: bits 2j..2j+1 of qs[32h + l] */
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++)
-                    u->q[128 * h + 32 * j + l] = (int8_t)((b[16 + 32 * h + l] >> (2 * j)) & 3);
-        u->d = half_at(b + 80);
-        u->dmin = half_at(b + 82);
+                    u->q[128 * h + 32 * j + l] = (int8_t)((b[qs + 32 * h + l] >> (2 * j)) & 3);
+        u->d = half_at(b + offsetof(block_q2_K, d));
+        u->dmin = half_at(b + offsetof(block_q2_K, dmin));
         u->has_min = 1;
         break;
-    case VT_Q3_K: /* hmask[32], qs[64], scales[12], d; q = 2 low bits - (high bit clear ? 4 : 0) */
-        scales_q3_K(b + 96, u->sc);
+    }
+    case VT_Q3_K: { /* q = 2 low bits - (high bit clear ? 4 : 0) */
+        const int hmask = offsetof(block_q3_K, hmask), qs = offsetof(block_q3_K, qs); /* ints, as the indices */
+        scales_q3_K(b + offsetof(block_q3_K, scales), u->sc);
         for (int h = 0; h < 2; h++)
             for (int j = 0; j < 4; j++)
                 for (int l = 0; l < 32; l++) {
-                    int low = (b[32 + 32 * h + l] >> (2 * j)) & 3;
-                    int high = (b[l] >> (4 * h + j)) & 1;
+                    int low = (b[qs + 32 * h + l] >> (2 * j)) & 3;
+                    int high = (b[hmask + l] >> (4 * h + j)) & 1;
                     u->q[128 * h + 32 * j + l] = (int8_t)(low - (high ? 0 : 4));
                 }
-        u->d = half_at(b + 108);
+        u->d = half_at(b + offsetof(block_q3_K, d));
         u->dmin = 0.0f;
         u->has_min = 0;
         break;
-    case VT_Q4_K: /* d, dmin, scales[12], qs[128]: 64 elements per 32 bytes, low nibbles first */
-    case VT_Q5_K: /* d, dmin, scales[12], qh[32], qs[128]: the fifth bit of sub-block j is bit j of qh */
-        u->d = half_at(b);
-        u->dmin = half_at(b + 2);
+    }
+    case VT_Q4_K: /* qs: 64 elements per 32 bytes, low nibbles first */
+    case VT_Q5_K: /* and qh: the fifth bit of sub-block j is bit j of qh */
+        u->d = half_at(b + offsetof(block_q4_K, d));
+        u->dmin = half_at(b + offsetof(block_q4_K, dmin));
         u->has_min = 1;
-        scale_min_k4(b + 4, u->sc, u->mn);
+        scale_min_k4(b + offsetof(block_q4_K, scales), u->sc, u->mn);
         {
-            const uint8_t *qs = b + (type == VT_Q4_K ? 16 : 48), *qh = b + 16;
+            const uint8_t *qs = b + (type == VT_Q4_K ? offsetof(block_q4_K, qs) : offsetof(block_q5_K, qs));
+            const uint8_t *qh = b + offsetof(block_q5_K, qh);
             for (int c = 0; c < 4; c++)
                 for (int l = 0; l < 32; l++) {
                     int lo = qs[32 * c + l] & 0x0F, hi = qs[32 * c + l] >> 4;
@@ -320,11 +339,12 @@ static inline void unpack256(int type, const uint8_t *b, struct block256 *u) {
                 }
         }
         break;
-    default: /* VT_Q6_K: ql[128], qh[64], scales[16] (int8), d; q = 4 low bits + 2 high bits - 32 */
+    default: { /* VT_Q6_K: q = 4 low bits + 2 high bits - 32 */
+        const int scales = offsetof(block_q6_K, scales); /* an int, as the index */
         for (int i = 0; i < 16; i++)
-            u->sc[i] = (int8_t)b[192 + i];
+            u->sc[i] = (int8_t)b[scales + i];
         for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            const uint8_t *ql = b + offsetof(block_q6_K, ql) + 64 * h, *qh = b + offsetof(block_q6_K, qh) + 32 * h;
             int8_t *q = u->q + 128 * h;
             for (int l = 0; l < 32; l++) {
                 q[l] = (int8_t)(((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
@@ -333,9 +353,10 @@ static inline void unpack256(int type, const uint8_t *b, struct block256 *u) {
                 q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
             }
         }
-        u->d = half_at(b + 208);
+        u->d = half_at(b + offsetof(block_q6_K, d));
         u->dmin = 0.0f;
         u->has_min = 0;
+    }
     }
 }
 

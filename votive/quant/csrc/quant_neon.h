@@ -55,10 +55,11 @@ struct neon_block256 {
 
 static inline void neon_unpack256(int type, const uint8_t *x, struct neon_block256 *u) {
     switch (type) {
-    case VT_Q2_K:
+    case VT_Q2_K: {
+        const uint8_t *scales = x + offsetof(block_q2_K, scales);
         for (int i = 0; i < 16; i++) {
-            u->sc[i] = x[i] & 0x0F;
-            u->mn[i] = x[i] >> 4;
+            u->sc[i] = scales[i] & 0x0F;
+            u->mn[i] = scales[i] >> 4;
         }
         for (int h = 0; h < 2; h++) {
             uint8x16_t v0 = vld1q_u8(x + 16 + 32 * h), v1 = vld1q_u8(x + 32 + 32 * h);
@@ -67,13 +68,15 @@ static inline void neon_unpack256(int type, const uint8_t *x, struct neon_block2
                 u->q[8 * h + 2 * j + 1] = neon_bits(v1, 2 * j, 3, 0);
             }
         }
-        u->d = half_at(x + 80);
-        u->dmin = half_at(x + 82);
+        u->d = half_at(x + offsetof(block_q2_K, d));
+        u->dmin = half_at(x + offsetof(block_q2_K, dmin));
         u->has_min = 1;
         break;
+    }
     case VT_Q3_K: {
-        scales_q3_K(x + 96, u->sc);
-        const uint8x16_t m0 = vld1q_u8(x), m1 = vld1q_u8(x + 16);
+        scales_q3_K(x + offsetof(block_q3_K, scales), u->sc);
+        const uint8_t *hmask = x + offsetof(block_q3_K, hmask);
+        const uint8x16_t m0 = vld1q_u8(hmask), m1 = vld1q_u8(hmask + 16);
         for (int h = 0; h < 2; h++) {
             uint8x16_t v0 = vld1q_u8(x + 32 + 32 * h), v1 = vld1q_u8(x + 48 + 32 * h);
             for (int j = 0; j < 4; j++) { /* 2 low bits + 4 * high bit - 4 */
@@ -83,19 +86,20 @@ static inline void neon_unpack256(int type, const uint8_t *x, struct neon_block2
                     vsubq_s8(vorrq_s8(neon_bits(v1, 2 * j, 3, 0), neon_bits(m1, 4 * h + j, 1, 2)), four);
             }
         }
-        u->d = half_at(x + 108);
+        u->d = half_at(x + offsetof(block_q3_K, d));
         u->dmin = 0.0f;
         u->has_min = 0;
         break;
     }
     case VT_Q4_K:
     case VT_Q5_K: {
-        u->d = half_at(x);
-        u->dmin = half_at(x + 2);
+        u->d = half_at(x + offsetof(block_q4_K, d));
+        u->dmin = half_at(x + offsetof(block_q4_K, dmin));
         u->has_min = 1;
-        scale_min_k4(x + 4, u->sc, u->mn);
-        const uint8_t *qs = x + (type == VT_Q4_K ? 16 : 48);
-        const uint8x16_t h0 = vld1q_u8(x + 16), h1 = vld1q_u8(x + 32);
+        scale_min_k4(x + offsetof(block_q4_K, scales), u->sc, u->mn);
+        const uint8_t *qs = x + (type == VT_Q4_K ? offsetof(block_q4_K, qs) : offsetof(block_q5_K, qs));
+        const uint8_t *qh = x + offsetof(block_q5_K, qh);
+        const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
         for (int c = 0; c < 4; c++) { /* sub-block 2c: low nibbles of 32 bytes, 2c + 1: their high nibbles */
             uint8x16_t v0 = vld1q_u8(qs + 32 * c), v1 = vld1q_u8(qs + 32 * c + 16);
             int8x16_t lo0 = neon_low4(v0), lo1 = neon_low4(v1), hi0 = neon_high4(v0), hi1 = neon_high4(v1);
@@ -113,8 +117,9 @@ static inline void neon_unpack256(int type, const uint8_t *x, struct neon_block2
         break;
     }
     default: { /* VT_Q6_K */
+        const int scales = offsetof(block_q6_K, scales); /* an int, as the index */
         for (int i = 0; i < 16; i++)
-            u->sc[i] = (int8_t)x[192 + i];
+            u->sc[i] = (int8_t)x[scales + i];
         const int8x16_t offset = vdupq_n_s8(32);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x + 64 * h, *qh = x + 128 + 32 * h;
@@ -128,7 +133,7 @@ static inline void neon_unpack256(int type, const uint8_t *x, struct neon_block2
                 q[6] = vsubq_s8(vorrq_s8(neon_high4(b), neon_bits(c, 6, 3, 4)), offset);
             }
         }
-        u->d = half_at(x + 208);
+        u->d = half_at(x + offsetof(block_q6_K, d));
         u->dmin = 0.0f;
         u->has_min = 0;
     }

@@ -13,42 +13,42 @@ VT_INLINE void NEON_NAME(neon_dot32)(const int type, const int T, int64_t nb, co
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
-        const float dx = half_at(x);
+        const float dx = half_at(x); /* every 32-element block starts with d */
         float mx = 0.0f;
         int8x16_t q0, q1; /* elements 0..15 and 16..31 */
         uint32_t qh;
         switch (type) {
         case VT_Q4_0: {
-            uint8x16_t v = vld1q_u8(x + 2);
+            uint8x16_t v = vld1q_u8(x + offsetof(block_q4_0, qs));
             q0 = vsubq_s8(neon_low4(v), vdupq_n_s8(8));
             q1 = vsubq_s8(neon_high4(v), vdupq_n_s8(8));
             break;
         }
         case VT_Q4_1: {
-            mx = half_at(x + 2);
-            uint8x16_t v = vld1q_u8(x + 4);
+            mx = half_at(x + offsetof(block_q4_1, m));
+            uint8x16_t v = vld1q_u8(x + offsetof(block_q4_1, qs));
             q0 = neon_low4(v);
             q1 = neon_high4(v);
             break;
         }
         case VT_Q5_0: {
-            memcpy(&qh, x + 2, sizeof qh);
-            uint8x16_t v = vld1q_u8(x + 6);
+            memcpy(&qh, x + offsetof(block_q5_0, qh), sizeof qh);
+            uint8x16_t v = vld1q_u8(x + offsetof(block_q5_0, qs));
             q0 = vsubq_s8(vorrq_s8(neon_low4(v), neon_fifth_bits(qh, 0)), vdupq_n_s8(16));
             q1 = vsubq_s8(vorrq_s8(neon_high4(v), neon_fifth_bits(qh, 16)), vdupq_n_s8(16));
             break;
         }
         case VT_Q5_1: {
-            mx = half_at(x + 2);
-            memcpy(&qh, x + 4, sizeof qh);
-            uint8x16_t v = vld1q_u8(x + 8);
+            mx = half_at(x + offsetof(block_q5_1, m));
+            memcpy(&qh, x + offsetof(block_q5_1, qh), sizeof qh);
+            uint8x16_t v = vld1q_u8(x + offsetof(block_q5_1, qs));
             q0 = vorrq_s8(neon_low4(v), neon_fifth_bits(qh, 0));
             q1 = vorrq_s8(neon_high4(v), neon_fifth_bits(qh, 16));
             break;
         }
         default: /* VT_Q8_0 */
-            q0 = vld1q_s8((const int8_t *)x + 2);
-            q1 = vld1q_s8((const int8_t *)x + 18);
+            q0 = vld1q_s8((const int8_t *)(x + offsetof(block_q8_0, qs)));
+            q1 = vld1q_s8((const int8_t *)(x + offsetof(block_q8_0, qs)) + 16);
         }
         for (int t = 0; t < T; t++) {
             const uint8_t *row = act + t * act_stride;

@@ -19,21 +19,27 @@
 VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
     switch (type) {
     case VT_Q4_0:
-        return _mm256_sub_epi8(x86_nibbles(x + 2), _mm256_set1_epi8(8));
+        return _mm256_sub_epi8(x86_nibbles(x + offsetof(block_q4_0, qs)), _mm256_set1_epi8(8));
     case VT_Q4_1:
-        return x86_nibbles(x + 4);
+        return x86_nibbles(x + offsetof(block_q4_1, qs));
     case VT_Q5_0: /* nibble | fifth bit << 4, minus 16 */
-        return _mm256_sub_epi8(x86_with_fifth_bits(x + 6, x + 2, 0x10, 0), _mm256_set1_epi8(16));
+        return _mm256_sub_epi8(
+            x86_with_fifth_bits(x + offsetof(block_q5_0, qs), x + offsetof(block_q5_0, qh), 0x10, 0),
+            _mm256_set1_epi8(16));
     case VT_Q5_1:
-        return x86_with_fifth_bits(x + 8, x + 4, 0x10, 0);
+        return x86_with_fifth_bits(x + offsetof(block_q5_1, qs), x + offsetof(block_q5_1, qh), 0x10, 0);
     default: /* VT_Q8_0 */
-        return x86_load(x + 2);
+        return x86_load(x + offsetof(block_q8_0, qs));
     }
 }
 
 VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride) {
-    const int bytes = type == VT_Q4_0 ? 18 : type == VT_Q4_1 ? 20 : type == VT_Q5_0 ? 22 : type == VT_Q5_1 ? 24 : 34;
+    const int bytes = (int)(type == VT_Q4_0   ? sizeof(block_q4_0)
+                            : type == VT_Q4_1 ? sizeof(block_q4_1)
+                            : type == VT_Q5_0 ? sizeof(block_q5_0)
+                            : type == VT_Q5_1 ? sizeof(block_q5_1)
+                                              : sizeof(block_q8_0));
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     __m256 acc[TILE];
     float summs[TILE];
@@ -45,7 +51,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0 = w + b0 * bytes;
-        const __m256 dx = x86_halves8(x0, bytes, count);
+        const __m256 dx = x86_halves8(x0, bytes, count); /* every 32-element block starts with d */
         __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
@@ -53,7 +59,8 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
             if (has_min) { /* m * s per block, summed in block order */
                 float ms[8];
-                _mm256_storeu_ps(ms, _mm256_mul_ps(x86_halves8(x0 + 2, bytes, count), x86_floats8(d + nb + b0, count)));
+                _mm256_storeu_ps(ms, _mm256_mul_ps(x86_halves8(x0 + offsetof(block_q4_1, m), bytes, count),
+                                                   x86_floats8(d + nb + b0, count)));
                 for (int k = 0; k < count; k++)
                     summs[t] += ms[k];
             }
@@ -89,7 +96,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; mins meet the activations' bsums. */
 VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride, const int order) {
-    const int bytes = type == VT_Q4_K ? 144 : 176;
+    const int bytes = (int)(type == VT_Q4_K ? sizeof(block_q4_K) : sizeof(block_q5_K));
     __m256 acc[TILE];
     float sum[TILE], min_sum[TILE]; /* the repack and tiled orders' floats */
     #pragma GCC unroll 8
@@ -100,9 +107,9 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
-        const float d = half_at(x), dmin = half_at(x + 2);
+        const float d = half_at(x + offsetof(block_q4_K, d)), dmin = half_at(x + offsetof(block_q4_K, dmin));
         uint32_t s[3];
-        memcpy(s, x + 4, sizeof s);
+        memcpy(s, x + offsetof(block_q4_K, scales), sizeof s);
         /* bytes 0..7: the scales, 8..15: the mins (get_scale_min_k4 on four at once) */
         const __m128i sm = _mm_setr_epi32((int)(s[0] & 0x3f3f3f3f),
                                           (int)((s[2] & 0x0f0f0f0f) | ((s[0] >> 2) & 0x30303030)),
@@ -119,8 +126,8 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
                 acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(msum[t]), acc[t]);
             sumi[t] = _mm256_setzero_si256();
         }
-        const uint8_t *qs = x + (type == VT_Q4_K ? 16 : 48);
-        const __m256i qh = type == VT_Q5_K ? x86_load(x + 16) : _mm256_setzero_si256();
+        const uint8_t *qs = x + (type == VT_Q4_K ? offsetof(block_q4_K, qs) : offsetof(block_q5_K, qs));
+        const __m256i qh = type == VT_Q5_K ? x86_load(x + offsetof(block_q5_K, qh)) : _mm256_setzero_si256();
         int32_t min_terms[TILE][8]; /* REPACK_4: sub-block j's min times its activations' sum */
         if (order == VT_ORDER_REPACK_4) {
             #pragma GCC unroll 8
@@ -174,7 +181,9 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
  * bsum is taken off; Q2_K's are unsigned with a min per sub-block. */
 VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                     int64_t act_stride, float *out, int64_t out_stride, const int order) {
-    const int bytes = type == VT_Q2_K ? 84 : type == VT_Q3_K ? 110 : 210;
+    const int bytes = (int)(type == VT_Q2_K   ? sizeof(block_q2_K)
+                            : type == VT_Q3_K ? sizeof(block_q3_K)
+                                              : sizeof(block_q6_K));
     __m256 acc[TILE];
     float sum[TILE]; /* the tiled order's float (Q3_K, Q6_K) */
     #pragma GCC unroll 8
@@ -189,9 +198,9 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
         __m128i scales8; /* the 16 sub-block scales as bytes */
         __m256i sumi[TILE];
         if (type == VT_Q2_K) { /* scales[16]: scale | min << 4 */
-            d = half_at(x + 80);
-            const float dmin = half_at(x + 82);
-            const __m128i packed = _mm_loadu_si128((const __m128i *)x);
+            d = half_at(x + offsetof(block_q2_K, d));
+            const float dmin = half_at(x + offsetof(block_q2_K, dmin));
+            const __m128i packed = _mm_loadu_si128((const __m128i *)(x + offsetof(block_q2_K, scales)));
             scales8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
             #pragma GCC unroll 8
@@ -205,9 +214,9 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
         } else {
             int offset;
             if (type == VT_Q3_K) { /* 12 bytes of 6-bit scales, unpacked as scales_q3_K does */
-                d = half_at(x + 108);
+                d = half_at(x + offsetof(block_q3_K, d));
                 uint32_t s[3];
-                memcpy(s, x + 96, sizeof s);
+                memcpy(s, x + offsetof(block_q3_K, scales), sizeof s);
                 const uint32_t k2 = 0x0f0f0f0f, k1 = 0x03030303;
                 scales8 = _mm_sub_epi8(_mm_setr_epi32((int)((s[0] & k2) | ((s[2] & k1) << 4)),
                                                       (int)((s[1] & k2) | (((s[2] >> 2) & k1) << 4)),
@@ -216,8 +225,8 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                                        _mm_set1_epi8(32));
                 offset = 2; /* log2(4) */
             } else { /* Q6_K: int8 scales[16] */
-                d = half_at(x + 208);
-                scales8 = _mm_loadu_si128((const __m128i *)(x + 192));
+                d = half_at(x + offsetof(block_q6_K, d));
+                scales8 = _mm_loadu_si128((const __m128i *)(x + offsetof(block_q6_K, scales)));
                 offset = 5; /* log2(32) */
             }
             const __m256i scales16 = _mm256_cvtepi8_epi16(scales8);
@@ -228,7 +237,7 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                 sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), corr);
             }
         }
-        const __m256i hmask = type == VT_Q3_K ? x86_load(x) : _mm256_setzero_si256();
+        const __m256i hmask = type == VT_Q3_K ? x86_load(x + offsetof(block_q3_K, hmask)) : _mm256_setzero_si256();
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) { /* elements 128h .. 128h + 127 */
             __m256i q[4];

@@ -111,7 +111,8 @@ VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, in
  * cache: k (kv_heads, capacity, dims), v transposed (kv_heads, dims, capacity), positions 0 .. q_start + n - 1
  * filled. Query i sees keys max(0, pos + 1 - window) .. pos (window 0: all). Scores are (q . k) * scale; out
  * (n, heads, dims). Query head h reads kv head h / (heads / kv_heads). A batch (n > 1) sums products in the
- * order of ggml's tiled GEMM, a single query in that of ggml_vec_dot_f16, as llama.cpp does. */
+ * order of ggml's tiled GEMM, a single query in that of ggml_vec_dot_f16, as llama.cpp does. VT_ENOMEM when a
+ * thread's scratch buffer (about 8 * (q_start + n) * dims bytes) cannot be allocated: out is then partly written. */
 VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,
                             int64_t heads, int64_t kv_heads, int64_t dims, int64_t q_start, int64_t capacity,
                             int64_t window, float scale);

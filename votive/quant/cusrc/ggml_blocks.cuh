@@ -1,17 +1,21 @@
 // GGML's storage formats as the GPU reads them: for each, the block geometry and `deq8`, which widens eight
 // consecutive elements of one block to float32.
 //
-// Layouts are ggml-common.h's block structs (ggml-org/llama.cpp), the same ones votive/quant/codecs/*.py
-// decodes in numpy: those numpy dequantizers are the twins these are tested against, and the float arithmetic
-// below follows theirs ((d * sc) * q - dmin * m for the k-quants) so that the two agree to the last bit when
-// the compiler does not fuse multiply-adds. Every kernel in quant.cu is written once over this interface:
+// Layouts are ggml-common.h's block structs (ggml-org/llama.cpp), generated with their asserted sizes from
+// votive/quant/ggml_types.py into ggml_block_structs.cuh, whose comments give each field's bytes; QK and BYTES
+// below come from there. votive/quant/codecs/*.py decodes the same blocks in numpy: those numpy dequantizers are
+// the twins these are tested against, and the float arithmetic below follows theirs ((d * sc) * q - dmin * m for
+// the k-quants) so that the two agree to the last bit when the compiler does not fuse multiply-adds. Every
+// kernel in quant.cu is written once over this interface:
 //
 //     QK      elements per block          BYTES   bytes per block
 //     deq8(block, g, v)                    v[0..7] = elements 8g .. 8g+7 of the block, 0 <= g < QK / 8
 //
-// Plain float types are "blocks" of 8 elements, so they run through the same kernels.
+// Plain float types are "blocks" of 8 elements, so they run through the same kernels. The field offsets in deq8
+// are written out: NVRTC has no offsetof.
 #pragma once
 #include "common.cuh"
+#include "ggml_block_structs.cuh"
 
 struct FmtF32 {
     static const int QK = 8, BYTES = 32;
@@ -39,7 +43,7 @@ struct FmtBF16 {
 
 // Q4_0 {half d; u8 qs[16]}: element j < 16 is the low nibble of qs[j], element j + 16 its high nibble; x = (q - 8) d.
 struct FmtQ4_0 {
-    static const int QK = 32, BYTES = 18;
+    static const int QK = QK_q4_0, BYTES = sizeof(block_q4_0);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const float d = load_half(b);
         const u8* qs = b + 2 + 8 * (g & 1);
@@ -51,7 +55,7 @@ struct FmtQ4_0 {
 
 // Q4_1 {half d, m; u8 qs[16]}: nibbles as Q4_0; x = q d + m.
 struct FmtQ4_1 {
-    static const int QK = 32, BYTES = 20;
+    static const int QK = QK_q4_1, BYTES = sizeof(block_q4_1);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const float d = load_half(b), m = load_half(b + 2);
         const u8* qs = b + 4 + 8 * (g & 1);
@@ -63,7 +67,7 @@ struct FmtQ4_1 {
 
 // Q5_0 {half d; u32 qh; u8 qs[16]}: nibbles as Q4_0, bit j of qh is element j's fifth bit; x = (q - 16) d.
 struct FmtQ5_0 {
-    static const int QK = 32, BYTES = 22;
+    static const int QK = QK_q5_0, BYTES = sizeof(block_q5_0);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const float d = load_half(b);
         const u32 qh = load_u32(b + 2) >> (8 * g);  // bits of elements 8g .. 8g+7
@@ -79,7 +83,7 @@ struct FmtQ5_0 {
 
 // Q5_1 {half d, m; u32 qh; u8 qs[16]}: as Q5_0 with x = q d + m.
 struct FmtQ5_1 {
-    static const int QK = 32, BYTES = 24;
+    static const int QK = QK_q5_1, BYTES = sizeof(block_q5_1);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const float d = load_half(b), m = load_half(b + 2);
         const u32 qh = load_u32(b + 4) >> (8 * g);
@@ -95,7 +99,7 @@ struct FmtQ5_1 {
 
 // Q8_0 {half d; i8 qs[32]}: x = q d.
 struct FmtQ8_0 {
-    static const int QK = 32, BYTES = 34;
+    static const int QK = QK_q8_0, BYTES = sizeof(block_q8_0);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const float d = load_half(b);
         const i8* qs = (const i8*)(b + 2 + 8 * g);
@@ -118,7 +122,7 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* s, int* sc, int* m
 // Q4_K {half d, dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks of 32. Sub-blocks 2p and 2p+1 share bytes
 // qs[32p .. 32p+31], low and high nibbles. x = (d sc) q - (dmin m).
 struct FmtQ4_K {
-    static const int QK = 256, BYTES = 144;
+    static const int QK = QK_q4_K, BYTES = sizeof(block_q4_K);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const int sub = g / 4;  // 32-element sub-block
         int sc, m;
@@ -134,7 +138,7 @@ struct FmtQ4_K {
 // Q5_K {half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: Q4_K's nibbles plus a fifth bit, bit `sub` of
 // qh[l] for element l of sub-block `sub`.
 struct FmtQ5_K {
-    static const int QK = 256, BYTES = 176;
+    static const int QK = QK_q5_K, BYTES = sizeof(block_q5_K);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const int sub = g / 4, l0 = 8 * (g % 4);
         int sc, m;
@@ -155,7 +159,7 @@ struct FmtQ5_K {
 // l < 32) takes 4 low bits from ql[64h + l + 32 (p & 1)] (low nibble for p < 2, high for p >= 2) and 2 high
 // bits from qh[32h + l] at bit 2p; x = (d sc) (q - 32).
 struct FmtQ6_K {
-    static const int QK = 256, BYTES = 210;
+    static const int QK = QK_q6_K, BYTES = sizeof(block_q6_K);
     static __device__ __forceinline__ void deq8(const u8* b, int g, float* v) {
         const int e0 = 8 * g, h = e0 / 128, p = (e0 % 128) / 32, l0 = e0 % 32;
         const float dl = load_half(b + 208) * (float)((const i8*)(b + 192))[e0 / 16];
