@@ -194,12 +194,16 @@ class CudaOps:
         self._run_items(kernel, gate.size, gate, up, _i64(gate.size))
         return gate
 
-    def rope_table(self, base: float, head_dim: int, n_positions: int):
-        """The CPU backend's table (n_positions, head_dim), cos and sin interleaved, copied to the device once:
-        both backends rotate by the very same angles."""
+    def rope_table(self, base: float, head_dim: int, n_positions: int, *, freq_scale: float = 1.0,
+                   freq_factors=None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+                   corr_dims: tuple[float, float] = (0.0, 0.0)):
+        """The CPU backend's table (n_positions, head_dim), cos and sin interleaved, with the same scaling
+        (OpSet.rope_table), copied to the device once: both backends rotate by the very same angles."""
         from votive.backends import numpy_backend
 
-        return self.xp.asarray(numpy_backend.rope_table(base, head_dim, n_positions))
+        return self.xp.asarray(numpy_backend.rope_table(
+            base, head_dim, n_positions, freq_scale=freq_scale, freq_factors=freq_factors, ext_factor=ext_factor,
+            attn_factor=attn_factor, corr_dims=corr_dims))
 
     def rope(self, x, table, neox: bool):
         """Rotate x (n, heads, head_dim) in place by its positions' table rows (n, head_dim); returns x."""

@@ -141,9 +141,13 @@ def geglu(gate, up):
     return out
 
 
-def rope_table(base: float, head_dim: int, n_positions: int):
-    """RoPE's (n_positions, head_dim) table, cos and sin interleaved, angles as ggml steps them: once per model."""
-    return kernels.rope_cache(base, head_dim, n_positions)
+def rope_table(base: float, head_dim: int, n_positions: int, *, freq_scale: float = 1.0,
+               freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+               corr_dims: tuple[float, float] = (0.0, 0.0)):
+    """RoPE's (n_positions, head_dim) table, cos and sin interleaved, as ggml_rope_cache_init makes it with the
+    given scaling (OpSet.rope_table): once per model."""
+    return kernels.rope_cache(base, head_dim, n_positions, 0, freq_scale, freq_factors, ext_factor, attn_factor,
+                              corr_dims)
 
 
 def rope(x, table, neox: bool):

@@ -157,10 +157,14 @@ class OpSet(Protocol):
         shape -> (n, F) float32. May write into gate."""
         ...
 
-    def rope_table(self, base: float, head_dim: int, n_positions: int) -> Array:
+    def rope_table(self, base: float, head_dim: int, n_positions: int, *, freq_scale: float = 1.0,
+                   freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+                   corr_dims: tuple[float, float] = (0.0, 0.0)) -> Array:
         """RoPE's angles for positions 0 .. n_positions-1: (n_positions, head_dim) float32, cos and sin of each
-        rotated pair interleaved, computed as ggml steps them (the GPU's is the CPU's, copied). Made once per
-        model."""
+        rotated pair interleaved, computed as ggml_rope_cache_init does (the GPU's is the CPU's, copied). Made
+        once per model. The keywords are ggml's scaling, their defaults plain RoPE: freq_scale (1 / linear or
+        YaRN factor), freq_factors ((head_dim / 2,) float32 divisors of each pair's angle: Llama 3's
+        rope_freqs), ext_factor, attn_factor and corr_dims (YaRN); votive.models.rope_scaling reads them."""
         ...
 
     def rope(self, x: Array, table: Array, neox: bool) -> Array:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from votive.errors import ModelConfigError
 
-# Tensors a file may hold that no table claims. rope_freqs.weight: the per-dimension RoPE frequency factors that
-# llama.cpp's converter writes for Llama 3.1-style rope scaling; our RoPE tables do not read it.
+# Tensors a file may hold that no weight table claims because another reader does: rope_freqs.weight, the RoPE
+# frequency factors llama.cpp's converter writes for Llama 3.1-style scaling, which votive.models.rope_scaling
+# reads into the RoPE table (and refuses for architectures llama.cpp does not give them to).
 UNCLAIMED_OK = frozenset({"rope_freqs.weight"})
 
 

@@ -95,7 +95,8 @@ class Gemma3Model(LlamaModel):
 
     def __init__(self, ops, cfg: Config, weights: dict, layers: list[dict], tokenizer, n_ctx: int, model_id: str):
         super().__init__(ops, cfg, weights, layers, tokenizer, n_ctx, model_id)
-        # Sliding-window layers rotate with their own base (cfg.rope_base_local); self.rope serves global ones.
+        # Sliding-window layers rotate with their own base (cfg.rope_base_local), unscaled (llama.cpp's Gemma 3
+        # hparams: rope_freq_scale_train_swa = 1); self.rope, with the file's scaling (cfg.rope), serves global ones.
         self.rope_local = ops.rope_table(cfg.rope_base_local, cfg.head_dim, self.n_ctx)  # (n_ctx, head_dim)
 
     def attention(self, i: int, x, cache, start: int):

@@ -260,8 +260,20 @@ def swiglu_args(gate, up, for_c: bool):
     return gate, like("swiglu", "up", up, gate.shape)
 
 
-def rope_cache_args(base, dims, n_positions, first, for_c: bool):
-    return number("rope_cache", "base", base), dims, n_positions, first
+def rope_cache_args(base, dims, n_positions, first, freq_scale, freq_factors, ext_factor, attn_factor, corr_dims,
+                    for_c: bool):
+    """ggml_rope_cache_init's arguments: a finite base, freq_scale > 0, freq_factors None or (dims / 2,) floats,
+    finite ext_factor and attn_factor, and two corr_dims."""
+    freq_scale = number("rope_cache", "freq_scale", freq_scale)
+    if not freq_scale > 0:
+        raise KernelError(f"rope_cache: freq_scale must be > 0, found {freq_scale}")
+    if freq_factors is not None:
+        freq_factors = like("rope_cache", "freq_factors", freq_factors, (dims // 2,))
+    if len(corr_dims) != 2:
+        raise KernelError(f"rope_cache: corr_dims must be (low, high), found {corr_dims!r}")
+    return (number("rope_cache", "base", base), dims, n_positions, first, freq_scale, freq_factors,
+            number("rope_cache", "ext_factor", ext_factor), number("rope_cache", "attn_factor", attn_factor),
+            tuple(number("rope_cache", "corr_dims", c) for c in corr_dims))
 
 
 def rope_args(x, cache, neox, for_c: bool):

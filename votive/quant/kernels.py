@@ -69,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 3  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 4  # VT_ABI_VERSION in csrc/votive.h
 
 PTR, I64, FLOAT, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int  # C parameter types
 
@@ -106,7 +106,9 @@ OPS: dict[str, KernelOp] = {
         "vt_swiglu", (("out", PTR), ("gate", PTR), ("up", PTR), ("rows", I64), ("cols", I64)),
         kernels_ref.swiglu_ref, kernel_args.swiglu_args, in_place=True),  # out is gate; the twin makes a new one
     "rope_cache": KernelOp(
-        "vt_rope_cache", (("cache", PTR), ("first", I64), ("n_pos", I64), ("dims", I64), ("base", FLOAT)),
+        "vt_rope_cache", (("cache", PTR), ("first", I64), ("n_pos", I64), ("dims", I64), ("base", FLOAT),
+                          ("freq_scale", FLOAT), ("freq_factors", PTR), ("ext_factor", FLOAT), ("attn_factor", FLOAT),
+                          ("corr_low", FLOAT), ("corr_high", FLOAT)),
         kernels_ref.rope_cache_ref, kernel_args.rope_cache_args, in_place=False),
     "rope": KernelOp(
         "vt_rope", (("x", PTR), ("cache", PTR), ("rows", I64), ("heads", I64), ("dims", I64), ("neox", INT)),
@@ -230,10 +232,17 @@ class KernelLibrary(LibrarySettings):
         cols = gate.shape[-1] if gate.ndim else 1
         return self._run("swiglu", gate, gate, up, gate.size // max(cols, 1), cols)
 
-    def rope_cache(self, base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
-        """(n_positions, dims) float32: cos and sin interleaved, of positions first.. (see vt_rope_cache)."""
-        base, dims, n_positions, first = OPS["rope_cache"].checks(base, dims, n_positions, first, for_c=True)
-        return self._run("rope_cache", np.empty((n_positions, dims), np.float32), first, n_positions, dims, base)
+    def rope_cache(self, base: float, dims: int, n_positions: int, first: int = 0, freq_scale: float = 1.0,
+                   freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+                   corr_dims: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        """(n_positions, dims) float32: cos and sin interleaved, of positions first.., as ggml_rope_cache_init makes
+        them (see vt_rope_cache). The defaults are plain RoPE; freq_factors is (dims / 2,) (Llama 3's rope_freqs),
+        freq_scale 1 / the linear or YaRN factor, ext_factor, attn_factor and corr_dims YaRN's."""
+        base, dims, n_positions, first, freq_scale, freq_factors, ext_factor, attn_factor, corr_dims = OPS[
+            "rope_cache"].checks(base, dims, n_positions, first, freq_scale, freq_factors, ext_factor, attn_factor,
+                                 corr_dims, for_c=True)
+        return self._run("rope_cache", np.empty((n_positions, dims), np.float32), first, n_positions, dims, base,
+                         freq_scale, freq_factors, ext_factor, attn_factor, *corr_dims)
 
     def rope(self, x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:
         """Rotate x (n, heads, dims) in place by cache rows (n, dims) from rope_cache; returns x."""
@@ -394,9 +403,13 @@ def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return _c_or_twin("swiglu", (gate, up), written=(gate,))
 
 
-def rope_cache(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
-    """(n_positions, dims) interleaved cos, sin table of RoPE: C (libm's cosf/sinf), else `rope_cache_ref`."""
-    return _c_or_twin("rope_cache", (base, dims, n_positions, first))
+def rope_cache(base: float, dims: int, n_positions: int, first: int = 0, freq_scale: float = 1.0,
+               freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+               corr_dims: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """(n_positions, dims) interleaved cos, sin table of RoPE as ggml_rope_cache_init makes it: C, else
+    `rope_cache_ref` (both with libm's cosf/sinf). See KernelLibrary.rope_cache."""
+    return _c_or_twin("rope_cache", (base, dims, n_positions, first, freq_scale, freq_factors, ext_factor,
+                                     attn_factor, corr_dims))
 
 
 def rope(x: np.ndarray, cache: np.ndarray, neox: bool) -> np.ndarray:

@@ -13,6 +13,9 @@ llama.cpp's x86 summation orders instead, are held bit for bit to `votive.quant.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numpy as np
 
 # Q(a) = P(Z > a) = t exp(P(t) - a^2 / 2), t = 1 / (1 + 0.33 a): the fit from csrc/fit_normal_tail.py, also
@@ -189,15 +192,66 @@ def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return (gate / (np.float32(1) + e)) * up
 
 
-def rope_cache_ref(base: float, dims: int, n_positions: int, first: int = 0) -> np.ndarray:
-    """(n_positions, dims): cos, sin interleaved; angles from ggml's float recurrence theta *= base^(-2/dims).
-    cos and sin are correctly rounded here; libm's cosf/sinf (the C kernel's) may differ by one rounding."""
-    theta_scale = np.float32(np.float64(np.float32(base)) ** np.float64(np.float32(-2.0) / np.float32(dims)))
+def _libm_float_functions() -> dict:
+    """libm's float cosf, sinf, powf and logf through ctypes, the functions ggml (and the C kernel) call: glibc's
+    are not all correctly rounded, so a twin computing them in double would differ from ggml by an ulp at times.
+    Without a C libm (not a glibc or musl system), numpy's correctly rounded double results, rounded to float32."""
+    path = ctypes.util.find_library("m")
+    if path is None:
+        return {}
+    libm = ctypes.CDLL(path)
+    funcs = {}
+    for name, n_args in (("cosf", 1), ("sinf", 1), ("logf", 1), ("powf", 2)):
+        f = getattr(libm, name)
+        f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float] * n_args
+        funcs[name] = f
+    return funcs
+
+
+_LIBM = _libm_float_functions()
+_NUMPY_LIBM = {"cosf": np.cos, "sinf": np.sin, "logf": np.log, "powf": np.power}
+
+
+def libm_f32(name: str, *args) -> np.ndarray:
+    """libm's float `name` (cosf, sinf, logf, powf) elementwise on float32 arrays or scalars."""
+    args = np.broadcast_arrays(*(np.asarray(a, np.float32) for a in args))
+    if name in _LIBM:
+        f = _LIBM[name]
+        flat = [a.ravel().tolist() for a in args]
+        return np.array([f(*v) for v in zip(*flat)], np.float32).reshape(args[0].shape)
+    return _NUMPY_LIBM[name](*(a.astype(np.float64) for a in args)).astype(np.float32)
+
+
+def rope_yarn_ramp_ref(low: float, high: float, i0: int) -> np.float32:
+    """ggml-cpu ops.cpp rope_yarn_ramp: 1 - clamp((i0 / 2 - low) / max(0.001, high - low), 0, 1), i0 / 2 an
+    integer division, the rest float32."""
+    low, high = np.float32(low), np.float32(high)
+    r = (np.float32(i0 // 2) - low) / max(np.float32(0.001), np.float32(high - low))
+    return np.float32(1) - min(np.float32(1), max(np.float32(0), r))
+
+
+def rope_cache_ref(base: float, dims: int, n_positions: int, first: int = 0, freq_scale: float = 1.0,
+                   freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
+                   corr_dims: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """(n_positions, dims): cos, sin interleaved, as ggml_rope_cache_init with rope_yarn makes them (the C
+    kernel's comment gives the formulas). A loop over pairs, each vectorized over positions; libm's cosf, sinf,
+    powf and logf (`libm_f32`), and fmaf where ggml's build fuses (fma32)."""
+    f32 = np.float32
+    theta_scale = libm_f32("powf", base, f32(-2.0) / f32(dims))[()]
+    freq_scale, ext_factor = f32(freq_scale), f32(ext_factor)
+    mscale = f32(attn_factor)
+    if ext_factor != 0:
+        mscale = mscale * fma32(f32(0.1), libm_f32("logf", f32(1) / freq_scale), f32(1))[()]
     theta = np.arange(first, first + n_positions, dtype=np.float32)  # (n,)
     out = np.empty((n_positions, dims), np.float32)
     for i in range(0, dims, 2):
-        out[:, i] = np.cos(theta.astype(np.float64))
-        out[:, i + 1] = np.sin(theta.astype(np.float64))
+        extrap = theta / (f32(freq_factors[i // 2]) if freq_factors is not None else f32(1))  # (n,)
+        t = freq_scale * extrap  # (n,) interpolated angle
+        if ext_factor != 0:
+            ramp_mix = rope_yarn_ramp_ref(corr_dims[0], corr_dims[1], i) * ext_factor
+            t = fma32(t, f32(1) - ramp_mix, extrap * ramp_mix)
+        out[:, i] = libm_f32("cosf", t) * mscale
+        out[:, i + 1] = libm_f32("sinf", t) * mscale
         theta = theta * theta_scale
     return out
 

@@ -82,16 +82,45 @@ static void rms_norm_rows(float *out, const float *x, const float *weight, int64
 
 /* ---- RoPE --------------------------------------------------------------------------------------------------- */
 
-/* cache[p][2i], cache[p][2i + 1] = cos, sin of position (first + p) times base^(-2i / dims), the angle stepped
- * by float multiplication as ggml_rope_cache_init does. */
-static void rope_cache_rows(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base) {
+/* ggml-cpu ops.cpp rope_yarn_ramp: 1 below corr_low, 0 above corr_high, linear between, in pair index i0 / 2
+ * (an integer division, as ggml's `const int i0` makes it). */
+static float rope_yarn_ramp(const float low, const float high, const int64_t i0) {
+    const float y = (float)(i0 / 2) - low;
+    const float r = y / (high - low > 0.001f ? high - low : 0.001f);
+    return 1.0f - (r < 0.0f ? 0.0f : (r > 1.0f ? 1.0f : r));
+}
+
+/* cache[p][i0], cache[p][i0 + 1] = cos, sin of position (first + p), as ggml-cpu ops.cpp ggml_rope_cache_init and
+ * rope_yarn compute them (ggml-org/llama.cpp, the CPU path that llama-cpp-python 0.3.36 runs):
+ *   theta      = pos * base^(-2/dims)^(i0/2), stepped by float multiplication (theta *= theta_scale)
+ *   extrap     = theta / freq_factors[i0/2]           (Llama 3's rope_freqs; NULL: 1)
+ *   interp     = freq_scale * extrap                  (linear scaling: 1 / rope.scaling.factor)
+ *   ext_factor != 0 (YaRN): theta = interp * (1 - ramp) + extrap * ramp, ramp = rope_yarn_ramp * ext_factor,
+ *                           mscale = attn_factor * (1 + 0.1 * logf(1 / freq_scale))
+ *   cos, sin   = cosf(theta) * mscale, sinf(theta) * mscale
+ * ggml builds ops.cpp with GCC's default -ffp-contract=fast; the two sums of products there become fused
+ * multiply-adds of the first product (as in rope_rows below), so they are explicit fmaf here. With freq_scale 1,
+ * no factors, ext_factor 0 and attn_factor 1 every step is exact and the table is the plain one. */
+static void rope_cache_rows(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base, float freq_scale,
+                            const float *freq_factors, float ext_factor, float attn_factor, float corr_low,
+                            float corr_high) {
     const float theta_scale = powf(base, -2.0f / (float)dims);
+    float mscale = attn_factor;
+    if (ext_factor != 0.0f)
+        mscale *= fmaf(0.1f, logf(1.0f / freq_scale), 1.0f);
     for (int64_t p = 0; p < n_pos; p++) {
         float theta = (float)(first + p);
         float *c = cache + p * dims;
         for (int64_t i = 0; i < dims; i += 2) {
-            c[i] = cosf(theta);
-            c[i + 1] = sinf(theta);
+            const float extrap = theta / (freq_factors ? freq_factors[i / 2] : 1.0f);
+            const float interp = freq_scale * extrap;
+            float t = interp;
+            if (ext_factor != 0.0f) {
+                const float ramp_mix = rope_yarn_ramp(corr_low, corr_high, i) * ext_factor;
+                t = fmaf(interp, 1.0f - ramp_mix, extrap * ramp_mix);
+            }
+            c[i] = cosf(t) * mscale;
+            c[i + 1] = sinf(t) * mscale;
             theta *= theta_scale;
         }
     }

@@ -263,10 +263,15 @@ VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t row
     return VT_OK;
 }
 
-VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base) {
-    if (first < 0 || n_pos < 0 || dims < 2 || dims % 2 || !(base > 0.0f) || (n_pos > 0 && !cache))
+VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base, float freq_scale,
+                         const float *freq_factors, float ext_factor, float attn_factor, float corr_low,
+                         float corr_high) {
+    if (first < 0 || n_pos < 0 || dims < 2 || dims % 2 || !(base > 0.0f) || !(freq_scale > 0.0f) ||
+        !__builtin_isfinite(ext_factor) || !__builtin_isfinite(attn_factor) || !__builtin_isfinite(corr_low) ||
+        !__builtin_isfinite(corr_high) || (n_pos > 0 && !cache))
         return VT_EINVAL;
-    vt_decoder()->rope_cache_rows(cache, first, n_pos, dims, base);
+    vt_decoder()->rope_cache_rows(cache, first, n_pos, dims, base, freq_scale, freq_factors, ext_factor, attn_factor,
+                                  corr_low, corr_high);
     return VT_OK;
 }
 

@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 3
+#define VT_ABI_VERSION 4
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -101,8 +101,13 @@ VT_API int vt_rms_norm(float *out, const float *x, const float *weight, int64_t 
 /* out = silu(gate) * up elementwise over rows of cols (SwiGLU), with ggml's exp. out may be gate or up. */
 VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
 
-/* cache[p * dims + 2i], [.. + 2i + 1] = cos, sin of (first + p) * base^(-2i / dims) for p < n_pos. */
-VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base);
+/* cache[p * dims + 2i], [.. + 2i + 1] = cos, sin of position first + p for p < n_pos, as ggml_rope_cache_init
+ * makes them: angle (first + p) * base^(-2i / dims) / freq_factors[i] (NULL: 1), times freq_scale, mixed with
+ * the unscaled angle by YaRN's ramp between corr_low and corr_high when ext_factor != 0; cos and sin times
+ * attn_factor (and YaRN's magnitude correction). freq_scale 1, ext_factor 0, attn_factor 1: plain RoPE. */
+VT_API int vt_rope_cache(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base, float freq_scale,
+                         const float *freq_factors, float ext_factor, float attn_factor, float corr_low,
+                         float corr_high);
 
 /* Rotate x (rows, heads, dims) in place, row r by cache row r; neox pairs i with i + dims/2, else i with i + 1. */
 VT_API int vt_rope(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);

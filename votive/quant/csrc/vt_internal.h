@@ -53,7 +53,9 @@ const struct vt_nn_kernels *vt_nn(void);
 /* decoder_kernels.c, compiled once per instruction set like nn_kernels.c; the same arithmetic in every build. */
 struct vt_decoder_kernels {
     void (*rms_norm_rows)(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps);
-    void (*rope_cache_rows)(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base);
+    void (*rope_cache_rows)(float *cache, int64_t first, int64_t n_pos, int64_t dims, float base, float freq_scale,
+                            const float *freq_factors, float ext_factor, float attn_factor, float corr_low,
+                            float corr_high);
     void (*rope_rows)(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);
     void (*swiglu_rows)(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
