@@ -10,6 +10,8 @@ from votive.errors import ModelConfigError
 DECODERS = {
     "llama": ("votive.models.llama", "LlamaModel"),
     "gemma3": ("votive.models.gemma", "Gemma3Model"),
+    "qwen2": ("votive.models.qwen2", "Qwen2Model"),
+    "qwen3": ("votive.models.qwen3", "Qwen3Model"),
 }
 
 

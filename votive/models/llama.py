@@ -5,6 +5,11 @@ Ported from, at pinned commits:
   blocks of RMSNorm -> GQA attention with RoPE -> residual -> RMSNorm -> SwiGLU -> residual.
 - llama.cpp `convert_hf_to_gguf.py` (LlamaModel.permute): the converter reorders Q/K rows so ggml's "normal"
   RoPE, which rotates adjacent pairs, reproduces Hugging Face's rotate_half. We therefore rotate adjacent pairs.
+- Mistral is LLaMA with a sliding window (transformers `models/mistral/modeling_mistral.py`): with
+  `llama.attention.sliding_window` set (Mistral 7B v0.1: 4096; v0.2 on: none), a query at position p sees the
+  keys at p - window + 1 .. p. llama.cpp's `llama` graph reads no window (and its converter writes none), so it
+  attends to every key whatever the file says: the two stacks agree up to `window` positions, and past them
+  votive follows transformers (tests/test_decoder_families.py checks both).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from votive.backends.numpy_linears import FusedLinears
 from votive.models.binding import bind_weights
 from votive.models.decoding import TextGenerator
+from votive.models.rope_scaling import RopeScaling, read_rope
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -29,22 +35,29 @@ class Config:
     n_kv_heads: int  # {arch}.attention.head_count_kv (GQA: each KV head serves n_heads / n_kv_heads queries)
     head_dim: int  # {arch}.attention.key_length, else dim / n_heads
     rope_base: float  # {arch}.rope.freq_base
+    # {arch}.rope.* scaling keys and rope_freqs.weight, as llama.cpp reads them (rope_scaling.read_rope)
+    rope: RopeScaling
     norm_eps: float  # {arch}.attention.layer_norm_rms_epsilon
     train_ctx: int  # {arch}.context_length: the longest context the model was trained on
     vocab_size: int  # rows of token_embd
+    # llama.attention.sliding_window, read for `llama` files only (LlamaModel.from_gguf): a query sees the last
+    # `window` keys, itself included (Mistral 7B v0.1: 4096). 0: all keys before it.
+    window: int = 0
 
     @classmethod
     def from_gguf(cls, f, arch: str) -> "Config":
         n_heads = f.require(f"{arch}.attention.head_count")
         dim = f.require(f"{arch}.embedding_length")
+        head_dim = f.get(f"{arch}.attention.key_length", dim // n_heads)
         return cls(
             n_layers=f.require(f"{arch}.block_count"),
             dim=dim,
             ffn_dim=f.require(f"{arch}.feed_forward_length"),
             n_heads=n_heads,
             n_kv_heads=f.get(f"{arch}.attention.head_count_kv", n_heads),
-            head_dim=f.get(f"{arch}.attention.key_length", dim // n_heads),
+            head_dim=head_dim,
             rope_base=float(f.get(f"{arch}.rope.freq_base", 10000.0)),
+            rope=read_rope(f, arch, head_dim),
             norm_eps=float(f.require(f"{arch}.attention.layer_norm_rms_epsilon")),
             train_ctx=f.require(f"{arch}.context_length"),
             vocab_size=f.tensors["token_embd.weight"].shape[0],
@@ -107,39 +120,52 @@ class LlamaModel(TextGenerator):
         self.eos_ids = tokenizer.eos_ids
         self.backend = ops.name
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
-        self.rope = ops.rope_table(cfg.rope_base, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
+        self.rope = cfg.rope.table(ops, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
 
     def new_cache(self) -> KVCache:
         return KVCache(self.ops, self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
+
+    def qkv(self, w: dict, x):
+        """x: (n, dim) normed -> q (n, H, Dh), k (n, Hkv, Dh), v (n, Hkv, Dh), the heads before RoPE. The hook
+        where families differ: Qwen2 adds biases (qwen2.py), Qwen3 RMS-norms each q and k head (qwen3.py)."""
+        cfg, n = self.cfg, x.shape[0]
+        q, k, v = w["qkv"](x)  # (n, H * Dh), (n, Hkv * Dh), (n, Hkv * Dh)
+        return (q.reshape(n, cfg.n_heads, cfg.head_dim), k.reshape(n, cfg.n_kv_heads, cfg.head_dim),
+                v.reshape(n, cfg.n_kv_heads, cfg.head_dim))
 
     def attention(self, i: int, x, cache: KVCache, start: int):
         """x: (n, dim) normed -> (n, dim) attention output, filling layer i of the cache."""
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
         angles = self.rope[start : start + n]  # (n, Dh)
-        q, k, v = w["qkv"](x)
-        q = ops.rope(q.reshape(n, cfg.n_heads, cfg.head_dim), angles, self.rope_neox)  # (n, H, Dh)
-        k = ops.rope(k.reshape(n, cfg.n_kv_heads, cfg.head_dim), angles, self.rope_neox)  # (n, Hkv, Dh)
-        keys, values = cache.store(i, start, k, v.reshape(n, cfg.n_kv_heads, cfg.head_dim))
-        out = ops.causal_attention(q, keys, values, start, self.scale)  # (n, H, Dh)
+        q, k, v = self.qkv(w, x)
+        q = ops.rope(q, angles, self.rope_neox)  # (n, H, Dh)
+        k = ops.rope(k, angles, self.rope_neox)  # (n, Hkv, Dh)
+        keys, values = cache.store(i, start, k, v)
+        out = ops.causal_attention(q, keys, values, start, self.scale, cfg.window or None)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
 
     def forward(self, ids, cache: KVCache, start: int):
         """Run tokens `ids` at positions start.. through the model; returns logits (vocab,) of the last one."""
         ops, cfg = self.ops, self.cfg
         x = self.w["tok_embed"].rows(ids)  # (n, dim)
+        last = len(self.layers) - 1
         for i, w in enumerate(self.layers):
             h = ops.rms_norm(x, w["attn_norm"], cfg.norm_eps)  # (n, dim)
-            x = x + self.attention(i, h, cache, start)
+            h = self.attention(i, h, cache, start)  # (n, dim)
+            if i == last:  # only the last position is sampled: llama.cpp drops the others here (inp_out_ids), and
+                x, h = x[-1:], h[-1:]  # (1, dim): its feed-forward then multiplies one row, in the one-row order
+            x = x + h
             h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
-            gate, up = w["gate_up"](h)  # (n, ffn_dim) each
+            gate, up = w["gate_up"](h)  # (n, ffn_dim) each, n = 1 in the last layer
             h = ops.swiglu(gate, up)
             x = x + w["w_down"](h)  # (n, dim)
-        x = ops.rms_norm(x[-1:], self.w["norm"], cfg.norm_eps)  # (1, dim): only the last position is sampled
+        x = ops.rms_norm(x, self.w["norm"], cfg.norm_eps)  # (1, dim)
         return ops.to_numpy(self.output(x)[0])  # (vocab,), on the host for the sampler
 
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "LlamaModel":
         cfg = Config.from_gguf(f, "llama")
+        cfg.window = f.get("llama.attention.sliding_window", 0)  # see the module docstring (Mistral)
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
