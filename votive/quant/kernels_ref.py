@@ -13,8 +13,7 @@ llama.cpp's x86 summation orders instead, are held bit for bit to `votive.quant.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 
 import numpy as np
 
@@ -192,14 +191,24 @@ def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return (gate / (np.float32(1) + e)) * up
 
 
+@functools.cache
 def _libm_float_functions() -> dict:
     """libm's float cosf, sinf, powf and logf through ctypes, the functions ggml (and the C kernel) call: glibc's
     are not all correctly rounded, so a twin computing them in double would differ from ggml by an ulp at times.
-    Without a C libm (not a glibc or musl system), numpy's correctly rounded double results, rounded to float32."""
-    path = ctypes.util.find_library("m")
-    if path is None:
-        return {}
-    libm = ctypes.CDLL(path)
+    Without a C libm (not a glibc or musl system), numpy's correctly rounded double results, rounded to float32.
+    Opened on first use: a cold start that never runs the twin pays nothing for it (find_library alone runs
+    ldconfig)."""
+    import ctypes
+
+    try:
+        libm = ctypes.CDLL("libm.so.6")  # glibc's soname: found without a search
+    except OSError:
+        import ctypes.util
+
+        path = ctypes.util.find_library("m")
+        if path is None:
+            return {}
+        libm = ctypes.CDLL(path)
     funcs = {}
     for name, n_args in (("cosf", 1), ("sinf", 1), ("logf", 1), ("powf", 2)):
         f = getattr(libm, name)
@@ -208,15 +217,15 @@ def _libm_float_functions() -> dict:
     return funcs
 
 
-_LIBM = _libm_float_functions()
 _NUMPY_LIBM = {"cosf": np.cos, "sinf": np.sin, "logf": np.log, "powf": np.power}
 
 
 def libm_f32(name: str, *args) -> np.ndarray:
     """libm's float `name` (cosf, sinf, logf, powf) elementwise on float32 arrays or scalars."""
     args = np.broadcast_arrays(*(np.asarray(a, np.float32) for a in args))
-    if name in _LIBM:
-        f = _LIBM[name]
+    libm = _libm_float_functions()
+    if name in libm:
+        f = libm[name]
         flat = [a.ravel().tolist() for a in args]
         return np.array([f(*v) for v in zip(*flat)], np.float32).reshape(args[0].shape)
     return _NUMPY_LIBM[name](*(a.astype(np.float64) for a in args)).astype(np.float32)
