@@ -651,6 +651,9 @@ def test_lambda_build_bundles_small_weights_in_a_layer(tmp_path):
                   "quant/kernel_build.py", "quant/csrc/selftest.c"):
         assert f"python/votive/{never}" not in members, never
     assert "python/votive/models/bert.py" in members and "python/votive/handlers/embeddings.py" in members
+    for gpu_only in ("backends/cupy_backend.py", "backends/cuda_ops.py", "backends/cuda_linears.py",
+                     "quant/cuda_kernels.py", "quant/nvrtc.py", "handlers/warm.py"):  # Lambda has no GPU
+        assert f"python/votive/{gpu_only}" not in members, gpu_only
     with zipfile.ZipFile(tmp_path / "out" / "votive-function.zip") as zf:
         config = json.loads(zf.read("votive_function.json"))
         assert "handler = function_handler(__file__)" in zf.read("votive_function.py").decode()
@@ -792,7 +795,8 @@ def test_gpu_image_context(tmp_path):
     assert set(manifest["runtime_layer"]["dependencies"]) == {
         "numpy", "awslambdaric", "simplejson", "snapshot-restore-py", "cupy-cuda12x", "fastrlock"}
     assert manifest["target"]["glibc"] == "2.39" and manifest["built"] is False
-    assert (tmp_path / "gpu/python/votive/handlers/warm.py").is_file()
+    for gpu_side in ("handlers/warm.py", "backends/cupy_backend.py", "backends/cuda_linears.py", "quant/nvrtc.py"):
+        assert (tmp_path / "gpu/python/votive" / gpu_side).is_file(), gpu_side
     config = json.loads((tmp_path / "gpu/task/votive_function.json").read_text())
     assert config["environment"] == {"VOTIVE_BACKEND": "cupy"}
     assert config["model"] == {"placement": "layer", "path": "/opt/model/all-MiniLM-L6-v2"}

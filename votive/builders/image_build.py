@@ -34,6 +34,7 @@ from votive.builders.dependencies import DependencyTarget
 from votive.builders.model_files import collect_model
 from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.builders.runtime_tree import build_runtime_tree
+from votive.builders.slim import GPU_ONLY_RULES
 from votive.builders.stream_wrapper import STREAM_RUNTIME
 from votive.builders.targets import LAMBDA_LIMITS, architecture
 from votive.builders.tools import BuildTools
@@ -104,7 +105,8 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
         extra = IMAGE_REQUIREMENTS + (GPU_REQUIREMENTS if target.gpu else ())
         tree = build_runtime_tree(stage / "python", target=dep_target, deployed_as="/opt/python", tools=tools,
                                   unused=model_files.unused_requirements, extras=model_files.extras,
-                                  unused_files=model_files.kind.unused_files, extra_requirements=extra)
+                                  unused_files=model_files.kind.unused_files + (() if target.gpu else GPU_ONLY_RULES),
+                                  extra_requirements=extra)
         if target.gpu:  # the sources the image's kernel build step compiles (the runtime tree holds only .py)
             cuda_kernels.copy_sources(stage / "python" / "votive" / "quant" / "cusrc")
         task = stage / "task"

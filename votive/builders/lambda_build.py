@@ -38,6 +38,7 @@ from votive.builders.dependencies import DependencyTarget
 from votive.builders.model_files import ModelFiles, collect_model
 from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.builders.runtime_tree import build_runtime_tree
+from votive.builders.slim import GPU_ONLY_RULES
 from votive.builders.stream_wrapper import STREAMING_HANDLERS, WRAPPER_NAME, wrapper_environment, wrapper_script
 from votive.builders.targets import LAMBDA_LIMITS, MB, architecture, lambda_runtime
 from votive.builders.tools import BuildTools
@@ -126,7 +127,8 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         dep_target = DependencyTarget(runtime.python, arch, runtime.glibc)
         tree = build_runtime_tree(site, target=dep_target, deployed_as="/opt/python", tools=tools,
                                   unused=model_files.unused_requirements, extras=model_files.extras,
-                                  unused_files=model_files.kind.unused_files, constraints=target.constraints)
+                                  unused_files=model_files.kind.unused_files + GPU_ONLY_RULES,
+                                  constraints=target.constraints)
         runtime_zip = write_zip(stage / f"votive-runtime-{runtime.identifier}-{arch.name}.zip",
                                 tree_members(site, "python/"))
         tools.log(f"layer: {runtime_zip.path.name} {runtime_zip.zipped_bytes / MB:.1f} MB zipped, "

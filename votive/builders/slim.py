@@ -20,6 +20,16 @@ from pathlib import Path
 
 from votive.builders.tools import BuildTools
 
+# votive's GPU side, for a target without a GPU (Lambda, a CPU image): `votive.backends.get_backend` never imports
+# it there (no NVIDIA device node), and an explicit VOTIVE_BACKEND=cupy gets a BackendError saying it is missing.
+GPU_ONLY_RULES: tuple[tuple[str, str], ...] = (
+    ("votive/backends/cupy_backend.py", "the GPU backend; this target has no GPU"),
+    ("votive/backends/cuda_*.py", "the GPU backend; this target has no GPU"),
+    ("votive/quant/cuda_kernels.py", "the CUDA kernels' loader; this target has no GPU"),
+    ("votive/quant/nvrtc.py", "the CUDA compiler; this target has no GPU"),
+    ("votive/handlers/warm.py", "warms a GPU image's kernel cache; this target has no GPU"),
+)
+
 SLIM_RULES: tuple[tuple[str, str], ...] = (
     ("*/tests/*", "test suites"),
     ("tests/*", "test suites"),
