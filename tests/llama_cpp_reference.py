@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,17 @@ FAMILIES = {
     "qwen2": ("qwen2", "qwen", 1000000.0),
     "qwen3": ("qwen3", "qwen", 1000000.0),
 }
+# The same for the families tests/test_phi3_smollm3.py runs, kept apart: tests/test_decoder_families.py runs a
+# shape of each family in FAMILIES.
+MORE_FAMILIES = {
+    "phi3": ("phi3", "phi3", 10000.0),
+    "smollm3": ("smollm3", "spm", 5000000.0),
+}
+
+
+def family(name: str) -> tuple[str, str, float]:
+    """(GGUF architecture, vocabulary, RoPE base) of family `name`, from FAMILIES or MORE_FAMILIES."""
+    return FAMILIES[name] if name in FAMILIES else MORE_FAMILIES[name]
 
 # Quantization name -> llama.cpp's llama_ftype value (include/llama.h).
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "Q4_0": 2}
@@ -49,7 +61,7 @@ FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "Q4_0": 2}
 class Shape:
     """A decoder's hyperparameters, in the terms of votive.models.llama.Config."""
 
-    family: str  # a key of FAMILIES
+    family: str  # a key of FAMILIES or MORE_FAMILIES
     n_heads: int
     n_kv_heads: int
     head_dim: int  # {arch}.attention.key_length; dim / n_heads is 256 / n_heads
@@ -60,15 +72,20 @@ class Shape:
     dim: int = 256
     ffn_dim: int = 512
     context: int = 2048  # {arch}.context_length
+    rope_dims: int = 0  # phi3: {arch}.rope.dimension_count (partial rotary), unless 0
+    original_context: int = 0  # phi3: longrope's original context; set, the file carries longrope factors
 
     @property
     def arch(self) -> str:
-        return FAMILIES[self.family][0]
+        return family(self.family)[0]
 
     @property
     def name(self) -> str:
         tags = [self.family, f"gqa{self.n_heads // self.n_kv_heads}", f"h{self.n_heads}x{self.head_dim}",
                 f"v{self.vocab}"] + (["tied"] if self.tied else []) + ([f"w{self.window}"] if self.window else [])
+        tags += ([f"n{self.n_layers}"] if self.n_layers != 2 else []) + (
+            [f"rot{self.rope_dims}"] if self.rope_dims else []) + (
+            [f"longrope{self.original_context}"] if self.original_context else [])
         return "-".join(tags)
 
 
@@ -199,8 +216,31 @@ def qwen_vocabulary(size: int) -> dict:
             "chat_template": QWEN25_CHAT_TEMPLATE}
 
 
+# Phi-3-mini-4k-instruct's chat template, as its tokenizer_config.json carries it (2024-05-08).
+PHI3_CHAT_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + "
+                      "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + "
+                      "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>"
+                      "\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt "
+                      "%}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+PHI3_SPECIALS = ("<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>")  # control tokens
+
+
+def phi3_vocabulary(size: int) -> dict:
+    """A Phi-3-mini-style vocabulary: the SentencePiece one (spm_vocabulary) with Phi-3's special tokens after
+    its pieces, <|endoftext|> the end of text and <|end|> the end of a turn, and Phi-3's chat template."""
+    v = spm_vocabulary(size)
+    first = v["types"].index(TOKEN_TYPES["unused"]) if TOKEN_TYPES["unused"] in v["types"] else size
+    if first + len(PHI3_SPECIALS) > size:
+        raise ValueError(f"a phi3 vocabulary needs at least {first + len(PHI3_SPECIALS)} tokens, asked for {size}")
+    for i, text in enumerate(PHI3_SPECIALS, start=first):
+        v["tokens"][i], v["types"][i], v["scores"][i] = text, TOKEN_TYPES["control"], 0.0
+    return v | {"eos": first, "chat_template": PHI3_CHAT_TEMPLATE}
+
+
 def vocabulary(shape: Shape) -> dict:
-    kind = FAMILIES[shape.family][1]
+    kind = family(shape.family)[1]
+    if kind == "phi3":
+        return phi3_vocabulary(shape.vocab)
     return spm_vocabulary(shape.vocab) if kind == "spm" else qwen_vocabulary(shape.vocab)
 
 
@@ -255,12 +295,47 @@ def random_tensors(shape: Shape, seed: int = 0) -> dict:
         tensors[b + "ffn_gate.weight"] = matrix(shape.ffn_dim, shape.dim)
         tensors[b + "ffn_up.weight"] = matrix(shape.ffn_dim, shape.dim)
         tensors[b + "ffn_down.weight"] = matrix(shape.dim, shape.ffn_dim)
+    if arch == "phi3":
+        tensors = phi3_tensors(shape, tensors, seed)
     return tensors
 
 
-def write_f32_gguf(path, shape: Shape, tensors: dict | None = None, *, arch: str | None = None) -> Path:
+def phi3_tensors(shape: Shape, tensors: dict, seed: int) -> dict:
+    """LLaMA-named weights in phi3's layout, as Phi3MiniModel converts them: q, k, v rows stacked into attn_qkv and
+    gate, up rows into ffn_up (Hugging Face's qkv_proj and gate_up_proj; no permutation), and with
+    `shape.original_context`, longrope's factors (short near 1, long up to ~20, as Phi-3's grow with the pair)."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(("attn_k.weight", "attn_v.weight", "ffn_gate.weight")):
+            continue
+        if name.endswith("attn_q.weight"):
+            b = name[: -len("attn_q.weight")]
+            name, t = b + "attn_qkv.weight", np.concatenate([t, tensors[b + "attn_k.weight"],
+                                                            tensors[b + "attn_v.weight"]])
+        elif name.endswith("ffn_up.weight"):
+            t = np.concatenate([tensors[name.replace("ffn_up", "ffn_gate")], t])
+        out[name] = t
+    if shape.original_context:
+        rng = np.random.default_rng(seed + 1)  # its own stream: the other weights stay those of random_tensors
+        pairs = (shape.rope_dims or shape.head_dim) // 2
+        ramp = np.linspace(0.0, 1.0, pairs, dtype=np.float32)
+        out["rope_factors_short.weight"] = (1.0 + 0.5 * ramp * rng.random(pairs)).astype(np.float32)
+        out["rope_factors_long.weight"] = (1.0 + 20.0 * ramp * (0.5 + rng.random(pairs))).astype(np.float32)
+    return out
+
+
+def longrope_attn_factor(shape: Shape) -> float:
+    """Phi3MiniModel's rope.scaling.attn_factor for longrope: sqrt(1 + ln(scale) / ln(original context)), scale
+    the context over the original one (1 where that is not more than 1)."""
+    scale = shape.context / shape.original_context
+    return math.sqrt(1 + math.log(scale) / math.log(shape.original_context)) if scale > 1.0 else 1.0
+
+
+def write_f32_gguf(path, shape: Shape, tensors: dict | None = None, *, arch: str | None = None,
+                   metadata: dict | None = None) -> Path:
     """Write a decoder of `shape` with gguf-py's GGUFWriter, in F32: random_tensors(shape) unless `tensors` is
-    given (same names, Hugging Face's Q/K order). `arch` overrides the architecture name (for refusal tests)."""
+    given (same names, Hugging Face's Q/K order). `arch` overrides the architecture name (for refusal tests);
+    `metadata` adds keys (name -> int, float, str or bool), written after the shape's."""
     import gguf
 
     arch = arch or shape.arch
@@ -275,10 +350,18 @@ def write_f32_gguf(path, shape: Shape, tensors: dict | None = None, *, arch: str
     w.add_head_count_kv(shape.n_kv_heads)
     w.add_key_length(shape.head_dim)
     w.add_value_length(shape.head_dim)
-    w.add_rope_freq_base(FAMILIES[shape.family][2])
+    w.add_rope_freq_base(family(shape.family)[2])
     w.add_layer_norm_rms_eps(1e-6)
     if shape.window:
         w.add_sliding_window(shape.window)
+    if shape.rope_dims:
+        w.add_rope_dimension_count(shape.rope_dims)
+    if shape.original_context:  # what Phi3MiniModel writes for a longrope model (and no scaling type)
+        w.add_rope_scaling_orig_ctx_len(shape.original_context)
+        w.add_rope_scaling_attn_factors(longrope_attn_factor(shape))
+    for key, value in (metadata or {}).items():
+        adders = {bool: w.add_bool, int: w.add_uint32, float: w.add_float32, str: w.add_string}
+        adders[type(value)](key, value)
     w.add_file_type(0)  # ALL_F32
     v = vocabulary(shape)
     w.add_tokenizer_model(v["model"])
@@ -300,7 +383,7 @@ def write_f32_gguf(path, shape: Shape, tensors: dict | None = None, *, arch: str
     if "chat_template" in v:
         w.add_chat_template(v["chat_template"])
     for name, t in tensors.items():
-        if arch == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):  # as the converter stores them
+        if arch in ("llama", "smollm3") and name.endswith(("attn_q.weight", "attn_k.weight")):  # as converted
             t = permute_for_normal_rope(t, shape.n_heads if "attn_q" in name else shape.n_kv_heads)
         w.add_tensor(name, np.ascontiguousarray(t, np.float32))
     w.write_header_to_file()

@@ -132,7 +132,7 @@ def fake(metadata, arrays=None):
     ("llama.rope.scaling.type", "yarn", "fake.gguf: llama.rope.scaling.type = 'yarn' is not supported yet (YaRN "
      "scaling; supported: none, linear, and rope_freqs frequency factors)"),
     ("llama.rope.scaling.type", "longrope", "fake.gguf: llama.rope.scaling.type = 'longrope' is not supported for "
-     "architecture 'llama' (longrope is phi3's scaling, not implemented yet)"),
+     "architecture 'llama' (votive runs longrope as llama.cpp does, for phi3 only)"),
     ("llama.rope.scaling.type", "ntk", "fake.gguf: llama.rope.scaling.type = 'ntk' is not a RoPE scaling type votive "
      "implements (supported: none, linear)"),
     ("llama.rope.dimension_count", 8, "fake.gguf: llama.rope.dimension_count = 8 rotates part of each head (head "

@@ -12,6 +12,8 @@ DECODERS = {
     "gemma3": ("votive.models.gemma", "Gemma3Model"),
     "qwen2": ("votive.models.qwen2", "Qwen2Model"),
     "qwen3": ("votive.models.qwen3", "Qwen3Model"),
+    "phi3": ("votive.models.phi3", "Phi3Model"),
+    "smollm3": ("votive.models.smollm3", "SmolLM3Model"),
 }
 
 

@@ -110,9 +110,8 @@ class LlamaModel(TextGenerator):
         self.ops, self.cfg = ops, cfg
         self.w = weights  # WEIGHTS names -> arrays / linears
         self.layers = layers  # per layer: LAYER_WEIGHTS names -> arrays / linears
-        for w in layers:  # products that share their input run as one kernel call
-            w["qkv"] = FusedLinears([w["wq"], w["wk"], w["wv"]])
-            w["gate_up"] = FusedLinears([w["w_gate"], w["w_up"]])
+        for w in layers:
+            self.fuse(w)
         self.output = weights["output"] or weights["tok_embed"]  # tied embeddings when output.weight is absent
         self.tokenizer = tokenizer
         self.n_ctx = n_ctx  # positions the KV cache holds (<= cfg.train_ctx)
@@ -121,6 +120,12 @@ class LlamaModel(TextGenerator):
         self.backend = ops.name
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.rope = cfg.rope.table(ops, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
+
+    def fuse(self, w: dict) -> None:
+        """Set a layer's "qkv" and "gate_up": products that share their input, run as one kernel call. phi3's
+        files hold them fused already (phi3.py)."""
+        w["qkv"] = FusedLinears([w["wq"], w["wk"], w["wv"]])
+        w["gate_up"] = FusedLinears([w["w_gate"], w["w_up"]])
 
     def new_cache(self) -> KVCache:
         return KVCache(self.ops, self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
@@ -133,14 +138,20 @@ class LlamaModel(TextGenerator):
         return (q.reshape(n, cfg.n_heads, cfg.head_dim), k.reshape(n, cfg.n_kv_heads, cfg.head_dim),
                 v.reshape(n, cfg.n_kv_heads, cfg.head_dim))
 
+    def rotate(self, i: int, x, angles):
+        """x: (n, heads, Dh) q or k of layer i -> RoPE'd by `angles`, this position's table rows. The hook where
+        families differ: phi3 turns only the first n_rot dims (phi3.py), SmolLM3 skips every 4th layer
+        (smollm3.py)."""
+        return self.ops.rope(x, angles, self.rope_neox)
+
     def attention(self, i: int, x, cache: KVCache, start: int):
         """x: (n, dim) normed -> (n, dim) attention output, filling layer i of the cache."""
         ops, cfg, w = self.ops, self.cfg, self.layers[i]
         n = x.shape[0]
         angles = self.rope[start : start + n]  # (n, Dh)
         q, k, v = self.qkv(w, x)
-        q = ops.rope(q, angles, self.rope_neox)  # (n, H, Dh)
-        k = ops.rope(k, angles, self.rope_neox)  # (n, Hkv, Dh)
+        q = self.rotate(i, q, angles)  # (n, H, Dh)
+        k = self.rotate(i, k, angles)  # (n, Hkv, Dh)
         keys, values = cache.store(i, start, k, v)
         out = ops.causal_attention(q, keys, values, start, self.scale, cfg.window or None)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
