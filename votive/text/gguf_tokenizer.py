@@ -37,10 +37,12 @@ from votive.text.byte_level_bpe import ByteLevelBPE, pre_tokenizer_for
 from votive.text.gguf_vocab import GGUF_KEYS, TokenizerSpec, TokenType, as_list, string_list
 from votive.text.sentencepiece_merge import SentencePieceMerger
 
-
 # Tokens cut out of the text before merging (llama.cpp's cache_special_tokens). Only user-defined ones when the
 # caller does not parse special tokens.
 _SPECIAL_TYPES = frozenset((TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNKNOWN))
+
+# Whitespace a special token with llama.cpp's RSTRIP attribute swallows after it (C's isspace).
+_RSTRIPPED = " \t\n\v\f\r"
 
 # Token texts that end a turn, in the order we pick the end-of-turn id when the file names none (llama.cpp takes
 # whichever its hash map yields first). SmolLM2's EOS is <|im_end|>; Gemma ends turns with <end_of_turn>.
@@ -127,6 +129,7 @@ class GGUFTokenizer:
         normal = int(TokenType.NORMAL)  # a plain int compares faster over 262k entries
         special_ids = [i for i, t in enumerate(types) if t != normal]
         special_ids = [i for i in special_ids if types[i] in _SPECIAL_TYPES]
+        self._rstrip_ids = _rstrip_ids(spec.model_name, special_ids, self.vocab)
         self._special_all = _SpecialTokens(tokens, special_ids)
         self._special_user = _SpecialTokens(tokens, [i for i in special_ids if types[i] == TokenType.USER_DEFINED])
         if kind == "llama":
@@ -178,11 +181,15 @@ class GGUFTokenizer:
         fragments = specials.split(text) if text else []
         engine = self._engine
         prev_special = True  # SentencePiece: a leading space before text that starts the input or follows a token
+        rstrip = False
         for fragment in fragments:
             if isinstance(fragment, int):
                 ids.append(fragment)
-                prev_special = True
+                prev_special, rstrip = True, fragment in self._rstrip_ids
                 continue
+            if rstrip and not (fragment := fragment.lstrip(_RSTRIPPED)):
+                continue
+            rstrip = False
             if self.add_space_prefix and prev_special:
                 fragment = " " + fragment
             ids.extend(engine.encode(fragment))
@@ -388,6 +395,17 @@ class _SpecialTokens:
 
 
 # -- metadata helpers ----------------------------------------------------------------------------------------
+
+
+def _rstrip_ids(model_name: str | None, special_ids: list[int], vocab: dict[str, int]) -> frozenset[int]:
+    """The special tokens that swallow the whitespace after them. llama.cpp's llama-vocab.cpp decides it by the
+    model's name, not by anything in the vocabulary: for a general.name containing "phi-3" or "phi3" (any case),
+    every special token and "</s>", but "<unk>", "<s>" and "<|endoftext|>"; for any other model, none."""
+    name = (model_name or "").lower()
+    if "phi-3" not in name and "phi3" not in name:
+        return frozenset()
+    ids = set(special_ids) | {vocab[t] for t in ("</s>",) if t in vocab}
+    return frozenset(ids - {vocab[t] for t in ("<unk>", "<s>", "<|endoftext|>") if t in vocab})
 
 
 def _scores(spec: TokenizerSpec, n: int) -> list[float]:

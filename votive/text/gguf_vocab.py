@@ -50,6 +50,7 @@ GGUF_KEYS = {
     "add_eos": "tokenizer.ggml.add_eos_token",
     "add_space_prefix": "tokenizer.ggml.add_space_prefix",
     "chat_template": "tokenizer.chat_template",
+    "model_name": "general.name",  # not a tokenizer key, but llama.cpp keys token attributes on it (Phi-3)
 }
 
 
@@ -75,6 +76,7 @@ class TokenizerSpec:
     add_eos: bool | None = None  # append EOS when encoding with add_special
     add_space_prefix: bool | None = None  # "llama" only: a space before text at the start or after a special token
     chat_template: str | None = None  # tokenizer.chat_template (Jinja)
+    model_name: str | None = None  # general.name
     source: str = "GGUF metadata"  # where this came from, for error messages (the file's path)
 
     @classmethod
