@@ -218,10 +218,16 @@ def test_qmatmul_against_the_float_product(lib, rng, ggml_type):
     (11, 5, 8, ("tiled",) * 8),  # Q3_K, Q5_K, Q6_K from 8 activation rows
     (13, 7, 9, ("tiled",) * 9),
     (14, 9, 12, ("tiled",) * 12),
+    (2, 16, 1, ("repack",)),  # Q4_0 of 8k rows: repacked by llama.cpp, its gemv and gemm sum alike
+    (2, 24, 7, ("repack",) * 7),
+    (2, 8, 9, ("repack",) * 9),
+    (13, 7, 1, ("vec_dot",)),  # Q5_K below 8 activation rows: ggml_vec_dot_q5_K_q8_K, mins beside the lanes
+    (13, 16, 5, ("vec_dot",) * 5),
 ], ids=["q4_K-gemv", "q4_K-gemv3", "q4_K-gemm6", "q4_K-gemm11", "q4_K-tiled", "q3_K-tiled", "q5_K-tiled",
-        "q6_K-tiled"])
+        "q6_K-tiled", "q4_0-gemv", "q4_0-gemm7", "q4_0-gemm9", "q5_K-vec_dot", "q5_K-vec_dot5"])
 def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows, n, orders):
-    # these orders are what makes a Q4_K_M decoder give llama.cpp's logits bit for bit (tests/test_decoders.py)
+    # these orders are what makes Q4_K_M, Q5_K_M and Q4_0 decoders give llama.cpp's logits bit for bit
+    # (tests/test_decoders.py, tests/test_decoder_families.py)
     if variant in EXACT:
         pytest.skip("only the x86 kernels follow llama.cpp's x86 orders; the others follow quants.vec_dot")
     cols = 512
@@ -234,10 +240,75 @@ def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows
 
 def test_llama_orders_refuse_products_llama_cpp_sums_otherwise(rng):
     x = rng.normal(0, 1, (2, 256)).astype(np.float32)
-    with pytest.raises(KernelError, match=r"GGML types \(12,\) in the 'repack' order, not of type 13"):
-        llama_cpp_order_ref(random_blocks(rng, 13, 8, 256), 13, x, "repack")  # llama.cpp repacks Q4_K only
-    with pytest.raises(KernelError, match=r"unknown order 'vec_dot' \(known: repack, repack_4, tiled\)"):
-        llama_cpp_order_ref(random_blocks(rng, 12, 8, 256), 12, x, "vec_dot")
+    with pytest.raises(KernelError, match=r"GGML types \(2, 12\) in the 'repack' order, not of type 13"):
+        llama_cpp_order_ref(random_blocks(rng, 13, 8, 256), 13, x, "repack")  # x86 repacks Q4_0 and Q4_K only
+    with pytest.raises(KernelError, match=r"GGML types \(12,\) in the 'repack_4' order, not of type 2"):
+        llama_cpp_order_ref(random_blocks(rng, 2, 8, 256), 2, x, "repack_4")  # Q4_0's gemm sums as its gemv
+    with pytest.raises(KernelError, match=r"unknown order 'gemm' \(known: repack, repack_4, tiled, vec_dot\)"):
+        llama_cpp_order_ref(random_blocks(rng, 12, 8, 256), 12, x, "gemm")
+
+
+def _ggml_cpu():
+    """llama-cpp-python's libggml-cpu through ctypes, with the routines the orders mirror; skips without them."""
+    import ctypes
+    from pathlib import Path
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    libs = Path(llama_cpp.__file__).parent / "lib"
+    try:
+        ctypes.CDLL(str(libs / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+        cpu = ctypes.CDLL(str(libs / "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
+        quantize_mat = cpu["_Z19ggml_quantize_mat_tILl8EL9ggml_type8EEvPKfPvll"]  # <8, GGML_TYPE_Q8_0>
+        routines = (cpu.ggml_cpu_init, cpu.ggml_vec_dot_q5_K_q8_K, cpu.ggml_gemv_q4_0_8x8_q8_0,
+                    cpu.ggml_gemm_q4_0_8x8_q8_0, cpu.ggml_cpu_has_avx2, cpu.ggml_cpu_has_fma)
+    except (OSError, AttributeError) as e:
+        pytest.skip(f"llama-cpp-python's libggml-cpu does not export what this test calls: {e}")
+    if not (platform.machine() == "x86_64" and cpu.ggml_cpu_has_avx2() and cpu.ggml_cpu_has_fma()):
+        pytest.skip("llama.cpp's libggml-cpu here is not an x86 AVX2 build: its routines sum in other orders")
+    cpu.ggml_cpu_init()
+    P, i, size = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    cpu.ggml_vec_dot_q5_K_q8_K.argtypes = [i, P, size, P, size, P, size, i]
+    cpu.ggml_gemv_q4_0_8x8_q8_0.argtypes = cpu.ggml_gemm_q4_0_8x8_q8_0.argtypes = [i, P, size, P, P, i, i]
+    quantize_mat.argtypes = [P, P, ctypes.c_int64, ctypes.c_int64]
+    return cpu, quantize_mat, lambda a: a.ctypes.data_as(P)
+
+
+def repack_q4_0_8x8(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 rows as llama.cpp repacks them (repack.cpp, make_block_q4_0x8 with interleave 8): per 8 rows and block,
+    the 8 halves d, then 8 bytes of quants of each row in turn, twice, xor 0x88 (nibbles minus 8 as signed)."""
+    groups, nb = blocks.shape[0] // 8, blocks.shape[1] // 18
+    b = blocks.view(FORMATS[2].layout).reshape(groups, 8, nb).transpose(0, 2, 1)  # (groups, nb, 8 rows)
+    d = np.ascontiguousarray(b["d"]).view(np.uint8).reshape(groups, nb, 16)
+    qs = b["qs"].reshape(groups, nb, 8, 2, 8).transpose(0, 1, 3, 2, 4).reshape(groups, nb, 128) ^ 0x88
+    return np.ascontiguousarray(np.concatenate([d, qs], axis=-1))
+
+
+def test_llama_orders_equal_llama_cpp_own_routines(lib, rng):
+    # the numpy twins (and the kernels held to them) against the routines of the llama.cpp that made the reference
+    # logits, called on the same blocks and activations: ggml's x86 vec_dot of Q5_K, gemv and gemm of repacked Q4_0
+    cpu, quantize_mat, ptr = _ggml_cpu()
+    w = random_blocks(rng, 13, 6, 1024)
+    x = rng.normal(0, 1, (3, 1024)).astype(np.float32)
+    act = quantize_q8(x, 13)
+    got = np.zeros((3, 6), np.float32)
+    for c in range(3):
+        for r in range(6):
+            cpu.ggml_vec_dot_q5_K_q8_K(1024, ptr(got[c, r:]), 0, ptr(w[r]), 0, ptr(act[c]), 0, 1)
+    np.testing.assert_array_equal(got, llama_cpp_order_ref(w, 13, x, "vec_dot"))
+    np.testing.assert_array_equal(got, lib.qmatmul(w, 13, x, 6, 1024))
+    w = random_blocks(rng, 2, 24, 640)  # 24 rows: the AVX-512 gemm's 16 columns and its AVX2 tail of 8
+    x = rng.normal(0, 1, (16, 640)).astype(np.float32)
+    packed, act = repack_q4_0_8x8(w), quantize_q8(x, 2)
+    gemv, gemm = np.zeros((16, 24), np.float32), np.zeros((16, 24), np.float32)
+    for c in range(16):
+        cpu.ggml_gemv_q4_0_8x8_q8_0(640, ptr(gemv[c]), 24, ptr(packed), ptr(act[c]), 1, 24)
+    interleaved = np.zeros((4, 20 * (8 + 128)), np.uint8)  # block_q8_0x4 per four rows, as its matmul makes them
+    for g in range(4):
+        quantize_mat(ptr(x[4 * g:]), ptr(interleaved[g]), 4, 640)
+    cpu.ggml_gemm_q4_0_8x8_q8_0(640, ptr(gemm), 24, ptr(packed), ptr(interleaved), 16, 24)
+    np.testing.assert_array_equal(gemm, gemv)
+    np.testing.assert_array_equal(gemv, llama_cpp_order_ref(w, 2, x, "repack"))
+    np.testing.assert_array_equal(gemv, lib.qmatmul(w, 2, x, 24, 640))
 
 
 def test_one_and_two_threads_give_identical_bits(lib, rng):

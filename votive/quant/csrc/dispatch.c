@@ -430,11 +430,11 @@ struct group_job {
     float *out;
 };
 
-/* The order llama.cpp's x86 CPU backend sums this product in (vt_internal.h): it repacks Q4_K matrices of 8k rows
- * at load, and hands the other K-quants (Q2_K aside, which AVX-512 machines repack) to its tiled matmul from
- * batches of 8 rows of x. */
+/* The order llama.cpp's x86 CPU backend sums this product in (vt_internal.h): it repacks Q4_0 and Q4_K matrices of
+ * 8k rows at load (ggml_repack_get_optimal_repack_type, ggml-cpu/repack.cpp, on any AVX2 CPU), and hands the other
+ * K-quants (Q2_K aside, which AVX-512 machines repack) to its tiled matmul from batches of 8 rows of x. */
 static int ggml_order(int type, int64_t rows, int64_t n) {
-    if (type == VT_Q4_K && rows % 8 == 0)
+    if ((type == VT_Q4_0 || type == VT_Q4_K) && rows % 8 == 0)
         return VT_ORDER_REPACK;
     if ((type == VT_Q3_K || type == VT_Q4_K || type == VT_Q5_K || type == VT_Q6_K) && n >= 8)
         return VT_ORDER_TILED;

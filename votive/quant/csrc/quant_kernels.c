@@ -567,7 +567,7 @@ static void matmul_rows(int type, int order, const uint8_t *w, int64_t w_stride,
     const int64_t chunk_bytes = (r_end - r_begin) * w_stride;
     prefetch_weights(w + r_begin * w_stride - PREFETCH_AHEAD,
                      (int)(chunk_bytes < PREFETCH_AHEAD ? chunk_bytes : PREFETCH_AHEAD));
-    /* llama.cpp's repacked Q4_K takes activation rows in fours but the last n % 4 (vt_internal.h) */
+    /* llama.cpp's repacked matrices take activation rows in fours but the last n % 4 (vt_internal.h) */
     const int64_t fours = order == VT_ORDER_REPACK && n > 3 ? n - n % 4 : 0;
     const tile_fn kernel_4 = fours ? kernel_for(type, VT_ORDER_REPACK_4) : kernel;
     for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {

@@ -4,8 +4,8 @@
  * a weight block's quants are decoded once into a 32-byte vector of unsigned bytes (or signed, handled with
  * sign flips) and multiplied with each activation row's int8 quants by maddubs (u8 x s8 -> pairs of int16)
  * and madd (-> int32, with the K-quants' sub-block scales as the int16 factor). Each output keeps its own float
- * accumulator, fed the same way for any T: 8 lanes summed at the end (ggml's vec_dot order) or, for K-quants
- * in llama.cpp's repack and tiled orders (vt_order), one float per output.
+ * accumulator, fed the same way for any T: 8 lanes summed at the end (ggml's vec_dot order) or, for repacked
+ * Q4_0 and the K-quants in llama.cpp's repack and tiled orders (vt_order), one float per output.
  *
  * No int16 pair of maddubs can saturate: its unsigned side is at most 128 (|Q8_0 quant|) with int8 activations
  * within +-127 (2 x 128 x 127 < 32767), or at most 63 (Q6_K).
@@ -155,12 +155,13 @@ static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *
 #undef X86_NAME
 #pragma GCC pop_options
 
-/* By dot-product instructions (maddubs, VNNI), order (vt_order) and GGML type; NULL: the vec_dot kernel. */
+/* By dot-product instructions (maddubs, VNNI), order (vt_order) and GGML type; NULL: the vec_dot kernel. Repacked
+ * Q4_0 is summed alike by llama.cpp's gemv and gemm: one kernel for both. */
 #define X86_KERNELS(suffix)                                                                                        \
     {                                                                                                              \
         [VT_ORDER_VEC_DOT] = KERNEL_TABLE(X86_##suffix),                                                           \
-        [VT_ORDER_REPACK] = {[VT_Q4_K] = x86_q4_K_repack_##suffix},                                                \
-        [VT_ORDER_REPACK_4] = {[VT_Q4_K] = x86_q4_K_repack_4_##suffix},                                            \
+        [VT_ORDER_REPACK] = {[VT_Q4_0] = x86_q4_0_repack_##suffix, [VT_Q4_K] = x86_q4_K_repack_##suffix},         \
+        [VT_ORDER_REPACK_4] = {[VT_Q4_0] = x86_q4_0_repack_##suffix, [VT_Q4_K] = x86_q4_K_repack_4_##suffix},     \
         [VT_ORDER_TILED] = {[VT_Q3_K] = x86_q3_K_tiled_##suffix, [VT_Q4_K] = x86_q4_K_tiled_##suffix,             \
                             [VT_Q5_K] = x86_q5_K_tiled_##suffix, [VT_Q6_K] = x86_q6_K_tiled_##suffix},            \
     }

@@ -13,6 +13,10 @@
  *
  * Blocks go in groups of 8: their scales are widened from half with one instruction and multiplied with the 8
  * activation scales as one vector; each block then takes its lane of those products.
+ *
+ * Q4_0 matrices that llama.cpp repacks (VT_ORDER_REPACK) are summed as its ggml_gemv_q4_0_8x8_q8_0 and
+ * ggml_gemm_q4_0_8x8_q8_0 do (ggml-cpu/arch/x86/repack.cpp): per output one float, into which each block's
+ * integer sum is multiply-added with d_w * d_a, block after block (llama_orders.py, "repack").
  */
 
 /* Quants of the 32-element block at x as bytes: unsigned for Q4_1 / Q5_1, signed (value minus offset) else. */
@@ -34,7 +38,7 @@ VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
 }
 
 VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
-                                   int64_t act_stride, float *out, int64_t out_stride) {
+                                   int64_t act_stride, float *out, int64_t out_stride, const int order) {
     const int bytes = (int)(type == VT_Q4_0   ? sizeof(block_q4_0)
                             : type == VT_Q4_1 ? sizeof(block_q4_1)
                             : type == VT_Q5_0 ? sizeof(block_q5_0)
@@ -42,21 +46,24 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
                                               : sizeof(block_q8_0));
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     __m256 acc[TILE];
-    float summs[TILE];
+    float summs[TILE], sum[TILE]; /* sum: the repack order's float */
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
         acc[t] = _mm256_setzero_ps();
-        summs[t] = 0.0f;
+        summs[t] = sum[t] = 0.0f;
     }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0 = w + b0 * bytes;
         const __m256 dx = x86_halves8(x0, bytes, count); /* every 32-element block starts with d */
         __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
+        float scales[TILE][8]; /* the same as floats, for the repack order */
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *d = ACT_D(t, 32);
             scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
+            if (order == VT_ORDER_REPACK)
+                _mm256_storeu_ps(scales[t], scale[t]);
             if (has_min) { /* m * s per block, summed in block order */
                 float ms[8];
                 _mm256_storeu_ps(ms, _mm256_mul_ps(x86_halves8(x0 + offsetof(block_q4_1, m), bytes, count),
@@ -76,21 +83,28 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             for (int t = 0; t < T; t++) {
                 const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
                 const __m256i sums = X86_DOT4(u, has_min ? a : _mm256_sign_epi8(a, q));
-                acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[t], lane), _mm256_cvtepi32_ps(sums), acc[t]);
+                if (order == VT_ORDER_REPACK) /* the block's exact integer sum into the one float */
+                    sum[t] = fmaf((float)x86_hsum_int(sums), scales[t][k], sum[t]);
+                else
+                    acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[t], lane), _mm256_cvtepi32_ps(sums),
+                                             acc[t]);
             }
         }
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = x86_hsum(acc[t]) + summs[t];
+        out[t * out_stride] = order == VT_ORDER_REPACK ? sum[t] : x86_hsum(acc[t]) + summs[t];
 }
 
 /* ---- K-quants ------------------------------------------------------------------------------------------
  *
  * Each block's integer sums are exact; the float order follows `order` (vt_order in vt_internal.h): vec_dot's
- * 8 lanes, or one float per output (two with the min sums) for the repack and tiled orders. The tiled order
- * multiply-adds each block's term r times the activation's d into the output (fused, as measured against
- * llama.cpp on an AVX-512 VNNI machine, whose build takes its AVX2 tiled kernel).
+ * 8 lanes, or one float per output (two with the min sums) for the repack and tiled orders. In vec_dot's order
+ * Q5_K's min sums go into one float beside the lanes, added after their sum, as ggml_vec_dot_q5_K_q8_K does on
+ * x86 (arch/x86/quants.c: `summs += dmin * ...`, contracted to an FMA; `*s = hsum_float_8(acc) + summs`); Q4_K's
+ * are taken off the lanes. The tiled order multiply-adds each block's term r times the activation's d into the
+ * output (fused, as measured against llama.cpp on an AVX-512 VNNI machine, whose build takes its AVX2 tiled
+ * kernel).
  */
 
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; mins meet the activations' bsums. */
@@ -122,7 +136,9 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
         for (int t = 0; t < T; t++) {
             const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
             msum[t] = _mm256_madd_epi16(mins, x86_load(bsums));
-            if (order == VT_ORDER_VEC_DOT)
+            if (order == VT_ORDER_VEC_DOT && type == VT_Q5_K) /* one float, fused as ggml's compiler fuses it */
+                min_sum[t] = fmaf(-(ACT_D(t, 256)[b] * dmin), (float)x86_hsum_int(msum[t]), min_sum[t]);
+            else if (order == VT_ORDER_VEC_DOT)
                 acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(msum[t]), acc[t]);
             sumi[t] = _mm256_setzero_si256();
         }
@@ -173,7 +189,9 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
-        out[t * out_stride] = order == VT_ORDER_VEC_DOT ? x86_hsum(acc[t]) : sum[t] - min_sum[t];
+        out[t * out_stride] = order != VT_ORDER_VEC_DOT ? sum[t] - min_sum[t]
+                              : type == VT_Q5_K         ? x86_hsum(acc[t]) + min_sum[t]
+                                                        : x86_hsum(acc[t]);
 }
 
 /* Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16, in groups of 32 elements that share a 32-byte vector. Q3_K and
@@ -282,12 +300,14 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
         out[t * out_stride] = order == VT_ORDER_TILED ? sum[t] : x86_hsum(acc[t]);
 }
 
-/* The K-quant bodies in each order they are used in (vt_order). */
+/* The bodies in each order they are used in (vt_order). */
 #define X86_ORDERED(body, suffix, order)                                                                           \
     VT_INLINE void X86_NAME(body##suffix)(const int type, const int T, int64_t nb, const uint8_t *w,                 \
                                           const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) { \
         X86_NAME(body)(type, T, nb, w, act, act_stride, out, out_stride, order);                                   \
     }
+X86_ORDERED(x86_dot32, _vec_dot, VT_ORDER_VEC_DOT)
+X86_ORDERED(x86_dot32, _repack, VT_ORDER_REPACK)
 X86_ORDERED(x86_q45_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q45_K, _repack, VT_ORDER_REPACK)
 X86_ORDERED(x86_q45_K, _repack_4, VT_ORDER_REPACK_4)
@@ -296,16 +316,17 @@ X86_ORDERED(x86_q236_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
 #undef X86_ORDERED
 
-TILE_KERNEL(X86_NAME(x86_q4_0), X86_NAME(x86_dot32), VT_Q4_0)
-TILE_KERNEL(X86_NAME(x86_q4_1), X86_NAME(x86_dot32), VT_Q4_1)
-TILE_KERNEL(X86_NAME(x86_q5_0), X86_NAME(x86_dot32), VT_Q5_0)
-TILE_KERNEL(X86_NAME(x86_q5_1), X86_NAME(x86_dot32), VT_Q5_1)
-TILE_KERNEL(X86_NAME(x86_q8_0), X86_NAME(x86_dot32), VT_Q8_0)
+TILE_KERNEL(X86_NAME(x86_q4_0), X86_NAME(x86_dot32_vec_dot), VT_Q4_0)
+TILE_KERNEL(X86_NAME(x86_q4_1), X86_NAME(x86_dot32_vec_dot), VT_Q4_1)
+TILE_KERNEL(X86_NAME(x86_q5_0), X86_NAME(x86_dot32_vec_dot), VT_Q5_0)
+TILE_KERNEL(X86_NAME(x86_q5_1), X86_NAME(x86_dot32_vec_dot), VT_Q5_1)
+TILE_KERNEL(X86_NAME(x86_q8_0), X86_NAME(x86_dot32_vec_dot), VT_Q8_0)
 TILE_KERNEL(X86_NAME(x86_q2_K), X86_NAME(x86_q236_K_vec_dot), VT_Q2_K)
 TILE_KERNEL(X86_NAME(x86_q3_K), X86_NAME(x86_q236_K_vec_dot), VT_Q3_K)
 TILE_KERNEL(X86_NAME(x86_q4_K), X86_NAME(x86_q45_K_vec_dot), VT_Q4_K)
 TILE_KERNEL(X86_NAME(x86_q5_K), X86_NAME(x86_q45_K_vec_dot), VT_Q5_K)
 TILE_KERNEL(X86_NAME(x86_q6_K), X86_NAME(x86_q236_K_vec_dot), VT_Q6_K)
+TILE_KERNEL(X86_NAME(x86_q4_0_repack), X86_NAME(x86_dot32_repack), VT_Q4_0)
 TILE_KERNEL(X86_NAME(x86_q4_K_repack), X86_NAME(x86_q45_K_repack), VT_Q4_K)
 TILE_KERNEL(X86_NAME(x86_q4_K_repack_4), X86_NAME(x86_q45_K_repack_4), VT_Q4_K)
 TILE_KERNEL(X86_NAME(x86_q3_K_tiled), X86_NAME(x86_q236_K_tiled), VT_Q3_K)

@@ -105,11 +105,13 @@ static inline int64_t vt_act_row_bytes(int act_type, int64_t cols) {
 /* The orders in which llama.cpp's CPU backend (x86) sums a quantized product, which the x86 kernels follow so that a
  * decoder gives llama.cpp's logits bit for bit. The integer part of every block is exact in all of them; they
  * differ in how the blocks' float terms are added up:
- * - VT_ORDER_VEC_DOT: ggml_vec_dot_*: the terms into 8 float lanes, summed across at the end;
- * - VT_ORDER_REPACK: Q4_K repacked at load (q4_K_8x8 gemv, matrices of 8k rows): per output, the blocks' sums
- *   and min sums multiply-added into two floats, block after block, the second taken off the first at the end;
- *   VT_ORDER_REPACK_4 the same per 64 elements, as its gemm does for the activation rows it takes in fours
- *   (all but the last n % 4 of a product of n > 3; quant_kernels.c's matmul_rows splits them);
+ * - VT_ORDER_VEC_DOT: ggml_vec_dot_*: the terms into 8 float lanes, summed across at the end (Q5_K: its min
+ *   terms into one float beside them, added last);
+ * - VT_ORDER_REPACK: Q4_0 and Q4_K repacked at load (q4_0_8x8 and q4_K_8x8 gemv, matrices of 8k rows): per
+ *   output, the blocks' sums (and Q4_K's min sums) multiply-added into one float (two), block after block, the
+ *   second taken off the first at the end; VT_ORDER_REPACK_4 the same per 64 elements for Q4_K, as its gemm does
+ *   for the activation rows it takes in fours (all but the last n % 4 of a product of n > 3; quant_kernels.c's
+ *   matmul_rows splits them); Q4_0's gemm sums as its gemv;
  * - VT_ORDER_TILED: the tiled K-quant matmul of batches of 8 and more (ggml-cpu/tiled): per block the sum times
  *   the weight's d (less dmin times the min sum), then times the activation's d added to the output.
  * dispatch.c picks one per product; builds other than x86 have one order and ignore it. */
