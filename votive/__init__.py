@@ -9,7 +9,7 @@
 __version__ = "0.1.0"
 
 
-def load(source, *, backend: str | None = None, n_ctx: int | None = None):
+def load(source, *, backend: str | None = None, n_ctx: int | None = None, quantize: str | None = None):
     """Load a model for inference.
 
     Args:
@@ -20,10 +20,14 @@ def load(source, *, backend: str | None = None, n_ctx: int | None = None):
             an NVIDIA GPU and cupy are present, numpy otherwise (deciding imports no cupy).
         n_ctx: for decoders, the positions a generation's KV cache holds (default 4096, capped by the model's
             training context).
+        quantize: for a Hugging Face decoder folder (config.json + safetensors), "q8_0" quantizes its matrices
+            at load with votive's quantizer; None (default) keeps them as stored (bf16, f16 or f32). "q4_k_m" is
+            refused for now (no Q6_K quantizer); anything else is an InputError naming the choices.
 
     Returns:
-        An encoder (`.embed(texts)`) or, for GGUF decoders, a generator (`.generate(prompt)`).
+        An encoder (`.embed(texts)`) or, for decoders (a GGUF file, or an HF `LlamaForCausalLM`,
+        `MistralForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM` folder), a generator (`.generate(prompt)`).
     """
     from votive.models import load_model
 
-    return load_model(source, backend=backend, n_ctx=n_ctx)
+    return load_model(source, backend=backend, n_ctx=n_ctx, quantize=quantize)

@@ -107,6 +107,23 @@ class ResolvedSource:
         """'gguf' for a `.gguf` file, else 'safetensors' (a model folder or a `.safetensors` file)."""
         return "gguf" if self.path.suffix == ".gguf" else "safetensors"
 
+    @property
+    def kind(self) -> str:
+        """'generation' for a decoder (a `.gguf` file, or a folder whose config.json `architectures` names a
+        `...ForCausalLM` class), else 'embeddings'. Says which handler serves it; votive.models.load_model
+        refuses a decoder class it does not implement, naming it."""
+        if self.format == "gguf":
+            return "generation"
+        config = self.path / "config.json"
+        if not (self.path.is_dir() and config.is_file()):
+            return "embeddings"
+        try:
+            archs = json.loads(config.read_bytes()).get("architectures")
+        except (OSError, ValueError, AttributeError):  # load_model reports a broken config.json in full
+            return "embeddings"
+        decoder = isinstance(archs, list) and any(isinstance(a, str) and a.endswith("ForCausalLM") for a in archs)
+        return "generation" if decoder else "embeddings"
+
 
 def resolve_source(
     source: str | os.PathLike, *, hub: HubClient | None = None, cache_dir: Path | None = None

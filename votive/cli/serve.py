@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from votive.sources import ResolvedSource
 
 DEFAULT_HANDLER = "votive.handlers.embeddings.handler"
-GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a GGUF model
+GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a decoder (GGUF or HF)
 
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,8 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--handler",
-        help=f"module.function to serve (default {DEFAULT_HANDLER}, or {GENERATION_HANDLER} for a GGUF model)",
+        help=f"module.function to serve (default {DEFAULT_HANDLER}, or {GENERATION_HANDLER} for a decoder: a "
+        "GGUF file or a Hugging Face ...ForCausalLM folder)",
     )
     parser.add_argument(
         "--timeout", type=seconds, default=30.0, metavar="S", help="function timeout (default 30 s)"
@@ -106,8 +107,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def default_handler(source: ResolvedSource) -> str:
-    """The generation handler for a GGUF model, the embedding handler for anything else."""
-    return GENERATION_HANDLER if source.format == "gguf" else DEFAULT_HANDLER
+    """The generation handler for a decoder (a GGUF file or a Hugging Face `...ForCausalLM` folder), the
+    embedding handler for anything else."""
+    return GENERATION_HANDLER if source.kind == "generation" else DEFAULT_HANDLER
 
 
 def handler_init(handler: str, source: ResolvedSource | None):

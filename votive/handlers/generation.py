@@ -1,4 +1,5 @@
-"""Lambda handler: a GGUF decoder behind OpenAI's completions and chat completions APIs, streamed or whole.
+"""Lambda handler: a decoder (GGUF, or a Hugging Face ...ForCausalLM folder) behind OpenAI's completions and chat
+completions APIs, streamed or whole.
 
 Set the function's handler to `votive.handlers.generation.handler`. To stream, run it under votive's runtime
 (`python -m votive.handlers.stream_runtime votive.handlers.generation.handler` as the image's entry point) and
@@ -118,8 +119,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str], source: ResolvedSource | None = None) -> "Settings":
         """Read and check the settings (`source`, when given, is the model instead of VOTIVE_MODEL). Raises
         VotiveFault (Votive.ConfigError) naming the bad variable."""
-        model = settings.required_model(environ, "a GGUF decoder: a .gguf file, hf:org/name/file.gguf or an "
-                                                 "alias, e.g. VOTIVE_MODEL=smollm2", source)
+        model = settings.required_model(environ, "a decoder: a .gguf file, hf:org/name/file.gguf, a Hugging "
+                                                 "Face ...ForCausalLM folder or an alias, e.g. VOTIVE_MODEL=smollm2", source)
         return cls(model, settings.positive_int(environ, "VOTIVE_N_CTX"),
                    settings.positive_int(environ, "VOTIVE_MAX_TOKENS", DEFAULT_MAX_TOKENS))
 
@@ -353,7 +354,8 @@ def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None
     model = settings.load_model(config.model, load, n_ctx=config.n_ctx)
     if getattr(model, "kind", None) != "generation":
         raise VotiveFault(VotiveFault.CONFIG_ERROR,
-                          f"{settings.model_name(config.model)} is not a text generation model (a GGUF decoder); "
+                          f"{settings.model_name(config.model)} is not a text generation model (a GGUF decoder or "
+                          f"a Hugging Face ...ForCausalLM folder); "
                           f"serve it with votive.handlers.embeddings.handler")
     return make_handler(model, default_max_tokens=config.max_tokens)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from votive.errors import ModelConfigError
+from votive.errors import InputError, ModelConfigError
 
 # GGUF `general.architecture` -> (module, class) of the decoder family that reads it.
 DECODERS = {
@@ -15,19 +15,33 @@ DECODERS = {
     "phi3": ("votive.models.phi3", "Phi3Model"),
     "smollm3": ("votive.models.smollm3", "SmolLM3Model"),
 }
+# Hugging Face config.json `architectures` -> (module, class) of the family whose from_safetensors reads it.
+HF_DECODERS = {
+    "LlamaForCausalLM": ("votive.models.llama", "LlamaModel"),
+    "MistralForCausalLM": ("votive.models.llama", "LlamaModel"),
+    "Qwen2ForCausalLM": ("votive.models.qwen2", "Qwen2Model"),
+    "Qwen3ForCausalLM": ("votive.models.qwen3", "Qwen3Model"),
+}
 
 
-def load_model(source, *, backend: str | None = None, n_ctx: int | None = None):
+def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, quantize: str | None = None):
     """Resolve `source` (see `votive.load`; a `ResolvedSource` is taken as it is) and build the model its files
     describe."""
     from votive.backends import get_backend
+    from votive.models.hf_checkpoint import quantize_type
     from votive.sources import ResolvedSource, resolve_source
 
+    qtype = quantize_type(quantize)  # a bad choice is refused before anything is read
     resolved = source if isinstance(source, ResolvedSource) else resolve_source(source)
-    ops = get_backend(backend)
     path = Path(resolved.path)
+    if qtype is not None and (path.suffix == ".gguf" or resolved.kind != "generation"):
+        raise InputError(f"{path}: quantize={quantize!r} applies to Hugging Face decoder folders (safetensors) only; "
+                         f"a GGUF file is served as stored, an encoder unquantized")
+    ops = get_backend(backend)
     if path.suffix == ".gguf":
         return load_gguf(path, ops, n_ctx=n_ctx, model_id=resolved.model_id)
+    if resolved.kind == "generation":
+        return load_hf_decoder(path, ops, n_ctx=n_ctx, model_id=resolved.model_id, quantize=qtype)
     if path.is_dir() and (path / "config.json").is_file():
         from votive.models.bert import SentenceEncoder
 
@@ -48,3 +62,24 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
     module, name = DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     return cls.from_gguf(f, ops, GGUFTokenizer.from_gguf(f), n_ctx=n_ctx, model_id=model_id or path.stem)
+
+
+def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None):
+    """A Hugging Face decoder folder (config.json, safetensors, tokenizer.json) as its family's model; `quantize`
+    is a GGML type to quantize matrices to at load, or None (votive/models/hf_checkpoint.py)."""
+    import importlib
+
+    from votive.formats.weights import WeightStore
+    from votive.models.hf_checkpoint import HFConfig, HFWeights
+    from votive.text.hf_tokenizer import HFTokenizer
+
+    hf = HFConfig(folder)
+    arch = hf.architecture
+    if arch not in HF_DECODERS:
+        raise ModelConfigError(f"{hf.path}: architecture {arch!r} is not supported (supported: "
+                               f"{', '.join(HF_DECODERS)})")
+    module, name = HF_DECODERS[arch]
+    cls = getattr(importlib.import_module(module), name)
+    weights = HFWeights(WeightStore(folder), quantize)
+    return cls.from_safetensors(hf, weights, ops, HFTokenizer(folder), n_ctx=n_ctx,
+                                model_id=model_id or Path(folder).name)

@@ -63,6 +63,33 @@ class Config:
             vocab_size=f.tensors["token_embd.weight"].shape[0],
         )
 
+    @classmethod
+    def from_hf(cls, hf) -> "Config":
+        """Hyperparameters from a Hugging Face config.json (`hf`: a models.hf_checkpoint.HFConfig), key by key:
+        num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, num_key_value_heads (default the
+        heads), head_dim (default hidden_size / heads), rope_theta and rope_scaling (HFConfig.rope), rms_norm_eps,
+        max_position_embeddings, vocab_size. What this block cannot run is refused naming the key."""
+        hf.refuse("hidden_act", ("silu",))
+        hf.refuse("attention_bias", (False,))  # llama's q/k/v/o biases (Qwen2's are its own table's)
+        hf.refuse("mlp_bias", (False,))
+        n_heads = hf.require("num_attention_heads")
+        dim = hf.require("hidden_size")
+        head_dim = hf.get("head_dim", dim // n_heads)
+        rope = hf.rope(head_dim)
+        return cls(
+            n_layers=hf.require("num_hidden_layers"),
+            dim=dim,
+            ffn_dim=hf.require("intermediate_size"),
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads", n_heads),
+            head_dim=head_dim,
+            rope_base=rope.base,
+            rope=rope,
+            norm_eps=hf.require("rms_norm_eps", float),
+            train_ctx=hf.require("max_position_embeddings"),
+            vocab_size=hf.require("vocab_size"),
+        )
+
 
 # -------------------------------------------------------------------------------------------- weight names
 # Our name -> GGUF tensor name. Matrices are (out, in) in numpy order; quantized ones stay GGML blocks.
@@ -81,6 +108,24 @@ LAYER_WEIGHTS = {
     "w_gate": "blk.{i}.ffn_gate.weight",  # (ffn_dim, dim)
     "w_up": "blk.{i}.ffn_up.weight",  # (ffn_dim, dim)
     "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
+}
+# Our name -> Hugging Face tensor name (LlamaForCausalLM, MistralForCausalLM), same shapes as above. Q and K
+# keep HF's row order, run with NEOX RoPE (the choice and why: votive/models/hf_checkpoint.py).
+HF_WEIGHTS = {
+    "tok_embed": "model.embed_tokens.weight",
+    "norm": "model.norm.weight",
+    "output": "lm_head.weight",  # absent when tie_word_embeddings
+}
+HF_LAYER_WEIGHTS = {
+    "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "wq": "model.layers.{i}.self_attn.q_proj.weight",
+    "wk": "model.layers.{i}.self_attn.k_proj.weight",
+    "wv": "model.layers.{i}.self_attn.v_proj.weight",
+    "wo": "model.layers.{i}.self_attn.o_proj.weight",
+    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "w_gate": "model.layers.{i}.mlp.gate_proj.weight",
+    "w_up": "model.layers.{i}.mlp.up_proj.weight",
+    "w_down": "model.layers.{i}.mlp.down_proj.weight",
 }
 
 
@@ -180,3 +225,25 @@ class LlamaModel(TextGenerator):
         cfg.window = f.get("llama.attention.sliding_window", 0)  # see the module docstring (Mistral)
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+
+    @classmethod
+    def from_safetensors(cls, hf, weights, ops, tokenizer, n_ctx: int | None = None,
+                         model_id: str = "") -> "LlamaModel":
+        """From a Hugging Face folder: its config.json (`hf`, an HFConfig) and tensors (`weights`, an HFWeights).
+        Mistral's `sliding_window` (null: none) is the window, as in from_gguf."""
+        cfg = Config.from_hf(hf)
+        cfg.window = hf.get("sliding_window", 0)
+        return cls.bind_hf(hf, weights, ops, cfg, HF_WEIGHTS, HF_LAYER_WEIGHTS, tokenizer, n_ctx, model_id)
+
+    @classmethod
+    def bind_hf(cls, hf, weights, ops, cfg: Config, table: dict, layer_table: dict, tokenizer, n_ctx, model_id):
+        """Check a folder's tensors against `cfg`, bind them through the family's HF tables and build the model,
+        rotating Q and K as NEOX (hf_checkpoint.py says why)."""
+        from votive.models.hf_checkpoint import check_shapes
+
+        tied = bool(hf.get("tie_word_embeddings", False))
+        check_shapes(weights, cfg, table, layer_table, tied)
+        top, layers = bind_weights(weights, ops, table, cfg.n_layers, layer_table, optional=("output",))
+        model = cls(ops, cfg, top, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+        model.rope_neox = True
+        return model

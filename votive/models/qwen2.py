@@ -26,6 +26,13 @@ LAYER_WEIGHTS = llama.LAYER_WEIGHTS | {
     "bk": "blk.{i}.attn_k.bias",  # (n_kv_heads * head_dim,)
     "bv": "blk.{i}.attn_v.bias",  # (n_kv_heads * head_dim,)
 }
+# Our name -> Hugging Face tensor name (Qwen2ForCausalLM), same shapes as above.
+HF_WEIGHTS = llama.HF_WEIGHTS  # lm_head absent when tie_word_embeddings
+HF_LAYER_WEIGHTS = llama.HF_LAYER_WEIGHTS | {
+    "bq": "model.layers.{i}.self_attn.q_proj.bias",
+    "bk": "model.layers.{i}.self_attn.k_proj.bias",
+    "bv": "model.layers.{i}.self_attn.v_proj.bias",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -51,3 +58,11 @@ class Qwen2Model(LlamaModel):
         cfg = Config.from_gguf(f, "qwen2")
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+
+    @classmethod
+    def from_safetensors(cls, hf, weights, ops, tokenizer, n_ctx: int | None = None,
+                         model_id: str = "") -> "Qwen2Model":
+        """From a Hugging Face folder (see LlamaModel.from_safetensors); `use_sliding_window` must be off."""
+        hf.refuse("use_sliding_window", (False,))
+        cfg = Config.from_hf(hf)
+        return cls.bind_hf(hf, weights, ops, cfg, HF_WEIGHTS, HF_LAYER_WEIGHTS, tokenizer, n_ctx, model_id)

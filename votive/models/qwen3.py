@@ -25,6 +25,12 @@ LAYER_WEIGHTS = llama.LAYER_WEIGHTS | {
     "q_norm": "blk.{i}.attn_q_norm.weight",  # (head_dim,)
     "k_norm": "blk.{i}.attn_k_norm.weight",  # (head_dim,)
 }
+# Our name -> Hugging Face tensor name (Qwen3ForCausalLM), same shapes as above.
+HF_WEIGHTS = llama.HF_WEIGHTS  # lm_head absent when tie_word_embeddings
+HF_LAYER_WEIGHTS = llama.HF_LAYER_WEIGHTS | {
+    "q_norm": "model.layers.{i}.self_attn.q_norm.weight",
+    "k_norm": "model.layers.{i}.self_attn.k_norm.weight",
+}
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -44,3 +50,11 @@ class Qwen3Model(LlamaModel):
         cfg = Config.from_gguf(f, "qwen3")
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=("output",))
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+
+    @classmethod
+    def from_safetensors(cls, hf, weights, ops, tokenizer, n_ctx: int | None = None,
+                         model_id: str = "") -> "Qwen3Model":
+        """From a Hugging Face folder (see LlamaModel.from_safetensors); `use_sliding_window` must be off."""
+        hf.refuse("use_sliding_window", (False,))
+        cfg = Config.from_hf(hf)
+        return cls.bind_hf(hf, weights, ops, cfg, HF_WEIGHTS, HF_LAYER_WEIGHTS, tokenizer, n_ctx, model_id)

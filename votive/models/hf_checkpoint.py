@@ -1,0 +1,271 @@
+"""Hugging Face decoder checkpoints: a folder with config.json, model.safetensors (or shards with
+model.safetensors.index.json), tokenizer.json and tokenizer_config.json, read into the same models the GGUF
+files build (llama.py, qwen2.py, qwen3.py).
+
+Each family keeps its own HF weight table (`HF_WEIGHTS` / `HF_LAYER_WEIGHTS`, beside its GGUF one: our name ->
+HF tensor name), and reads its hyperparameters with `Config.from_hf`, which names the config.json key of every
+field. This module holds what they share: config.json with named-key errors and its RoPE settings (`HFConfig`),
+the weights behind the interface `models.binding.bind_weights` reads (`HFWeights`), the check that config and
+tensors agree (`check_shapes`), and quantizing at load.
+
+The Q/K question, decided here once. transformers' `rotate_half` turns the pairs (i, i + head_dim / 2) of each
+head: ggml's NEOX RoPE. llama.cpp's converter permutes LLaMA's Q and K rows (convert_hf_to_gguf.py
+LlamaModel.permute) so that ggml's "normal" RoPE, which turns adjacent pairs, computes the same thing. From
+safetensors we do not permute: every family runs NEOX RoPE on the rows as stored. Then a float32 weight stays a
+view of the file's map (a permutation would copy it), quantizing at load sees the rows in HF's order, and the q.k
+dot products sum the head's elements in transformers' order. A GGUF written from such a folder would need
+llama.cpp's permutation for `llama` (that is the converter's business, not this reader's).
+
+Weights stay as stored: float32 matrices are views of the map; F16 / BF16 matrices go to the backend as such (the
+CPU widens them to float32 once, exactly, as it does for GGUF files; the GPU keeps the halves). 1-D tensors (norm
+weights, biases) are widened to float32 here, exactly. With `quantize="q8_0"` every matrix whose rows are whole
+32-element blocks is quantized at load with votive's Q8_0 quantizer (votive.quant.codecs, bit-exact with ggml's
+quantize_row_q8_0_ref), a band of rows at a time; other matrices stay as stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from votive.errors import InputError, ModelConfigError
+from votive.formats.weights import WeightStore, bf16_to_f32
+from votive.models.rope_scaling import RopeScaling
+from votive.quant.ggml_types import GGMLType
+
+# safetensors dtype -> the GGML type a float tensor of it is handed to the backend as.
+FLOAT_TYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
+
+# `votive.load(..., quantize=)` value -> the GGML type matrices are quantized to at load.
+QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0}
+# Choices votive names but cannot yet make exactly: llama.cpp's Q4_K_M puts Q6_K in output.weight and half of
+# attn_v / ffn_down, and votive.quant.codecs has no Q6_K quantizer.
+QUANTIZE_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (for output and half of attn_v / ffn_down), which "
+                              "votive.quant.codecs lacks"}
+_BAND_ROWS = 1024  # rows widened to float32 at a time when quantizing: bounds the scratch memory
+
+# rope_scaling types votive computes as transformers does (see HFConfig.rope).
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+# ------------------------------------------------------------------------------------------------ config.json
+class HFConfig:
+    """A parsed config.json with getters that name a missing or mistyped key.
+
+    Args:
+        folder: the checkpoint folder.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / "config.json"
+        try:
+            self.data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ModelConfigError(f"{self.path}: cannot read JSON ({e})") from None
+        if not isinstance(self.data, dict):
+            raise ModelConfigError(f"{self.path}: expected a JSON object, found {type(self.data).__name__}")
+
+    @property
+    def architecture(self) -> str:
+        """The one entry of `architectures`, e.g. "LlamaForCausalLM"."""
+        archs = self.data.get("architectures")
+        if not (isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str)):
+            raise ModelConfigError(f"{self.path}: 'architectures' must list one class name, found {archs!r}")
+        return archs[0]
+
+    def get(self, key: str, default=None):
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def require(self, key: str, kind: type = int):
+        """config.json's `key`, which must be present and of `kind` (int refuses bool; float takes an int)."""
+        if key not in self.data or self.data[key] is None:
+            raise ModelConfigError(f"{self.path}: missing key {key!r}")
+        value = self.data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ModelConfigError(f"{self.path}: {key!r} is {value!r}, expected {kind.__name__}")
+        return value
+
+    def refuse(self, key: str, allowed) -> None:
+        """Refuse a checkpoint whose `key` is set to anything but the `allowed` values (absent / null is fine)."""
+        value = self.data.get(key)
+        if value is not None and value not in allowed:
+            raise ModelConfigError(f"{self.path}: {key} = {value!r} is not supported (votive runs "
+                                   f"{' or '.join(repr(a) for a in allowed)})")
+
+    def rope(self, head_dim: int) -> RopeScaling:
+        """RoPE settings: `rope_theta` and `rope_scaling` (the Hub's keys), or transformers 5's `rope_parameters`
+        holding both. Types ROPE_TYPES; any other, and `partial_rotary_factor` other than 1, are refused naming
+        the key, never approximated.
+
+        "llama3" scaling (Llama 3.1 / 3.2) becomes per-pair frequency factors, computed as llama.cpp's converter
+        computes its rope_freqs.weight (convert_hf_to_gguf.py LlamaModel.generate_extra_tensors); transformers'
+        `_compute_llama3_parameters` divides each inverse frequency by the same factor.
+        """
+        params = self.data.get("rope_parameters")
+        params = params if isinstance(params, dict) else {}
+        scaling = self.data.get("rope_scaling") or params
+        where = "rope_scaling" if self.data.get("rope_scaling") else "rope_parameters"
+        base = float(self.get("rope_theta", params.get("rope_theta", 10000.0)))
+        partial = self.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
+        if partial != 1.0:
+            raise ModelConfigError(f"{self.path}: partial_rotary_factor = {partial!r} is not supported (only 1.0)")
+        if not isinstance(scaling, dict):
+            raise ModelConfigError(f"{self.path}: {where} must be an object or null, found {scaling!r}")
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind not in ROPE_TYPES:
+            raise ModelConfigError(f"{self.path}: {where}.rope_type = {kind!r} is not supported (votive runs "
+                                   f"{', '.join(ROPE_TYPES)})")
+        known = {"rope_type", "type", "rope_theta", "factor", "partial_rotary_factor"}
+        if kind == "llama3":
+            known |= {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
+        extra = sorted(set(scaling) - known)
+        if extra:  # e.g. attention_factor: a setting we would otherwise ignore
+            raise ModelConfigError(f"{self.path}: {where}.{extra[0]} = {scaling[extra[0]]!r} is not supported for "
+                                   f"rope_type {kind!r}")
+        if kind == "default":
+            return RopeScaling(base=base)
+        factor = scaling.get("factor")
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0:
+            raise ModelConfigError(f"{self.path}: {where}.factor = {factor!r} must be a number > 0")
+        if kind == "linear":  # positions divided by factor, as ggml's freq_scale (in float, as llama.cpp)
+            return RopeScaling(base=base, freq_scale=float(np.float32(1) / np.float32(factor)), scaling_type="linear")
+        return RopeScaling(base=base, freq_factors=self._llama3_factors(scaling, base, head_dim, float(factor)),
+                           scaling_type="linear")
+
+    def _llama3_factors(self, scaling: dict, base: float, head_dim: int, factor: float) -> np.ndarray:
+        """(head_dim / 2,) float32 divisors of each pair's angle, as llama.cpp's converter writes them."""
+        low = float(scaling.get("low_freq_factor", 1.0))
+        high = float(scaling.get("high_freq_factor", 4.0))
+        old_ctx = float(scaling.get("original_max_position_embeddings", 8192))
+        if not high > low:
+            raise ModelConfigError(f"{self.path}: rope_scaling high_freq_factor = {high} must exceed "
+                                   f"low_freq_factor = {low}")
+        freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))  # (head_dim / 2,)
+        out = []
+        for freq in freqs.astype(np.float64):
+            wavelen = 2 * np.pi / freq
+            if wavelen < old_ctx / high:  # high frequencies: untouched
+                out.append(1.0)
+            elif wavelen > old_ctx / low:  # low frequencies: slowed by factor
+                out.append(factor)
+            else:  # in between: a smooth blend of the two
+                smooth = (old_ctx / wavelen - low) / (high - low)
+                out.append(1 / ((1 - smooth) / factor + smooth))
+        return np.array(out, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class HFTensor:
+    """What `bind_weights` and the backends' `make_linear` read of a tensor (GGUFFile's TensorInfo, in part)."""
+
+    name: str
+    ggml_type: GGMLType  # F32, F16, BF16 as stored, F32 for widened 1-D tensors, or the type quantized to
+    shape: tuple[int, ...]  # numpy order
+
+
+class HFWeights:
+    """A checkpoint's tensors behind the interface of an open GGUFFile that `bind_weights` and `make_linear`
+    use: `.path`, `.tensors` (name -> HFTensor) and `[name]` (the data as that type stores it).
+
+    Args:
+        store: the checkpoint's `votive.formats.weights.WeightStore`.
+        quantize: a GGML type (QUANTIZE_TYPES) to quantize matrices to at load, or None to keep them as stored.
+    """
+
+    def __init__(self, store: WeightStore, quantize: GGMLType | None = None):
+        self.path = store.path
+        self.store = store
+        self.quantize = quantize
+        self.tensors: dict[str, HFTensor] = {}
+        for name in store.keys():
+            dtype = store.dtype_of(name)
+            shape = tuple(store.raw(name).shape)
+            if dtype not in FLOAT_TYPES:
+                raise ModelConfigError(f"{self.path}: tensor {name!r} is {dtype}; votive reads F32, F16 and BF16 "
+                                       f"checkpoints (quantized safetensors are not supported)")
+            kind = FLOAT_TYPES[dtype] if len(shape) == 2 else GGMLType.F32
+            if quantize is not None and len(shape) == 2 and shape[1] % quantize.block_size == 0:
+                kind = quantize
+            self.tensors[name] = HFTensor(name, kind, shape)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        info = self.tensors[name]
+        if info.ggml_type == GGMLType.F32:
+            return self.store.get(name)  # a view for F32, widened once (exactly) for F16 / BF16
+        if info.ggml_type in (GGMLType.F16, GGMLType.BF16):
+            return self.store.raw(name)  # float16, or BF16 bits as uint16: what make_linear dequantizes
+        return self._quantized(name, info)
+
+    def _quantized(self, name: str, info: HFTensor) -> np.ndarray:
+        """uint8 (rows, row_bytes) GGML blocks of a matrix, quantized from float32 a band of rows at a time."""
+        from votive.quant.codecs import quantize
+
+        raw, dtype = self.store.raw(name), self.store.dtype_of(name)
+        rows, cols = info.shape
+        out = np.empty((rows, info.ggml_type.row_bytes(cols)), np.uint8)  # (rows, row_bytes)
+        for start in range(0, rows, _BAND_ROWS):
+            band = raw[start : start + _BAND_ROWS]
+            band = bf16_to_f32(band) if dtype == "BF16" else np.asarray(band, np.float32)  # (band, cols), exact
+            out[start : start + band.shape[0]] = quantize(band, info.ggml_type.id)
+        return out
+
+
+def quantize_type(quantize) -> GGMLType | None:
+    """The GGML type for `votive.load`'s `quantize` argument; an InputError naming the choices for a bad one."""
+    if quantize is None:
+        return None
+    if quantize in QUANTIZE_MISSING:
+        raise InputError(f"quantize={quantize!r} is not available yet: {QUANTIZE_MISSING[quantize]} "
+                               f"(available: {', '.join(QUANTIZE_TYPES)}, or None to keep the stored dtype)")
+    if quantize not in QUANTIZE_TYPES:
+        raise InputError(f"quantize={quantize!r} is not a choice (choices: "
+                               f"{', '.join([*QUANTIZE_TYPES, *QUANTIZE_MISSING])}, or None)")
+    return QUANTIZE_TYPES[quantize]
+
+
+# ------------------------------------------------------------------------------------- config against tensors
+def decoder_shapes(cfg) -> tuple[dict, dict]:
+    """The shape config.json implies for each of our names (llama.Config `cfg`), whole-model and per layer."""
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    top = {"tok_embed": (cfg.vocab_size, cfg.dim), "norm": (cfg.dim,), "output": (cfg.vocab_size, cfg.dim)}
+    layer = {
+        "attn_norm": (cfg.dim,), "wq": (q, cfg.dim), "wk": (kv, cfg.dim), "wv": (kv, cfg.dim), "wo": (cfg.dim, q),
+        "ffn_norm": (cfg.dim,), "w_gate": (cfg.ffn_dim, cfg.dim), "w_up": (cfg.ffn_dim, cfg.dim),
+        "w_down": (cfg.dim, cfg.ffn_dim), "bq": (q,), "bk": (kv,), "bv": (kv,),
+        "q_norm": (cfg.head_dim,), "k_norm": (cfg.head_dim,),
+    }  # fmt: skip
+    return top, layer
+
+
+def check_shapes(weights: HFWeights, cfg, table: dict, layer_table: dict, tied: bool) -> None:
+    """Refuse a checkpoint whose tensors disagree with its config.json, naming the first disagreement: a tensor
+    of another shape, a layer past num_hidden_layers, or an lm_head that tie_word_embeddings says is absent.
+    (Missing tensors and tensors no table names are bind_weights' to refuse.)"""
+    top, layer = decoder_shapes(cfg)
+    names = [(ours, theirs, top[ours]) for ours, theirs in table.items()]
+    for i in range(cfg.n_layers):
+        names += [(ours, theirs.format(i=i), layer[ours]) for ours, theirs in layer_table.items()]
+    for ours, theirs, expected in names:
+        info = weights.tensors.get(theirs)
+        if info is not None and info.shape != expected:
+            raise ModelConfigError(f"{weights.path}: tensor {theirs!r} has shape {info.shape} but config.json "
+                                   f"implies {expected} (hidden_size {cfg.dim}, heads {cfg.n_heads} / "
+                                   f"{cfg.n_kv_heads} of {cfg.head_dim}, intermediate_size {cfg.ffn_dim}, "
+                                   f"vocab_size {cfg.vocab_size})")
+    beyond = layer_table["attn_norm"].format(i=cfg.n_layers)
+    if beyond in weights.tensors:
+        raise ModelConfigError(f"{weights.path}: tensor {beyond!r} exists but config.json says "
+                               f"num_hidden_layers = {cfg.n_layers}")
+    if tied and table["output"] in weights.tensors:
+        raise ModelConfigError(f"{weights.path}: tensor {table['output']!r} exists but config.json says "
+                               f"tie_word_embeddings = true")
+    if not tied and table["output"] not in weights.tensors:
+        raise ModelConfigError(f"{weights.path}: missing tensor {table['output']!r} (config.json says "
+                               f"tie_word_embeddings = false)")
