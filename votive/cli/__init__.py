@@ -12,7 +12,7 @@ import argparse
 import sys
 
 # argument builders only: boto3, modal, the builders and the emulators load when a command runs
-from votive.cli import build, deployments, invoke, serve
+from votive.cli import build, convert, deployments, invoke, serve
 from votive.cli.arguments import one_line
 from votive.errors import VotiveError
 
@@ -51,6 +51,8 @@ SUBCOMMANDS = (
     ("demo", "serve an embedding model locally and answer one real request through its function URL", serve.add_demo),
     ("build", "build deployable artifacts: Lambda layers and function zip, a container image, a Modal app",
      build.add_build),
+    ("convert", "write a Hugging Face decoder folder as a GGUF file (q8_0, f16, f32) that llama.cpp loads",
+     convert.add_convert),
     ("deploy", "deploy a model to AWS Lambda (function URL) or Modal (GPU web endpoint)", deployments.add_deploy),
     ("destroy", "remove everything a deployment created", deployments.add_destroy),
     ("status", "show a deployment's state, URL and settings", deployments.add_status),

@@ -1,0 +1,341 @@
+"""Convert a Hugging Face decoder folder (config.json, safetensors, tokenizer.json) into a GGUF file that
+llama.cpp and votive load: `votive convert FOLDER --to model.gguf --type q8_0|f16|f32`.
+
+What is written follows llama.cpp's convert_hf_to_gguf.py (ggml-org/llama.cpp, LlamaModel, Qwen2Model,
+Qwen3Model and gguf-py's SpecialVocab), so that the file reads as if that script had made it:
+- tensor names from the family's GGUF table, beside its HF table (votive/models/llama.py, qwen2.py, qwen3.py:
+  one pair of tables per family, nothing renamed here);
+- for `llama` (LlamaForCausalLM, MistralForCausalLM) Q and K rows permuted (LlamaModel.permute) so that ggml's
+  "normal" RoPE, which turns adjacent pairs, computes transformers' rotate_half; qwen2 / qwen3 keep HF's order
+  and run NEOX RoPE;
+- hyperparameters under the architecture's keys; `{arch}.attention.key_length` / `value_length` only when
+  config.json sets head_dim (TextModel.set_gguf_parameters); for `llama`, `llama.vocab_size` and
+  `llama.rope.dimension_count`; Llama 3 ("llama3") rope scaling as the `rope_freqs.weight` tensor
+  (LlamaModel.generate_extra_tensors; the factors are HFConfig.rope's, the converter's formula), linear scaling
+  as `rope.scaling.type` / `rope.scaling.factor`. Mistral's `sliding_window` is not written: llama.cpp's
+  converter writes no window for `llama`, and its `llama` graph reads none (votive/models/llama.py);
+- 1-D tensors (norms, biases) and rope_freqs in F32; matrices in the asked type, and for Q8_0 a matrix whose
+  rows are not whole 32-element blocks falls back to F16, as the converter does;
+- the tokenizer as a "gpt2" (byte-level BPE) vocabulary: tokens by id (gaps become `[PAD{id}]`, unused),
+  types (special added tokens control, other added tokens user-defined, the rest normal), merges, the
+  pre-tokenizer's llama.cpp name (PRE_TOKENIZER_NAMES: recognised from tokenizer.json's pre_tokenizer, where the
+  converter hashes a sample text's ids; both name the same split), BOS / EOS / UNK / PAD ids, the chat template.
+  `tokenizer.ggml.add_bos_token` is always written (what tokenizer.json's post-processor does), where
+  SpecialVocab writes it only when it can tell: so the two stacks never fall back on differing defaults.
+
+Q4_K_M is refused by name: llama.cpp's Q4_K_M puts Q6_K in output.weight and half of attn_v / ffn_down, and
+votive.quant.codecs has no Q6_K quantizer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from votive.errors import InputError, ModelConfigError
+from votive.formats.gguf_write import write_gguf
+from votive.formats.weights import WeightStore, bf16_to_f32
+from votive.quant.ggml_types import GGMLType
+
+# `--type` -> (GGML type of the matrices, general.file_type: llama.h's llama_ftype).
+CONVERT_TYPES = {"f32": (GGMLType.F32, 0), "f16": (GGMLType.F16, 1), "q8_0": (GGMLType.Q8_0, 7)}
+CONVERT_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (llama.cpp's Q4_K_M stores output.weight and half of "
+                             "attn_v / ffn_down as Q6_K), which votive.quant.codecs lacks"}
+QUANTIZATION_VERSION = 2  # general.quantization_version, GGML_QNT_VERSION
+
+# config.json `architectures` -> (general.architecture, module with the weight tables and Config, permute Q/K).
+ARCHITECTURES = {
+    "LlamaForCausalLM": ("llama", "votive.models.llama", True),
+    "MistralForCausalLM": ("llama", "votive.models.llama", True),
+    "Qwen2ForCausalLM": ("qwen2", "votive.models.qwen2", False),
+    "Qwen3ForCausalLM": ("qwen3", "votive.models.qwen3", False),
+}
+# Tensors a checkpoint may hold that the converter drops (transformers recomputes them).
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+# llama.cpp's tokenizer.ggml.pre name for a tokenizer.json pre_tokenizer, keyed by its shape (_pre_key): the
+# regexes llama.cpp's llm_tokenizer_bpe uses for that name split text as this pre_tokenizer does.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_TOKENIZER_NAMES = {
+    ("ByteLevel+regex",): "gpt-2",  # GPT-2's own regex inside ByteLevel
+    ("Digits(individual)", "ByteLevel+regex"): "smollm",  # SmolLM / StarCoder: each digit alone, then GPT-2's
+    ("Split:" + _LLAMA3_SPLIT, "ByteLevel"): "llama-bpe",  # Llama 3
+    ("Split:" + _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"), "ByteLevel"): "qwen2",  # Qwen2 / 2.5 / 3
+}
+TOKEN_TYPES = {"normal": 1, "control": 3, "user_defined": 4, "unused": 5}  # llama_token_type / gguf-py TokenType
+_BAND_ROWS = 1024  # rows widened to float32 at a time: bounds the scratch memory of a large matrix
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert_folder` wrote."""
+
+    path: Path  # the GGUF file
+    architecture: str  # general.architecture
+    type_name: str  # the --type asked for ("q8_0", ...)
+    folder_bytes: int  # the folder's safetensors files
+    gguf_bytes: int  # the file written
+    fallbacks: tuple[str, ...]  # GGUF tensors stored as F16 because their rows are not whole blocks
+
+
+def convert_type(name: str) -> tuple[GGMLType, int]:
+    """(matrix type, general.file_type) for `--type name`; InputError naming the choices otherwise."""
+    if name in CONVERT_MISSING:
+        raise InputError(f"--type {name} is not available: {CONVERT_MISSING[name]} (available: "
+                         f"{', '.join(CONVERT_TYPES)})")
+    if name not in CONVERT_TYPES:
+        raise InputError(f"--type {name!r} is not a choice (choices: {', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
+    return CONVERT_TYPES[name]
+
+
+def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = False) -> ConvertResult:
+    """Write the Hugging Face decoder in `folder` as a GGUF file at `out`.
+
+    Args:
+        folder (str or Path): config.json, model.safetensors (or shards and their index), tokenizer.json,
+            tokenizer_config.json.
+        out (str or Path): the GGUF file to write; it appears only once complete.
+        type_name (str): "q8_0", "f16" or "f32": the type of the matrices (CONVERT_TYPES).
+        overwrite (bool): replace an existing `out`.
+
+    Returns:
+        ConvertResult.
+
+    Raises:
+        InputError: a bad type_name, or `out` exists and overwrite is False.
+        ModelConfigError: an architecture, rope setting, tensor or tokenizer the converter cannot write.
+        WeightFileError: a malformed safetensors file.
+
+    Example:
+        >>> convert_folder("Qwen2.5-0.5B-Instruct", "qwen.gguf", "q8_0").gguf_bytes  # doctest: +SKIP
+    """
+    from votive.models.hf_checkpoint import HFConfig, HFWeights, check_shapes
+
+    folder, out = Path(folder), Path(out)
+    matrix_type, file_type = convert_type(type_name)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass --force (overwrite=True) to replace it")
+    hf = HFConfig(folder)
+    if hf.architecture not in ARCHITECTURES:
+        raise ModelConfigError(f"{hf.path}: architecture {hf.architecture!r} cannot be converted (supported: "
+                               f"{', '.join(ARCHITECTURES)})")
+    arch, module_name, permute = ARCHITECTURES[hf.architecture]
+    family = importlib.import_module(module_name)
+    if arch != "llama":
+        hf.refuse("use_sliding_window", (False,))
+    cfg = family.Config.from_hf(hf)  # refuses what the family cannot run, naming the key
+    scaling = _rope_scaling(hf)
+    if arch != "llama" and scaling["kind"] != "default":
+        raise ModelConfigError(f"{hf.path}: rope_scaling type {scaling['kind']!r} is not converted for {arch} "
+                               f"(llama.cpp's converter writes scaling for llama only among these families)")
+    store = WeightStore(folder)
+    tied = bool(hf.get("tie_word_embeddings", False))
+    check_shapes(HFWeights(store), cfg, family.HF_WEIGHTS, family.HF_LAYER_WEIGHTS, tied)
+
+    metadata = _model_metadata(hf, cfg, arch, file_type, folder.name, scaling)
+    metadata.update(_tokenizer_metadata(folder, hf, cfg.vocab_size))
+    tensors: dict[str, object] = {}
+    rope = hf.rope(cfg.head_dim)
+    if arch == "llama" and rope.freq_factors is not None:
+        tensors["rope_freqs.weight"] = np.asarray(rope.freq_factors, np.float32)  # (head_dim / 2,)
+    names = _tensor_names(store, cfg, family, tied)
+    fallbacks = []
+    for gguf_name, (hf_name, heads) in names.items():
+        data = _widened(store, hf_name)  # float32, exact
+        if heads and permute:
+            data = permute_qk(data, heads)
+        stored, fell_back = _store(data, matrix_type)
+        tensors[gguf_name] = stored
+        if fell_back:
+            fallbacks.append(gguf_name)
+    types = {"tokenizer.ggml.merges": "arr[str]"}  # an empty list needs its element type spelled out
+    write_gguf(out, metadata, tensors, metadata_types=types, overwrite=overwrite)
+    folder_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return ConvertResult(out, arch, type_name, folder_bytes, out.stat().st_size, tuple(fallbacks))
+
+
+# ------------------------------------------------------------------------------------------------ tensors
+def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's LlamaModel.permute: (heads * head_dim, cols) rows of each head reordered from rotate_half's
+    pairs (i, i + head_dim / 2) to adjacent pairs (2i, 2i + 1), which ggml's "normal" RoPE turns."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def _tensor_names(store: WeightStore, cfg, family, tied: bool) -> dict[str, tuple[str, int]]:
+    """GGUF name -> (HF name, heads to permute by for Q / K else 0), in the converter's order (embedding, layers,
+    final norm, output); a checkpoint tensor no table names is refused, naming it."""
+    names = {}
+    for ours, theirs in family.HF_WEIGHTS.items():
+        if ours == "output" and tied:
+            continue
+        names[family.WEIGHTS[ours]] = (theirs, 0)
+    for i in range(cfg.n_layers):
+        for ours, theirs in family.HF_LAYER_WEIGHTS.items():
+            heads = {"wq": cfg.n_heads, "wk": cfg.n_kv_heads}.get(ours, 0)
+            names[family.LAYER_WEIGHTS[ours].format(i=i)] = (theirs.format(i=i), heads)
+    wanted = {hf_name for hf_name, _ in names.values()}
+    for name in store.keys():
+        if name not in wanted and not name.endswith(IGNORED_SUFFIXES):
+            raise ModelConfigError(f"{store.path}: tensor {name!r} has no GGUF name in the "
+                                   f"{family.__name__} tables; the converter cannot write it")
+    for hf_name in wanted:
+        if hf_name not in store:
+            raise ModelConfigError(f"{store.path}: missing tensor {hf_name!r}")
+    return names
+
+
+def _widened(store: WeightStore, name: str) -> np.ndarray:
+    """The tensor as float32 (exact from F16 / BF16), without WeightStore.get's cached copy."""
+    raw, dtype = store.raw(name), store.dtype_of(name)
+    if dtype == "BF16":
+        return bf16_to_f32(raw)
+    if dtype in ("F16", "F32"):
+        return np.asarray(raw, np.float32)
+    raise ModelConfigError(f"{store.path}: tensor {name!r} is {dtype}; the converter reads F32, F16 and BF16")
+
+
+def _store(data: np.ndarray, matrix_type: GGMLType) -> tuple[object, bool]:
+    """What write_gguf takes for one tensor, and whether a Q8_0 matrix fell back to F16: 1-D tensors stay F32,
+    matrices become `matrix_type` (float16 by numpy's round-to-nearest-even, as gguf-py; Q8_0 by votive's
+    quantizer, bit-exact with ggml's quantize_row_q8_0_ref)."""
+    from votive.quant.codecs import quantize
+
+    if data.ndim == 1 or matrix_type == GGMLType.F32:
+        return np.ascontiguousarray(data, np.float32), False
+    if matrix_type == GGMLType.F16 or data.shape[1] % matrix_type.block_size:
+        return data.astype(np.float16), matrix_type != GGMLType.F16
+    rows, cols = data.shape
+    out = np.empty((rows, matrix_type.row_bytes(cols)), np.uint8)  # (rows, row_bytes)
+    for start in range(0, rows, _BAND_ROWS):
+        out[start : start + _BAND_ROWS] = quantize(data[start : start + _BAND_ROWS], matrix_type.id)
+    return (matrix_type.name, out), False
+
+
+# ----------------------------------------------------------------------------------------------- metadata
+def _rope_scaling(hf) -> dict:
+    """{"kind": rope type, "factor": float or None} from rope_scaling (or transformers 5's rope_parameters)."""
+    params = hf.data.get("rope_parameters") if isinstance(hf.data.get("rope_parameters"), dict) else {}
+    scaling = hf.data.get("rope_scaling") or params or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    return {"kind": kind, "factor": scaling.get("factor")}
+
+
+def _model_metadata(hf, cfg, arch: str, file_type: int, name: str, scaling: dict) -> dict:
+    """general.* and {arch}.* keys, in the order the converter writes them."""
+    meta = {
+        "general.architecture": arch,
+        "general.name": name,
+        f"{arch}.block_count": cfg.n_layers,
+        f"{arch}.context_length": cfg.train_ctx,
+        f"{arch}.embedding_length": cfg.dim,
+        f"{arch}.feed_forward_length": cfg.ffn_dim,
+        f"{arch}.attention.head_count": cfg.n_heads,
+        f"{arch}.attention.head_count_kv": cfg.n_kv_heads,
+        f"{arch}.rope.freq_base": np.float32(cfg.rope_base),
+        f"{arch}.attention.layer_norm_rms_epsilon": np.float32(cfg.norm_eps),
+    }
+    if hf.get("head_dim") is not None:
+        meta[f"{arch}.attention.key_length"] = cfg.head_dim
+        meta[f"{arch}.attention.value_length"] = cfg.head_dim
+    meta["general.file_type"] = file_type
+    if arch == "llama":
+        meta["llama.vocab_size"] = cfg.vocab_size
+        meta["llama.rope.dimension_count"] = cfg.head_dim
+        if scaling["kind"] == "linear":
+            meta["llama.rope.scaling.type"] = "linear"
+            meta["llama.rope.scaling.factor"] = np.float32(scaling["factor"])
+    meta["general.quantization_version"] = QUANTIZATION_VERSION
+    return meta
+
+
+def _pre_key(pre) -> tuple[str, ...]:
+    """A tokenizer.json pre_tokenizer as a tuple of its steps' shapes (the keys of PRE_TOKENIZER_NAMES)."""
+    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    key = []
+    for step in steps:
+        kind = step.get("type") if isinstance(step, dict) else None
+        if kind == "ByteLevel":
+            key.append("ByteLevel+regex" if step.get("use_regex", True) else "ByteLevel")
+        elif kind == "Digits":
+            key.append("Digits(individual)" if step.get("individual_digits") else "Digits")
+        elif kind == "Split":
+            pattern = step.get("pattern", {})
+            key.append("Split:" + str(pattern.get("Regex", pattern.get("String"))))
+        else:
+            key.append(str(kind))
+    return tuple(key)
+
+
+def _tokenizer_metadata(folder: Path, hf, vocab_size: int) -> dict:
+    """tokenizer.* keys for a byte-level BPE tokenizer.json, as _set_vocab_gpt2 and SpecialVocab write them."""
+    path = folder / "tokenizer.json"
+    try:
+        spec = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ModelConfigError(f"{path}: cannot read JSON ({e})") from None
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise ModelConfigError(f"{path}: model.type is {model.get('type')!r}; the converter writes byte-level BPE "
+                               f"('gpt2') vocabularies only")
+    pre_key = _pre_key(spec.get("pre_tokenizer"))
+    if pre_key not in PRE_TOKENIZER_NAMES:
+        raise ModelConfigError(f"{path}: pre_tokenizer {' + '.join(pre_key)} has no llama.cpp name the converter "
+                               f"knows (known: {', '.join(sorted(PRE_TOKENIZER_NAMES.values()))})")
+    by_id: dict[int, tuple[str, int]] = {i: (t, TOKEN_TYPES["normal"]) for t, i in model["vocab"].items()}
+    for added in spec.get("added_tokens") or []:
+        kind = TOKEN_TYPES["control"] if added.get("special") else TOKEN_TYPES["user_defined"]
+        by_id[added["id"]] = (added["content"], kind)
+    if by_id and max(by_id) >= vocab_size:
+        raise ModelConfigError(f"{path}: token id {max(by_id)} is past config.json vocab_size = {vocab_size}")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        text, kind = by_id.get(i, (f"[PAD{i}]", TOKEN_TYPES["unused"]))
+        tokens.append(text)
+        types.append(kind)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    meta = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": PRE_TOKENIZER_NAMES[pre_key],
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": np.asarray(types, np.int32),
+        "tokenizer.ggml.merges": merges,
+    }
+    meta.update(_special_ids(folder, hf, spec, {t: i for i, (t, _) in by_id.items()}))
+    return meta
+
+
+def _special_ids(folder: Path, hf, spec: dict, ids: dict[str, int]) -> dict:
+    """BOS / EOS / UNK / PAD ids (tokenizer_config.json's token texts, else config.json's ids), whether BOS / EOS
+    are added (tokenizer.json's TemplateProcessing), and the chat template."""
+    config_path = folder / "tokenizer_config.json"
+    try:
+        config = json.loads(config_path.read_bytes()) if config_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ModelConfigError(f"{config_path}: cannot read JSON ({e})") from None
+    meta = {}
+    for kind in ("bos", "eos", "unk", "pad"):
+        text = config.get(f"{kind}_token")
+        text = text.get("content") if isinstance(text, dict) else text
+        token_id = ids.get(text) if isinstance(text, str) else None
+        if token_id is None:
+            value = hf.get(f"{kind}_token_id")
+            token_id = value[0] if isinstance(value, list) and value else value
+        if isinstance(token_id, int) and not isinstance(token_id, bool):
+            meta[f"tokenizer.ggml.{kind}_token_id"] = token_id
+    post = spec.get("post_processor") or {}
+    single = post.get("single", []) if post.get("type") == "TemplateProcessing" else []
+    pieces = ["A" if "Sequence" in p else "special" for p in single]
+    meta["tokenizer.ggml.add_bos_token"] = bool(pieces) and pieces[0] == "special"
+    meta["tokenizer.ggml.add_eos_token"] = bool(pieces) and pieces[-1] == "special"
+    template = config.get("chat_template")
+    if not isinstance(template, str) and (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, str):
+        meta["tokenizer.chat_template"] = template
+    return meta
