@@ -893,6 +893,16 @@ def test_lambda_summary_reads_the_manifest(tmp_path):
     assert "left out: huggingface-hub, jinja2, tokenizers" in text
 
 
+def test_a_hugging_face_decoder_folder_is_built_for_the_generation_handler(tmp_path):
+    """A folder whose config.json names a ...ForCausalLM class is a decoder: the generation handler, jinja2 kept."""
+    model = fake_model(tmp_path / "tiny-llama", 1000, BPE_TOKENIZER)
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (model / "tokenizer_config.json").write_text("{}")
+    files = collect_model(str(model))
+    assert files.kind.handler == "votive.handlers.generation.handler" and files.weights == ""
+    assert "tokenizer_config.json" in dict(files.files) and "jinja2" not in files.unused_requirements
+
+
 def test_votive_files_are_the_serving_packages_whole(tmp_path):
     from votive.builders.runtime_tree import votive_files
 

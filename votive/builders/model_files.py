@@ -124,8 +124,8 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
             names += shards_named_by(json.loads((path / SHARD_INDEX).read_text()), where=str(path / SHARD_INDEX))
         if choice.weights.endswith(".gguf"):
             kind, weights = MODEL_KINDS["decoder"], choice.weights
-        else:
-            kind, weights = MODEL_KINDS["encoder"], ""
+        else:  # a Hugging Face folder: its config.json's architectures say decoder or encoder
+            kind, weights = MODEL_KINDS["decoder" if resolved.kind == "generation" else "encoder"], ""
         files = tuple((name, path / name) for name in sorted(set(names)))
     missing = [str(p) for _, p in files if not p.is_file()]
     if missing:
