@@ -10,6 +10,10 @@ What a build writes into its output folder:
                                           (+ votive-stream-runtime, the wrapper script, with --stream)
     manifest.json                         every artifact with sha256 and sizes, the target, the limits checked
 
+With `quantize` ("q8_0", ...), a Hugging Face decoder folder is converted in the build's work area and its one
+GGUF file is packed instead of the folder's files (`votive.builders.model_files.quantize_model`); the manifest's
+weights.quantized says from what, to what, and the bytes before and after.
+
 Lambda unpacks layers under /opt (so /opt/python is on the import path and the model is at /opt/model) and the
 function under /var/task; the function's handler is `votive_function.handler`.
 
@@ -35,7 +39,7 @@ from votive.builders import size_limits as limits
 from votive.builders.archive import ArchiveInfo, Member, tree_members, write_zip
 from votive.builders.bytecode import compile_tree
 from votive.builders.dependencies import DependencyTarget
-from votive.builders.model_files import ModelFiles, collect_model
+from votive.builders.model_files import ModelFiles, check_quantizable, collect_model, quantize_model
 from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.builders.runtime_tree import build_runtime_tree
 from votive.builders.slim import GPU_ONLY_RULES
@@ -69,6 +73,8 @@ class LambdaTarget:
         constraints: a pip constraints file pinning dependency versions.
         stream: run votive's streaming runtime loop through a wrapper script (RESPONSE_STREAM function URL);
             for models whose handler streams (generation).
+        quantize: convert a Hugging Face decoder folder to one GGUF file of this type ("q8_0", "f16", "f32") and
+            pack that instead of the folder's weights; None packs the model's files as they are.
     """
 
     arch: str = "x86_64"
@@ -77,6 +83,7 @@ class LambdaTarget:
     s3_uri: str | None = None
     constraints: Path | None = None
     stream: bool = False
+    quantize: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,9 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         PackagingError: a Lambda limit would be exceeded (the message says which, by how much, what to do), a tool
             failed, or `out` exists.
         ModelSourceError: the model cannot be found.
+        InputError: `target.quantize` names a type the converter does not write, or the model is not a Hugging
+            Face decoder folder.
+        ModelConfigError: the folder holds something the converter cannot write (with `target.quantize`).
     """
     tools = tools or BuildTools()
     runtime = lambda_runtime(target.python)
@@ -114,15 +124,22 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         raise PackagingError(f"weights placement {target.weights!r}; choose one of {', '.join(WEIGHT_PLACEMENTS)}")
     check_destination(out, force)  # before any work: an existing output is refused at once
     model_files = collect_model(model)
+    if target.quantize is not None:
+        check_quantizable(model_files, target.quantize)  # refused before any work, as the other settings
     if target.stream and model_files.kind.handler not in STREAMING_HANDLERS:
         raise PackagingError(f"--stream: {model_files.model_id} is served by {model_files.kind.handler}, which answers "
                              "whole (only generation streams); build without --stream")
-    _raise_errors([limits.memory(limits.suggested_memory_mb(model_files.total_bytes))])
-    tools.log(f"model: {model_files.model_id} ({model_files.kind.name}), {len(model_files.files)} files, "
-              f"{model_files.total_bytes / MB:.1f} MB")
+    if target.quantize is None:
+        _check_model(model_files, tools)
 
     with staged_output(out, force) as stage:
         work = stage / ".work"
+        quantized = None
+        if target.quantize is not None:  # the limits are checked against what is packed: the converted file
+            model_files, quantized = quantize_model(model_files, target.quantize, work / "quantized")
+            tools.log(f"quantized: {quantized['to']['file']} ({target.quantize}), {quantized['from']['bytes']:,} "
+                      f"-> {quantized['to']['bytes']:,} bytes")
+            _check_model(model_files, tools)
         site = work / "layer" / "python"
         dep_target = DependencyTarget(runtime.python, arch, runtime.glibc)
         tree = build_runtime_tree(site, target=dep_target, deployed_as="/opt/python", tools=tools,
@@ -159,14 +176,23 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
             artifacts.append(_artifact(model_zip, "model", f"layer ({MODEL_MOUNT})"))
         else:
             model_files.copy_to(stage / S3_FOLDER)  # uploaded as they are: keys are these names under the prefix
+        # Listed now: a quantized GGUF lives in the work area, which goes next.
+        packed = [{"name": n, "size": p.stat().st_size} for n, p in model_files.layout]
         shutil.rmtree(work)
 
         checks = _check_limits(artifacts, placement, weights_bytes)
         _raise_errors(checks)
         manifest = _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement, placement_note,
-                             model_config, checks, weights_bytes, target.stream)
+                             model_config, checks, weights_bytes, target.stream, packed, quantized)
         write_json(stage / MANIFEST_NAME, manifest)
     return BuildResult(Path(out).absolute(), manifest)
+
+
+def _check_model(model_files: ModelFiles, tools: BuildTools) -> None:
+    """The memory its weights need fits Lambda's; then say what is packed."""
+    _raise_errors([limits.memory(limits.suggested_memory_mb(model_files.total_bytes))])
+    tools.log(f"model: {model_files.model_id} ({model_files.kind.name}), {len(model_files.files)} files, "
+              f"{model_files.total_bytes / MB:.1f} MB")
 
 
 def _raise_errors(checks: list[limits.LimitCheck]) -> None:
@@ -222,7 +248,7 @@ def _check_limits(artifacts: list[dict], placement: str, weights_bytes: int) -> 
 
 
 def _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement, placement_note, model_config,
-              checks, weights_bytes, stream) -> dict:
+              checks, weights_bytes, stream, packed, quantized) -> dict:
     environment = wrapper_environment() if stream else {}
     if placement == "s3":
         environment["VOTIVE_MODEL_S3"] = model_config.get("uri") or "s3://BUCKET/PREFIX/"
@@ -240,9 +266,10 @@ def _manifest(model_files, runtime, arch, dep_target, tree, artifacts, placement
         "layers": [a["name"] for a in artifacts if a["role"] != "function"],
         "environment": environment,
     }
-    files = model_config["files"] if placement == "s3" else [  # with sha256 when they are uploaded as they are
-        {"name": n, "size": p.stat().st_size} for n, p in model_files.layout]
+    files = model_config["files"] if placement == "s3" else packed  # with sha256 when uploaded as they are
     weights = {"placement": placement, "why": placement_note, "bytes": weights_bytes, "files": files}
+    if quantized is not None:
+        weights["quantized"] = quantized
     if placement == "s3":
         weights["s3"] = {"folder": S3_FOLDER, "uri": model_config.get("uri"),
                          "upload": f"aws s3 cp --recursive {S3_FOLDER}/ {model_config.get('uri') or 's3://BUCKET/PREFIX/'}",

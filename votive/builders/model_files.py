@@ -3,6 +3,10 @@
 Only the files a votive model reads go into an artifact, as `choose_files` picks them from a model folder
 (config, tokenizer, safetensors weights, sentence-transformers module settings; no PyTorch/ONNX exports, READMEs
 or images). A GGUF file goes alone: it carries its tokenizer and settings.
+
+With `--quantize` (`quantize_model`), a Hugging Face decoder folder is converted to one GGUF file in the build's
+work area (votive.builders.gguf_convert) and that file is packed in place of the folder's weights and tokenizer
+files: the GGUF carries the tokenizer and chat template.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import importlib.util
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from votive.errors import ModelSourceError, PackagingError
+from votive.errors import InputError, ModelSourceError, PackagingError
 from votive.sources import SHARD_INDEX, choose_files, resolve_source, shards_named_by
 
 
@@ -136,6 +140,58 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
     needs, note = tokenizer_library_need(path / weights if weights and path.is_dir() else path)
     extras = {"tokenizers": needs} if needs else {}
     return ModelFiles(str(source), resolved.model_id, kind, files, weights, extras, note)
+
+
+def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
+    """Refuse `--quantize type_name` before any work: a type the converter does not write, a GGUF file (already
+    converted), or a model that is not a Hugging Face decoder folder.
+
+    Raises:
+        InputError: naming the flag, the model and what is supported.
+    """
+    from votive.builders.gguf_convert import CONVERT_MISSING, CONVERT_TYPES
+
+    if type_name in CONVERT_MISSING:
+        raise InputError(f"--quantize {type_name} is not available: {CONVERT_MISSING[type_name]} (available: "
+                         f"{', '.join(CONVERT_TYPES)})")
+    if type_name not in CONVERT_TYPES:
+        raise InputError(f"--quantize {type_name!r} is not a choice (choices: "
+                         f"{', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
+    if model_files.weights:
+        raise InputError(f"--quantize {type_name}: {model_files.model_id} is a GGUF file ({model_files.weights}), "
+                         "already converted; --quantize converts a Hugging Face decoder folder: build the file "
+                         "without --quantize")
+    if model_files.kind.name != "decoder":
+        raise InputError(f"--quantize {type_name}: {model_files.model_id} is an {model_files.kind.name} model; "
+                         "--quantize converts Hugging Face decoder folders (...ForCausalLM) only: build it "
+                         "without --quantize")
+
+
+def quantize_model(model_files: ModelFiles, type_name: str, work: Path) -> tuple[ModelFiles, dict]:
+    """Convert the Hugging Face decoder folder of `model_files` into one `type_name` GGUF file under `work` (a
+    build's work area; nothing the user gave is written to) and list that file to pack instead.
+
+    Returns:
+        (the files to pack: the GGUF alone, under the model's own id and source; what was quantized from what,
+        for the manifest).
+
+    Raises:
+        InputError: as `check_quantizable`.
+        ModelConfigError: an architecture, rope setting, tensor or tokenizer the converter cannot write.
+    """
+    from votive.builders.gguf_convert import convert_folder
+
+    check_quantizable(model_files, type_name)
+    folder = dict(model_files.files)["config.json"].parent  # a Hugging Face folder always has its config.json
+    work.mkdir(parents=True, exist_ok=True)
+    result = convert_folder(folder, work / f"{model_files.folder_name}.{type_name}.gguf", type_name)
+    packed = replace(collect_model(str(result.path)), source=model_files.source, model_id=model_files.model_id)
+    record = {"type": type_name, "architecture": result.architecture,
+              "from": {"files": [name for name, _ in model_files.files], "bytes": model_files.total_bytes,
+                       "safetensors_bytes": result.folder_bytes},
+              "to": {"file": result.path.name, "bytes": result.gguf_bytes},
+              "f16_fallbacks": list(result.fallbacks)}  # matrices whose rows are not whole blocks
+    return packed, record
 
 
 def tokenizer_library_need(model: Path) -> tuple[str | None, str]:

@@ -35,6 +35,7 @@ def lambda_summary(manifest: dict, out: Path) -> str:
               f"{layer['stripped']['files']} libraries, {layer['bytecode']['files']} .pyc files "
               f"({layer['bytecode']['interpreter'] or 'none'})",
               f"  weights: {weights['why']}",
+              *_quantized_lines(weights.get("quantized")),
               f"  settings: handler {settings['handler']}, memory {settings['memory_mb']} MB, /tmp "
               f"{settings['ephemeral_storage_mb']} MB, timeout {settings['timeout_s']} s"]
     problems = [c for c in manifest["limits"] if not c["ok"]]
@@ -44,6 +45,16 @@ def lambda_summary(manifest: dict, out: Path) -> str:
     if weights["placement"] == "s3":
         lines.append(f"  next: {weights['s3']['upload']} and set VOTIVE_MODEL_S3 on the function")
     return "\n".join(lines)
+
+
+def _quantized_lines(quantized: dict | None) -> list[str]:
+    """What --quantize saved: the folder's files that would have been packed, against the one GGUF file."""
+    if quantized is None:
+        return []
+    before, after = quantized["from"]["bytes"], quantized["to"]["bytes"]
+    saved = f"saved {before - after:,} bytes, {100 * (before - after) / before:.0f}%" if before else "nothing to save"
+    return [f"  quantized: {quantized['type']}, {len(quantized['from']['files'])} files {before:,} bytes -> "
+            f"{quantized['to']['file']} {after:,} bytes ({saved})"]
 
 
 def image_summary(manifest: dict, out: Path) -> str:

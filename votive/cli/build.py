@@ -14,6 +14,11 @@ def add_build(parser: argparse.ArgumentParser) -> None:
     common.add_argument("model", metavar="MODEL", help="model folder, weight file, Hub id, pkg:NAME or alias")
     common.add_argument("--out", help="output folder (default build/<model>-<target>)")
     common.add_argument("--force", action="store_true", help="replace an earlier build in --out")
+    # A plain string, not argparse choices: a refused type (q4_k_m) gets one line saying why, exit 2. On every
+    # target so that image and modal refuse it with that one line too, not argparse's usage text.
+    common.add_argument("--quantize", metavar="TYPE",
+                        help="lambda only: convert a Hugging Face decoder folder to one GGUF file of TYPE (q8_0, "
+                             "f16, f32) and ship that instead of its weights")
 
     lam = targets.add_parser("lambda", parents=[common], help="Lambda layers, function zip and manifest",
                              description="Build Lambda layers (runtime, model), a function zip and manifest.json.")
@@ -55,6 +60,11 @@ def run_build(args: argparse.Namespace) -> int:
     from votive.builders import report
     from votive.builders.tools import BuildTools
 
+    from votive.errors import InputError
+
+    if args.quantize is not None and args.target != "lambda":
+        raise InputError(f"--quantize is supported by `votive build lambda` only, not {args.target}: convert first "
+                         f"(votive convert FOLDER --to model.gguf --type {args.quantize}) and build the .gguf")
     tools = BuildTools(log=lambda line: print(f"votive: {line}", file=sys.stderr, flush=True))
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model).strip("-.") or "model"
     out = Path(args.out or Path("build") / f"{slug}-{args.target}")
@@ -62,7 +72,8 @@ def run_build(args: argparse.Namespace) -> int:
         from votive.builders.lambda_build import LambdaTarget, build_lambda
 
         target = LambdaTarget(arch=args.arch, python=args.python, weights=args.weights, s3_uri=args.s3_uri,
-                              constraints=Path(args.constraint) if args.constraint else None, stream=args.stream)
+                              constraints=Path(args.constraint) if args.constraint else None, stream=args.stream,
+                              quantize=args.quantize)
         result = build_lambda(args.model, out, target, force=args.force, tools=tools)
         print(report.lambda_summary(result.manifest, result.out))
     elif args.target == "image":
