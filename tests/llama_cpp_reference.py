@@ -520,6 +520,7 @@ class ReferenceFiles:
         self.folder = Path(folder)
         self._files: dict = {}
         self._answers: dict = {}
+        self._models: dict = {}
 
     def f32(self, shape: Shape) -> Path:
         if shape not in self._files:
@@ -539,6 +540,15 @@ class ReferenceFiles:
             with LlamaCpp(self.quantized(shape, quant), n_ctx, repack=repack) as reference:
                 self._answers[key] = reference.greedy(prompt, n)
         return self._answers[key]
+
+    def votive(self, shape: Shape, quant: str, n_ctx: int = 512):
+        """votive's model of the quantized file, loaded once."""
+        key = (shape, quant, n_ctx)
+        if key not in self._models:
+            import votive
+
+            self._models[key] = votive.load(str(self.quantized(shape, quant)), n_ctx=n_ctx)
+        return self._models[key]
 
 
 # ------------------------------------------------------------------------------------------------ votive's side

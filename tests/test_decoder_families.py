@@ -63,15 +63,6 @@ def files(tmp_path_factory) -> ReferenceFiles:
     return ReferenceFiles(tmp_path_factory.mktemp("decoder_families"))
 
 
-_models: dict = {}
-
-
-def load(files: ReferenceFiles, shape: Shape, quant: str, n_ctx: int = 512):
-    """votive's model of the quantized file, loaded once per session."""
-    key = (shape, quant, n_ctx)
-    if key not in _models:
-        _models[key] = votive.load(str(files.quantized(shape, quant)), n_ctx=n_ctx)
-    return _models[key]
 
 
 def assert_near(theirs: np.ndarray, ours: np.ndarray, tolerance: float, what: str) -> None:
@@ -90,7 +81,7 @@ def assert_near(theirs: np.ndarray, ours: np.ndarray, tolerance: float, what: st
 @pytest.mark.parametrize("shape, quant", cases(EXACT_QUANTS))
 def test_logits_equal_llama_cpp(files, shape, quant):
     theirs, _ = files.llama_cpp(shape, quant, prompt_for(shape), GREEDY_STEPS)
-    ours = load(files, shape, quant).logits(prompt_for(shape))
+    ours = files.votive(shape, quant).logits(prompt_for(shape))
     assert ours.shape == theirs.shape == (shape.vocab,)
     np.testing.assert_array_equal(ours, theirs, err_msg=f"{shape.name} {quant}")
 
@@ -100,7 +91,7 @@ def test_logits_equal_llama_cpp(files, shape, quant):
 @pytest.mark.parametrize("shape, quant", cases(EXACT_QUANTS))
 def test_greedy_tokens_equal_llama_cpp(files, shape, quant):
     _, theirs = files.llama_cpp(shape, quant, prompt_for(shape), GREEDY_STEPS)
-    _, ours = votive_greedy(load(files, shape, quant), prompt_for(shape), GREEDY_STEPS)
+    _, ours = votive_greedy(files.votive(shape, quant), prompt_for(shape), GREEDY_STEPS)
     assert ours == theirs, f"{shape.name} {quant}"
     assert len(theirs) >= 8, f"{shape.name} {quant}: llama.cpp stopped after {len(theirs)} tokens; pick another seed"
 
@@ -114,7 +105,7 @@ LONG_SHAPES = [next(s for s in SHAPES if s.family == family) for family in FAMIL
 def test_long_prompt_logits_and_greedy_tokens_equal_llama_cpp(files, shape):
     prompt = random_prompt(shape, LONG_PROMPT, seed=99)
     theirs, their_tokens = files.llama_cpp(shape, "Q4_K_M", prompt, GREEDY_STEPS, n_ctx=1024)
-    ours, our_tokens = votive_greedy(load(files, shape, "Q4_K_M", n_ctx=1024), prompt, GREEDY_STEPS)
+    ours, our_tokens = votive_greedy(files.votive(shape, "Q4_K_M", n_ctx=1024), prompt, GREEDY_STEPS)
     np.testing.assert_array_equal(ours, theirs, err_msg=shape.name)
     assert our_tokens == their_tokens, shape.name
 
@@ -126,7 +117,7 @@ TEXTS = ["The capital of France is Paris.", "Hello world\n\n  and  what is\tthe 
 
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[4]], ids=lambda s: s.name)
 def test_text_tokenizes_as_llama_cpp(files, shape):
-    model = load(files, shape, "Q8_0")
+    model = files.votive(shape, "Q8_0")
     with LlamaCpp(files.quantized(shape, "Q8_0")) as reference:
         for text in TEXTS:
             assert model.tokenize(text) == reference.tokenize(text), (shape.name, text)
@@ -141,7 +132,7 @@ def test_qwen_chat_template_renders_as_transformers(files):
     pytest.importorskip("transformers")
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    tokenizer = load(files, QWEN, "Q8_0").tokenizer
+    tokenizer = files.votive(QWEN, "Q8_0").tokenizer
     for messages in (CHAT, [{"role": "system", "content": "Be brief."}, *CHAT]):
         for generation_prompt in (True, False):
             (theirs,), _ = render_jinja_template([messages], chat_template=tokenizer.chat_template_source,
@@ -157,7 +148,7 @@ def qwen_that_ends_its_turn(files):
     """QWEN quantized to Q8_0 with <|im_end|>'s output row set to 1.5 times that of the 4th token llama.cpp
     generates after the chat prompt, so that greedy decoding reaches <|im_end|> within a few tokens. Returns
     (votive model, chat prompt ids, llama.cpp's greedy tokens up to the end of turn)."""
-    plain = load(files, QWEN, "Q8_0")
+    plain = files.votive(QWEN, "Q8_0")
     prompt = plain.tokenizer.encode_chat(CHAT)
     _, tokens = files.llama_cpp(QWEN, "Q8_0", prompt, GREEDY_STEPS)
     assert len(tokens) > 3, f"llama.cpp ended the turn after {len(tokens)} tokens already; pick another seed"
@@ -175,7 +166,7 @@ def qwen_that_ends_its_turn(files):
 
 
 def test_qwen_chat_prompt_ids_equal_llama_cpp(files):
-    model = load(files, QWEN, "Q8_0")
+    model = files.votive(QWEN, "Q8_0")
     prompt = model.tokenizer.encode_chat(CHAT)
     with LlamaCpp(files.quantized(QWEN, "Q8_0")) as reference:
         assert prompt == reference.tokenize(model.tokenizer.render_chat(CHAT))
@@ -241,9 +232,9 @@ def test_mistral_window_attends_as_transformers(files):
 def test_mistral_window_longer_than_the_prompt_changes_nothing(files):
     shape = SHAPES[3]  # window 512: the prompt and its greedy tokens fit in it
     windowless = Shape("mistral", shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.vocab, tied=True)
-    assert load(files, shape, "Q8_0").cfg.window == 512 and load(files, windowless, "Q8_0").cfg.window == 0
-    np.testing.assert_array_equal(load(files, shape, "Q8_0").logits(prompt_for(shape)),
-                                  load(files, windowless, "Q8_0").logits(prompt_for(shape)))
+    assert files.votive(shape, "Q8_0").cfg.window == 512 and files.votive(windowless, "Q8_0").cfg.window == 0
+    np.testing.assert_array_equal(files.votive(shape, "Q8_0").logits(prompt_for(shape)),
+                                  files.votive(windowless, "Q8_0").logits(prompt_for(shape)))
 
 
 # --------------------------------------------------------------------------------------------- refusals

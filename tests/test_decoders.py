@@ -1,9 +1,10 @@
 """LLaMA (SmolLM2-135M Q4_1) and Gemma 3 (270M Q4_K_M) decoders against llama.cpp's outputs on the same files.
 
-The reference (../shared/reference/*_tokens.json) holds, per prompt, llama.cpp's prompt token ids, its greedy
-continuation and its top-10 logits after the prompt. Greedy decoding is a chain of argmaxes, so a last-bit
-difference in float arithmetic can flip an 8-bit activation rounding, move a logit by a few tenths and, at a
-near tie, part the paths. Our kernels therefore follow ggml's x86 arithmetic operation for operation
+The reference (tests/data/reference/*_tokens.json, copied from ../shared/reference) holds, per prompt,
+llama.cpp's prompt token ids, its greedy continuation and its top-10 logits after the prompt. Greedy decoding is
+a chain of argmaxes, so a last-bit difference in float arithmetic can flip an 8-bit activation rounding, move a
+logit by a few tenths and, at a near tie, part the paths. Our kernels therefore follow ggml's x86 arithmetic
+operation for operation
 (votive/quant/csrc/decoder_kernels.c, the summation orders of quant_x86_kernels.h, ggml's GELU table), and the
 logits of both models come out equal to llama.cpp's.
 

@@ -63,14 +63,6 @@ def files(tmp_path_factory) -> ReferenceFiles:
     return ReferenceFiles(tmp_path_factory.mktemp("phi3_smollm3"))
 
 
-_models: dict = {}
-
-
-def load(files: ReferenceFiles, shape: Shape, quant: str, n_ctx: int = 512):
-    key = (shape, quant, n_ctx)
-    if key not in _models:
-        _models[key] = votive.load(str(files.quantized(shape, quant)), n_ctx=n_ctx)
-    return _models[key]
 
 
 # ------------------------------------------------------------------------------------ logits and greedy ids
@@ -78,7 +70,7 @@ def load(files: ReferenceFiles, shape: Shape, quant: str, n_ctx: int = 512):
 @pytest.mark.parametrize("shape, quant", [pytest.param(s, q, id=f"{s.name}-{q}") for s in SHAPES for q in QUANTS])
 def test_logits_and_greedy_ids_equal_llama_cpp(files, shape, quant):
     theirs, their_ids = files.llama_cpp(shape, quant, prompt_for(shape), GREEDY_STEPS)
-    ours, our_ids = votive_greedy(load(files, shape, quant), prompt_for(shape), GREEDY_STEPS)
+    ours, our_ids = votive_greedy(files.votive(shape, quant), prompt_for(shape), GREEDY_STEPS)
     assert ours.shape == (shape.vocab,)
     np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32), err_msg=f"{shape.name} {quant}")
     assert our_ids == their_ids, f"{shape.name} {quant}"
@@ -95,7 +87,7 @@ def test_logits_and_greedy_ids_equal_llama_cpp(files, shape, quant):
 def test_long_prompt_logits_and_greedy_ids_equal_llama_cpp(files, shape, n_ctx, long):
     prompt = random_prompt(shape, LONG_PROMPT, seed=99)
     theirs, their_ids = files.llama_cpp(shape, "Q4_K_M", prompt, GREEDY_STEPS, n_ctx=n_ctx)
-    model = load(files, shape, "Q4_K_M", n_ctx=n_ctx)
+    model = files.votive(shape, "Q4_K_M", n_ctx=n_ctx)
     if shape.original_context:
         rope = model.cfg.rope
         assert rope.factors(n_ctx) is (rope.long_factors if long else rope.freq_factors)
@@ -109,21 +101,21 @@ def test_the_factor_sets_and_the_rope_less_layers_change_the_logits(files, tmp_p
     """What the tests above hold votive to can fail: the long factors give other logits than the short ones, and
     smollm3's weights run as llama (RoPE in every layer) give other logits than smollm3's."""
     prompt = random_prompt(LONGROPE, LONG_PROMPT, seed=99)
-    short = load(files, LONGROPE, "Q4_K_M", n_ctx=1024).logits(prompt)
-    assert not np.array_equal(short, load(files, LONGROPE, "Q4_K_M", n_ctx=2048).logits(prompt))
+    short = files.votive(LONGROPE, "Q4_K_M", n_ctx=1024).logits(prompt)
+    assert not np.array_equal(short, files.votive(LONGROPE, "Q4_K_M", n_ctx=2048).logits(prompt))
     shape = SHAPES[2]
     as_llama = votive.load(str(quantize(write_f32_gguf(tmp_path / "llama.gguf", shape, arch="llama"),
                                         tmp_path / "llama.Q8_0.gguf", "Q8_0")), n_ctx=512)
-    assert not np.array_equal(as_llama.logits(prompt_for(shape)), load(files, shape, "Q8_0").logits(prompt_for(shape)))
+    assert not np.array_equal(as_llama.logits(prompt_for(shape)), files.votive(shape, "Q8_0").logits(prompt_for(shape)))
 
 
 # --------------------------------------------------------------------------------------------- phi3's window
 @X86_ONLY
 def test_a_phi3_window_longer_than_the_prompt_changes_nothing(files):
     windowed = replace(SHAPES[0], window=2047)  # Phi-3-mini-4k's sliding_window
-    assert load(files, windowed, "Q8_0").cfg.window == 2047
+    assert files.votive(windowed, "Q8_0").cfg.window == 2047
     theirs, _ = files.llama_cpp(windowed, "Q8_0", prompt_for(SHAPES[0]), 0)
-    np.testing.assert_array_equal(load(files, windowed, "Q8_0").logits(prompt_for(SHAPES[0])), theirs)
+    np.testing.assert_array_equal(files.votive(windowed, "Q8_0").logits(prompt_for(SHAPES[0])), theirs)
 
 
 def transformers_phi3_logits(shape: Shape, tensors: dict, prompt: list[int], window: int | None) -> np.ndarray:
@@ -174,7 +166,7 @@ def test_phi3_chat_template_renders_as_transformers(files):
     pytest.importorskip("transformers")
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    tokenizer = load(files, PHI3, "Q8_0").tokenizer
+    tokenizer = files.votive(PHI3, "Q8_0").tokenizer
     for messages in (CHAT, [{"role": "system", "content": "Be brief."}, *CHAT]):
         for generation_prompt in (True, False):
             (theirs,), _ = render_jinja_template([messages], chat_template=tokenizer.chat_template_source,
@@ -184,7 +176,7 @@ def test_phi3_chat_template_renders_as_transformers(files):
 
 
 def test_phi3_chat_specials_are_single_ids(files):
-    model = load(files, PHI3, "Q8_0")
+    model = files.votive(PHI3, "Q8_0")
     specials = {model.tokenizer.vocab[s]: s for s in ("<|user|>", "<|end|>", "<|assistant|>")}
     assert [specials[t] for t in model.tokenizer.encode_chat(CHAT) if t in specials] == list(specials.values())
 
@@ -193,7 +185,7 @@ def test_phi3_chat_prompt_ids_equal_llama_cpp(files):
     """llama.cpp's llama-vocab.cpp gives every special token but <unk>, <s> and <|endoftext|> the RSTRIP attribute
     when general.name contains 'phi-3' or 'phi3' (this file's does): whitespace after them is dropped
     ('<|user|>\\nWhat' -> <|user|>, '\u2581What'). A model of another name keeps it."""
-    model = load(files, PHI3, "Q8_0")
+    model = files.votive(PHI3, "Q8_0")
     with LlamaCpp(files.quantized(PHI3, "Q8_0")) as reference:
         assert model.tokenizer.encode_chat(CHAT) == reference.tokenize(model.tokenizer.render_chat(CHAT))
     text = model.tokenizer.render_chat(CHAT)
@@ -205,7 +197,7 @@ def test_phi3_chat_prompt_ids_equal_llama_cpp(files):
 def test_phi3_generation_stops_at_end(files):
     """PHI3 with <|end|>'s output row set to 1.5 times that of the 4th token llama.cpp generates after the chat
     prompt, so that greedy decoding reaches <|end|> (which is not the file's EOS, <|endoftext|>) in a few steps."""
-    plain = load(files, PHI3, "Q8_0")
+    plain = files.votive(PHI3, "Q8_0")
     end = plain.tokenizer.vocab["<|end|>"]
     assert end in plain.eos_ids and end != plain.tokenizer.vocab["<|endoftext|>"]
     prompt = plain.tokenizer.encode_chat(CHAT)

@@ -38,13 +38,13 @@ import numpy as np
 
 from votive.errors import InputError, ModelConfigError
 from votive.formats.gguf_write import write_gguf
-from votive.formats.weights import WeightStore, bf16_to_f32
+from votive.formats.weights import WeightStore
+from votive.models.hf_checkpoint import QUANTIZE_MISSING, HFConfig, HFWeights, as_float32, check_shapes, quantize_rows
 from votive.quant.ggml_types import GGMLType
 
 # `--type` -> (GGML type of the matrices, general.file_type: llama.h's llama_ftype).
 CONVERT_TYPES = {"f32": (GGMLType.F32, 0), "f16": (GGMLType.F16, 1), "q8_0": (GGMLType.Q8_0, 7)}
-CONVERT_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (llama.cpp's Q4_K_M stores output.weight and half of "
-                             "attn_v / ffn_down as Q6_K), which votive.quant.codecs lacks"}
+CONVERT_MISSING = QUANTIZE_MISSING  # q4_k_m: no Q6_K quantizer (votive.models.hf_checkpoint says why)
 QUANTIZATION_VERSION = 2  # general.quantization_version, GGML_QNT_VERSION
 
 # config.json `architectures` -> (general.architecture, module with the weight tables and Config, permute Q/K).
@@ -68,7 +68,6 @@ PRE_TOKENIZER_NAMES = {
     ("Split:" + _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"), "ByteLevel"): "qwen2",  # Qwen2 / 2.5 / 3
 }
 TOKEN_TYPES = {"normal": 1, "control": 3, "user_defined": 4, "unused": 5}  # llama_token_type / gguf-py TokenType
-_BAND_ROWS = 1024  # rows widened to float32 at a time: bounds the scratch memory of a large matrix
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,13 @@ class ConvertResult:
     fallbacks: tuple[str, ...]  # GGUF tensors stored as F16 because their rows are not whole blocks
 
 
-def convert_type(name: str) -> tuple[GGMLType, int]:
-    """(matrix type, general.file_type) for `--type name`; InputError naming the choices otherwise."""
+def convert_type(name: str, flag: str = "--type") -> tuple[GGMLType, int]:
+    """(matrix type, general.file_type) for `{flag} name`; InputError naming the choices otherwise."""
     if name in CONVERT_MISSING:
-        raise InputError(f"--type {name} is not available: {CONVERT_MISSING[name]} (available: "
+        raise InputError(f"{flag} {name} is not available: {CONVERT_MISSING[name]} (available: "
                          f"{', '.join(CONVERT_TYPES)})")
     if name not in CONVERT_TYPES:
-        raise InputError(f"--type {name!r} is not a choice (choices: {', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
+        raise InputError(f"{flag} {name!r} is not a choice (choices: {', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
     return CONVERT_TYPES[name]
 
 
@@ -114,8 +113,6 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     Example:
         >>> convert_folder("Qwen2.5-0.5B-Instruct", "qwen.gguf", "q8_0").gguf_bytes  # doctest: +SKIP
     """
-    from votive.models.hf_checkpoint import HFConfig, HFWeights, check_shapes
-
     folder, out = Path(folder), Path(out)
     matrix_type, file_type = convert_type(type_name)
     if out.exists() and not overwrite:
@@ -146,7 +143,7 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     names = _tensor_names(store, cfg, family, tied)
     fallbacks = []
     for gguf_name, (hf_name, heads) in names.items():
-        data = _widened(store, hf_name)  # float32, exact
+        data = as_float32(store.raw(hf_name), store.dtype_of(hf_name))  # exact; HFWeights refused other dtypes
         if heads and permute:
             data = permute_qk(data, heads)
         stored, fell_back = _store(data, matrix_type)
@@ -190,39 +187,21 @@ def _tensor_names(store: WeightStore, cfg, family, tied: bool) -> dict[str, tupl
     return names
 
 
-def _widened(store: WeightStore, name: str) -> np.ndarray:
-    """The tensor as float32 (exact from F16 / BF16), without WeightStore.get's cached copy."""
-    raw, dtype = store.raw(name), store.dtype_of(name)
-    if dtype == "BF16":
-        return bf16_to_f32(raw)
-    if dtype in ("F16", "F32"):
-        return np.asarray(raw, np.float32)
-    raise ModelConfigError(f"{store.path}: tensor {name!r} is {dtype}; the converter reads F32, F16 and BF16")
-
-
 def _store(data: np.ndarray, matrix_type: GGMLType) -> tuple[object, bool]:
     """What write_gguf takes for one tensor, and whether a Q8_0 matrix fell back to F16: 1-D tensors stay F32,
     matrices become `matrix_type` (float16 by numpy's round-to-nearest-even, as gguf-py; Q8_0 by votive's
     quantizer, bit-exact with ggml's quantize_row_q8_0_ref)."""
-    from votive.quant.codecs import quantize
-
     if data.ndim == 1 or matrix_type == GGMLType.F32:
         return np.ascontiguousarray(data, np.float32), False
     if matrix_type == GGMLType.F16 or data.shape[1] % matrix_type.block_size:
         return data.astype(np.float16), matrix_type != GGMLType.F16
-    rows, cols = data.shape
-    out = np.empty((rows, matrix_type.row_bytes(cols)), np.uint8)  # (rows, row_bytes)
-    for start in range(0, rows, _BAND_ROWS):
-        out[start : start + _BAND_ROWS] = quantize(data[start : start + _BAND_ROWS], matrix_type.id)
-    return (matrix_type.name, out), False
+    return (matrix_type.name, quantize_rows(data, "F32", matrix_type)), False
 
 
 # ----------------------------------------------------------------------------------------------- metadata
 def _rope_scaling(hf) -> dict:
-    """{"kind": rope type, "factor": float or None} from rope_scaling (or transformers 5's rope_parameters)."""
-    params = hf.data.get("rope_parameters") if isinstance(hf.data.get("rope_parameters"), dict) else {}
-    scaling = hf.data.get("rope_scaling") or params or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    """{"kind": rope type, "factor": float or None}, as HFConfig.rope_scaling reads them."""
+    _, scaling, _, kind = hf.rope_scaling()
     return {"kind": kind, "factor": scaling.get("factor")}
 
 

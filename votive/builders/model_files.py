@@ -149,14 +149,9 @@ def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
     Raises:
         InputError: naming the flag, the model and what is supported.
     """
-    from votive.builders.gguf_convert import CONVERT_MISSING, CONVERT_TYPES
+    from votive.builders.gguf_convert import convert_type
 
-    if type_name in CONVERT_MISSING:
-        raise InputError(f"--quantize {type_name} is not available: {CONVERT_MISSING[type_name]} (available: "
-                         f"{', '.join(CONVERT_TYPES)})")
-    if type_name not in CONVERT_TYPES:
-        raise InputError(f"--quantize {type_name!r} is not a choice (choices: "
-                         f"{', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
+    convert_type(type_name, "--quantize")
     if model_files.weights:
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is a GGUF file ({model_files.weights}), "
                          "already converted; --quantize converts a Hugging Face decoder folder: build the file "

@@ -28,10 +28,13 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     """Resolve `source` (see `votive.load`; a `ResolvedSource` is taken as it is) and build the model its files
     describe."""
     from votive.backends import get_backend
-    from votive.models.hf_checkpoint import quantize_type
     from votive.sources import ResolvedSource, resolve_source
 
-    qtype = quantize_type(quantize)  # a bad choice is refused before anything is read
+    qtype = None
+    if quantize is not None:  # a bad choice is refused before anything is read
+        from votive.models.hf_checkpoint import quantize_type
+
+        qtype = quantize_type(quantize)
     resolved = source if isinstance(source, ResolvedSource) else resolve_source(source)
     path = Path(resolved.path)
     if qtype is not None and (path.suffix == ".gguf" or resolved.kind != "generation"):

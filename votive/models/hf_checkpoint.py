@@ -43,8 +43,8 @@ FLOAT_TYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
 QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0}
 # Choices votive names but cannot yet make exactly: llama.cpp's Q4_K_M puts Q6_K in output.weight and half of
 # attn_v / ffn_down, and votive.quant.codecs has no Q6_K quantizer.
-QUANTIZE_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (for output and half of attn_v / ffn_down), which "
-                              "votive.quant.codecs lacks"}
+QUANTIZE_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (llama.cpp's Q4_K_M stores output.weight and half of "
+                              "attn_v / ffn_down as Q6_K), which votive.quant.codecs lacks"}
 _BAND_ROWS = 1024  # rows widened to float32 at a time when quantizing: bounds the scratch memory
 
 # rope_scaling types votive computes as transformers does (see HFConfig.rope).
@@ -107,17 +107,11 @@ class HFConfig:
         computes its rope_freqs.weight (convert_hf_to_gguf.py LlamaModel.generate_extra_tensors); transformers'
         `_compute_llama3_parameters` divides each inverse frequency by the same factor.
         """
-        params = self.data.get("rope_parameters")
-        params = params if isinstance(params, dict) else {}
-        scaling = self.data.get("rope_scaling") or params
-        where = "rope_scaling" if self.data.get("rope_scaling") else "rope_parameters"
+        params, scaling, where, kind = self.rope_scaling()
         base = float(self.get("rope_theta", params.get("rope_theta", 10000.0)))
         partial = self.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
         if partial != 1.0:
             raise ModelConfigError(f"{self.path}: partial_rotary_factor = {partial!r} is not supported (only 1.0)")
-        if not isinstance(scaling, dict):
-            raise ModelConfigError(f"{self.path}: {where} must be an object or null, found {scaling!r}")
-        kind = scaling.get("rope_type", scaling.get("type", "default"))
         if kind not in ROPE_TYPES:
             raise ModelConfigError(f"{self.path}: {where}.rope_type = {kind!r} is not supported (votive runs "
                                    f"{', '.join(ROPE_TYPES)})")
@@ -137,6 +131,17 @@ class HFConfig:
             return RopeScaling(base=base, freq_scale=float(np.float32(1) / np.float32(factor)), scaling_type="linear")
         return RopeScaling(base=base, freq_factors=self._llama3_factors(scaling, base, head_dim, float(factor)),
                            scaling_type="linear")
+
+    def rope_scaling(self) -> tuple[dict, dict, str, str]:
+        """(rope_parameters, the scaling settings, the key they are under, their rope_type): the Hub's
+        `rope_scaling`, else transformers 5's `rope_parameters` holding it; "default" when neither scales."""
+        params = self.data.get("rope_parameters")
+        params = params if isinstance(params, dict) else {}
+        scaling = self.data.get("rope_scaling") or params
+        where = "rope_scaling" if self.data.get("rope_scaling") else "rope_parameters"
+        if not isinstance(scaling, dict):
+            raise ModelConfigError(f"{self.path}: {where} must be an object or null, found {scaling!r}")
+        return params, scaling, where, scaling.get("rope_type", scaling.get("type", "default"))
 
     def _llama3_factors(self, scaling: dict, base: float, head_dim: int, factor: float) -> np.ndarray:
         """(head_dim / 2,) float32 divisors of each pair's angle, as llama.cpp's converter writes them."""
@@ -204,17 +209,25 @@ class HFWeights:
         return self._quantized(name, info)
 
     def _quantized(self, name: str, info: HFTensor) -> np.ndarray:
-        """uint8 (rows, row_bytes) GGML blocks of a matrix, quantized from float32 a band of rows at a time."""
-        from votive.quant.codecs import quantize
+        return quantize_rows(self.store.raw(name), self.store.dtype_of(name), info.ggml_type)
 
-        raw, dtype = self.store.raw(name), self.store.dtype_of(name)
-        rows, cols = info.shape
-        out = np.empty((rows, info.ggml_type.row_bytes(cols)), np.uint8)  # (rows, row_bytes)
-        for start in range(0, rows, _BAND_ROWS):
-            band = raw[start : start + _BAND_ROWS]
-            band = bf16_to_f32(band) if dtype == "BF16" else np.asarray(band, np.float32)  # (band, cols), exact
-            out[start : start + band.shape[0]] = quantize(band, info.ggml_type.id)
-        return out
+
+def as_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """A float tensor as stored (safetensors `dtype` F32, F16, or BF16 bits as uint16) as float32, exactly."""
+    return bf16_to_f32(raw) if dtype == "BF16" else np.asarray(raw, np.float32)
+
+
+def quantize_rows(raw: np.ndarray, dtype: str, ggml_type: GGMLType) -> np.ndarray:
+    """uint8 (rows, row_bytes) GGML blocks of a matrix stored as `dtype`, widened and quantized a band of rows at
+    a time (votive.quant.codecs' quantizer), so the whole matrix is never widened at once."""
+    from votive.quant.codecs import quantize
+
+    rows, cols = raw.shape
+    out = np.empty((rows, ggml_type.row_bytes(cols)), np.uint8)  # (rows, row_bytes)
+    for start in range(0, rows, _BAND_ROWS):
+        band = as_float32(raw[start : start + _BAND_ROWS], dtype)  # (band, cols), exact
+        out[start : start + band.shape[0]] = quantize(band, ggml_type.id)
+    return out
 
 
 def quantize_type(quantize) -> GGMLType | None:

@@ -168,12 +168,7 @@ class GGUFTokenizer:
         Raises:
             InputError: `text` is not a str, or is not encodable as UTF-8.
         """
-        if not isinstance(text, str):
-            raise InputError(f"text to tokenize must be a str, got {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InputError(f"text has a lone surrogate at index {e.start}; it is not valid Unicode") from None
+        check_text(text)
         ids: list[int] = []
         if add_special and self.add_bos:
             ids.append(self.bos_id)
@@ -395,6 +390,16 @@ class _SpecialTokens:
 
 
 # -- metadata helpers ----------------------------------------------------------------------------------------
+
+
+def check_text(text) -> None:
+    """InputError unless `text` is a str that UTF-8 can encode (no lone surrogate): what a tokenizer takes."""
+    if not isinstance(text, str):
+        raise InputError(f"text to tokenize must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"text has a lone surrogate at index {e.start}; it is not valid Unicode") from None
 
 
 def _rstrip_ids(model_name: str | None, special_ids: list[int], vocab: dict[str, int]) -> frozenset[int]:

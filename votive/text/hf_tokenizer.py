@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from votive.errors import InputError, ModelConfigError
-from votive.text.gguf_tokenizer import END_OF_TURN_TEXTS
+from votive.errors import ModelConfigError
+from votive.text.gguf_tokenizer import END_OF_TURN_TEXTS, check_text
 
 
 class HFTokenizer:
@@ -74,12 +74,7 @@ class HFTokenizer:
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of `text`, special tokens written in it parsed; with add_special, tokenizer.json's
         post-processor adds what it adds (BOS for Llama 3)."""
-        if not isinstance(text, str):
-            raise InputError(f"text to tokenize must be a str, got {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InputError(f"text has a lone surrogate at index {e.start}; it is not valid Unicode") from None
+        check_text(text)
         return self.tokenizer.encode(text, add_special_tokens=add_special).ids
 
     def decode(self, ids, special: bool = False) -> str:
