@@ -10,7 +10,7 @@ import pytest
 
 from votive.backends import get_backend
 from votive.errors import InputError, ModelConfigError, WeightFileError
-from votive.models.bert import SentenceEncoder
+from votive.models.sentence_encoder import SentenceEncoder
 
 
 @pytest.fixture(scope="module")

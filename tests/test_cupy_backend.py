@@ -26,7 +26,7 @@ from votive.backends import GPU_DEVICE_NODES, get_backend, gpu_visible, numpy_ba
 from votive.backends.numpy_linears import DenseLinear
 from votive.errors import BackendError, KernelError
 from votive.models import load_gguf
-from votive.models.bert import SentenceEncoder
+from votive.models.sentence_encoder import SentenceEncoder
 from votive.quant.codecs import dequantize
 from votive.testing.synthetic import DecoderShape, EncoderShape, write_bert_folder, write_decoder_gguf
 

@@ -334,7 +334,7 @@ def test_env_configured_handler_serves_the_real_model(minilm_dir):
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
     from votive.backends import get_backend
-    from votive.models.bert import SentenceEncoder
+    from votive.models.sentence_encoder import SentenceEncoder
 
     return SentenceEncoder.from_folder(minilm_dir, get_backend("numpy"), model_id="all-MiniLM-L6-v2")
 

@@ -897,6 +897,7 @@ def test_a_hugging_face_decoder_folder_is_built_for_the_generation_handler(tmp_p
     """A folder whose config.json names a ...ForCausalLM class is a decoder: the generation handler, jinja2 kept."""
     model = fake_model(tmp_path / "tiny-llama", 1000, BPE_TOKENIZER)
     (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (model / "modules.json").unlink()  # a sentence-transformers pipeline over a decoder embeds (Qwen3-Embedding)
     (model / "tokenizer_config.json").write_text("{}")
     files = collect_model(str(model))
     assert files.kind.handler == "votive.handlers.generation.handler" and files.weights == ""

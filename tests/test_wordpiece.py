@@ -406,7 +406,7 @@ def test_bad_texts_and_settings(minilm_dir, minilm_spec, tmp_path):
 
 
 def test_loading_minilm_imports_no_tokenizers_library(minilm_dir):
-    code = ("import sys\nfrom pathlib import Path\nfrom votive.models.bert import _load_tokenizer\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom votive.models.sentence_encoder import _load_tokenizer\n"
             f"tok = _load_tokenizer(Path({str(minilm_dir)!r}), 256)\n"
             "print(tok.encode_batch(['Hello, world!']), 'tokenizers' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

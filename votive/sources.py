@@ -57,20 +57,10 @@ ALIASES: dict[str, Alias] = {
 
 # Small files a model folder needs beside its weights: the model and tokenizer configs, the chat template
 # (newer repos keep it in its own file), and sentence-transformers' module list and pooling settings.
-MODEL_TEXT_FILES = frozenset(
-    {
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-        "chat_template.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-    }
-)
+MODEL_TEXT_FILES = frozenset({
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "chat_template.jinja", "chat_template.json", "modules.json", "sentence_bert_config.json",
+    "config_sentence_transformers.json"})
 
 # sentence-transformers modules live in numbered folders (1_Pooling, 2_Dense, ...): their config, and weights
 # for those that have some (Dense). Other subfolders (onnx/, openvino/, checkpoints) are exports we never read.
@@ -109,20 +99,41 @@ class ResolvedSource:
 
     @property
     def kind(self) -> str:
-        """'generation' for a decoder (a `.gguf` file, or a folder whose config.json `architectures` names a
-        `...ForCausalLM` class), else 'embeddings'. Says which handler serves it; votive.models.load_model
-        refuses a decoder class it does not implement, naming it."""
+        """Which handler serves the model: 'generation', 'embeddings' or 'rerank'. A GGUF is a decoder unless its
+        architecture is an encoder's or its `{arch}.pooling_type` pools (RANK: 'rerank'). A folder with modules.json
+        embeds; else config.json `architectures` decides (`...ForSequenceClassification` reranks, `...ForCausalLM`
+        generates). votive.models.load_model refuses what it does not implement, naming it."""
         if self.format == "gguf":
-            return "generation"
+            return _gguf_kind(self.path)
         config = self.path / "config.json"
-        if not (self.path.is_dir() and config.is_file()):
+        if not (self.path.is_dir() and config.is_file()) or (self.path / "modules.json").is_file():
             return "embeddings"
         try:
             archs = json.loads(config.read_bytes()).get("architectures")
         except (OSError, ValueError, AttributeError):  # load_model reports a broken config.json in full
             return "embeddings"
-        decoder = isinstance(archs, list) and any(isinstance(a, str) and a.endswith("ForCausalLM") for a in archs)
-        return "generation" if decoder else "embeddings"
+        names = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+        if any(a.endswith("ForSequenceClassification") for a in names):
+            return "rerank"
+        return "generation" if any(a.endswith("ForCausalLM") for a in names) else "embeddings"
+
+
+# llama.cpp's encoder architectures, and its llama_pooling_type RANK (NONE 0, MEAN 1, CLS 2, LAST 3, RANK 4)
+GGUF_ENCODERS, GGUF_POOLING_RANK = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert", "neo-bert"}), 4
+
+
+def _gguf_kind(path: Path) -> str:
+    from votive.errors import VotiveError
+    from votive.formats.gguf import GGUFFile
+
+    try:
+        f = GGUFFile(path)
+        arch, pooling = f.architecture, f.get(f"{f.architecture}.pooling_type")
+    except VotiveError:  # load_model reports a broken file in full
+        return "generation"
+    if pooling == GGUF_POOLING_RANK:
+        return "rerank"
+    return "embeddings" if arch in GGUF_ENCODERS or pooling not in (None, 0) else "generation"
 
 
 def resolve_source(

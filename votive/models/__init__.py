@@ -46,10 +46,10 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     if resolved.kind == "generation":
         return load_hf_decoder(path, ops, n_ctx=n_ctx, model_id=resolved.model_id, quantize=qtype)
     if path.is_dir() and (path / "config.json").is_file():
-        from votive.models.bert import SentenceEncoder
+        from votive.models.sentence_encoder import SentenceEncoder
 
         return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id)
-    raise ModelConfigError(f"{path}: not a model votive can serve (a BERT folder with config.json, or a .gguf)")
+    raise ModelConfigError(f"{path}: not a model votive can serve (a model folder with config.json, or a .gguf)")
 
 
 def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):

@@ -1,25 +1,22 @@
-"""BERT encoders as sentence-transformers runs them: token ids -> BertModel -> pooling -> (optional) L2 norm.
+"""BERT encoders: token ids -> BertModel -> last hidden states (pooled by votive.models.sentence_encoder).
 
 Ported from, at pinned commits:
 - transformers `src/transformers/models/bert/modeling_bert.py` @ v4.44.0 (BertEmbeddings, BertSelfAttention,
   BertSelfOutput, BertIntermediate, BertOutput): post-norm encoder, absolute position embeddings, exact GELU.
-- sentence-transformers `sentence_transformers/models/Pooling.py` and `Normalize.py` @ v3.0.0: the pooling
-  modes and their concatenation order, and the `modules.json` pipeline that names them.
 
 Any checkpoint with this architecture (all-MiniLM-L6-v2, bge-small, e5-small, ...) loads unchanged: the sizes
-come from its config.json, the pooling from its sentence-transformers files.
+come from its config.json.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from votive.errors import InputError, ModelConfigError
+from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
-from votive.text.wordpiece import load_tokenizer
+from votive.text.tokenizer_json import read_json
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -40,7 +37,9 @@ class Config:
 
     @classmethod
     def from_json(cls, path: Path) -> "Config":
-        raw = _read_json(path)
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise ModelConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
         model_type = raw.get("model_type", "bert")
         if model_type != "bert":
             raise ModelConfigError(f"{path}: model_type {model_type!r} is not a BERT encoder")
@@ -162,6 +161,20 @@ class BertModel:
             x = layer(x, mask_bias)
         return x
 
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.hidden_size
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input the position table covers."""
+        return self.cfg.max_position_embeddings
+
+    @classmethod
+    def from_folder(cls, folder: Path, ops) -> "BertModel":
+        """A Hugging Face BertModel folder (config.json, safetensors) on `ops`."""
+        return cls.from_safetensors(WeightStore(folder), Config.from_json(Path(folder) / "config.json"), ops)
+
     @classmethod
     def from_safetensors(cls, store: WeightStore, cfg: Config, ops) -> "BertModel":
         """Bind every tensor of WEIGHTS/LAYER_WEIGHTS from `store`, checking shapes; unknown keys fail loudly."""
@@ -198,162 +211,3 @@ def _lookup(store: WeightStore, name: str) -> str:
         if name.endswith(new) and name[: -len(new)] + old in store:
             return name[: -len(new)] + old
     return name  # store.get raises, naming it
-
-
-# ------------------------------------------------------------------------------------------------- pooling
-POOLING_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")  # sentence-transformers' order
-
-
-@dataclass
-class Pooling:
-    """How token states become one vector: the `pooling_mode_*` flags of 1_Pooling/config.json, and Normalize."""
-
-    modes: tuple[str, ...] = ("mean_tokens",)
-    normalize: bool = False
-
-    def __call__(self, ops, hidden, mask):
-        """hidden (B, T, D), mask (B, T) -> (B, D * len(modes))."""
-        parts = []
-        for mode in self.modes:
-            if mode == "cls_token":
-                parts.append(hidden[:, 0])  # (B, D)
-            elif mode == "max_tokens":
-                parts.append(ops.masked_max(hidden, mask))  # (B, D)
-            elif mode == "mean_tokens":
-                parts.append(ops.masked_mean(hidden, mask))  # (B, D)
-            else:  # mean_sqrt_len_tokens: the sum over tokens divided by sqrt(token count)
-                mean = ops.masked_mean(hidden, mask)
-                parts.append(mean * ops.asarray(mask, ops.float32).sum(axis=1, keepdims=True) ** 0.5)
-        out = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-        return ops.l2_normalize(out) if self.normalize else out
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> "Pooling":
-        """Read modules.json; a plain transformers folder (no modules.json) gets mean pooling, as ST defaults."""
-        modules_path = folder / "modules.json"
-        if not modules_path.is_file():
-            return cls()
-        modules = _read_json(modules_path)
-        if not isinstance(modules, list):
-            raise ModelConfigError(f"{modules_path}: expected a list of modules")
-        pooling, normalize = None, False
-        for m in modules:
-            kind = str(m.get("type", "")).rsplit(".", 1)[-1]
-            if kind == "Transformer":
-                continue
-            if kind == "Pooling":
-                pooling = _read_json(folder / m.get("path", "") / "config.json")
-            elif kind == "Normalize":
-                normalize = True
-            else:
-                raise ModelConfigError(f"{modules_path}: module {m.get('type')!r} is not supported by votive")
-        if pooling is None:
-            return cls(normalize=normalize)
-        modes = tuple(mode for mode in POOLING_MODES if pooling.get(f"pooling_mode_{mode}"))
-        others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k[13:] not in POOLING_MODES]
-        if others:
-            raise ModelConfigError(f"{folder}/1_Pooling/config.json: {others[0]} is not supported")
-        if not modes:
-            raise ModelConfigError(f"{folder}/1_Pooling/config.json: no pooling mode is enabled")
-        return cls(modes=modes, normalize=normalize)
-
-
-# ------------------------------------------------------------------------------------------- the encoder
-class SentenceEncoder:
-    """Text in, one float32 vector per text out: tokenizer, BertModel, pooling.
-
-    Example:
-        >>> enc = SentenceEncoder.from_folder(Path("all-MiniLM-L6-v2"), ops)   # doctest: +SKIP
-        >>> enc.embed(["hello", "world"]).shape                               # doctest: +SKIP
-        (2, 384)
-    """
-
-    kind = "embedding"
-
-    def __init__(self, model: BertModel, tokenizer, pooling: Pooling, max_seq_length: int, model_id: str):
-        self.model, self.ops = model, model.ops
-        self.tokenizer = tokenizer  # encode_batch(texts) -> ids per text, truncated to max_seq_length, unpadded
-        self.pooling = pooling
-        self.max_seq_length = max_seq_length
-        self.model_id = model_id
-        self.dim = model.cfg.hidden_size * len(pooling.modes)
-        self.backend = self.ops.name
-
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids per text, special tokens included, truncated to max_seq_length."""
-        return self.tokenizer.encode_batch(_check_texts(texts))
-
-    def encode(self, texts: list[str], batch_size: int = 32):
-        """Embed `texts` -> (float32 array (len(texts), dim), total token count incl. special tokens).
-
-        Texts are sorted by length so each batch pads only to its own longest member, then put back in order.
-        """
-        texts = _check_texts(texts)
-        ops = self.ops
-        out = ops.empty((len(texts), self.dim), ops.float32)
-        if not texts:
-            return ops.to_numpy(out), 0
-        token_ids = self.tokenizer.encode_batch(texts)  # InputError for text that is not Unicode
-        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
-        n_tokens = 0
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            T = max(len(token_ids[i]) for i in idx)
-            ids = [token_ids[i] + [0] * (T - len(token_ids[i])) for i in idx]
-            mask = [[1] * len(token_ids[i]) + [0] * (T - len(token_ids[i])) for i in idx]
-            n_tokens += sum(len(token_ids[i]) for i in idx)
-            ids, mask = ops.asarray(ids, ops.int64), ops.asarray(mask, ops.int64)  # (b, T) each
-            hidden = self.model.forward(ids, mask)  # (b, T, D)
-            out[ops.asarray(idx, ops.int64)] = self.pooling(ops, hidden, mask)  # (b, dim)
-        return ops.to_numpy(out), n_tokens  # host memory on every backend
-
-    def embed(self, texts, batch_size: int = 32):
-        """Like sentence-transformers' `encode`: a list of n texts -> (n, dim) float32; one str -> (dim,)."""
-        if isinstance(texts, str):
-            return self.encode([texts], batch_size)[0][0]
-        return self.encode(texts, batch_size)[0]
-
-    @classmethod
-    def from_folder(cls, folder: Path, ops, model_id: str | None = None) -> "SentenceEncoder":
-        folder = Path(folder)
-        cfg = Config.from_json(folder / "config.json")
-        model = BertModel.from_safetensors(WeightStore(folder), cfg, ops)
-        max_len = _max_seq_length(folder, cfg)
-        return cls(model, _load_tokenizer(folder, max_len), Pooling.from_folder(folder), max_len, model_id or folder.name)
-
-
-# --------------------------------------------------------------------------------------------------- addenda
-def _check_texts(texts) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-        raise InputError(f"expected a list of strings, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InputError(f"item {i} is {type(t).__name__}, expected a string")
-    return list(texts)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelConfigError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise ModelConfigError(f"{path}: cannot read JSON ({e})") from None
-
-
-def _max_seq_length(folder: Path, cfg: Config) -> int:
-    """sentence_bert_config.json's max_seq_length, else the tokenizer's model_max_length, capped by positions."""
-    limit = cfg.max_position_embeddings
-    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
-        if (folder / name).is_file():
-            value = _read_json(folder / name).get(key)
-            if isinstance(value, int) and value > 0:
-                return min(value, limit)
-    return limit
-
-
-def _load_tokenizer(folder: Path, max_len: int):
-    """The folder's tokenizer with sentence-transformers' settings: truncate to max_len, no padding
-    (tokenizer.json often says Fixed-128 padding; ST pads per batch instead). BERT WordPiece tokenizers are read
-    by votive.text.wordpiece; any other tokenizer.json needs the `tokenizers` library."""
-    return load_tokenizer(folder, max_len)
