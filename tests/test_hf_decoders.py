@@ -56,9 +56,14 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     return {name: hf_folders.write_folder(spec, root / name) for name, spec in hf_folders.SPECS.items()}
 
 
+# A context of 256 keeps phi3 within its original context, so votive turns RoPE by longrope's short factors, as
+# transformers does for sequences that short (votive picks the factors by the context it allocates, as llama.cpp).
+N_CTX = 256
+
+
 @pytest.fixture(scope="module")
 def models(folders):
-    return {name: load_model(str(path), backend="numpy") for name, path in folders.items()}
+    return {name: load_model(str(path), backend="numpy", n_ctx=N_CTX) for name, path in folders.items()}
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
@@ -122,7 +127,7 @@ class Float32Attention:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_logits_with_float32_attention(folders, name):
-    model = load_hf_decoder(folders[name], Float32Attention(get_backend("numpy")))
+    model = load_hf_decoder(folders[name], Float32Attention(get_backend("numpy")), n_ctx=N_CTX)
     for k, prompt in enumerate(hf_folders.PROMPTS):
         want = REFERENCE[f"{name}/logits{k}"]
         assert np.abs(model.logits(prompt) - want).max() <= FLOAT32_TOL * np.abs(want).max()
@@ -137,6 +142,26 @@ def test_greedy_ids_match_transformers(models, name, k):
     steps = int(np.argmax(margins < 2 * tol)) if (margins < 2 * tol).any() else len(want)  # up to a near tie
     assert steps >= MIN_GREEDY
     assert _greedy(models[name], hf_folders.PROMPTS[k], steps) == want[:steps].tolist()
+
+
+def test_phi3_longrope_long_factors_past_the_original_context(folders):
+    """A 300-token prompt in a 512-token context: past the original 256, both stacks turn by the long factors."""
+    model = load_hf_decoder(folders["phi3"], Float32Attention(get_backend("numpy")), n_ctx=512)
+    want = REFERENCE["phi3/logits_long"]
+    assert np.abs(model.logits(hf_folders.LONG_PROMPTS["phi3"]) - want).max() <= FLOAT32_TOL * np.abs(want).max()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 5, "long_factor": [1.0] * 6}},
+     r"rope_scaling.short_factor must list 6 numbers > 0"),
+    ({"partial_rotary_factor": 0.1}, r"partial_rotary_factor = 0.1 turns 1 of 16 dims"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, r"rope_type = 'dynamic' is not supported for Phi-3"),
+])
+def test_phi3_rope_settings_votive_cannot_run_are_refused(folders, tmp_path, change, message):
+    folder = _copy(folders["phi3"], tmp_path)
+    _edit_config(folder, **change)
+    with pytest.raises(ModelConfigError, match=message):
+        load_model(str(folder), backend="numpy")
 
 
 # --------------------------------------------------------------------------------------------- weights as stored

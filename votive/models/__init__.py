@@ -21,6 +21,7 @@ HF_DECODERS = {
     "MistralForCausalLM": ("votive.models.llama", "LlamaModel"),
     "Qwen2ForCausalLM": ("votive.models.qwen2", "Qwen2Model"),
     "Qwen3ForCausalLM": ("votive.models.qwen3", "Qwen3Model"),
+    "Phi3ForCausalLM": ("votive.models.phi3", "Phi3Model"),
 }
 
 

@@ -1,6 +1,6 @@
 """Hugging Face decoder checkpoints: a folder with config.json, model.safetensors (or shards with
 model.safetensors.index.json), tokenizer.json and tokenizer_config.json, read into the same models the GGUF
-files build (llama.py, qwen2.py, qwen3.py).
+files build (llama.py, qwen2.py, qwen3.py, phi3.py).
 
 Each family keeps its own HF weight table (`HF_WEIGHTS` / `HF_LAYER_WEIGHTS`, beside its GGUF one: our name ->
 HF tensor name), and reads its hyperparameters with `Config.from_hf`, which names the config.json key of every
@@ -26,6 +26,7 @@ quantize_row_q8_0_ref), a band of rows at a time; other matrices stay as stored.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +99,10 @@ class HFConfig:
             raise ModelConfigError(f"{self.path}: {key} = {value!r} is not supported (votive runs "
                                    f"{' or '.join(repr(a) for a in allowed)})")
 
-    def rope(self, head_dim: int) -> RopeScaling:
+    def rope(self, head_dim: int, longrope: bool = False) -> RopeScaling:
         """RoPE settings: `rope_theta` and `rope_scaling` (the Hub's keys), or transformers 5's `rope_parameters`
         holding both. Types ROPE_TYPES; any other, and `partial_rotary_factor` other than 1, are refused naming
-        the key, never approximated.
+        the key, never approximated. `longrope` (Phi-3 only) allows longrope and partial rotary (`_longrope`).
 
         "llama3" scaling (Llama 3.1 / 3.2) becomes per-pair frequency factors, computed as llama.cpp's converter
         computes its rope_freqs.weight (convert_hf_to_gguf.py LlamaModel.generate_extra_tensors); transformers'
@@ -110,6 +111,8 @@ class HFConfig:
         params, scaling, where, kind = self.rope_scaling()
         base = float(self.get("rope_theta", params.get("rope_theta", 10000.0)))
         partial = self.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))
+        if longrope:
+            return self._longrope(scaling, where, kind, base, partial, head_dim)
         if partial != 1.0:
             raise ModelConfigError(f"{self.path}: partial_rotary_factor = {partial!r} is not supported (only 1.0)")
         if kind not in ROPE_TYPES:
@@ -142,6 +145,49 @@ class HFConfig:
         if not isinstance(scaling, dict):
             raise ModelConfigError(f"{self.path}: {where} must be an object or null, found {scaling!r}")
         return params, scaling, where, scaling.get("rope_type", scaling.get("type", "default"))
+
+    def _longrope(self, scaling: dict, where: str, kind: str, base: float, partial, head_dim: int) -> RopeScaling:
+        """Phi-3's RoPE as transformers' Phi3 computes it (modeling_rope_utils `_compute_longrope_parameters`):
+        the first head_dim * partial_rotary_factor dims turn, each pair's angle divided by `short_factor`'s entry
+        (or `long_factor`'s past original_max_position_embeddings), cos and sin times the attention factor
+        sqrt(1 + ln(max_position_embeddings / original) / ln(original)) unless `attention_factor` says it.
+        Phi3Config reads the old types "su" and "yarn" as longrope. transformers picks the factors by the length of
+        the sequence at hand; votive, like llama.cpp, by the context it allocates (RopeScaling.factors)."""
+        if not (isinstance(partial, (int, float)) and 0 < partial <= 1):
+            raise ModelConfigError(f"{self.path}: partial_rotary_factor = {partial!r} must be in (0, 1]")
+        n_rot = int(head_dim * partial)
+        if n_rot < 2 or n_rot % 2:
+            raise ModelConfigError(f"{self.path}: partial_rotary_factor = {partial!r} turns {n_rot} of {head_dim} "
+                                   f"dims; an even number >= 2 is needed")
+        if kind == "default":
+            return RopeScaling(base=base, n_rot=n_rot)
+        if kind not in ("longrope", "su", "yarn"):
+            raise ModelConfigError(f"{self.path}: {where}.rope_type = {kind!r} is not supported for Phi-3 (votive "
+                                   f"runs default and longrope)")
+        extra = sorted(set(scaling) - {"rope_type", "type", "rope_theta", "partial_rotary_factor", "short_factor",
+                                       "long_factor", "attention_factor", "original_max_position_embeddings",
+                                       "factor"})
+        if extra:
+            raise ModelConfigError(f"{self.path}: {where}.{extra[0]} is not supported for longrope")
+        factors = []
+        for key in ("short_factor", "long_factor"):
+            values = np.asarray(scaling.get(key), dtype=object)
+            if values.shape != (n_rot // 2,) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        and v > 0 for v in values):
+                raise ModelConfigError(f"{self.path}: {where}.{key} must list {n_rot // 2} numbers > 0")
+            factors.append(np.asarray(values.tolist(), np.float32))
+        original = scaling.get("original_max_position_embeddings", self.get("original_max_position_embeddings",
+                                                                           4096))
+        if not (isinstance(original, int) and original > 0):
+            raise ModelConfigError(f"{self.path}: original_max_position_embeddings = {original!r} must be an int > 0")
+        attn = scaling.get("attention_factor")
+        if attn is None:
+            factor = scaling.get("factor") or self.require("max_position_embeddings") / original
+            attn = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+        if not (isinstance(attn, (int, float)) and math.isfinite(attn) and attn > 0):
+            raise ModelConfigError(f"{self.path}: {where}.attention_factor = {attn!r} must be a finite number > 0")
+        return RopeScaling(base=base, freq_factors=factors[0], scaling_type="longrope", n_rot=n_rot,
+                           attn_factor=float(np.float32(attn)), long_factors=factors[1], original_context=original)
 
     def _llama3_factors(self, scaling: dict, base: float, head_dim: int, factor: float) -> np.ndarray:
         """(head_dim / 2,) float32 divisors of each pair's angle, as llama.cpp's converter writes them."""
@@ -253,6 +299,7 @@ def decoder_shapes(cfg) -> tuple[dict, dict]:
         "ffn_norm": (cfg.dim,), "w_gate": (cfg.ffn_dim, cfg.dim), "w_up": (cfg.ffn_dim, cfg.dim),
         "w_down": (cfg.dim, cfg.ffn_dim), "bq": (q,), "bk": (kv,), "bv": (kv,),
         "q_norm": (cfg.head_dim,), "k_norm": (cfg.head_dim,),
+        "wqkv": (q + 2 * kv, cfg.dim), "w_gate_up": (2 * cfg.ffn_dim, cfg.dim),  # Phi-3's fused matrices
     }  # fmt: skip
     return top, layer
 

@@ -64,7 +64,7 @@ class Config:
         )
 
     @classmethod
-    def from_hf(cls, hf) -> "Config":
+    def from_hf(cls, hf, longrope: bool = False) -> "Config":
         """Hyperparameters from a Hugging Face config.json (`hf`: a models.hf_checkpoint.HFConfig), key by key:
         num_hidden_layers, hidden_size, intermediate_size, num_attention_heads, num_key_value_heads (default the
         heads), head_dim (default hidden_size / heads), rope_theta and rope_scaling (HFConfig.rope), rms_norm_eps,
@@ -75,7 +75,7 @@ class Config:
         n_heads = hf.require("num_attention_heads")
         dim = hf.require("hidden_size")
         head_dim = hf.get("head_dim", dim // n_heads)
-        rope = hf.rope(head_dim)
+        rope = hf.rope(head_dim, longrope)  # longrope: Phi-3's (HFConfig.rope)
         return cls(
             n_layers=hf.require("num_hidden_layers"),
             dim=dim,

@@ -1,4 +1,4 @@
-"""Phi-3 decoders from GGUF files (`general.architecture` "phi3": Phi-3 / Phi-3.5 mini, Phi-4-mini).
+"""Phi-3 decoders (`general.architecture` "phi3", Hugging Face Phi3ForCausalLM: Phi-3 / Phi-3.5 mini, Phi-4-mini).
 
 Ported from llama.cpp (the version llama-cpp-python 0.3.36 vendors): `src/models/phi3.cpp` (hparams, tensors and
 the graph), `llama_model::get_rope_factors` (src/llama-model.cpp) and `convert_hf_to_gguf.py` Phi3MiniModel (what
@@ -49,6 +49,17 @@ LAYER_WEIGHTS = {
     "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
 }
 OPTIONAL = ("output", "rope_long", "rope_short")
+# Our name -> Hugging Face tensor name (Phi3ForCausalLM), same shapes as above: the converter copies both fused
+# matrices unchanged, and longrope's factors are config.json's (HFConfig.rope).
+HF_WEIGHTS = llama.HF_WEIGHTS  # lm_head absent when tie_word_embeddings
+HF_LAYER_WEIGHTS = {
+    "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "wqkv": "model.layers.{i}.self_attn.qkv_proj.weight",
+    "wo": "model.layers.{i}.self_attn.o_proj.weight",
+    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "w_gate_up": "model.layers.{i}.mlp.gate_up_proj.weight",
+    "w_down": "model.layers.{i}.mlp.down_proj.weight",
+}
 
 
 class SplitProduct:
@@ -109,3 +120,15 @@ class Phi3Model(LlamaModel):
         cfg.window = f.get("phi3.attention.sliding_window", 0)  # see the module docstring
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS, optional=OPTIONAL)
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+
+    @classmethod
+    def from_safetensors(cls, hf, weights, ops, tokenizer, n_ctx: int | None = None,
+                         model_id: str = "") -> "Phi3Model":
+        """From a Hugging Face Phi3ForCausalLM folder (see LlamaModel.from_safetensors): longrope and partial
+        rotary from config.json, `sliding_window` (null: none) as transformers applies it."""
+        cfg = Config.from_hf(hf, longrope=True)
+        if cfg.n_heads * cfg.head_dim != cfg.dim:
+            raise ModelConfigError(f"{hf.path}: head_dim {cfg.head_dim} times {cfg.n_heads} heads must be "
+                                   f"hidden_size {cfg.dim} (Phi3's shapes)")
+        cfg.window = hf.get("sliding_window", 0)
+        return cls.bind_hf(hf, weights, ops, cfg, HF_WEIGHTS, HF_LAYER_WEIGHTS, tokenizer, n_ctx, model_id)

@@ -58,11 +58,24 @@ SPECS = {
             num_key_value_heads=2, head_dim=32, vocab_size=259, rms_norm_eps=1e-6, max_position_embeddings=512,
             rope_theta=1000000.0, attention_bias=False, use_sliding_window=False, sliding_window=None,
             tie_word_embeddings=True)),
+    # Phi-4-mini's shape of things: fused qkv / gate_up, 3/4 of each head turned, longrope (short factors: the
+    # prompts stay within the original context), tied output; a window shorter than the long prompt.
+    "phi3": dict(
+        seed=5, arch="Phi3ForCausalLM", model_type="phi3", dtype="BF16", shards=1, specials=CHATML_SPECIALS,
+        template=CHATML_TEMPLATE, bos=None, eos="<|im_end|>", config=dict(
+            hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=262, rms_norm_eps=1e-5, max_position_embeddings=1024,
+            original_max_position_embeddings=256, partial_rotary_factor=0.75, rope_theta=10000.0,
+            sliding_window=16, tie_word_embeddings=True, pad_token_id=256,
+            rope_scaling=dict(type="longrope", short_factor=[1.0 + 0.25 * k for k in range(6)],
+                              long_factor=[2.0 + 1.5 * k for k in range(6)]))),
 }
 
 # Prompts as token ids (the byte tokens of the vocabulary: 0..255), one short and one past mistral's window.
 PROMPTS = [[72, 101, 108, 108, 111, 44, 32], [int(i) for i in np.arange(23) * 11 % 256]]
 GREEDY_STEPS = 20
+# A prompt past phi3's original context (256), where longrope switches to its long factors.
+LONG_PROMPTS = {"phi3": [int(i) for i in np.arange(300) * 7 % 256]}
 
 
 def tensor_names(spec: dict) -> list[tuple[str, tuple[int, ...]]]:
@@ -74,6 +87,13 @@ def tensor_names(spec: dict) -> list[tuple[str, tuple[int, ...]]]:
     names = [("model.embed_tokens.weight", (vocab, dim))]
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        if spec["model_type"] == "phi3":  # q, k, v rows in one matrix; gate, up rows in another
+            names += [(p + "input_layernorm.weight", (dim,)),
+                      (p + "self_attn.qkv_proj.weight", ((heads + 2 * kv) * hd, dim)),
+                      (p + "self_attn.o_proj.weight", (dim, heads * hd)),
+                      (p + "post_attention_layernorm.weight", (dim,)), (p + "mlp.gate_up_proj.weight", (2 * ffn, dim)),
+                      (p + "mlp.down_proj.weight", (dim, ffn))]
+            continue
         names += [(p + "input_layernorm.weight", (dim,)), (p + "self_attn.q_proj.weight", (heads * hd, dim)),
                   (p + "self_attn.k_proj.weight", (kv * hd, dim)), (p + "self_attn.v_proj.weight", (kv * hd, dim)),
                   (p + "self_attn.o_proj.weight", (dim, heads * hd))]

@@ -11,7 +11,8 @@ weights widened exactly to float32), and stores, per prompt of hf_folders.PROMPT
 - `{name}/greedy{k}`: int64 (GREEDY_STEPS,) ids of a greedy continuation: the argmax of the whole sequence's
   forward, step by step (not `generate()`, whose logits processors would, e.g., suppress EOS), and
   `{name}/margin{k}`: float32, each step's gap between the best and the second-best logit (a step whose gap is
-  below the test tolerance is a near tie).
+  below the test tolerance is a near tie);
+- `{name}/logits_long`: for the families of hf_folders.LONG_PROMPTS, the logits after that prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import transformers
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hf_folders import GREEDY_STEPS, PROMPTS, SPECS, write_folder  # noqa: E402
+from hf_folders import GREEDY_STEPS, LONG_PROMPTS, PROMPTS, SPECS, write_folder  # noqa: E402
 
 
 def main() -> None:
@@ -50,6 +51,10 @@ def main() -> None:
                         seq.append(int(np.argmax(logits)))
                 out[f"{name}/greedy{k}"] = np.array(seq[len(prompt):], np.int64)
                 out[f"{name}/margin{k}"] = np.array(margins, np.float32)
+            if name in LONG_PROMPTS:  # past the original context: longrope's long factors
+                with torch.no_grad():
+                    logits = model(torch.tensor([LONG_PROMPTS[name]])).logits[0, -1]
+                out[f"{name}/logits_long"] = logits.numpy().astype(np.float32)
     np.savez_compressed(HERE / "reference.npz", **out)
     print(f"wrote {HERE / 'reference.npz'} with transformers {transformers.__version__}, torch {torch.__version__}")
 
