@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_logits_match_transformers(models, name, k):
 
 
 class Float32Attention:
-    """The numpy backend with float32 keys, values and attention, transformers' eager arithmetic."""
+    """The numpy backend with float32 keys, values and attention (and GELU), transformers' eager arithmetic."""
 
     def __init__(self, ops):
         self._ops = ops
@@ -109,6 +110,12 @@ class Float32Attention:
     def kv_cache(n_layers, n_kv_heads, n_ctx, head_dim):
         return (np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), np.float32),  # keys (L, Hkv, ctx, Dh)
                 np.zeros((n_layers, n_kv_heads, head_dim, n_ctx), np.float32))  # values (L, Hkv, Dh, ctx)
+
+    @staticmethod
+    def geglu(gate, up):
+        """Gemma's gelu_pytorch_tanh(gate) * up in float32 (votive's CPU looks GELU up in ggml's half table)."""
+        inner = np.float32(math.sqrt(2 / math.pi)) * (gate + np.float32(0.044715) * gate**3)
+        return np.float32(0.5) * gate * (np.float32(1) + np.tanh(inner)) * up
 
     @staticmethod
     def causal_attention(q, k, v, q_start, scale, window=None):
@@ -162,6 +169,27 @@ def test_phi3_rope_settings_votive_cannot_run_are_refused(folders, tmp_path, cha
     _edit_config(folder, **change)
     with pytest.raises(ModelConfigError, match=message):
         load_model(str(folder), backend="numpy")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"final_logit_softcapping": 30.0}, r"final_logit_softcapping = 30.0 is not supported"),
+    ({"layer_types": ["sliding_attention", "full_attention", "full_attention"]},
+     r"layer_types is not one global layer every 2"),
+    ({"hidden_activation": "gelu"}, r"hidden_activation = 'gelu' is not supported"),
+    ({"tie_word_embeddings": False}, r"tie_word_embeddings = False is not supported"),
+])
+def test_gemma3_settings_votive_cannot_run_are_refused(folders, tmp_path, change, message):
+    folder = _copy(folders["gemma3"], tmp_path)
+    _edit_config(folder, **change)
+    with pytest.raises(ModelConfigError, match=message):
+        load_model(str(folder), backend="numpy")
+
+
+def test_gemma3_norms_are_one_plus_the_stored_weight(models):
+    """Gemma3RMSNorm multiplies by 1 + w: the stored BF16 w, widened exactly, plus 1 in float32."""
+    spec = hf_folders.SPECS["gemma3"]
+    stored = bf16_to_f32(hf_folders.stored(hf_folders.draw_weights(spec)["model.norm.weight"], "BF16"))
+    assert np.array_equal(models["gemma3"].w["norm"], stored + np.float32(1))
 
 
 # --------------------------------------------------------------------------------------------- weights as stored

@@ -22,6 +22,7 @@ HF_DECODERS = {
     "Qwen2ForCausalLM": ("votive.models.qwen2", "Qwen2Model"),
     "Qwen3ForCausalLM": ("votive.models.qwen3", "Qwen3Model"),
     "Phi3ForCausalLM": ("votive.models.phi3", "Phi3Model"),
+    "Gemma3ForCausalLM": ("votive.models.gemma", "Gemma3Model"),
 }
 
 

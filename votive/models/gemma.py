@@ -1,4 +1,5 @@
-"""Gemma 3 decoders from GGUF files (`general.architecture` "gemma3"; Gemma 3 270M, 1B, ...).
+"""Gemma 3 decoders from GGUF files (`general.architecture` "gemma3") and Hugging Face Gemma3ForCausalLM folders
+(Gemma 3 270M, 1B: the text-only ones).
 
 Ported from llama.cpp @ 569a009: `src/models/gemma3.cpp` (the graph) and `src/llama-model.cpp` (hparams for
 LLM_ARCH_GEMMA3), which follow google/gemma_pytorch `gemma/model.py`. Differences from LLaMA, in order:
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from votive.errors import ModelConfigError
 from votive.models.binding import bind_weights
 from votive.models.llama import Config as LlamaConfig
 from votive.models.llama import LlamaModel
@@ -61,6 +63,46 @@ class Config(LlamaConfig):
         cfg.attn_scale = 1.0 / math.sqrt(cfg.dim / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
         return cfg
 
+    @classmethod
+    def from_hf(cls, hf) -> "Config":
+        """Hyperparameters of a Hugging Face Gemma3ForCausalLM (Gemma3TextConfig) folder: LLaMA's keys (the
+        global layers' RoPE from rope_theta / rope_scaling) plus sliding_window, the layout (layer_types, else
+        sliding_window_pattern), rope_local_base_freq and query_pre_attn_scalar. transformers 5's per-layer-type
+        `rope_parameters` is read too. What the block cannot run is refused naming the key."""
+        hf.refuse("hidden_activation", ("gelu_pytorch_tanh",))
+        hf.refuse("hidden_act", ("gelu_pytorch_tanh",))
+        hf.refuse("final_logit_softcapping", ())  # Gemma 2's softcaps: absent (null) in Gemma 3
+        hf.refuse("attn_logit_softcapping", ())
+        hf.refuse("attention_bias", (False,))
+        hf.refuse("tie_word_embeddings", (True,))
+        local_base = hf.get("rope_local_base_freq", 10000.0)
+        params = hf.get("rope_parameters")
+        if isinstance(params, dict) and "full_attention" in params:  # transformers 5: one entry per layer type
+            local = params.get("sliding_attention") or {}
+            if local.get("rope_type", "default") != "default":
+                raise ModelConfigError(f"{hf.path}: rope_parameters.sliding_attention.rope_type = "
+                                       f"{local.get('rope_type')!r} is not supported (only 'default')")
+            local_base = local.get("rope_theta", local_base)
+            hf = hf.with_data(rope_parameters=params["full_attention"], rope_scaling=None)
+        global_params = hf.get("rope_parameters") if isinstance(hf.get("rope_parameters"), dict) else {}
+        theta = hf.get("rope_theta", global_params.get("rope_theta", 1000000.0))  # Gemma3TextConfig's default
+        # hidden_act: LlamaConfig.from_hf checks LLaMA's activation; Gemma's was checked above
+        base = LlamaConfig.from_hf(hf.with_data(hidden_act="silu", rope_theta=theta))
+        cfg = cls(**vars(base), sliding_window=hf.require("sliding_window"), rope_base_local=float(local_base))
+        n_layers, pattern = cfg.n_layers, hf.get("sliding_window_pattern", 6)
+        types = hf.get("layer_types")
+        if types is not None:  # the explicit layout must be the every-Nth-global one this model computes
+            pattern = next((i + 1 for i, t in enumerate(types) if t == "full_attention"), n_layers + 1)
+            want = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
+            if list(types) != want:
+                raise ModelConfigError(f"{hf.path}: layer_types is not one global layer every {pattern} (votive "
+                                       f"runs Gemma 3's layout)")
+        if not (isinstance(pattern, int) and pattern > 0):
+            raise ModelConfigError(f"{hf.path}: sliding_window_pattern = {pattern!r} must be an int > 0")
+        cfg.swa_pattern = pattern
+        cfg.attn_scale = 1.0 / math.sqrt(hf.get("query_pre_attn_scalar", cfg.head_dim))
+        return cfg
+
     def is_global(self, layer: int) -> bool:
         return (layer + 1) % self.swa_pattern == 0
 
@@ -85,6 +127,26 @@ LAYER_WEIGHTS = {
     "w_down": "blk.{i}.ffn_down.weight",  # (dim, ffn_dim)
     "post_ffn_norm": "blk.{i}.post_ffw_norm.weight",  # (dim,)
 }
+
+# Our name -> Hugging Face tensor name (Gemma3ForCausalLM), same shapes. Its RMSNorm weights are w of x * (1 + w):
+# from_safetensors adds the 1 at load (in float32, as transformers' Gemma3RMSNorm does), as the GGUF converter does.
+HF_WEIGHTS = {"tok_embed": "model.embed_tokens.weight", "norm": "model.norm.weight"}
+HF_LAYER_WEIGHTS = {
+    "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "wq": "model.layers.{i}.self_attn.q_proj.weight",
+    "wk": "model.layers.{i}.self_attn.k_proj.weight",
+    "wv": "model.layers.{i}.self_attn.v_proj.weight",
+    "q_norm": "model.layers.{i}.self_attn.q_norm.weight",
+    "k_norm": "model.layers.{i}.self_attn.k_norm.weight",
+    "wo": "model.layers.{i}.self_attn.o_proj.weight",
+    "post_attn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "ffn_norm": "model.layers.{i}.pre_feedforward_layernorm.weight",
+    "w_gate": "model.layers.{i}.mlp.gate_proj.weight",
+    "w_up": "model.layers.{i}.mlp.up_proj.weight",
+    "w_down": "model.layers.{i}.mlp.down_proj.weight",
+    "post_ffn_norm": "model.layers.{i}.post_feedforward_layernorm.weight",
+}
+NORMS = ("attn_norm", "q_norm", "k_norm", "post_attn_norm", "ffn_norm", "post_ffn_norm")
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -137,3 +199,20 @@ class Gemma3Model(LlamaModel):
         weights, layers = bind_weights(f, ops, WEIGHTS, cfg.n_layers, LAYER_WEIGHTS)
         weights["output"] = None  # tied: LlamaModel falls back to tok_embed
         return cls(ops, cfg, weights, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)
+
+    @classmethod
+    def from_safetensors(cls, hf, weights, ops, tokenizer, n_ctx: int | None = None,
+                         model_id: str = "") -> "Gemma3Model":
+        """From a Hugging Face Gemma3ForCausalLM folder (see LlamaModel.from_safetensors)."""
+        from votive.models.hf_checkpoint import check_shapes
+
+        cfg = Config.from_hf(hf)
+        check_shapes(weights, cfg, HF_WEIGHTS | {"output": "lm_head.weight"}, HF_LAYER_WEIGHTS, tied=True)
+        top, layers = bind_weights(weights, ops, HF_WEIGHTS, cfg.n_layers, HF_LAYER_WEIGHTS)
+        one = ops.float32(1)
+        top["norm"] = top["norm"] + one  # (dim,)
+        for w in layers:
+            for name in NORMS:
+                w[name] = w[name] + one  # (dim,) or (head_dim,)
+        top["output"] = None  # tied
+        return cls(ops, cfg, top, layers, tokenizer, min(n_ctx or 4096, cfg.train_ctx), model_id)

@@ -1,6 +1,6 @@
 """Hugging Face decoder checkpoints: a folder with config.json, model.safetensors (or shards with
 model.safetensors.index.json), tokenizer.json and tokenizer_config.json, read into the same models the GGUF
-files build (llama.py, qwen2.py, qwen3.py, phi3.py).
+files build (llama.py, qwen2.py, qwen3.py, phi3.py, gemma.py).
 
 Each family keeps its own HF weight table (`HF_WEIGHTS` / `HF_LAYER_WEIGHTS`, beside its GGUF one: our name ->
 HF tensor name), and reads its hyperparameters with `Config.from_hf`, which names the config.json key of every
@@ -76,6 +76,12 @@ class HFConfig:
         if not (isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str)):
             raise ModelConfigError(f"{self.path}: 'architectures' must list one class name, found {archs!r}")
         return archs[0]
+
+    def with_data(self, **changes) -> "HFConfig":
+        """The same file's config with `changes` laid over its keys (a family reading a nested layout)."""
+        other = object.__new__(HFConfig)
+        other.path, other.data = self.path, {**self.data, **changes}
+        return other
 
     def get(self, key: str, default=None):
         value = self.data.get(key)
@@ -300,6 +306,7 @@ def decoder_shapes(cfg) -> tuple[dict, dict]:
         "w_down": (cfg.dim, cfg.ffn_dim), "bq": (q,), "bk": (kv,), "bv": (kv,),
         "q_norm": (cfg.head_dim,), "k_norm": (cfg.head_dim,),
         "wqkv": (q + 2 * kv, cfg.dim), "w_gate_up": (2 * cfg.ffn_dim, cfg.dim),  # Phi-3's fused matrices
+        "post_attn_norm": (cfg.dim,), "post_ffn_norm": (cfg.dim,),  # Gemma 3's
     }  # fmt: skip
     return top, layer
 

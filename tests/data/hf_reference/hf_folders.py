@@ -69,6 +69,19 @@ SPECS = {
             sliding_window=16, tie_word_embeddings=True, pad_token_id=256,
             rope_scaling=dict(type="longrope", short_factor=[1.0 + 0.25 * k for k in range(6)],
                               long_factor=[2.0 + 1.5 * k for k in range(6)]))),
+    # Gemma 3: GQA 4 with head_dim 32 != hidden / heads, QK-norm, sandwich norms stored as w of x * (1 + w), two
+    # sliding layers (window 8) then a global one with linear RoPE scaling (as Gemma 3 4B), GeGLU, tied output.
+    "gemma3": dict(
+        seed=6, arch="Gemma3ForCausalLM", model_type="gemma3_text", dtype="BF16", shards=1,
+        specials=LLAMA3_SPECIALS, template=LLAMA3_TEMPLATE, bos="<|begin_of_text|>", eos="<|eot_id|>",
+        act={"hidden_activation": "gelu_pytorch_tanh"}, config=dict(
+            hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, vocab_size=264, rms_norm_eps=1e-6,
+            max_position_embeddings=512, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+            rope_scaling=dict(rope_type="linear", factor=2.0), sliding_window=8,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True,
+            pad_token_id=256)),
 }
 
 # Prompts as token ids (the byte tokens of the vocabulary: 0..255), one short and one past mistral's window.
@@ -87,6 +100,15 @@ def tensor_names(spec: dict) -> list[tuple[str, tuple[int, ...]]]:
     names = [("model.embed_tokens.weight", (vocab, dim))]
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        if spec["model_type"] == "gemma3_text":  # QK-norm and four norms a layer
+            names += [(p + "input_layernorm.weight", (dim,)), (p + "self_attn.q_proj.weight", (heads * hd, dim)),
+                      (p + "self_attn.k_proj.weight", (kv * hd, dim)), (p + "self_attn.v_proj.weight", (kv * hd, dim)),
+                      (p + "self_attn.o_proj.weight", (dim, heads * hd)), (p + "self_attn.q_norm.weight", (hd,)),
+                      (p + "self_attn.k_norm.weight", (hd,)), (p + "post_attention_layernorm.weight", (dim,)),
+                      (p + "pre_feedforward_layernorm.weight", (dim,)), (p + "mlp.gate_proj.weight", (ffn, dim)),
+                      (p + "mlp.up_proj.weight", (ffn, dim)), (p + "mlp.down_proj.weight", (dim, ffn)),
+                      (p + "post_feedforward_layernorm.weight", (dim,))]
+            continue
         if spec["model_type"] == "phi3":  # q, k, v rows in one matrix; gate, up rows in another
             names += [(p + "input_layernorm.weight", (dim,)),
                       (p + "self_attn.qkv_proj.weight", ((heads + 2 * kv) * hd, dim)),
@@ -191,7 +213,7 @@ def write_folder(spec: dict, folder: Path) -> Path:
     specials = spec["specials"]
     eos_id = 256 + specials.index(spec["eos"])
     bos_id = 256 + specials.index(spec["bos"]) if spec["bos"] else None
-    config = {"architectures": [spec["arch"]], "model_type": spec["model_type"], "hidden_act": "silu",
+    config = {"architectures": [spec["arch"]], "model_type": spec["model_type"], **spec.get("act", {"hidden_act": "silu"}),
               "bos_token_id": bos_id, "eos_token_id": eos_id,
               "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[spec["dtype"]], **spec["config"]}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
