@@ -12,7 +12,7 @@ import argparse
 import sys
 
 # argument builders only: boto3, modal, the builders and the emulators load when a command runs
-from votive.cli import build, convert, deployments, invoke, serve
+from votive.cli import build, convert, corpus_map, deployments, invoke, serve
 from votive.cli.arguments import one_line
 from votive.errors import VotiveError
 
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS = (
     ("serve", "serve a model behind a local Lambda function URL", serve.add_serve),
     ("invoke", "send a request to a function URL and print the answer", invoke.add_invoke),
+    ("map", "embed, rerank or generate over a whole corpus by fanning batches out to a function",
+     corpus_map.add_map),
     ("demo", "serve an embedding model locally and answer one real request through its function URL", serve.add_demo),
     ("build", "build deployable artifacts: Lambda layers and function zip, a container image, a Modal app",
      build.add_build),
