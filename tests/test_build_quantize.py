@@ -73,7 +73,7 @@ def test_manifest_and_summary_say_what_quantizing_saved(built, folder):
     assert quantized["from"]["bytes"] == sum((folder / name).stat().st_size for name in folder_files)
     assert quantized["from"]["safetensors_bytes"] == sum(
         (folder / name).stat().st_size for name in folder_files if name.endswith(".safetensors"))
-    assert quantized["to"]["file"] == GGUF and quantized["f16_fallbacks"] == []
+    assert quantized["to"]["file"] == GGUF and quantized["fallbacks"] == {}
     assert weights["files"] == [{"name": GGUF, "size": gguf_bytes}] and weights["bytes"] == gguf_bytes
     assert gguf_bytes < quantized["from"]["safetensors_bytes"]  # BF16 -> Q8_0: 34 bytes per 32 weights, not 64
     before = quantized["from"]["bytes"]
@@ -91,10 +91,26 @@ def test_an_s3_build_stages_the_gguf_alone(folder, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ refusals
-def test_q4_k_m_a_gguf_and_an_encoder_are_refused_before_any_work(folder, built, tmp_path):
+def test_q4_k_m_build_packs_the_folders_q4_k_m_blocks(folder, tmp_path):
+    """llama.cpp's Q4_K_M mixture (tests/test_q4_k_m.py holds it to llama.cpp's bytes): the packed file's logits
+    equal votive.load(folder, quantize="q4_k_m")'s bit for bit."""
+    result = build_lambda(str(folder), tmp_path / "out", LambdaTarget(python="3.11", quantize="q4_k_m"),
+                          tools=FakeToolchain().tools())
+    gguf = "qwen3.q4_k_m.gguf"
+    with zipfile.ZipFile(tmp_path / "out" / MODEL_ZIP) as zf:
+        assert zf.namelist() == [f"model/{gguf}"]
+        zf.extractall(tmp_path)
+    quantized = result.manifest["weights"]["quantized"]
+    assert quantized["type"] == "q4_k_m" and quantized["to"]["file"] == gguf
+    # hidden_size 64: no row is whole 256-element blocks, every matrix takes llama.cpp's fallback
+    assert set(quantized["fallbacks"].values()) == {"Q5_0", "Q8_0"}
+    packed = votive.load(str(tmp_path / "model" / gguf), backend="numpy").logits(PROMPT)
+    loaded = votive.load(str(folder), backend="numpy", quantize="q4_k_m").logits(PROMPT)
+    np.testing.assert_array_equal(packed, loaded)
+
+
+def test_a_bad_type_a_gguf_and_an_encoder_are_refused_before_any_work(folder, built, tmp_path):
     fake = FakeToolchain()
-    with pytest.raises(InputError, match=r"^--quantize q4_k_m is not available: it needs a Q6_K quantizer"):
-        build_lambda(str(folder), tmp_path / "a", LambdaTarget(quantize="q4_k_m"), tools=fake.tools())
     with pytest.raises(InputError, match=r"^--quantize 'q4_0' is not a choice \(choices: f32, f16, q8_0, q4_k_m\)"):
         build_lambda(str(folder), tmp_path / "a", LambdaTarget(quantize="q4_0"), tools=fake.tools())
     gguf = built.out / MODEL_ZIP  # any .gguf will do: extract the built one
@@ -104,14 +120,15 @@ def test_q4_k_m_a_gguf_and_an_encoder_are_refused_before_any_work(folder, built,
         build_lambda(str(tmp_path / "model" / GGUF), tmp_path / "a", LambdaTarget(quantize="q8_0"),
                      tools=fake.tools())
     encoder = fake_model(tmp_path / "tiny-bert", 1000)
-    with pytest.raises(InputError, match=r"^--quantize q8_0: .*tiny-bert is an encoder model; --quantize converts "
-                                         r"Hugging Face decoder folders \(\.\.\.ForCausalLM\) only"):
+    with pytest.raises(InputError, match=r"^--quantize q8_0: .*tiny-bert is an encoder model that is not BERT "
+                                         r"\(config.json model_type 'bert'\); --quantize converts decoder folders"):
         build_lambda(str(encoder), tmp_path / "a", LambdaTarget(quantize="q8_0"), tools=fake.tools())
     assert fake.calls == [] and not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("args, message", [
-    (["lambda", "--quantize", "q4_k_m"], "votive: error: --quantize q4_k_m is not available: it needs a Q6_K"),
+    (["lambda", "--quantize", "q4_0"], "votive: error: --quantize 'q4_0' is not a choice (choices: f32, f16, q8_0, "
+                                       "q4_k_m)"),
     (["image", "--quantize", "q8_0"], "votive: error: --quantize is supported by `votive build lambda` only, not "
                                       "image: convert first (votive convert FOLDER --to model.gguf --type q8_0)"),
     (["modal", "--quantize", "q8_0"], "votive: error: --quantize is supported by `votive build lambda` only, not "

@@ -32,7 +32,7 @@ import pytest
 
 from votive.builders.gguf_convert import convert_folder, permute_qk
 from votive.cli import main
-from votive.errors import InputError, ModelConfigError
+from votive.errors import InputError, ModelConfigError, QuantError
 from votive.formats.gguf import GGUFFile
 from votive.models import load_model
 from votive.models.hf_checkpoint import HFConfig
@@ -191,9 +191,11 @@ def test_q8_0_file_is_q8_0_but_norms(converted):
 
 
 # ------------------------------------------------------------------------------------------------------ refusals
-def test_q4_k_m_is_refused_by_name(folders, tmp_path):
-    with pytest.raises(InputError, match=r"--type q4_k_m is not available: it needs a Q6_K quantizer"):
-        convert_folder(folders["qwen2"], tmp_path / "x.gguf", "q4_k_m")
+def test_q4_k_m_of_rows_llama_cpp_cannot_quantize_is_refused(folders, tmp_path):
+    """mistral's hidden_size 48 is not whole 32-element blocks: llama.cpp's Q4_K_M gives output.weight Q8_0 and
+    has no fallback from it (tests/test_q4_k_m.py holds the mixture to llama.cpp's files)."""
+    with pytest.raises(QuantError, match=r"output.weight: rows of 48 elements are not whole 32-element Q8_0 blocks"):
+        convert_folder(folders["mistral"], tmp_path / "x.gguf", "q4_k_m")
     assert not (tmp_path / "x.gguf").exists()
 
 

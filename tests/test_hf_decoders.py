@@ -28,7 +28,7 @@ import pytest
 
 from votive.backends import get_backend
 from votive.backends.numpy_linears import DenseLinear, QuantLinear
-from votive.errors import InputError, ModelConfigError
+from votive.errors import InputError, ModelConfigError, QuantError
 from votive.formats.weights import bf16_to_f32
 from votive.models import load_hf_decoder, load_model
 from votive.quant.ggml_types import GGMLType
@@ -221,8 +221,9 @@ def test_quantize_q8_0_at_load(folders, models):
 
 
 def test_quantize_choices_are_checked(folders):
-    with pytest.raises(InputError, match=r"quantize='q4_k_m' is not available yet: it needs a Q6_K quantizer"):
-        load_model(str(folders["llama"]), quantize="q4_k_m")
+    with pytest.raises(QuantError, match=r"the q4_k_m mixture is mirrored for architectures llama, qwen2, qwen3, "
+                                         r"not 'phi3'"):
+        load_model(str(folders["phi3"]), quantize="q4_k_m")
     with pytest.raises(InputError, match=r"quantize='q5' is not a choice \(choices: q8_0, q4_k_m, or None\)"):
         load_model(str(folders["llama"]), quantize="q5")
 

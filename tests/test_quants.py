@@ -355,7 +355,7 @@ def test_accepted_data_forms():
         (lambda: quants.dequantize(np.zeros((2, 36), np.uint8), 2, cols=32), "rows of 36 bytes do not hold 32"),
         (lambda: quants.dequantize(np.zeros(4, F32), 8), "Q8_0 data must be uint8 bytes, got an array of float32"),
         (lambda: quants.dequantize(np.zeros(4, F32), 1), "F16 data must be uint8 bytes or float16"),
-        (lambda: quants.quantize(np.zeros(32), 2), "votive has no Q4_0 quantizer (it has: F32, F16, BF16, Q8_0"),
+        (lambda: quants.quantize(np.zeros(32), 2), "votive has no Q4_0 quantizer (it has: F32, F16, BF16, Q5_0, Q5_1, Q8_0"),
         (lambda: quants.quantize(np.zeros(100), 8), "Q8_0: a row of 100 elements is not a whole number of 32"),
         (lambda: quants.quantize(np.full(256, np.nan), 12), "cannot quantize to Q4_K: 256 values are NaN or inf"),
         (lambda: quants.quantize(np.full(1, 1e6), 1), "cannot store 1000000.0 (element 0) as F16"),

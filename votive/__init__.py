@@ -21,12 +21,15 @@ def load(source, *, backend: str | None = None, n_ctx: int | None = None, quanti
         n_ctx: for decoders, the positions a generation's KV cache holds (default 4096, capped by the model's
             training context).
         quantize: for a Hugging Face decoder folder (config.json + safetensors), "q8_0" quantizes its matrices
-            at load with votive's quantizer; None (default) keeps them as stored (bf16, f16 or f32). "q4_k_m" is
-            refused for now (no Q6_K quantizer); anything else is an InputError naming the choices.
+            at load with votive's quantizer; "q4_k_m" gives each matrix the type and blocks llama.cpp's Q4_K_M
+            gives it (votive.quant.mixtures); None (default) keeps them as stored (bf16, f16 or f32); anything
+            else is an InputError naming the choices.
 
     Returns:
         An encoder (`.embed(texts)`) or, for decoders (a GGUF file, or an HF `LlamaForCausalLM`,
-        `MistralForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM` folder), a generator (`.generate(prompt)`).
+        `MistralForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM` folder), a generator (`.generate(prompt)`),
+        or, for a cross-encoder (an HF `BertForSequenceClassification` or `XLMRobertaForSequenceClassification`
+        folder), a reranker (`.rerank(query, documents)`, `.score(pairs)`).
     """
     from votive.models import load_model
 

@@ -15,16 +15,17 @@ Qwen3Model and gguf-py's SpecialVocab), so that the file reads as if that script
   as `rope.scaling.type` / `rope.scaling.factor`. Mistral's `sliding_window` is not written: llama.cpp's
   converter writes no window for `llama`, and its `llama` graph reads none (votive/models/llama.py);
 - 1-D tensors (norms, biases) and rope_freqs in F32; matrices in the asked type, and for Q8_0 a matrix whose
-  rows are not whole 32-element blocks falls back to F16, as the converter does;
+  rows are not whole 32-element blocks falls back to F16, as the converter does. `q4_k_m` is what llama.cpp's
+  llama-quantize makes of the F32 file with Q4_K_M (no importance matrix): each matrix's type from
+  votive.quant.mixtures (Q6_K for output.weight and for attn_v / ffn_down on use_more_bits layers, Q4_K
+  elsewhere, Q5_0 / Q8_0 / F16 for rows not whole blocks), its blocks from votive.quant.codecs' quantizers, bit
+  for bit those of ggml's quantize_row_*_ref;
 - the tokenizer as a "gpt2" (byte-level BPE) vocabulary: tokens by id (gaps become `[PAD{id}]`, unused),
   types (special added tokens control, other added tokens user-defined, the rest normal), merges, the
   pre-tokenizer's llama.cpp name (PRE_TOKENIZER_NAMES: recognised from tokenizer.json's pre_tokenizer, where the
   converter hashes a sample text's ids; both name the same split), BOS / EOS / UNK / PAD ids, the chat template.
   `tokenizer.ggml.add_bos_token` is always written (what tokenizer.json's post-processor does), where
   SpecialVocab writes it only when it can tell: so the two stacks never fall back on differing defaults.
-
-Q4_K_M is refused by name: llama.cpp's Q4_K_M puts Q6_K in output.weight and half of attn_v / ffn_down, and
-votive.quant.codecs has no Q6_K quantizer.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ import numpy as np
 from votive.errors import InputError, ModelConfigError
 from votive.formats.gguf_write import write_gguf
 from votive.formats.weights import WeightStore
-from votive.models.hf_checkpoint import QUANTIZE_MISSING, HFConfig, HFWeights, as_float32, check_shapes, quantize_rows
+from votive.models.hf_checkpoint import HFConfig, HFWeights, as_float32, check_shapes, quantize_rows
 from votive.quant.ggml_types import GGMLType
+from votive.quant.mixtures import MIXTURES, MixtureModel, mixture_types
 
-# `--type` -> (GGML type of the matrices, general.file_type: llama.h's llama_ftype).
-CONVERT_TYPES = {"f32": (GGMLType.F32, 0), "f16": (GGMLType.F16, 1), "q8_0": (GGMLType.Q8_0, 7)}
-CONVERT_MISSING = QUANTIZE_MISSING  # q4_k_m: no Q6_K quantizer (votive.models.hf_checkpoint says why)
+# `--type` -> (GGML type of the matrices, or the default type of a llama.cpp mixture (MIXTURES) whose rules
+# choose each matrix's; general.file_type: llama.h's llama_ftype).
+CONVERT_TYPES = {"f32": (GGMLType.F32, 0), "f16": (GGMLType.F16, 1), "q8_0": (GGMLType.Q8_0, 7),
+                 "q4_k_m": (MIXTURES["q4_k_m"][1], MIXTURES["q4_k_m"][0])}
 QUANTIZATION_VERSION = 2  # general.quantization_version, GGML_QNT_VERSION
 
 # config.json `architectures` -> (general.architecture, module with the weight tables and Config, permute Q/K).
@@ -79,27 +82,27 @@ class ConvertResult:
     type_name: str  # the --type asked for ("q8_0", ...)
     folder_bytes: int  # the folder's safetensors files
     gguf_bytes: int  # the file written
-    fallbacks: tuple[str, ...]  # GGUF tensors stored as F16 because their rows are not whole blocks
+    fallbacks: dict[str, str]  # matrix -> the type it is stored as, its rows not whole blocks of the asked type
+    types: dict[str, str]  # every tensor written -> its GGML type name
 
 
 def convert_type(name: str, flag: str = "--type") -> tuple[GGMLType, int]:
     """(matrix type, general.file_type) for `{flag} name`; InputError naming the choices otherwise."""
-    if name in CONVERT_MISSING:
-        raise InputError(f"{flag} {name} is not available: {CONVERT_MISSING[name]} (available: "
-                         f"{', '.join(CONVERT_TYPES)})")
     if name not in CONVERT_TYPES:
-        raise InputError(f"{flag} {name!r} is not a choice (choices: {', '.join([*CONVERT_TYPES, *CONVERT_MISSING])})")
+        raise InputError(f"{flag} {name!r} is not a choice (choices: {', '.join(CONVERT_TYPES)})")
     return CONVERT_TYPES[name]
 
 
 def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = False) -> ConvertResult:
-    """Write the Hugging Face decoder in `folder` as a GGUF file at `out`.
+    """Write the Hugging Face decoder in `folder` as a GGUF file at `out` (a BERT encoder folder goes to
+    votive.builders.gguf_convert_bert.convert_bert_folder).
 
     Args:
         folder (str or Path): config.json, model.safetensors (or shards and their index), tokenizer.json,
             tokenizer_config.json.
         out (str or Path): the GGUF file to write; it appears only once complete.
-        type_name (str): "q8_0", "f16" or "f32": the type of the matrices (CONVERT_TYPES).
+        type_name (str): "q8_0", "f16" or "f32": the type of the matrices; or "q4_k_m": llama.cpp's mixture
+            (CONVERT_TYPES).
         overwrite (bool): replace an existing `out`.
 
     Returns:
@@ -108,6 +111,7 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     Raises:
         InputError: a bad type_name, or `out` exists and overwrite is False.
         ModelConfigError: an architecture, rope setting, tensor or tokenizer the converter cannot write.
+        QuantError: q4_k_m of a matrix llama.cpp cannot quantize (rows not whole 32-element blocks).
         WeightFileError: a malformed safetensors file.
 
     Example:
@@ -117,6 +121,10 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     matrix_type, file_type = convert_type(type_name)
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; pass --force (overwrite=True) to replace it")
+    from votive.builders.gguf_convert_bert import convert_bert_folder, is_bert_folder
+
+    if is_bert_folder(folder):  # an embedding encoder: llama.cpp's `bert` layout (its own module)
+        return convert_bert_folder(folder, out, type_name, overwrite=overwrite)
     hf = HFConfig(folder)
     if hf.architecture not in ARCHITECTURES:
         raise ModelConfigError(f"{hf.path}: architecture {hf.architecture!r} cannot be converted (supported: "
@@ -141,19 +149,25 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     if arch == "llama" and rope.freq_factors is not None:
         tensors["rope_freqs.weight"] = np.asarray(rope.freq_factors, np.float32)  # (head_dim / 2,)
     names = _tensor_names(store, cfg, family, tied)
-    fallbacks = []
+    shapes = {gguf_name: tuple(store.raw(hf_name).shape) for gguf_name, (hf_name, _) in names.items()}
+    if type_name in MIXTURES:  # one type per tensor, as llama.cpp's quantizer chooses them; None: kept F32
+        chosen = mixture_types(type_name, MixtureModel(arch, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads), shapes)
+    else:
+        chosen = {name: _uniform_type(shape, matrix_type) for name, shape in shapes.items()}
+    fallbacks, types = {}, {name: "F32" for name in tensors}
     for gguf_name, (hf_name, heads) in names.items():
         data = as_float32(store.raw(hf_name), store.dtype_of(hf_name))  # exact; HFWeights refused other dtypes
         if heads and permute:
             data = permute_qk(data, heads)
-        stored, fell_back = _store(data, matrix_type)
-        tensors[gguf_name] = stored
-        if fell_back:
-            fallbacks.append(gguf_name)
-    types = {"tokenizer.ggml.merges": "arr[str]"}  # an empty list needs its element type spelled out
-    write_gguf(out, metadata, tensors, metadata_types=types, overwrite=overwrite)
+        ggml_type = chosen[gguf_name] or GGMLType.F32
+        tensors[gguf_name] = _store(data, ggml_type)
+        types[gguf_name] = ggml_type.name
+        if data.ndim == 2 and matrix_type != GGMLType.F32 and data.shape[1] % matrix_type.block_size:
+            fallbacks[gguf_name] = ggml_type.name
+    meta_types = {"tokenizer.ggml.merges": "arr[str]"}  # an empty list needs its element type spelled out
+    write_gguf(out, metadata, tensors, metadata_types=meta_types, overwrite=overwrite)
     folder_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    return ConvertResult(out, arch, type_name, folder_bytes, out.stat().st_size, tuple(fallbacks))
+    return ConvertResult(out, arch, type_name, folder_bytes, out.stat().st_size, fallbacks, types)
 
 
 # ------------------------------------------------------------------------------------------------ tensors
@@ -187,15 +201,23 @@ def _tensor_names(store: WeightStore, cfg, family, tied: bool) -> dict[str, tupl
     return names
 
 
-def _store(data: np.ndarray, matrix_type: GGMLType) -> tuple[object, bool]:
-    """What write_gguf takes for one tensor, and whether a Q8_0 matrix fell back to F16: 1-D tensors stay F32,
-    matrices become `matrix_type` (float16 by numpy's round-to-nearest-even, as gguf-py; Q8_0 by votive's
-    quantizer, bit-exact with ggml's quantize_row_q8_0_ref)."""
-    if data.ndim == 1 or matrix_type == GGMLType.F32:
-        return np.ascontiguousarray(data, np.float32), False
-    if matrix_type == GGMLType.F16 or data.shape[1] % matrix_type.block_size:
-        return data.astype(np.float16), matrix_type != GGMLType.F16
-    return (matrix_type.name, quantize_rows(data, "F32", matrix_type)), False
+def _uniform_type(shape: tuple[int, ...], matrix_type: GGMLType) -> GGMLType | None:
+    """A tensor's type for --type f32 / f16 / q8_0: 1-D tensors kept (F32), matrices `matrix_type`, and a Q8_0
+    matrix whose rows are not whole 32-element blocks F16, as llama.cpp's converter does."""
+    if len(shape) < 2:
+        return None
+    return GGMLType.F16 if shape[1] % matrix_type.block_size else matrix_type
+
+
+def _store(data: np.ndarray, ggml_type: GGMLType) -> object:
+    """What write_gguf takes for one tensor of `ggml_type`: float32 for F32, float16 by numpy's
+    round-to-nearest-even (as gguf-py), else blocks by votive's quantizer, bit-exact with ggml's
+    quantize_row_*_ref."""
+    if ggml_type == GGMLType.F32:
+        return np.ascontiguousarray(data, np.float32)
+    if ggml_type == GGMLType.F16:
+        return data.astype(np.float16)
+    return (ggml_type.name, quantize_rows(data, "F32", ggml_type))
 
 
 # ----------------------------------------------------------------------------------------------- metadata

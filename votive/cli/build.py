@@ -14,11 +14,11 @@ def add_build(parser: argparse.ArgumentParser) -> None:
     common.add_argument("model", metavar="MODEL", help="model folder, weight file, Hub id, pkg:NAME or alias")
     common.add_argument("--out", help="output folder (default build/<model>-<target>)")
     common.add_argument("--force", action="store_true", help="replace an earlier build in --out")
-    # A plain string, not argparse choices: a refused type (q4_k_m) gets one line saying why, exit 2. On every
+    # A plain string, not argparse choices: a bad type gets one line naming the choices, exit 2. On every
     # target so that image and modal refuse it with that one line too, not argparse's usage text.
     common.add_argument("--quantize", metavar="TYPE",
                         help="lambda only: convert a Hugging Face decoder folder to one GGUF file of TYPE (q8_0, "
-                             "f16, f32) and ship that instead of its weights")
+                             "f16, f32, q4_k_m) and ship that instead of its weights")
 
     lam = targets.add_parser("lambda", parents=[common], help="Lambda layers, function zip and manifest",
                              description="Build Lambda layers (runtime, model), a function zip and manifest.json.")

@@ -20,7 +20,9 @@ Weights stay as stored: float32 matrices are views of the map; F16 / BF16 matric
 CPU widens them to float32 once, exactly, as it does for GGUF files; the GPU keeps the halves). 1-D tensors (norm
 weights, biases) are widened to float32 here, exactly. With `quantize="q8_0"` every matrix whose rows are whole
 32-element blocks is quantized at load with votive's Q8_0 quantizer (votive.quant.codecs, bit-exact with ggml's
-quantize_row_q8_0_ref), a band of rows at a time; other matrices stay as stored.
+quantize_row_q8_0_ref), a band of rows at a time; other matrices stay as stored. With `quantize="q4_k_m"` each
+matrix gets the type llama.cpp's Q4_K_M mixture gives its GGUF tensor (votive.quant.mixtures, `hf_mixture`), so
+the model holds the blocks `votive convert --type q4_k_m` writes.
 """
 
 from __future__ import annotations
@@ -40,12 +42,9 @@ from votive.quant.ggml_types import GGMLType
 # safetensors dtype -> the GGML type a float tensor of it is handed to the backend as.
 FLOAT_TYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
 
-# `votive.load(..., quantize=)` value -> the GGML type matrices are quantized to at load.
-QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0}
-# Choices votive names but cannot yet make exactly: llama.cpp's Q4_K_M puts Q6_K in output.weight and half of
-# attn_v / ffn_down, and votive.quant.codecs has no Q6_K quantizer.
-QUANTIZE_MISSING = {"q4_k_m": "it needs a Q6_K quantizer (llama.cpp's Q4_K_M stores output.weight and half of "
-                              "attn_v / ffn_down as Q6_K), which votive.quant.codecs lacks"}
+# `votive.load(..., quantize=)` value -> the GGML type matrices are quantized to at load, or the name of a
+# llama.cpp mixture (votive.quant.mixtures.MIXTURES) that chooses one per matrix.
+QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0, "q4_k_m": "q4_k_m"}
 _BAND_ROWS = 1024  # rows widened to float32 at a time when quantizing: bounds the scratch memory
 
 # rope_scaling types votive computes as transformers does (see HFConfig.rope).
@@ -233,13 +232,17 @@ class HFWeights:
 
     Args:
         store: the checkpoint's `votive.formats.weights.WeightStore`.
-        quantize: a GGML type (QUANTIZE_TYPES) to quantize matrices to at load, or None to keep them as stored.
+        quantize: a GGML type to quantize matrices to at load (those whose rows are whole blocks of it), a
+            type per tensor name (`hf_mixture`; None keeps that tensor as stored), or None to keep all as stored.
     """
 
-    def __init__(self, store: WeightStore, quantize: GGMLType | None = None):
+    def __init__(self, store: WeightStore, quantize: GGMLType | dict | None = None):
         self.path = store.path
         self.store = store
         self.quantize = quantize
+        if isinstance(quantize, str):  # a mixture's name reaches here only from an encoder (load_hf_decoder maps it)
+            raise InputError(f"{self.path}: quantize={quantize!r} is llama.cpp's mixture for decoders (its rules "
+                             f"name GGUF decoder tensors); quantize an encoder with 'q8_0'")
         self.tensors: dict[str, HFTensor] = {}
         for name in store.keys():
             dtype = store.dtype_of(name)
@@ -248,7 +251,9 @@ class HFWeights:
                 raise ModelConfigError(f"{self.path}: tensor {name!r} is {dtype}; votive reads F32, F16 and BF16 "
                                        f"checkpoints (quantized safetensors are not supported)")
             kind = FLOAT_TYPES[dtype] if len(shape) == 2 else GGMLType.F32
-            if quantize is not None and len(shape) == 2 and shape[1] % quantize.block_size == 0:
+            if isinstance(quantize, dict):
+                kind = quantize.get(name) or kind
+            elif quantize is not None and len(shape) == 2 and shape[1] % quantize.block_size == 0:
                 kind = quantize
             self.tensors[name] = HFTensor(name, kind, shape)
 
@@ -257,7 +262,10 @@ class HFWeights:
         if info.ggml_type == GGMLType.F32:
             return self.store.get(name)  # a view for F32, widened once (exactly) for F16 / BF16
         if info.ggml_type in (GGMLType.F16, GGMLType.BF16):
-            return self.store.raw(name)  # float16, or BF16 bits as uint16: what make_linear dequantizes
+            dtype = self.store.dtype_of(name)
+            if info.ggml_type == FLOAT_TYPES[dtype]:
+                return self.store.raw(name)  # float16, or BF16 bits as uint16: what make_linear dequantizes
+            return as_float32(self.store.raw(name), dtype).astype(np.float16)  # a mixture's F16 (gguf-py's rounding)
         return self._quantized(name, info)
 
     def _quantized(self, name: str, info: HFTensor) -> np.ndarray:
@@ -282,17 +290,39 @@ def quantize_rows(raw: np.ndarray, dtype: str, ggml_type: GGMLType) -> np.ndarra
     return out
 
 
-def quantize_type(quantize) -> GGMLType | None:
-    """The GGML type for `votive.load`'s `quantize` argument; an InputError naming the choices for a bad one."""
+def quantize_type(quantize) -> GGMLType | str | None:
+    """The GGML type (or mixture name) for `votive.load`'s `quantize` argument; an InputError naming the choices
+    for a bad one."""
     if quantize is None:
         return None
-    if quantize in QUANTIZE_MISSING:
-        raise InputError(f"quantize={quantize!r} is not available yet: {QUANTIZE_MISSING[quantize]} "
-                               f"(available: {', '.join(QUANTIZE_TYPES)}, or None to keep the stored dtype)")
     if quantize not in QUANTIZE_TYPES:
-        raise InputError(f"quantize={quantize!r} is not a choice (choices: "
-                               f"{', '.join([*QUANTIZE_TYPES, *QUANTIZE_MISSING])}, or None)")
+        raise InputError(f"quantize={quantize!r} is not a choice (choices: {', '.join(QUANTIZE_TYPES)}, or None)")
     return QUANTIZE_TYPES[quantize]
+
+
+def hf_mixture(mixture: str, hf: HFConfig, store: WeightStore, family, arch: str) -> dict[str, GGMLType | None]:
+    """HF tensor name -> the type llama.cpp's `mixture` (votive.quant.mixtures) gives the GGUF tensor a converted
+    file holds for it (None: kept as stored), from the family's two weight tables (our name -> HF name, our name
+    -> GGUF name) and config.json's layers and heads. `arch` is the family's general.architecture.
+
+    Raises:
+        QuantError: an architecture the mixture does not mirror, or a matrix llama.cpp cannot quantize.
+    """
+    from votive.quant.mixtures import MixtureModel, check_mixture, mixture_types
+
+    check_mixture(mixture, arch)
+    cfg = family.Config.from_hf(hf)
+    tied = bool(hf.get("tie_word_embeddings", False))
+    gguf_of = {}  # HF name -> GGUF name
+    for ours, theirs in family.HF_WEIGHTS.items():
+        if not (ours == "output" and tied):
+            gguf_of[theirs] = family.WEIGHTS[ours]
+    for i in range(cfg.n_layers):
+        for ours, theirs in family.HF_LAYER_WEIGHTS.items():
+            gguf_of[theirs.format(i=i)] = family.LAYER_WEIGHTS[ours].format(i=i)
+    shapes = {gguf_of[name]: tuple(store.raw(name).shape) for name in store.keys() if name in gguf_of}
+    types = mixture_types(mixture, MixtureModel(arch, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads), shapes)
+    return {name: types[gguf_of[name]] for name in store.keys() if name in gguf_of}
 
 
 # ------------------------------------------------------------------------------------- config against tensors

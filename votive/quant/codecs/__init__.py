@@ -7,8 +7,9 @@ Formats, by GGML type id (see votive.quant.ggml_types for every id ggml defines)
     10 Q2_K 11 Q3_K 12 Q4_K 13 Q5_K 14 Q6_K                        256-element super-blocks (kquants.py)
     9 Q8_1  15 Q8_K                                                activations of dot products (activations.py)
 
-Every format dequantizes. Quantizers exist for F32, F16, BF16, Q8_0, Q4_K and the activation formats Q8_1 and
-Q8_K, each bit-exact with ggml's reference quantizer compiled without FMA contraction.
+Every format dequantizes. Quantizers exist for F32, F16, BF16, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K (the types of
+llama.cpp's Q4_K_M mixture and its fallbacks) and the activation formats Q8_1 and Q8_K, each bit-exact with
+ggml's reference quantizer (quantize_row_*_ref) compiled without FMA contraction.
 
 Each format module writes block-level code only; this module handles rows, shapes and argument checks. Every
 function has a `_ref` twin that runs ggml's plain loops, one block and one element at a time, for tests and
@@ -119,7 +120,8 @@ def quantize(x, type_id) -> np.ndarray:
 
     Args:
         x: float array (rows, cols) or (cols,); converted to float32 first, as ggml quantizes float32.
-        type_id: a format with a quantizer: F32, F16, BF16, Q8_0, Q4_K, or the activation formats Q8_1, Q8_K.
+        type_id: a format with a quantizer: F32, F16, BF16, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, or the activation
+            formats Q8_1, Q8_K.
 
     Raises:
         QuantError: no quantizer for the type, cols not whole blocks, or NaN / inf in a block-quantized format.

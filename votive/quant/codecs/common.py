@@ -115,8 +115,12 @@ def roundf_ref(v) -> int:
 
 
 def nearest_int(v: np.ndarray) -> np.ndarray:
-    """ggml's nearest_int on float32: ties to even, as int32 (exact for |v| < 2**22, ggml's own limit)."""
-    return np.rint(v).astype(np.int32)
+    """ggml's nearest_int on float32: ties to even, as int32 for |v| < 2**22 (ggml's own limit). Computed with
+    ggml's bit trick, not np.rint, so that out-of-range values, inf and NaN (which a degenerate block can feed it,
+    ggml's assert being compiled out) give ggml's garbage, not numpy's."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = np.asarray(v, F32) + F32(12582912.0)
+    return (shifted.view(np.int32) & 0x007FFFFF) - 0x00400000
 
 
 def nearest_int_ref(v) -> int:

@@ -1,8 +1,8 @@
 """ggml's k-quants: 256-element super-blocks of 16 or 32-element sub-blocks, with quantized sub-block scales.
 
-Mirrors dequantize_row_q{2..6}_K, quantize_row_q4_K_ref and make_qkx2_quants in ggml/src/ggml-quants.c, and the
-block structs in ggml/src/ggml-common.h (ggml-org/llama.cpp). Element e of a super-block always belongs to
-sub-block e // 16 (Q2_K, Q3_K, Q6_K) or e // 32 (Q4_K, Q5_K); what differs is how the bits are spread:
+Mirrors dequantize_row_q{2..6}_K in ggml/src/ggml-quants.c (the quantizers of Q4_K, Q5_K and Q6_K are in
+kquantize.py), and the block structs in ggml/src/ggml-common.h (ggml-org/llama.cpp). Element e of a super-block
+always belongs to sub-block e // 16 (Q2_K, Q3_K, Q6_K) or e // 32 (Q4_K, Q5_K); what differs is how the bits are spread:
 
     Q2_K  x = d * sc * q - dmin * m   q 2 bits, 16 x (4-bit sc, 4-bit m) in `scales`
     Q3_K  x = d * (sc - 32) * q       q = 2 low bits + high bit in `hmask` - 4, 16 x 6-bit sc packed in 12 bytes
@@ -21,7 +21,17 @@ import struct
 
 import numpy as np
 
-from votive.quant.codecs.common import F32, QK_K, QuantFormat, half_ref, nearest_int, nearest_int_ref, row_ref, to_half
+from votive.quant.codecs.common import F32, QK_K, QuantFormat, half_ref, row_ref
+from votive.quant.codecs.kquantize import (
+    get_scale_min_k4_ref,
+    quantize_q4_K_blocks,
+    quantize_q5_K_blocks,
+    quantize_q6_K_blocks,
+    quantize_row_q4_K_ref,
+    quantize_row_q5_K_ref,
+    quantize_row_q6_K_ref,
+    scale_min_k4,
+)
 
 _SHIFTS_2BIT = np.array([0, 2, 4, 6], np.uint8)
 
@@ -150,235 +160,6 @@ class Q3_K(QuantFormat, type_id=11):
         return _sub_blocks(b, *cls.unpack(b))
 
 
-# ---- scales and mins of Q4_K and Q5_K --------------------------------------------------------------------------
-
-
-def get_scale_min_k4_ref(j: int, s) -> tuple[int, int]:
-    """Sub-block j's 6-bit scale and min from the 12 packed bytes (ggml's get_scale_min_k4)."""
-    if j < 4:
-        return s[j] & 63, s[j + 4] & 63
-    return (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)
-
-
-def scale_min_k4(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 12) packed -> scales (n, 8), mins (n, 8) in 0..63: get_scale_min_k4 for every j at once."""
-    sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 0x0F) | ((s[:, 0:4] >> 6) << 4)], axis=1)
-    m = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
-    return sc, m
-
-
-def pack_scale_min_k4(sc: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Inverse of scale_min_k4: (n, 8) scales and mins in 0..63 -> (n, 12) bytes, as quantize_row_q4_K_ref packs."""
-    sc, m = sc.astype(np.uint8), m.astype(np.uint8)
-    s = np.empty((len(sc), 12), np.uint8)
-    s[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
-    s[:, 4:8] = m[:, 0:4] | ((m[:, 4:8] >> 4) << 6)
-    s[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((m[:, 4:8] & 0x0F) << 4)
-    return s
-
-
-# ---- the Q4_K quantizer ------------------------------------------------------------------------------------------
-#
-# quantize_row_q4_K_ref fits each 32-element sub-block as x ~ scale * L + min (L in 0..15, min <= 0) with
-# make_qkx2_quants: a weighted least-squares fit tried at 21 candidate scales, keeping the best. The eight scales
-# and mins are then quantized to 6 bits against the largest of each, and the quants redone against those.
-# Sums run element by element in float32, as in C; that order is what makes the result bit-exact.
-
-_Q4K_NMAX, _Q4K_RMIN, _Q4K_RDELTA, _Q4K_NSTEP = 15, F32(-1.0), F32(0.1), 20
-
-
-def make_qkx2_quants_ref(x, weights, nmax: int, rmin, rdelta, nstep: int):
-    """One sub-block: -> (scale, the_min, L). Mirrors ggml's make_qkx2_quants with use_mad = false."""
-    n = len(x)
-    lo = hi = x[0]
-    sum_w = weights[0]
-    sum_x = sum_w * x[0]
-    for i in range(1, n):
-        lo = x[i] if x[i] < lo else lo
-        hi = x[i] if x[i] > hi else hi
-        sum_w += weights[i]
-        sum_x += weights[i] * x[i]
-    if lo > 0:
-        lo = F32(0.0)
-    if hi == lo:
-        return F32(0.0), -lo, [0] * n
-    iscale = F32(nmax) / (hi - lo)
-    scale = F32(1.0) / iscale
-    L = [min(max(nearest_int_ref(iscale * (x[i] - lo)), 0), nmax) for i in range(n)]
-    best_error = F32(0.0)
-    for i in range(n):
-        diff = scale * F32(L[i]) + lo - x[i]
-        best_error += weights[i] * (diff * diff)
-    for step in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (hi - lo)
-        aux = [min(max(nearest_int_ref(iscale * (x[i] - lo)), 0), nmax) for i in range(n)]
-        sum_l = sum_l2 = sum_xl = F32(0.0)
-        for i in range(n):
-            wl = weights[i] * F32(aux[i])
-            sum_l += wl
-            sum_l2 += wl * F32(aux[i])
-            sum_xl += wl * x[i]
-        det = sum_w * sum_l2 - sum_l * sum_l
-        if det > 0:
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-            if this_min > 0:
-                this_min = F32(0.0)
-                this_scale = sum_xl / sum_l2
-            cur_error = F32(0.0)
-            for i in range(n):
-                diff = this_scale * F32(aux[i]) + this_min - x[i]
-                cur_error += weights[i] * (diff * diff)
-            if cur_error < best_error:
-                L, best_error, scale, lo = aux, cur_error, this_scale, this_min
-    return scale, -lo, L
-
-
-def quantize_row_q4_K_ref(x: np.ndarray) -> bytes:
-    """Mirror of ggml's quantize_row_q4_K_ref, one super-block and one element at a time."""
-    out = bytearray()
-    for i in range(len(x) // QK_K):
-        xb = [F32(v) for v in x[i * QK_K : (i + 1) * QK_K]]
-        L = [0] * QK_K
-        scales, mins = [F32(0.0)] * 8, [F32(0.0)] * 8
-        max_scale = max_min = F32(0.0)
-        for j in range(8):
-            sub = xb[32 * j : 32 * j + 32]
-            sum_x2 = F32(0.0)
-            for v in sub:
-                sum_x2 += v * v
-            av_x = np.sqrt(sum_x2 / F32(32.0))
-            weights = [av_x + abs(v) for v in sub]
-            scales[j], mins[j], L[32 * j : 32 * j + 32] = make_qkx2_quants_ref(
-                sub, weights, _Q4K_NMAX, _Q4K_RMIN, _Q4K_RDELTA, _Q4K_NSTEP
-            )
-            max_scale = scales[j] if scales[j] > max_scale else max_scale
-            max_min = mins[j] if mins[j] > max_min else max_min
-        inv_scale = F32(63.0) / max_scale if max_scale > 0 else F32(0.0)
-        inv_min = F32(63.0) / max_min if max_min > 0 else F32(0.0)
-        # C stores nearest_int's result in a uint8 before clamping to 63: keep that wrap-around.
-        ls = [min(63, nearest_int_ref(inv_scale * scales[j]) & 0xFF) for j in range(8)]
-        lm = [min(63, nearest_int_ref(inv_min * mins[j]) & 0xFF) for j in range(8)]
-        packed = [0] * 12
-        for j in range(8):
-            if j < 4:
-                packed[j] = ls[j]
-                packed[j + 4] = lm[j]
-            else:
-                packed[j + 4] = (ls[j] & 0x0F) | ((lm[j] & 0x0F) << 4)
-                packed[j - 4] |= (ls[j] >> 4) << 6
-                packed[j] |= (lm[j] >> 4) << 6
-        d16, dmin16 = to_half(max_scale / F32(63.0)), to_half(max_min / F32(63.0))
-        d, dmin = F32(d16), F32(dmin16)
-        for j in range(8):
-            sc, m = get_scale_min_k4_ref(j, packed)
-            dj = d * F32(sc)
-            if not dj:
-                continue  # keep make_qkx2_quants' L, as ggml does
-            dm = dmin * F32(m)
-            for l in range(32):
-                L[32 * j + l] = min(max(nearest_int_ref((xb[32 * j + l] + dm) / dj), 0), 15)
-        qs = []
-        for chunk in range(4):
-            qs += [L[64 * chunk + l] | (L[64 * chunk + 32 + l] << 4) for l in range(32)]
-        out += d16.tobytes() + dmin16.tobytes() + bytes(packed) + bytes(qs)
-    return bytes(out)
-
-
-def make_qkx2_quants(x: np.ndarray, weights: np.ndarray, nmax: int, rmin, rdelta, nstep: int):
-    """make_qkx2_quants on many sub-blocks at once: x, weights (n, 32) float32 -> scale (n,), the_min (n,),
-    L (n, 32) int32. Loops run over the 32 elements (in C's order, so float32 sums round as C's do) and the
-    candidate scales, never over sub-blocks."""
-    n, width = x.shape
-    with np.errstate(all="ignore"):  # flat sub-blocks divide by zero; their results are replaced below
-        lo, hi = x[:, 0].copy(), x[:, 0].copy()
-        sum_w = weights[:, 0].copy()
-        sum_x = sum_w * x[:, 0]
-        for i in range(1, width):
-            lo = np.where(x[:, i] < lo, x[:, i], lo)
-            hi = np.where(x[:, i] > hi, x[:, i], hi)
-            sum_w = sum_w + weights[:, i]
-            sum_x = sum_x + weights[:, i] * x[:, i]
-        lo = np.where(lo > 0, F32(0.0), lo)
-        flat = hi == lo
-
-        def levels(iscale, lo):
-            return np.clip(nearest_int(iscale[:, None] * (x - lo[:, None])), 0, nmax)
-
-        def weighted_error(scale, lo, L):
-            err = np.zeros(n, F32)
-            for i in range(width):
-                diff = scale * L[:, i].astype(F32) + lo - x[:, i]
-                err = err + weights[:, i] * (diff * diff)
-            return err
-
-        iscale = F32(nmax) / (hi - lo)
-        scale = F32(1.0) / iscale
-        L = levels(iscale, lo)
-        best_error = weighted_error(scale, lo, L)
-        for step in range(nstep + 1):
-            iscale = (rmin + rdelta * F32(step) + F32(nmax)) / (hi - lo)
-            aux = levels(iscale, lo)
-            sum_l = np.zeros(n, F32)
-            sum_l2 = np.zeros(n, F32)
-            sum_xl = np.zeros(n, F32)
-            for i in range(width):
-                wl = weights[:, i] * aux[:, i].astype(F32)
-                sum_l = sum_l + wl
-                sum_l2 = sum_l2 + wl * aux[:, i].astype(F32)
-                sum_xl = sum_xl + wl * x[:, i]
-            det = sum_w * sum_l2 - sum_l * sum_l
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-            clamp = this_min > 0
-            this_min = np.where(clamp, F32(0.0), this_min)
-            this_scale = np.where(clamp, sum_xl / sum_l2, this_scale)
-            cur_error = weighted_error(this_scale, this_min, aux)
-            better = (det > 0) & (cur_error < best_error)
-            L = np.where(better[:, None], aux, L)
-            best_error = np.where(better, cur_error, best_error)
-            scale = np.where(better, this_scale, scale)
-            lo = np.where(better, this_min, lo)
-        scale = np.where(flat, F32(0.0), scale).astype(F32)
-        L = np.where(flat[:, None], 0, L)
-    return scale, (-lo).astype(F32), L
-
-
-def quantize_q4_K_blocks(x: np.ndarray) -> np.ndarray:
-    """float32 (n, 256) -> Q4_K blocks (n,), bit-exact with ggml's quantize_row_q4_K_ref (non-FMA build)."""
-    n = len(x)
-    sub = x.reshape(n * 8, 32)
-    sum_x2 = np.zeros(n * 8, F32)
-    for i in range(32):
-        sum_x2 = sum_x2 + sub[:, i] * sub[:, i]
-    av_x = np.sqrt(sum_x2 / F32(32.0))
-    weights = av_x[:, None] + np.abs(sub)  # (n * 8, 32)
-    scales, mins, L = make_qkx2_quants(sub, weights, _Q4K_NMAX, _Q4K_RMIN, _Q4K_RDELTA, _Q4K_NSTEP)
-    scales, mins, L = scales.reshape(n, 8), mins.reshape(n, 8), L.reshape(n, 8, 32)
-
-    max_scale = np.maximum(scales.max(axis=1), F32(0.0))
-    max_min = np.maximum(mins.max(axis=1), F32(0.0))
-    with np.errstate(divide="ignore"):
-        inv_scale = np.where(max_scale > 0, F32(63.0) / max_scale, F32(0.0)).astype(F32)
-        inv_min = np.where(max_min > 0, F32(63.0) / max_min, F32(0.0)).astype(F32)
-    ls = np.minimum(nearest_int(inv_scale[:, None] * scales) & 0xFF, 63)
-    lm = np.minimum(nearest_int(inv_min[:, None] * mins) & 0xFF, 63)
-
-    out = np.empty(n, Q4_K.layout)
-    out["d"] = to_half(max_scale / F32(63.0))
-    out["dmin"] = to_half(max_min / F32(63.0))
-    out["scales"] = pack_scale_min_k4(ls, lm)
-    sc, m = scale_min_k4(out["scales"])
-    d = out["d"].astype(F32)[:, None] * sc.astype(F32)  # (n, 8)
-    dm = out["dmin"].astype(F32)[:, None] * m.astype(F32)  # (n, 8)
-    with np.errstate(all="ignore"):
-        redone = np.clip(nearest_int((x.reshape(n, 8, 32) + dm[..., None]) / d[..., None]), 0, 15)
-    L = np.where((d != 0)[..., None], redone, L).astype(np.uint8)  # (n, 8, 32); a zero scale keeps the fit's L
-    pairs = L.reshape(n, 4, 2, 32)  # chunk c: sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles)
-    out["qs"] = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(n, 128)
-    return out
-
-
 # ---- Q4_K -----------------------------------------------------------------------------------------------------
 
 
@@ -420,7 +201,7 @@ class Q4_K(QuantFormat, type_id=12):
 
     @classmethod
     def quantize_blocks(cls, x):
-        return quantize_q4_K_blocks(x)
+        return quantize_q4_K_blocks(x, cls.layout)
 
 
 # ---- Q5_K -----------------------------------------------------------------------------------------------------
@@ -449,6 +230,7 @@ class Q5_K(QuantFormat, type_id=13):
         [("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", 12), ("qh", "u1", 32), ("qs", "u1", 128)]
     )
     dequantize_ref = staticmethod(dequantize_row_q5_K_ref)
+    quantize_ref = staticmethod(quantize_row_q5_K_ref)
 
     @classmethod
     def unpack(cls, b):
@@ -461,6 +243,10 @@ class Q5_K(QuantFormat, type_id=13):
     @classmethod
     def dequantize_blocks(cls, b):
         return _sub_blocks(b, *cls.unpack(b))
+
+    @classmethod
+    def quantize_blocks(cls, x):
+        return quantize_q5_K_blocks(x, cls.layout)
 
 
 # ---- Q6_K -----------------------------------------------------------------------------------------------------
@@ -488,6 +274,7 @@ def dequantize_row_q6_K_ref(data, k: int) -> np.ndarray:
 class Q6_K(QuantFormat, type_id=14):
     layout = np.dtype([("ql", "u1", 128), ("qh", "u1", 64), ("scales", "i1", 16), ("d", "<f2")])
     dequantize_ref = staticmethod(dequantize_row_q6_K_ref)
+    quantize_ref = staticmethod(quantize_row_q6_K_ref)
 
     @classmethod
     def unpack(cls, b):
@@ -510,3 +297,7 @@ class Q6_K(QuantFormat, type_id=14):
     @classmethod
     def dequantize_blocks(cls, b):
         return _sub_blocks(b, *cls.unpack(b))  # (d * sc) * q, as ggml's d * sc[is] * q1
+
+    @classmethod
+    def quantize_blocks(cls, x):
+        return quantize_q6_K_blocks(x, cls.layout)

@@ -1,6 +1,6 @@
 """Plain floats and ggml's 32-element formats: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
 
-Mirrors dequantize_row_* and quantize_row_q8_0_ref in ggml/src/ggml-quants.c and the block structs in
+Mirrors dequantize_row_* and quantize_row_q{5_0,5_1,8_0}_ref in ggml/src/ggml-quants.c and the block structs in
 ggml/src/ggml-common.h (ggml-org/llama.cpp). A 32-element block is a half-float scale `d` (and min `m` for the
 _1 types) followed by the quants; 4-bit quants pack element j in the low nibble of byte j and element j + 16 in
 its high nibble, and the Q5 types keep the fifth bit of element j in bit j of the 32-bit `qh`.
@@ -169,6 +169,68 @@ class Q4_1(QuantFormat, type_id=3):
         return cls.unpack(b).astype(F32) * b["d"].astype(F32)[:, None] + b["m"].astype(F32)[:, None]
 
 
+# ---- the Q5_0 and Q5_1 quantizers (llama.cpp's Q4_K_M falls back to them for rows not whole 256-element blocks)
+
+
+def _c_uint8(v: np.ndarray) -> np.ndarray:
+    """C's (uint8_t) / (int8_t) cast of a float: truncate toward zero, keep the low byte (as int32, 0..255)."""
+    with np.errstate(invalid="ignore"):
+        return np.trunc(v).astype(np.int64).astype(np.int32) & 0xFF
+
+
+def _pack_q5_ref(q: list) -> tuple[bytes, bytes]:
+    """32 five-bit quants -> (qh as 4 little-endian bytes, qs[16]): element j's fifth bit in bit j of qh."""
+    qh = 0
+    for j in range(QK):
+        qh |= ((q[j] & 0x10) >> 4) << j
+    return struct.pack("<I", qh), bytes((q[j] & 0x0F) | ((q[j + QK // 2] & 0x0F) << 4) for j in range(QK // 2))
+
+
+def _pack_q5(q: np.ndarray, out: np.ndarray) -> None:
+    """Vectorized _pack_q5_ref: (n, 32) quants in 0..255 -> out["qh"], out["qs"]."""
+    q = q.astype(np.uint32)
+    out["qh"] = np.bitwise_or.reduce(((q & 0x10) >> 4) << np.arange(QK, dtype=np.uint32), axis=1)
+    out["qs"] = ((q[:, : QK // 2] & 0x0F) | ((q[:, QK // 2 :] & 0x0F) << 4)).astype(np.uint8)
+
+
+def quantize_row_q5_0_ref(x: np.ndarray) -> bytes:
+    """Mirror of ggml's quantize_row_q5_0_ref: d = max / -16 (max the element of largest magnitude), q =
+    min(31, (int8_t)(x / d + 16.5))."""
+    out = bytearray()
+    for i in range(len(x) // QK):
+        block = [F32(v) for v in x[i * QK : (i + 1) * QK]]
+        amax = mx = F32(0.0)
+        for v in block:
+            if amax < abs(v):
+                amax, mx = abs(v), v
+        d = mx / F32(-16.0)
+        inv = F32(1.0) / d if d else F32(0.0)
+        q = []
+        for v in block:
+            byte = int(float(v * inv + F32(16.5))) & 0xFF  # (int8_t): truncate, keep the low byte
+            q.append(min(31, byte - 256 if byte > 127 else byte) & 0xFF)
+        qh, qs = _pack_q5_ref(q)
+        out += to_half(d).tobytes() + qh + qs
+    return bytes(out)
+
+
+def quantize_row_q5_1_ref(x: np.ndarray) -> bytes:
+    """Mirror of ggml's quantize_row_q5_1_ref: d = (max - min) / 31, m = min, q = (uint8_t)((x - min) / d + 0.5)."""
+    out = bytearray()
+    for i in range(len(x) // QK):
+        block = [F32(v) for v in x[i * QK : (i + 1) * QK]]
+        lo, hi = F32(np.finfo(F32).max), F32(-np.finfo(F32).max)
+        for v in block:
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        d = (hi - lo) / F32(31.0)
+        inv = F32(1.0) / d if d else F32(0.0)
+        q = [int(float((v - lo) * inv + F32(0.5))) & 0xFF for v in block]
+        qh, qs = _pack_q5_ref(q)
+        out += to_half(d).tobytes() + to_half(lo).tobytes() + qh + qs
+    return bytes(out)
+
+
 # ---- Q5_0: x = d * (q - 16), q in 0..31 -----------------------------------------------------------------------
 
 
@@ -191,6 +253,7 @@ def dequantize_row_q5_0_ref(data, k: int) -> np.ndarray:
 class Q5_0(QuantFormat, type_id=6):
     layout = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
     dequantize_ref = staticmethod(dequantize_row_q5_0_ref)
+    quantize_ref = staticmethod(quantize_row_q5_0_ref)
 
     @classmethod
     def unpack(cls, b):
@@ -199,6 +262,20 @@ class Q5_0(QuantFormat, type_id=6):
     @classmethod
     def dequantize_blocks(cls, b):
         return cls.unpack(b).astype(F32) * b["d"].astype(F32)[:, None]
+
+    @classmethod
+    def quantize_blocks(cls, x):
+        first = np.argmax(np.abs(x), axis=1)  # the first element of largest magnitude, as C's strict `<`
+        mx = np.where(np.abs(x).max(axis=1) > 0, x[np.arange(len(x)), first], F32(0.0))  # C's max starts at +0.0
+        d = mx / F32(-16.0)  # (n,); +0.0 / -16 is -0.0, as in C
+        with np.errstate(divide="ignore"):
+            inv = np.where(d != 0, F32(1.0) / d, F32(0.0)).astype(F32)
+        q = _c_uint8(x * inv[:, None] + F32(16.5)).astype(np.uint8).view(np.int8)  # (int8_t)
+        q = np.minimum(q.astype(np.int32), 31) & 0xFF
+        out = np.empty(len(x), cls.layout)
+        out["d"] = to_half(d)
+        _pack_q5(q, out)
+        return out
 
 
 # ---- Q5_1: x = d * q + m, q in 0..31 --------------------------------------------------------------------------
@@ -221,6 +298,7 @@ def dequantize_row_q5_1_ref(data, k: int) -> np.ndarray:
 class Q5_1(QuantFormat, type_id=7):
     layout = np.dtype([("d", "<f2"), ("m", "<f2"), ("qh", "<u4"), ("qs", "u1", 16)])
     dequantize_ref = staticmethod(dequantize_row_q5_1_ref)
+    quantize_ref = staticmethod(quantize_row_q5_1_ref)
 
     @classmethod
     def unpack(cls, b):
@@ -229,6 +307,20 @@ class Q5_1(QuantFormat, type_id=7):
     @classmethod
     def dequantize_blocks(cls, b):
         return cls.unpack(b).astype(F32) * b["d"].astype(F32)[:, None] + b["m"].astype(F32)[:, None]
+
+    @classmethod
+    def quantize_blocks(cls, x):
+        lo, hi = x[:, 0].copy(), x[:, 0].copy()
+        for j in range(1, QK):  # in C's order: of equal values (0.0 and -0.0) the first stays
+            lo = np.where(x[:, j] < lo, x[:, j], lo)
+            hi = np.where(x[:, j] > hi, x[:, j], hi)
+        d = (hi - lo) / F32(31.0)
+        with np.errstate(divide="ignore"):
+            inv = np.where(d != 0, F32(1.0) / d, F32(0.0)).astype(F32)
+        out = np.empty(len(x), cls.layout)
+        out["d"], out["m"] = to_half(d), to_half(lo)
+        _pack_q5(_c_uint8((x - lo[:, None]) * inv[:, None] + F32(0.5)), out)
+        return out
 
 
 # ---- Q8_0: x = d * q, q in -127..127 (also the activation format of Q4_0, Q5_0 and Q8_0 dot products) --------
