@@ -250,9 +250,10 @@ def choose_files(repo_files: Iterable[str], *, gguf_file: str | None = None, whe
 
     Weights are chosen in the order `WeightStore` looks for them: a shard index (its shards come in a second
     step, `shards_named_by`), `model.safetensors`, or the one top-level `.safetensors` file. Beside them come
-    `MODEL_TEXT_FILES` and sentence-transformers module files. PyTorch, TF, Flax, ONNX and OpenVINO weights,
-    READMEs and images are left out. A repo with no safetensors weights must hold a GGUF: the one named by
-    `gguf_file`, or its only `.gguf`. A GGUF is fetched alone: it carries its own tokenizer and config.
+    `MODEL_TEXT_FILES`, vocab.txt when there is no tokenizer.json, and sentence-transformers module files. PyTorch,
+    TF, Flax, ONNX and OpenVINO weights, READMEs and images are left out. A repo with no safetensors weights must
+    hold a GGUF: the one named by `gguf_file`, or its only `.gguf`. A GGUF is fetched alone: it carries its own
+    tokenizer and config.
 
     Args:
         repo_files (iterable of str): paths in the repo, '/'-separated.
@@ -302,6 +303,8 @@ def choose_files(repo_files: Iterable[str], *, gguf_file: str | None = None, whe
             f"{where}: no safetensors or GGUF weights (votive reads only those); found: {_some(sorted(files))}"
         )
     chosen = {name for name in files if name in MODEL_TEXT_FILES or _MODULE_FILE.fullmatch(name)}
+    if "vocab.txt" in files and "tokenizer.json" not in files:  # an older BERT's only tokenizer file
+        chosen.add("vocab.txt")
     return FileChoice(tuple(sorted(chosen | {weights})), weights)
 
 

@@ -6,7 +6,9 @@ or images). A GGUF file goes alone: it carries its tokenizer and settings.
 
 With `--quantize` (`quantize_model`), a Hugging Face decoder folder is converted to one GGUF file in the build's
 work area (votive.builders.gguf_convert) and that file is packed in place of the folder's weights and tokenizer
-files: the GGUF carries the tokenizer and chat template.
+files: the GGUF carries the tokenizer and chat template. A BERT encoder folder becomes llama.cpp's `bert` GGUF
+(votive.builders.gguf_convert_bert: WordPiece vocabulary and pooling type inside), served by the embeddings
+handler.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ MODEL_KINDS: dict[str, ModelKind] = {
                          {"jinja2": "renders chat templates; an embedding model has none"},
                          (("numpy/random/*", "random numbers: only decoders sample"),), 30),
     "decoder": ModelKind("decoder", "votive.handlers.generation.handler", {}, (), 300),
+    "reranker": ModelKind("reranker", "votive.handlers.rerank.handler",
+                          {"jinja2": "renders chat templates; a reranker has none"},
+                          (("numpy/random/*", "random numbers: only decoders sample"),), 30),
 }
+# ResolvedSource.kind of a Hugging Face folder -> the MODEL_KINDS entry that serves it (any other: "encoder")
+FOLDER_KINDS = {"generation": "decoder", "rerank": "reranker"}
+# The same for a GGUF file (any other: "decoder"): an encoder's GGUF (llama.cpp `bert`) embeds.
+GGUF_KINDS = {"embeddings": "encoder"}
 
 # GGUF vocabularies (tokenizer.ggml.model) that votive.text.gguf_tokenizer runs on the `tokenizers` library; the
 # others it runs itself.
@@ -117,7 +126,7 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
         if path.suffix != ".gguf":
             raise PackagingError(f"{path}: a lone .safetensors file has no config or tokenizer to serve it with; "
                                  "name the model folder instead")
-        kind, files, weights = MODEL_KINDS["decoder"], ((path.name, path),), path.name
+        kind, files, weights = MODEL_KINDS[GGUF_KINDS.get(resolved.kind, "decoder")], ((path.name, path),), path.name
     else:
         listing = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
         choice = choose_files(listing, where=str(path))
@@ -127,9 +136,9 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
 
             names += shards_named_by(json.loads((path / SHARD_INDEX).read_text()), where=str(path / SHARD_INDEX))
         if choice.weights.endswith(".gguf"):
-            kind, weights = MODEL_KINDS["decoder"], choice.weights
-        else:  # a Hugging Face folder: its config.json's architectures say decoder or encoder
-            kind, weights = MODEL_KINDS["decoder" if resolved.kind == "generation" else "encoder"], ""
+            kind, weights = MODEL_KINDS[GGUF_KINDS.get(resolved.kind, "decoder")], choice.weights
+        else:  # a Hugging Face folder: its config.json's architectures say decoder, reranker or encoder
+            kind, weights = MODEL_KINDS[FOLDER_KINDS.get(resolved.kind, "encoder")], ""
         files = tuple((name, path / name) for name in sorted(set(names)))
     missing = [str(p) for _, p in files if not p.is_file()]
     if missing:
@@ -144,7 +153,8 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
 
 def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
     """Refuse `--quantize type_name` before any work: a type the converter does not write, a GGUF file (already
-    converted), or a model that is not a Hugging Face decoder folder.
+    converted), or a model that is neither a Hugging Face decoder folder nor a BERT encoder folder (converted to
+    llama.cpp's `bert` GGUF by votive.builders.gguf_convert_bert, f32 / f16 / q8_0).
 
     Raises:
         InputError: naming the flag, the model and what is supported.
@@ -156,10 +166,21 @@ def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is a GGUF file ({model_files.weights}), "
                          "already converted; --quantize converts a Hugging Face decoder folder: build the file "
                          "without --quantize")
-    if model_files.kind.name != "decoder":
+    if model_files.kind.name == "encoder":
+        from votive.builders.gguf_convert_bert import UNIFORM_TYPES, is_bert_folder
+
+        folder = dict(model_files.files)["config.json"].parent
+        if not is_bert_folder(folder):
+            raise InputError(f"--quantize {type_name}: {model_files.model_id} is an encoder model that is not BERT "
+                             "(config.json model_type 'bert'); --quantize converts decoder folders (...ForCausalLM) "
+                             "and BERT encoders only: build it without --quantize")
+        if type_name not in UNIFORM_TYPES:
+            raise InputError(f"--quantize {type_name}: {model_files.model_id} is a BERT encoder, converted to "
+                             f"{', '.join(UNIFORM_TYPES)} only ({type_name} is a decoder's mixture of types)")
+    elif model_files.kind.name != "decoder":
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is an {model_files.kind.name} model; "
-                         "--quantize converts Hugging Face decoder folders (...ForCausalLM) only: build it "
-                         "without --quantize")
+                         "--quantize converts Hugging Face decoder folders (...ForCausalLM) and BERT encoders "
+                         "only: build it without --quantize")
 
 
 def quantize_model(model_files: ModelFiles, type_name: str, work: Path) -> tuple[ModelFiles, dict]:
@@ -185,7 +206,7 @@ def quantize_model(model_files: ModelFiles, type_name: str, work: Path) -> tuple
               "from": {"files": [name for name, _ in model_files.files], "bytes": model_files.total_bytes,
                        "safetensors_bytes": result.folder_bytes},
               "to": {"file": result.path.name, "bytes": result.gguf_bytes},
-              "f16_fallbacks": list(result.fallbacks)}  # matrices whose rows are not whole blocks
+              "fallbacks": dict(result.fallbacks)}  # matrix -> its type, its rows not whole blocks of `type`
     return packed, record
 
 
@@ -205,7 +226,8 @@ def tokenizer_library_need(model: Path) -> tuple[str | None, str]:
         vocabulary = GGUFFile(model).metadata.get("tokenizer.ggml.model")
         if vocabulary in GGUF_VOCABULARIES_ON_TOKENIZERS:
             return (f"its GGUF vocabulary is {vocabulary!r}: {GGUF_VOCABULARIES_ON_TOKENIZERS[vocabulary]}", "")
-        return None, f"its GGUF vocabulary ({vocabulary!r}) is run by votive.text.gguf_tokenizer"
+        runner = "votive.text.gguf_wordpiece" if vocabulary == "bert" else "votive.text.gguf_tokenizer"
+        return None, f"its GGUF vocabulary ({vocabulary!r}) is run by {runner}"
     from votive.text.wordpiece import tokenizers_needed_for
 
     needs = tokenizers_needed_for(model)

@@ -39,18 +39,26 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
         qtype = quantize_type(quantize)
     resolved = source if isinstance(source, ResolvedSource) else resolve_source(source)
     path = Path(resolved.path)
-    if qtype is not None and (path.suffix == ".gguf" or resolved.kind != "generation"):
-        raise InputError(f"{path}: quantize={quantize!r} applies to Hugging Face decoder folders (safetensors) only; "
-                         f"a GGUF file is served as stored, an encoder unquantized")
+    if qtype is not None and (path.suffix == ".gguf" or resolved.kind not in ("generation", "embeddings")):
+        raise InputError(f"{path}: quantize={quantize!r} applies to Hugging Face folders (safetensors) of decoders "
+                         f"and embedding encoders only; a GGUF file is served as stored")
     ops = get_backend(backend)
     if path.suffix == ".gguf":
+        if resolved.kind != "generation":  # an encoder's GGUF (votive.sources: architecture or pooling_type)
+            from votive.models.sentence_encoder import SentenceEncoder
+
+            return SentenceEncoder.from_gguf(path, ops, model_id=resolved.model_id or path.stem)
         return load_gguf(path, ops, n_ctx=n_ctx, model_id=resolved.model_id)
     if resolved.kind == "generation":
         return load_hf_decoder(path, ops, n_ctx=n_ctx, model_id=resolved.model_id, quantize=qtype)
+    if resolved.kind == "rerank" and path.is_dir():
+        from votive.models.cross_encoder import CrossEncoder
+
+        return CrossEncoder.from_folder(path, ops, model_id=resolved.model_id)
     if path.is_dir() and (path / "config.json").is_file():
         from votive.models.sentence_encoder import SentenceEncoder
 
-        return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id)
+        return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id, quantize=qtype)
     raise ModelConfigError(f"{path}: not a model votive can serve (a model folder with config.json, or a .gguf)")
 
 
@@ -71,7 +79,8 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
 
 def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None):
     """A Hugging Face decoder folder (config.json, safetensors, tokenizer.json) as its family's model; `quantize`
-    is a GGML type to quantize matrices to at load, or None (votive/models/hf_checkpoint.py)."""
+    is a GGML type to quantize matrices to at load, a llama.cpp mixture's name ("q4_k_m"), or None
+    (votive/models/hf_checkpoint.py)."""
     import importlib
 
     from votive.formats.weights import WeightStore
@@ -85,6 +94,12 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
                                f"{', '.join(HF_DECODERS)})")
     module, name = HF_DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
-    weights = HFWeights(WeightStore(folder), quantize)
+    store = WeightStore(folder)
+    if isinstance(quantize, str):  # a llama.cpp mixture (q4_k_m): a type per matrix, as its GGUF tensor gets
+        from votive.models.hf_checkpoint import hf_mixture
+
+        gguf_arch = next(gguf for gguf, (family, _) in DECODERS.items() if family == module)
+        quantize = hf_mixture(quantize, hf, store, importlib.import_module(module), gguf_arch)
+    weights = HFWeights(store, quantize)
     return cls.from_safetensors(hf, weights, ops, HFTokenizer(folder), n_ctx=n_ctx,
                                 model_id=model_id or Path(folder).name)

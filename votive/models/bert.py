@@ -3,6 +3,15 @@
 Ported from, at pinned commits:
 - transformers `src/transformers/models/bert/modeling_bert.py` @ v4.44.0 (BertEmbeddings, BertSelfAttention,
   BertSelfOutput, BertIntermediate, BertOutput): post-norm encoder, absolute position embeddings, exact GELU.
+- llama.cpp (ggml-org/llama.cpp @ c392e50) `convert_hf_to_gguf.py` BertModel and `src/llama.cpp` build_bert: the
+  GGUF names (`GGUF_WEIGHTS`), hyperparameters under `bert.*`. llama.cpp's graph runs ggml_gelu, the tanh form;
+  votive runs BERT's exact GELU on GGUF files too (the function the checkpoint was trained with), so a GGUF's
+  embeddings agree with llama.cpp's to a cosine of about 1 - 1e-6 rather than bit for bit.
+
+Quantized matrices: `from_safetensors(..., quantize=Q8_0)` and a quantized GGUF keep the six matrices of each
+layer (q, k, v, attention output, FFN up and down) as GGML blocks multiplied by votive's C kernels (the decoders'
+linears, `ops.make_linear`; the B*T rows of a batch go through in one call); embeddings, norms and biases stay
+float32. A float checkpoint keeps its arrays and `ops.linear`, unchanged.
 
 Any checkpoint with this architecture (all-MiniLM-L6-v2, bge-small, e5-small, ...) loads unchanged: the sizes
 come from its config.json.
@@ -14,8 +23,9 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from votive.errors import ModelConfigError
+from votive.errors import InputError, ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.quant.ggml_types import GGMLType
 from votive.text.tokenizer_json import read_json
 
 
@@ -56,6 +66,27 @@ class Config:
             )
         return cfg
 
+    @classmethod
+    def from_gguf(cls, f) -> "Config":
+        """The `bert.*` hyperparameters of an open GGUFFile (llama.cpp's names; the vocabulary and token type
+        counts come from the tensors). A causal `bert` file is refused: BERT attends both ways."""
+        if f.get("bert.attention.causal", False):
+            raise ModelConfigError(f"{f.path}: bert.attention.causal is true; a BERT encoder attends both ways")
+        cfg = cls(
+            vocab_size=f.tensors["token_embd.weight"].shape[0] if "token_embd.weight" in f.tensors else 0,
+            hidden_size=f.require("bert.embedding_length", int),
+            num_hidden_layers=f.require("bert.block_count", int),
+            num_attention_heads=f.require("bert.attention.head_count", int),
+            intermediate_size=f.require("bert.feed_forward_length", int),
+            max_position_embeddings=f.require("bert.context_length", int),
+            type_vocab_size=f.tensors["token_types.weight"].shape[0] if "token_types.weight" in f.tensors else 0,
+            layer_norm_eps=f.require("bert.attention.layer_norm_epsilon", float),
+        )
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise ModelConfigError(f"{f.path}: bert.embedding_length {cfg.hidden_size} is not divisible by "
+                                   f"{cfg.num_attention_heads} heads")
+        return cfg
+
 
 # -------------------------------------------------------------------------------------------- weight names
 # Our name -> the checkpoint's name (BertModel's state dict). Linear weights are stored (out, in) as PyTorch
@@ -86,9 +117,31 @@ LAYER_WEIGHTS = {
     "ffn_norm.w": "encoder.layer.{i}.output.LayerNorm.weight",  # (D,)
     "ffn_norm.b": "encoder.layer.{i}.output.LayerNorm.bias",  # (D,)
 }
-# In the checkpoint but not used by an encoder that pools token states: the [CLS] pooler head, MLM heads, and
-# the position_ids buffer older transformers versions saved.
-UNUSED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")
+# The same weights in a llama.cpp `bert` GGUF (convert_hf_to_gguf.py's tensor map; matrices (out, in) as above).
+GGUF_WEIGHTS = {
+    "tok_embed": "token_embd.weight",  # (vocab, D); F16 or Q8_0 in such files: rows decoded as looked up
+    "pos_embed": "position_embd.weight",  # (max_pos, D), F32
+    "type_embed": "token_types.weight",  # (types, D), F32
+    "embed_norm.w": "token_embd_norm.weight",
+    "embed_norm.b": "token_embd_norm.bias",
+}
+GGUF_LAYER_WEIGHTS = {
+    "wq": "blk.{i}.attn_q.weight", "bq": "blk.{i}.attn_q.bias",
+    "wk": "blk.{i}.attn_k.weight", "bk": "blk.{i}.attn_k.bias",
+    "wv": "blk.{i}.attn_v.weight", "bv": "blk.{i}.attn_v.bias",
+    "wo": "blk.{i}.attn_output.weight", "bo": "blk.{i}.attn_output.bias",
+    "attn_norm.w": "blk.{i}.attn_output_norm.weight", "attn_norm.b": "blk.{i}.attn_output_norm.bias",
+    "w_up": "blk.{i}.ffn_up.weight", "b_up": "blk.{i}.ffn_up.bias",
+    "w_down": "blk.{i}.ffn_down.weight", "b_down": "blk.{i}.ffn_down.bias",
+    "ffn_norm.w": "blk.{i}.layer_output_norm.weight", "ffn_norm.b": "blk.{i}.layer_output_norm.bias",
+}  # fmt: skip
+# The matrices quantized at load (`quantize=`) and run as linears: the bulk of the multiplications.
+MATRICES = ("wq", "wk", "wv", "wo", "w_up", "w_down")
+
+# In the checkpoint but not used by the encoder itself: the [CLS] pooler and a sequence classifier (read by
+# votive.models.cross_encoder when the model reranks), MLM heads, and the position_ids buffer older transformers
+# versions saved.
+UNUSED_PREFIXES = ("pooler.", "classifier.", "cls.", "embeddings.position_ids")
 
 
 def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -103,6 +156,17 @@ def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------------------------------- layers
+def project(ops, x, weight, bias=None):
+    """x (n, in) @ W.T + b -> (n, out) float32, a new array. A float W (an array) goes through `ops.linear` as it
+    always has; a quantized or GGUF-held W is a `votive.backends.ops.Linear` (callable), multiplied by the kernels."""
+    if not callable(weight):
+        return ops.linear(x, weight, bias)
+    y = weight(x)  # (n, out)
+    if bias is not None:
+        y += bias
+    return y
+
+
 class EncoderLayer:
     """One post-norm transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
 
@@ -120,19 +184,19 @@ class EncoderLayer:
         flat = x.reshape(B * T, D)
 
         # self-attention: softmax(q k^T / sqrt(Dh) + mask) v, per head
-        q = ops.linear(flat, w["wq"], w["bq"])  # (B*T, D)
+        q = project(ops, flat, w["wq"], w["bq"])  # (B*T, D)
         q *= 1.0 / math.sqrt(Dh)  # scale q rather than the (B, H, T, T) scores: fewer elements for short T
         q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
-        k = ops.linear(flat, w["wk"], w["bk"]).reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
-        v = ops.linear(flat, w["wv"], w["bv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        k = project(ops, flat, w["wk"], w["bk"]).reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
+        v = project(ops, flat, w["wv"], w["bv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
-        attn = ops.linear(ctx, w["wo"], w["bo"])  # (B*T, D)
+        attn = project(ops, ctx, w["wo"], w["bo"])  # (B*T, D)
         flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_eps, residual=flat)
 
         # feed-forward: GELU(x W_up^T + b) W_down^T + b
-        h = ops.gelu(ops.linear(flat, w["w_up"]), bias=w["b_up"])  # (B*T, F)
-        out = ops.linear(h, w["w_down"], w["b_down"])  # (B*T, D)
+        h = ops.gelu(project(ops, flat, w["w_up"]), bias=w["b_up"])  # (B*T, F)
+        out = project(ops, h, w["w_down"], w["b_down"])  # (B*T, D)
         out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps, residual=flat)
         return out.reshape(B, T, D)
 
@@ -146,13 +210,20 @@ class BertModel:
         self.w = weights  # WEIGHTS names -> arrays
         self.layers = [EncoderLayer(ops, lw, cfg) for lw in layers]
 
-    def forward(self, ids, mask):
-        """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
+    def forward(self, ids, mask, token_types=None):
+        """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states. token_types: (B, T) segment ids
+        (0 for a pair's first text, 1 for its second), or None for single texts (type 0 everywhere)."""
         ops, w, cfg = self.ops, self.w, self.cfg
-        T = ids.shape[1]
-        x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
+        B, T = ids.shape
+        if callable(w["tok_embed"]):  # a GGUF's table (F16 / Q8_0 blocks): decode only the rows looked up
+            x = w["tok_embed"].rows(ops.to_numpy(ids).reshape(-1)).reshape(B, T, -1)  # (B, T, D)
+        else:
+            x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
         x += w["pos_embed"][:T]  # positions 0..T-1
-        x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
+        if token_types is None:
+            x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
+        else:
+            x += ops.embedding(w["type_embed"], token_types)  # (B, T, D)
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
         # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
         mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
@@ -171,20 +242,30 @@ class BertModel:
         return self.cfg.max_position_embeddings
 
     @classmethod
-    def from_folder(cls, folder: Path, ops) -> "BertModel":
-        """A Hugging Face BertModel folder (config.json, safetensors) on `ops`."""
-        return cls.from_safetensors(WeightStore(folder), Config.from_json(Path(folder) / "config.json"), ops)
+    def from_folder(cls, folder: Path, ops, quantize=None) -> "BertModel":
+        """A Hugging Face BertModel folder (config.json, safetensors) on `ops`; `quantize` as from_safetensors."""
+        return cls.from_safetensors(WeightStore(folder), Config.from_json(Path(folder) / "config.json"), ops,
+                                    quantize=quantize)
 
     @classmethod
-    def from_safetensors(cls, store: WeightStore, cfg: Config, ops) -> "BertModel":
-        """Bind every tensor of WEIGHTS/LAYER_WEIGHTS from `store`, checking shapes; unknown keys fail loudly."""
+    def from_safetensors(cls, store: WeightStore, cfg: Config, ops, quantize=None) -> "BertModel":
+        """Bind every tensor of WEIGHTS/LAYER_WEIGHTS from `store`, checking shapes; unknown keys fail loudly.
+        `quantize`: a GGML type (votive.models.hf_checkpoint.QUANTIZE_TYPES) the MATRICES are quantized to at
+        load (a matrix whose rows are not whole blocks stays float), or None to keep every tensor as stored."""
         prefix = "bert." if "bert." + WEIGHTS["tok_embed"] in store else ""
         shapes = _weight_shapes(cfg)
         used = set()
+        if quantize is not None and not isinstance(quantize, GGMLType):  # a mixture's name: its rules are a decoder's
+            raise InputError(f"{store.path}: quantize={quantize!r} is llama.cpp's mixture for decoders; a BERT encoder "
+                             "quantizes its matrices to one type (q8_0)")
+        blocks = None if quantize is None else _QuantizedMatrices(store, quantize)
 
         def fetch(ours: str, theirs: str):
             name = _lookup(store, prefix + theirs)
             used.add(name)
+            if blocks is not None and ours in MATRICES:
+                blocks.add(name, shapes[ours])
+                return ops.make_linear(blocks, name)
             return ops.asarray(store.get(name, shape=shapes.get(ours)))
 
         weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}
@@ -193,7 +274,7 @@ class BertModel:
             for i in range(cfg.num_hidden_layers)
         ]
         unknown = [
-            n for n in store.keys() if n not in used and not n[len(prefix) :].startswith(UNUSED_PREFIXES)
+            n for n in store.keys() if n not in used and not n.removeprefix(prefix).startswith(UNUSED_PREFIXES)
         ]
         if unknown:
             raise ModelConfigError(
@@ -201,6 +282,69 @@ class BertModel:
                 f"(config says {cfg.num_hidden_layers} layers; is this really a BertModel checkpoint?)"
             )
         return cls(ops, cfg, weights, layers)
+
+    @classmethod
+    def from_gguf(cls, f, ops) -> "BertModel":
+        """A llama.cpp `bert` GGUF (an open votive.formats.gguf.GGUFFile) on `ops`: matrices and the token table
+        as the file stores them (`ops.make_linear`: F32, F16 widened once, Q8_0 and other blocks in place),
+        position and type tables, norms and biases as float32. Missing or unknown tensors and wrong shapes fail
+        loudly, naming the tensor."""
+        from votive.quant.codecs import dequantize
+
+        cfg = Config.from_gguf(f)
+        shapes = _weight_shapes(cfg)
+        used = set()
+
+        def fetch(ours: str, theirs: str):
+            info = f.tensors.get(theirs)
+            if info is None:
+                raise ModelConfigError(f"{f.path}: missing tensor {theirs!r}")
+            if info.shape != shapes[ours]:
+                raise ModelConfigError(f"{f.path}: tensor {theirs!r} has shape {info.shape}, expected "
+                                       f"{shapes[ours]} from the bert.* metadata")
+            used.add(theirs)
+            if ours in MATRICES or ours == "tok_embed":
+                return ops.make_linear(f, theirs)
+            data = f[theirs] if info.ggml_type.dtype == "float32" else dequantize(f[theirs], info.ggml_type)
+            return ops.asarray(data, ops.float32).reshape(info.shape)
+
+        weights = {ours: fetch(ours, theirs) for ours, theirs in GGUF_WEIGHTS.items()}
+        layers = [
+            {ours: fetch(ours, theirs.format(i=i)) for ours, theirs in GGUF_LAYER_WEIGHTS.items()}
+            for i in range(cfg.num_hidden_layers)
+        ]
+        unknown = sorted(set(f.tensors) - used)
+        if unknown:
+            raise ModelConfigError(f"{f.path}: {len(unknown)} tensors a BERT encoder does not use, e.g. "
+                                   f"{unknown[0]!r}")
+        return cls(ops, cfg, weights, layers)
+
+
+class _QuantizedMatrices:
+    """Checkpoint matrices quantized at load, behind the part of an open GGUFFile that `ops.make_linear` reads
+    (`.path`, `.tensors` name -> HFTensor, `[name]` the blocks), as votive.models.hf_checkpoint does for decoders;
+    a matrix whose rows are not whole blocks stays float32."""
+
+    def __init__(self, store: WeightStore, ggml_type):
+        self.path, self.store, self.ggml_type = store.path, store, ggml_type
+        self.tensors = {}
+
+    def add(self, name: str, shape: tuple[int, int]) -> None:
+        from votive.models.hf_checkpoint import HFTensor
+
+        stored = self.store.raw(name)
+        if tuple(stored.shape) != shape or self.store.dtype_of(name) not in ("F32", "F16", "BF16"):
+            self.store.get(name, shape=shape)  # raises, naming the tensor, its shape or dtype and what was expected
+        whole = shape[1] % self.ggml_type.block_size == 0
+        self.tensors[name] = HFTensor(name, self.ggml_type if whole else GGMLType.F32, shape)
+
+    def __getitem__(self, name: str):
+        from votive.models.hf_checkpoint import as_float32, quantize_rows
+
+        info, dtype = self.tensors[name], self.store.dtype_of(name)
+        if info.ggml_type == GGMLType.F32:
+            return as_float32(self.store.raw(name), dtype)
+        return quantize_rows(self.store.raw(name), dtype, info.ggml_type)  # (rows, row_bytes) uint8
 
 
 def _lookup(store: WeightStore, name: str) -> str:

@@ -9,10 +9,12 @@ pooling modes and their concatenation order, and the `modules.json` pipeline tha
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
+from votive.models.embedding_controls import Prompts, finish, matryoshka_dims
 from votive.text.tokenizer_json import read_json
 from votive.text.wordpiece import load_tokenizer
 
@@ -20,7 +22,19 @@ from votive.text.wordpiece import load_tokenizer
 # `forward(ids, mask) -> (B, T, D)`, `hidden_size` and `max_positions`.
 ENCODERS = {
     "bert": ("votive.models.bert", "BertModel"),
+    "nomic_bert": ("votive.models.nomic_bert", "NomicBertModel"),
+    "new": ("votive.models.gte", "GteModel"),
+    "xlm-roberta": ("votive.models.xlm_roberta", "XLMRobertaModel"),
+    "roberta": ("votive.models.xlm_roberta", "XLMRobertaModel"),  # the same network as XLM-R
+    "modernbert": ("votive.models.modernbert", "ModernBertModel"),
 }
+# GGUF `general.architecture` -> (module, class) of the encoder family whose `from_gguf(f, ops)` reads it.
+GGUF_ENCODERS = {
+    "bert": ("votive.models.bert", "BertModel"),
+}
+# llama.cpp's `{arch}.pooling_type` (llama_pooling_type) -> sentence-transformers' pooling mode; NONE (per-token
+# states), LAST and RANK (a reranker's score) are not sentence embeddings this encoder makes.
+GGUF_POOLING = {1: "mean_tokens", 2: "cls_token"}
 
 
 def encoder_class(folder: Path):
@@ -48,6 +62,7 @@ class Pooling:
 
     modes: tuple[str, ...] = ("mean_tokens",)
     normalize: bool = False
+    include_prompt: bool = True  # False: prompt tokens left out of the pooling (not implemented: refused)
 
     def __call__(self, ops, hidden, mask):
         """hidden (B, T, D), mask (B, T) -> (B, D * len(modes))."""
@@ -93,7 +108,7 @@ class Pooling:
             raise ModelConfigError(f"{folder}/1_Pooling/config.json: {others[0]} is not supported")
         if not modes:
             raise ModelConfigError(f"{folder}/1_Pooling/config.json: no pooling mode is enabled")
-        return cls(modes=modes, normalize=normalize)
+        return cls(modes=modes, normalize=normalize, include_prompt=pooling.get("include_prompt", True) is not False)
 
 
 # ------------------------------------------------------------------------------------------- the encoder
@@ -108,7 +123,8 @@ class SentenceEncoder:
 
     kind = "embedding"
 
-    def __init__(self, model, tokenizer, pooling: Pooling, max_seq_length: int, model_id: str):
+    def __init__(self, model, tokenizer, pooling: Pooling, max_seq_length: int, model_id: str,
+                 prompts: Prompts | None = None, matryoshka_dims: tuple[int, ...] | None = None):
         self.model, self.ops = model, model.ops
         self.tokenizer = tokenizer  # encode_batch(texts) -> ids per text, truncated to max_seq_length, unpadded
         self.pooling = pooling
@@ -116,17 +132,31 @@ class SentenceEncoder:
         self.model_id = model_id
         self.dim = model.hidden_size * len(pooling.modes)
         self.backend = self.ops.name
+        self.prompts = prompts or Prompts()  # config_sentence_transformers.json's prompts, default_prompt_name
+        self.matryoshka_dims = matryoshka_dims  # config.json: dimensions it was trained to be cut to, or None
+        self.normalized = pooling.normalize  # unit vectors out (modules.json has Normalize)
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, special tokens included, truncated to max_seq_length."""
         return self.tokenizer.encode_batch(_check_texts(texts))
 
-    def encode(self, texts: list[str], batch_size: int = 32):
-        """Embed `texts` -> (float32 array (len(texts), dim), total token count incl. special tokens).
+    def encode(self, texts: list[str], batch_size: int = 32, *, prompt: str | None = None,
+               prompt_name: str | None = None, truncate_dim: int | None = None, precision: str = "float32",
+               ranges=None):
+        """Embed `texts` -> (float32 array (len(texts), dim), total token count incl. special tokens and prompts).
 
         Texts are sorted by length so each batch pads only to its own longest member, then put back in order.
+        `prompt` / `prompt_name` (else the default prompt) is put before each text, then truncated with it to
+        max_seq_length. `truncate_dim`, `precision`, `ranges`: see `votive.models.embedding_controls.finish`
+        (re-normalised after truncation when the model normalises; int8 / uint8 / binary / ubinary arrays).
         """
         texts = _check_texts(texts)
+        prefix = self.prompts.resolve(prompt, prompt_name)
+        if prefix:
+            if not self.pooling.include_prompt:
+                raise InputError(f"{self.model_id}: its pooling leaves prompt tokens out (1_Pooling include_prompt: "
+                                 f"false), which votive does not implement; it cannot take the prompt {prefix!r}")
+            texts = [prefix + t for t in texts]
         ops = self.ops
         out = ops.empty((len(texts), self.dim), ops.float32)
         if not texts:
@@ -143,20 +173,68 @@ class SentenceEncoder:
             ids, mask = ops.asarray(ids, ops.int64), ops.asarray(mask, ops.int64)  # (b, T) each
             hidden = self.model.forward(ids, mask)  # (b, T, D)
             out[ops.asarray(idx, ops.int64)] = self.pooling(ops, hidden, mask)  # (b, dim)
-        return ops.to_numpy(out), n_tokens  # host memory on every backend
+        out = ops.to_numpy(out)  # host memory on every backend
+        if truncate_dim is None and precision == "float32":
+            return out, n_tokens
+        return finish(out, truncate_dim=truncate_dim, normalized=self.normalized, precision=precision,
+                      ranges=ranges), n_tokens
 
-    def embed(self, texts, batch_size: int = 32):
-        """Like sentence-transformers' `encode`: a list of n texts -> (n, dim) float32; one str -> (dim,)."""
+    def embed(self, texts, batch_size: int = 32, *, prompt_name: str | None = None, prompt: str | None = None,
+              truncate_dim: int | None = None, precision: str = "float32", ranges=None):
+        """Like sentence-transformers' `encode`: a list of n texts -> (n, dim) float32; one str -> (dim,).
+
+        prompt_name / prompt / precision / ranges as theirs; truncate_dim re-normalises when the model does (their
+        `truncate_dim=d, normalize_embeddings=True`), see `votive.models.embedding_controls`.
+        """
+        options = dict(prompt=prompt, prompt_name=prompt_name, truncate_dim=truncate_dim, precision=precision,
+                       ranges=ranges)
         if isinstance(texts, str):
-            return self.encode([texts], batch_size)[0][0]
-        return self.encode(texts, batch_size)[0]
+            return self.encode([texts], batch_size, **options)[0][0]
+        return self.encode(texts, batch_size, **options)[0]
 
     @classmethod
-    def from_folder(cls, folder: Path, ops, model_id: str | None = None) -> "SentenceEncoder":
+    def from_folder(cls, folder: Path, ops, model_id: str | None = None, quantize=None) -> "SentenceEncoder":
+        """`quantize`: a GGML type the family quantizes its large matrices to at load (its from_folder takes a
+        `quantize` argument), or None to keep the weights as stored."""
         folder = Path(folder)
-        model = encoder_class(folder).from_folder(folder, ops)
+        family = encoder_class(folder)
+        if quantize is None:
+            model = family.from_folder(folder, ops)
+        elif "quantize" in inspect.signature(family.from_folder).parameters:
+            model = family.from_folder(folder, ops, quantize=quantize)
+        else:
+            raise ModelConfigError(f"{folder}: the {family.__name__} family does not quantize at load yet; load it "
+                                   "without quantize=")
         max_len = _max_seq_length(folder, model.max_positions)
-        return cls(model, _load_tokenizer(folder, max_len), Pooling.from_folder(folder), max_len, model_id or folder.name)
+        pooling = Pooling.from_folder(folder)
+        return cls(model, _load_tokenizer(folder, max_len), pooling, max_len, model_id or folder.name,
+                   Prompts.from_folder(folder), matryoshka_dims(folder, model.hidden_size * len(pooling.modes)))
+
+    @classmethod
+    def from_gguf(cls, path: Path, ops, model_id: str | None = None) -> "SentenceEncoder":
+        """An encoder GGUF as llama.cpp embeds with it: the family by `general.architecture`, its WordPiece
+        vocabulary tokenized as llama.cpp does (votive.text.gguf_wordpiece), pooling by `{arch}.pooling_type`,
+        and no normalisation: llama.cpp's llama_get_embeddings_seq, and so llama-cpp-python's `embed` /
+        `create_embedding` (normalize=False by default), return the pooled vector as it is. Inputs are cut to the
+        position table (`{arch}.context_length`), the closing [SEP] kept."""
+        from votive.formats.gguf import GGUFFile
+        from votive.text.gguf_wordpiece import GGUFWordPiece
+
+        path = Path(path)
+        f = GGUFFile(path)
+        arch = f.architecture
+        if arch not in GGUF_ENCODERS:
+            raise ModelConfigError(f"{path}: encoder architecture {arch!r} is not supported (supported: "
+                                   f"{', '.join(GGUF_ENCODERS)})")
+        pooling = f.get(f"{arch}.pooling_type")
+        if pooling not in GGUF_POOLING:
+            raise ModelConfigError(f"{path}: {arch}.pooling_type is {pooling!r}; votive embeds with MEAN (1) or CLS "
+                                   f"(2) pooling")
+        module, name = GGUF_ENCODERS[arch]
+        model = getattr(importlib.import_module(module), name).from_gguf(f, ops)
+        max_len = model.max_positions
+        return cls(model, GGUFWordPiece.from_gguf(f, max_len), Pooling((GGUF_POOLING[pooling],), normalize=False),
+                   max_len, model_id or path.stem)
 
 
 # --------------------------------------------------------------------------------------------------- addenda

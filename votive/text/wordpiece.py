@@ -35,12 +35,16 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from votive.errors import InputError, ModelConfigError
 from votive.text.bert_normalizer import SURROGATE_RE, WHITESPACE, BertNormalizer, pre_tokenize
-from votive.text.tokenizer_json import added_vocabulary, read_json, template_ids, unsupported_features
+from votive.text.tokenizer_json import (PairPiece, added_vocabulary, encode_pairs, pair_template, read_json,
+                                        template_ids, unsupported_features)
 from votive.text.wordpiece_model import AddedToken, AddedTokenMatcher, WordPiece
+
+if TYPE_CHECKING:  # imported when a Unigram file is loaded (its Unicode tables take a moment)
+    from votive.text.unigram import UnigramTokenizer
 
 # Words tokenized once are remembered, up to this many (then the memory starts over): text repeats its words.
 CACHE_WORDS = 50_000
@@ -56,16 +60,20 @@ class WordPieceTokenizer:
         normalizer: BertNormalizer settings, or None for a tokenizer.json without a normalizer.
         added_tokens: the added vocabulary (special tokens and user-added ones), with their final ids.
         template: ids before and after the text (post_processor's single-sequence template).
+        pair: the post_processor's template for two texts (see `tokenizer_json.pair_template`), or None when it
+            has none; `encode_pair_batch` needs it.
         max_length: the longest result, special tokens included; None: no truncation.
         source: named in error messages.
     """
 
     def __init__(self, wordpiece: WordPiece, *, normalizer: BertNormalizer | None,
                  added_tokens: Sequence[AddedToken] = (), template: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
-                 max_length: int | None = None, source: str = "tokenizer"):
+                 pair: tuple[PairPiece, ...] | None = None, max_length: int | None = None,
+                 source: str = "tokenizer"):
         self.wordpiece = wordpiece
         self.normalizer = normalizer
         self.before, self.after = tuple(template[0]), tuple(template[1])
+        self.pair = pair
         n_special = len(self.before) + len(self.after)
         if max_length is not None and max_length < n_special:
             # tokenizers' own arithmetic wraps around here and truncates nothing; refuse instead
@@ -99,14 +107,28 @@ class WordPieceTokenizer:
         """Each text -> its ids (what `tokenizers.Tokenizer.encode_batch` gives, as lists of ints)."""
         return [self._encode(text, f"text {i}") for i, text in enumerate(texts)]
 
+    def encode_pair_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Each (first, second) text pair -> (ids, token type ids) by the pair template, `[CLS] a [SEP] b [SEP]`
+        with types 0 for the first part and 1 for the second in BERT's, truncated 'longest_first' to `max_length`
+        as `tokenizers` does (utils/truncation.rs): what `tokenizers.Tokenizer.encode_batch(pairs)` gives.
+
+        Raises:
+            ModelConfigError: the tokenizer has no pair template, or max_length leaves no room for its specials.
+            InputError: a text is not a str or not Unicode (named as "pair i, first/second text").
+        """
+        return encode_pairs(self._text_ids, self.pair, self.max_length, pairs, self.source)
+
     def _encode(self, text: str, where: str) -> list[int]:
+        return [*self.before, *self._text_ids(text, where, self._keep), *self.after]
+
+    def _text_ids(self, text: str, where: str, keep: int | None) -> list[int]:
+        """The ids of `text` alone (no template), at most `keep` of them."""
         if not isinstance(text, str):
             raise InputError(f"{where} is {type(text).__name__}, expected a string")
         if not text.isascii():
             bad = SURROGATE_RE.search(text)
             if bad is not None:
                 raise InputError(f"{where} has a lone surrogate at index {bad.start()}; it is not valid Unicode")
-        keep = self._keep
         if self._raw_tokens is None:
             ids = self._ids_of_piece(text, keep)
         else:
@@ -117,7 +139,7 @@ class WordPieceTokenizer:
                     break
         if keep is not None and len(ids) > keep:
             del ids[keep:]
-        return [*self.before, *ids, *self.after]
+        return ids
 
     def _ids_of_piece(self, piece: str, keep: int | None) -> list[int]:
         """Normalize, cut out normalized added tokens, split into words, WordPiece; stop once `keep` ids."""
@@ -174,8 +196,9 @@ class WordPieceTokenizer:
         normalizer = None if norm is None else BertNormalizer(
             norm["clean_text"], norm["handle_chinese_chars"], norm.get("strip_accents"), norm["lowercase"])
         tokens = added_vocabulary(spec.get("added_tokens") or [], vocab)
-        return cls(wordpiece, normalizer=normalizer, added_tokens=tokens,
-                   template=template_ids(spec.get("post_processor"), source), max_length=max_length, source=source)
+        post = spec.get("post_processor")
+        return cls(wordpiece, normalizer=normalizer, added_tokens=tokens, template=template_ids(post, source),
+                   pair=pair_template(post), max_length=max_length, source=source)
 
     @classmethod
     def from_vocab_txt(cls, vocab_path: Path, config: dict | None = None,
@@ -220,7 +243,9 @@ class WordPieceTokenizer:
         normalizer = BertNormalizer(True, bool(config.get("tokenize_chinese_chars", True)),
                                     config.get("strip_accents"), bool(config.get("do_lower_case", True)))
         return cls(WordPiece(vocab, unk, "##", 100, str(vocab_path)), normalizer=normalizer, added_tokens=specials,
-                   template=((vocab[cls_],), (vocab[sep],)), max_length=max_length, source=str(vocab_path))
+                   template=((vocab[cls_],), (vocab[sep],)),
+                   pair=(((vocab[cls_],), 0), ("A", 0), ((vocab[sep],), 0), ("B", 1), ((vocab[sep],), 1)),
+                   max_length=max_length, source=str(vocab_path))
 
 
 # ----------------------------------------------------------------------------- the tokenizers library fallback
@@ -248,6 +273,19 @@ class LibraryTokenizer:
                 raise InputError(f"text {i} has a lone surrogate at index {bad.start()}; it is not valid Unicode")
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
+    def encode_pair_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Each (first, second) pair -> (ids, token type ids) by the file's own pair template, truncated
+        'longest_first' (the library's default strategy)."""
+        for i, pair in enumerate(pairs):
+            for text, which in zip(pair, ("first", "second")):
+                if not isinstance(text, str):
+                    raise InputError(f"pair {i}, {which} text is {type(text).__name__}, expected a string")
+                bad = None if text.isascii() else SURROGATE_RE.search(text)
+                if bad is not None:
+                    raise InputError(f"pair {i}, {which} text has a lone surrogate at index {bad.start()}; it is "
+                                     "not valid Unicode")
+        return [(e.ids, e.type_ids) for e in self.tokenizer.encode_batch([tuple(p) for p in pairs])]
+
 
 def _import_tokenizers():
     """The `tokenizers` module, or None when it is not installed."""
@@ -259,10 +297,12 @@ def _import_tokenizers():
 
 
 def load_tokenizer(folder: Path, max_length: int | None = None, *,
-                   library: Callable[[], Any] = _import_tokenizers) -> WordPieceTokenizer | LibraryTokenizer:
+                   library: Callable[[], Any] = _import_tokenizers
+                   ) -> WordPieceTokenizer | UnigramTokenizer | LibraryTokenizer:
     """The tokenizer of a model folder: its tokenizer.json, else its vocab.txt (+ tokenizer_config.json).
 
-    A tokenizer.json this module reproduces is read here; any other goes to the `tokenizers` library.
+    A tokenizer.json this module reproduces is read here, a SentencePiece Unigram one (XLM-R's) by
+    votive.text.unigram when it reproduces every part; any other goes to the `tokenizers` library.
 
     Args:
         folder: the model folder.
@@ -280,7 +320,11 @@ def load_tokenizer(folder: Path, max_length: int | None = None, *,
     path = folder / "tokenizer.json"
     if path.is_file():
         spec = read_json(path)
-        problems = unsupported_features(spec)
+        problems = _own_tokenizer_problems(spec)
+        if not problems and _is_unigram(spec):
+            from votive.text.unigram import UnigramTokenizer
+
+            return UnigramTokenizer.from_spec(spec, str(path), max_length)
         if not problems:
             return WordPieceTokenizer.from_spec(spec, str(path), max_length)
         tokenizers = library()
@@ -308,12 +352,29 @@ def tokenizers_needed_for(folder: Path) -> str | None:
 
     Example:
         >>> tokenizers_needed_for(Path("all-MiniLM-L6-v2"))                          # doctest: +SKIP
-        >>> tokenizers_needed_for(Path("xlm-roberta-small"))                          # doctest: +SKIP
-        'tokenizer.json uses model type Unigram; normalizer Sequence [Replace, NFKC]...'
+        >>> tokenizers_needed_for(Path("gpt2"))                                       # doctest: +SKIP
+        'tokenizer.json uses model type BPE; normalizer None; pre_tokenizer ByteLevel...'
     """
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         return None
-    problems = unsupported_features(read_json(path))
+    problems = _own_tokenizer_problems(read_json(path))
     return f"tokenizer.json uses {'; '.join(problems)}" if problems else None
+
+
+def _is_unigram(spec) -> bool:
+    """A SentencePiece Unigram tokenizer.json (XLM-R's): votive.text.unigram reads it."""
+    model = spec.get("model") if isinstance(spec, dict) else None
+    return isinstance(model, dict) and model.get("type") == "Unigram" and isinstance(model.get("vocab"), list)
+
+
+def _own_tokenizer_problems(spec) -> list[str]:
+    """What votive's own tokenizers do not reproduce in a parsed tokenizer.json: for a Unigram model what
+    `unigram.unigram_problems` names (imported only then: its Unicode tables take a moment), else what
+    `unsupported_features` names for WordPiece."""
+    if _is_unigram(spec):
+        from votive.text.unigram import unigram_problems
+
+        return unigram_problems(spec)
+    return unsupported_features(spec)
 

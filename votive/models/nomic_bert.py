@@ -1,0 +1,276 @@
+"""NomicBERT encoders (config.json `model_type` "nomic_bert": nomic-embed-text-v1, v1.5): token ids -> last hidden
+states (pooled by votive.models.sentence_encoder).
+
+Ported from, at pinned commits:
+- nomic-ai/contrastors `src/contrastors/models/huggingface/modeling_hf_nomic_bert.py` @ 1e27692 (the Hub's
+  remote code, `trust_remote_code`, not in transformers): NomicBertEmbeddings, NomicBertAttention,
+  NomciBertGatedMLP, NomicBertBlock (the post-norm branch), NomicBertModel; config keys from
+  `configuration_hf_nomic_bert.py` @ 4ed6743 (a GPT2Config: n_embd, n_layer, n_head, n_inner, ...).
+- llama.cpp `src/models/bert.cpp` @ 0820f21 (its "nomic-bert" graph) and `convert_hf_to_gguf.py` NomicBertModel
+  @ c392e50 (what the upstream model may be): tests/test_nomic_bert.py holds votive to llama.cpp's embeddings.
+
+The block is BERT's (bert.py) but for:
+- no position table: RoPE turns the first `rotary_emb_fraction` of each q and k head (halves paired, GPT-NeoX
+  style; pairs (2i, 2i+1) with `rotary_emb_interleaved`), angles pos * base^(-2i / rot_dim);
+- q, k and v are one bias-free matrix `Wqkv` (q's rows, then k's, then v's), the output projection has no bias;
+- the feed-forward is SwiGLU without biases: fc2(fc11(x) * silu(fc12(x))), its width `n_inner` rounded up to a
+  multiple of 256 (the upstream GatedMLP's `multiple_of`);
+- the token table has `vocab_size` rounded up to `pad_vocab_size_multiple` rows.
+Everything the upstream code would compute differently (pre-norm, other activations, biases, xPos, dynamic NTK
+scaling, no rotary at all) is refused by Config.from_json, naming the key. Keys upstream reads but never uses in
+its forward pass (`causal`, `scale_attn_weights`, the dropouts, `use_flash_attn`, `fused_*`) are ignored here
+too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from votive.errors import ModelConfigError
+from votive.formats.weights import WeightStore
+from votive.text.tokenizer_json import read_json
+
+FFN_MULTIPLE_OF = 256  # NomciBertGatedMLP(multiple_of=256): its hidden width is n_inner rounded up to this
+
+
+# ---------------------------------------------------------------------------------------------------- config
+@dataclass
+class Config:
+    """The upstream config.json, the fields NomicBertModel reads. Defaults are NomicBertConfig's (and its base
+    GPT2Config's), so a key a checkpoint leaves out means what it means upstream."""
+
+    vocab_size: int = 50257  # token ids; the table has this rounded up to pad_vocab_size_multiple rows
+    pad_vocab_size_multiple: int = 1
+    n_embd: int = 768  # model width D
+    n_layer: int = 12  # encoder blocks
+    n_head: int = 12  # H; head size Dh is D / H
+    num_heads_kv: int | None = None  # grouped k/v heads; only None (= n_head) is supported, as upstream
+    n_inner: int | None = None  # feed-forward width before rounding; None: int(8 * D / 3)
+    n_positions: int = 1024  # the longest input votive accepts (there is no position table to bound it)
+    type_vocab_size: int = 2  # segment embeddings; single texts use type 0; 0 means none
+    layer_norm_epsilon: float = 1e-5
+    activation_function: str = "gelu_new"  # only "swiglu" (every NomicBERT embedding checkpoint) is supported
+    rotary_emb_fraction: float = 0.0  # share of each head RoPE turns; 0 would mean absolute positions (refused)
+    rotary_emb_base: float = 10000.0
+    rotary_emb_interleaved: bool = False  # pairs (2i, 2i+1) instead of (i, i + rot_dim / 2)
+    rotary_emb_scale_base: float | None = None  # xPos scaling: refused unless None
+    rotary_scaling_factor: float | None = None  # dynamic NTK past max_trained_positions: refused unless None
+    qkv_proj_bias: bool = True  # biases on Wqkv and out_proj: refused (no checkpoint has them, nor llama.cpp)
+    mlp_fc1_bias: bool = True  # biases on fc11 / fc12: refused
+    mlp_fc2_bias: bool = True  # bias on fc2: refused
+    prenorm: bool = False  # pre-norm blocks: refused (upstream's other branch)
+    parallel_block: bool = False  # refused unless False
+    use_rms_norm: bool = False  # refused unless False
+
+    @classmethod
+    def from_json(cls, path: Path) -> "Config":
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise ModelConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+        if raw.get("model_type") != "nomic_bert":
+            raise ModelConfigError(f"{path}: model_type {raw.get('model_type')!r} is not a NomicBERT encoder")
+        cfg = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        # key -> (value votive supports, what it would mean otherwise)
+        refused = {
+            "activation_function": ("swiglu", "a feed-forward other than SwiGLU"),
+            "rotary_emb_scale_base": (None, "xPos-scaled rotary embeddings"),
+            "rotary_scaling_factor": (None, "dynamic NTK rotary scaling"),
+            "qkv_proj_bias": (False, "biases on Wqkv and out_proj"),
+            "mlp_fc1_bias": (False, "biases on fc11 and fc12"),
+            "mlp_fc2_bias": (False, "a bias on fc2"),
+            "prenorm": (False, "pre-norm blocks"),
+            "parallel_block": (False, "parallel attention and MLP"),
+            "use_rms_norm": (False, "RMSNorm"),
+        }
+        for key, (supported, meaning) in refused.items():
+            if getattr(cfg, key) != supported:
+                raise ModelConfigError(f"{path}: {key} {getattr(cfg, key)!r} is not supported ({meaning}; votive "
+                                       f"runs {key} {supported!r})")
+        if cfg.num_heads_kv not in (None, cfg.n_head):
+            raise ModelConfigError(f"{path}: num_heads_kv {cfg.num_heads_kv} is not supported (only n_head, "
+                                   f"{cfg.n_head})")
+        if cfg.n_embd % cfg.n_head:
+            raise ModelConfigError(f"{path}: n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+        if not 0.0 < cfg.rotary_emb_fraction <= 1.0:
+            raise ModelConfigError(f"{path}: rotary_emb_fraction {cfg.rotary_emb_fraction} is not supported (only "
+                                   f"rotary position embeddings, 0 < fraction <= 1)")
+        rot = cfg.head_dim * cfg.rotary_emb_fraction
+        if rot != int(rot) or int(rot) % 2:
+            raise ModelConfigError(f"{path}: rotary_emb_fraction {cfg.rotary_emb_fraction} of head size "
+                                   f"{cfg.head_dim} is {rot} dims, not an even whole number")
+        return cfg
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def rot_dim(self) -> int:
+        """The leading dims of each q and k head that RoPE turns."""
+        return int(self.head_dim * self.rotary_emb_fraction)
+
+    @property
+    def ffn_dim(self) -> int:
+        """The feed-forward width F as the GatedMLP builds it."""
+        inner = self.n_inner if self.n_inner is not None else int(8 * self.n_embd / 3)
+        return -(-inner // FFN_MULTIPLE_OF) * FFN_MULTIPLE_OF
+
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the token table: vocab_size rounded up to pad_vocab_size_multiple, as NomicBertModel does."""
+        m = max(1, self.pad_vocab_size_multiple)
+        return -(-self.vocab_size // m) * m
+
+
+# -------------------------------------------------------------------------------------------- weight names
+# Our name -> the checkpoint's name (NomicBertModel's state dict; a NomicBertForPreTraining checkpoint prefixes
+# "bert."). Linear weights are (out, in) as PyTorch keeps them. Wqkv is cut into its q, k, v row blocks at load
+# (views, not copies): each is then one product, and RoPE reads contiguous heads.
+WEIGHTS = {
+    "tok_embed": "embeddings.word_embeddings.weight",  # (vocab_rows, D)
+    "type_embed": "embeddings.token_type_embeddings.weight",  # (types, D); absent when type_vocab_size is 0
+    "embed_norm.w": "emb_ln.weight",  # (D,)
+    "embed_norm.b": "emb_ln.bias",  # (D,)
+}
+LAYER_WEIGHTS = {
+    "wqkv": "encoder.layers.{i}.attn.Wqkv.weight",  # (3D, D): q's D rows, k's, v's; heads of Dh rows in order
+    "wo": "encoder.layers.{i}.attn.out_proj.weight",  # (D, D)
+    "attn_norm.w": "encoder.layers.{i}.norm1.weight",  # (D,)
+    "attn_norm.b": "encoder.layers.{i}.norm1.bias",  # (D,)
+    "w_up": "encoder.layers.{i}.mlp.fc11.weight",  # (F, D): the value half, y
+    "w_gate": "encoder.layers.{i}.mlp.fc12.weight",  # (F, D): the gate, silu(gate) * y
+    "w_down": "encoder.layers.{i}.mlp.fc2.weight",  # (D, F)
+    "ffn_norm.w": "encoder.layers.{i}.norm2.weight",  # (D,)
+    "ffn_norm.b": "encoder.layers.{i}.norm2.bias",  # (D,)
+}
+# In a checkpoint but not used by an encoder that pools token states: the [CLS] pooler and the MLM head.
+UNUSED_PREFIXES = ("pooler.", "cls.")
+
+
+def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """Expected shape of every tensor, by our name (the comments in WEIGHTS / LAYER_WEIGHTS, as numbers)."""
+    D, F = cfg.n_embd, cfg.ffn_dim
+    shapes = {"tok_embed": (cfg.vocab_rows, D), "type_embed": (cfg.type_vocab_size, D), "embed_norm.w": (D,),
+              "embed_norm.b": (D,)}
+    shapes.update(dict.fromkeys(LAYER_WEIGHTS, (D,)))  # norms
+    shapes.update({"wqkv": (3 * D, D), "wo": (D, D), "w_up": (F, D), "w_gate": (F, D), "w_down": (D, F)})
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+class EncoderLayer:
+    """One post-norm block: x = LN(x + Attn(RoPE(q), RoPE(k), v)); x = LN(x + SwiGLU-FFN(x))."""
+
+    def __init__(self, ops, w: dict, cfg: Config):
+        self.ops, self.cfg = ops, cfg
+        self.w = w  # LAYER_WEIGHTS names (wqkv cut into wq, wk, wv) -> arrays, shapes as listed there
+        self.n_heads, self.head_dim, self.rot_dim = cfg.n_head, cfg.head_dim, cfg.rot_dim
+
+    def rotate(self, x, angles):
+        """x: (n, H, Dh) q or k -> its first rot_dim dims of each head RoPE'd by `angles` (n, rot_dim), the rest
+        as they are (upstream's apply_rotary_emb)."""
+        neox = not self.cfg.rotary_emb_interleaved
+        if self.rot_dim == self.head_dim:
+            return self.ops.rope(x, angles, neox)
+        turned = self.ops.rope(x[..., : self.rot_dim], angles, neox)  # (n, H, rot_dim)
+        return self.ops.concatenate([turned, x[..., self.rot_dim :]], axis=-1)  # (n, H, Dh)
+
+    def __call__(self, x, mask_bias, angles):
+        """x: (B, T, D) hidden states; mask_bias: (B, 1, 1, T), 0 for tokens and a large negative for padding;
+        angles: (B*T, rot_dim), each token's row of the RoPE table (its position in its own text)."""
+        ops, w, cfg = self.ops, self.w, self.cfg
+        B, T, D = x.shape
+        H, Dh = self.n_heads, self.head_dim
+        flat = x.reshape(B * T, D)
+
+        # self-attention: softmax(RoPE(q) RoPE(k)^T / sqrt(Dh) + mask) v, per head
+        q = self.rotate(ops.linear(flat, w["wq"]).reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
+        k = self.rotate(ops.linear(flat, w["wk"]).reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
+        q *= 1.0 / math.sqrt(Dh)  # upstream divides the scores by sqrt(Dh); scaling q is the same product
+        q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        k = k.reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
+        v = ops.linear(flat, w["wv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
+        ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
+        attn = ops.linear(ctx, w["wo"])  # (B*T, D)
+        flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_epsilon, residual=flat)
+
+        # feed-forward: fc2(fc11(x) * silu(fc12(x)))
+        h = ops.swiglu(ops.linear(flat, w["w_gate"]), ops.linear(flat, w["w_up"]))  # (B*T, F)
+        out = ops.linear(h, w["w_down"])  # (B*T, D)
+        out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_epsilon, residual=flat)
+        return out.reshape(B, T, D)
+
+
+# ------------------------------------------------------------------------------------------------- forward
+class NomicBertModel:
+    """The encoder: token (and type-0) embeddings, LayerNorm, then `n_layer` blocks; returns the last hidden
+    states."""
+
+    def __init__(self, ops, cfg: Config, weights: dict, layers: list[dict]):
+        self.ops, self.cfg = ops, cfg
+        self.w = weights  # WEIGHTS names -> arrays
+        self.layers = [EncoderLayer(ops, lw, cfg) for lw in layers]
+
+    def forward(self, ids, mask):
+        """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
+        ops, w, cfg = self.ops, self.w, self.cfg
+        B, T = ids.shape
+        x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
+        if "type_embed" in w:
+            x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
+        x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_epsilon)  # (B, T, D)
+        # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
+        mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
+        mask_bias = mask_bias.reshape(B, 1, 1, T)  # (B, 1, 1, T)
+        # each text's tokens sit at positions 0..T-1 (padding is at the end, and masked out as keys)
+        table = ops.rope_table(float(cfg.rotary_emb_base), cfg.rot_dim, T)  # (T, rot_dim)
+        angles = ops.embedding(table, ops.asarray([list(range(T))] * B, ops.int64)).reshape(B * T, cfg.rot_dim)
+        for layer in self.layers:
+            x = layer(x, mask_bias, angles)
+        return x
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.n_embd
+
+    @property
+    def max_positions(self) -> int:
+        """config.json's n_positions: RoPE has no table to run out of, this is the length upstream declares."""
+        return self.cfg.n_positions
+
+    @classmethod
+    def from_folder(cls, folder: Path, ops) -> "NomicBertModel":
+        """A Hugging Face NomicBertModel folder (config.json, safetensors) on `ops`."""
+        return cls.from_safetensors(WeightStore(folder), Config.from_json(Path(folder) / "config.json"), ops)
+
+    @classmethod
+    def from_safetensors(cls, store: WeightStore, cfg: Config, ops) -> "NomicBertModel":
+        """Bind every tensor of WEIGHTS/LAYER_WEIGHTS from `store`, checking shapes; unknown keys fail loudly."""
+        prefix = "bert." if "bert." + WEIGHTS["tok_embed"] in store else ""
+        shapes = _weight_shapes(cfg)
+        used = set()
+
+        def fetch(ours: str, theirs: str):
+            used.add(prefix + theirs)
+            return store.get(prefix + theirs, shape=shapes[ours])
+
+        wanted = {k: v for k, v in WEIGHTS.items() if k != "type_embed" or cfg.type_vocab_size > 0}
+        weights = {ours: ops.asarray(fetch(ours, theirs)) for ours, theirs in wanted.items()}
+        D = cfg.n_embd
+        layers = []
+        for i in range(cfg.n_layer):
+            lw = {ours: fetch(ours, theirs.format(i=i)) for ours, theirs in LAYER_WEIGHTS.items()}
+            wqkv = lw.pop("wqkv")  # (3D, D) -> its q, k, v row blocks
+            lw.update(wq=wqkv[:D], wk=wqkv[D : 2 * D], wv=wqkv[2 * D :])
+            layers.append({name: ops.asarray(t) for name, t in lw.items()})
+        unknown = [n for n in store.keys() if n not in used  # task heads sit beside the prefixed encoder
+                   and not n.startswith(UNUSED_PREFIXES) and not n[len(prefix) :].startswith(UNUSED_PREFIXES)]
+        if unknown:
+            raise ModelConfigError(
+                f"{store.path}: {len(unknown)} tensors a NomicBERT encoder does not use, e.g. {unknown[0]!r} "
+                f"(config says {cfg.n_layer} layers; is this really a NomicBertModel checkpoint?)"
+            )
+        return cls(ops, cfg, weights, layers)
