@@ -39,7 +39,7 @@ from votive.models.hf_checkpoint import HFConfig
 
 DATA = Path(__file__).parent / "data" / "hf_reference"
 PROMPT = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]  # "Hello, world" as byte tokens
-FAMILIES = ["llama", "qwen2", "qwen3"]
+FAMILIES = ["llama", "qwen2", "qwen3", "phi3", "gemma3"]
 FLOAT32_TOL = 1e-5  # relative to the largest |logit|: summation order only (module docstring)
 F16_TOL = 2e-2  # weights rounded to half: ~2^-11 relative per weight, through two or three layers
 TEXT = "Hello world, hello <|im_end|> He"
@@ -90,7 +90,10 @@ def _with_merges(spec: dict, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
-    return {name: _with_merges(hf_folders.SPECS[name], root / name) for name in [*FAMILIES, "mistral"]}
+    # general.name is the folder's name; llama.cpp gives a model named "phi3" Phi-3's RSTRIP attributes, looking up
+    # "</s>", "<s>" and "<unk>" by text, which a byte-level vocabulary lacks (it refuses the file): so "tiny-phi"
+    return {name: _with_merges(hf_folders.SPECS[name], root / ("tiny-phi" if name == "phi3" else name))
+            for name in [*FAMILIES, "mistral"]}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ def test_converted_q8_0_file_gives_llama_cpp_logits_bit_for_bit(converted, name)
     path = converted(name, "q8_0")
     with _llama_cpp()(path, 64) as reference:
         theirs = reference.logits(PROMPT)
-    ours = load_model(str(path), backend="numpy").logits(PROMPT)
+    ours = load_model(str(path), backend="numpy", n_ctx=64).logits(PROMPT)
     assert ours.shape == theirs.shape
     np.testing.assert_array_equal(ours, theirs)
 
@@ -128,13 +131,15 @@ def test_converted_q8_0_file_gives_llama_cpp_logits_bit_for_bit(converted, name)
 @pytest.mark.parametrize("name", [*FAMILIES, "mistral"])
 def test_converted_f32_file_gives_llama_cpp_logits_to_float32_rounding(converted, name):
     """Not bit for bit: votive's F32 matrix product sums in another order than llama.cpp's F32 path (measured
-    1e-7 to 3e-7 relative on these files; votive/backends, not the file)."""
+    1e-7 to 3e-7 relative on these files; votive/backends, not the file). Gemma 3's seven layers, sqrt(dim)-scaled
+    embedding and 1 + w norms carry it further: 4.5e-5 measured, 2e-4 allowed."""
     path = converted(name, "f32")
     prompt = PROMPT[:6]  # within mistral's window of 8, which neither stack reads from the file
     with _llama_cpp()(path, 64) as reference:
         theirs = reference.logits(prompt)
-    ours = load_model(str(path), backend="numpy").logits(prompt)
-    assert np.abs(ours - theirs).max() <= FLOAT32_TOL * np.abs(theirs).max()
+    ours = load_model(str(path), backend="numpy", n_ctx=64).logits(prompt)
+    tol = 2e-4 if name == "gemma3" else FLOAT32_TOL
+    assert np.abs(ours - theirs).max() <= tol * np.abs(theirs).max()
     assert set(np.argsort(ours)[-10:]) == set(np.argsort(theirs)[-10:])
 
 

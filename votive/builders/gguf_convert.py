@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,15 @@ ARCHITECTURES = {
     "MistralForCausalLM": ("llama", "votive.models.llama", True),
     "Qwen2ForCausalLM": ("qwen2", "votive.models.qwen2", False),
     "Qwen3ForCausalLM": ("qwen3", "votive.models.qwen3", False),
+    "Phi3ForCausalLM": ("phi3", "votive.models.phi3", False),
+    "Gemma3ForCausalLM": ("gemma3", "votive.models.gemma", False),
 }
+# rope_scaling types each architecture's GGUF expresses: Llama 3's as rope_freqs.weight, linear as two keys,
+# longrope as phi3's two factor tensors and its attention factor (Phi3Config reads "su" as longrope).
+CONVERTED_SCALING = {"llama": ("default", "linear", "llama3"), "qwen2": ("default",), "qwen3": ("default",),
+                     "phi3": ("default", "longrope", "su"), "gemma3": ("default", "linear")}
+GEMMA3_LOCAL_BASE = 10000.0  # llama.cpp fixes Gemma 3's sliding-window RoPE base (rope_freq_base_train_swa)
+GEMMA3_SWA_PATTERN = 6  # and its layout: every sixth layer global
 # Tensors a checkpoint may hold that the converter drops (transformers recomputes them).
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -131,13 +140,16 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
                                f"{', '.join(ARCHITECTURES)})")
     arch, module_name, permute = ARCHITECTURES[hf.architecture]
     family = importlib.import_module(module_name)
-    if arch != "llama":
+    if arch in ("qwen2", "qwen3"):
         hf.refuse("use_sliding_window", (False,))
-    cfg = family.Config.from_hf(hf)  # refuses what the family cannot run, naming the key
+    # refuses what the family cannot run, naming the key
+    cfg = family.Config.from_hf(hf, longrope=True) if arch == "phi3" else family.Config.from_hf(hf)
     scaling = _rope_scaling(hf)
-    if arch != "llama" and scaling["kind"] != "default":
+    if scaling["kind"] not in CONVERTED_SCALING[arch]:
         raise ModelConfigError(f"{hf.path}: rope_scaling type {scaling['kind']!r} is not converted for {arch} "
-                               f"(llama.cpp's converter writes scaling for llama only among these families)")
+                               f"(its GGUF expresses {', '.join(CONVERTED_SCALING[arch])})")
+    if arch == "gemma3":
+        _check_gemma3(hf, cfg)
     store = WeightStore(folder)
     tied = bool(hf.get("tie_word_embeddings", False))
     check_shapes(HFWeights(store), cfg, family.HF_WEIGHTS, family.HF_LAYER_WEIGHTS, tied)
@@ -145,26 +157,43 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     metadata = _model_metadata(hf, cfg, arch, file_type, folder.name, scaling)
     metadata.update(_tokenizer_metadata(folder, hf, cfg.vocab_size))
     tensors: dict[str, object] = {}
-    rope = hf.rope(cfg.head_dim)
+    rope = cfg.rope
     if arch == "llama" and rope.freq_factors is not None:
         tensors["rope_freqs.weight"] = np.asarray(rope.freq_factors, np.float32)  # (head_dim / 2,)
+    if arch == "phi3" and rope.long_factors is not None:  # (n_rot / 2,) each, as Phi3MiniModel writes them
+        tensors["rope_factors_long.weight"] = np.asarray(rope.long_factors, np.float32)
+        tensors["rope_factors_short.weight"] = np.asarray(rope.freq_factors, np.float32)
     names = _tensor_names(store, cfg, family, tied)
-    shapes = {gguf_name: tuple(store.raw(hf_name).shape) for gguf_name, (hf_name, _) in names.items()}
+    plus_one = getattr(family, "HF_NORM_OFFSET", ())  # Gemma's x * (1 + w) norms: the converter stores 1 + w
+    shapes = {gguf_name: tuple(store.raw(hf_name).shape) for gguf_name, (hf_name, _, _) in names.items()}
     if type_name in MIXTURES:  # one type per tensor, as llama.cpp's quantizer chooses them; None: kept F32
         chosen = mixture_types(type_name, MixtureModel(arch, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads), shapes)
     else:
         chosen = {name: _uniform_type(shape, matrix_type) for name, shape in shapes.items()}
     fallbacks, types = {}, {name: "F32" for name in tensors}
-    for gguf_name, (hf_name, heads) in names.items():
+    for gguf_name, (hf_name, heads, ours) in names.items():
         data = as_float32(store.raw(hf_name), store.dtype_of(hf_name))  # exact; HFWeights refused other dtypes
         if heads and permute:
             data = permute_qk(data, heads)
+        if ours in plus_one:
+            data = data + np.float32(1)  # in float32, as transformers' Gemma3RMSNorm adds it
         ggml_type = chosen[gguf_name] or GGMLType.F32
         tensors[gguf_name] = _store(data, ggml_type)
         types[gguf_name] = ggml_type.name
         if data.ndim == 2 and matrix_type != GGMLType.F32 and data.shape[1] % matrix_type.block_size:
             fallbacks[gguf_name] = ggml_type.name
     meta_types = {"tokenizer.ggml.merges": "arr[str]"}  # an empty list needs its element type spelled out
+    from votive.builders.gguf_convert_retrieval import retrieval_extras  # an embedder's or reranker's keys
+
+    def lm_head():  # (vocab, D) float32: what a reranker's yes / no rows are cut from
+        name = family.HF_WEIGHTS["tok_embed" if tied else "output"]
+        return as_float32(store.raw(name), store.dtype_of(name))
+
+    extra_meta, extra_types, extra_tensors = retrieval_extras(folder, arch, lm_head)
+    metadata.update(extra_meta)
+    meta_types.update(extra_types)
+    tensors.update(extra_tensors)
+    types.update(dict.fromkeys(extra_tensors, "F32"))
     write_gguf(out, metadata, tensors, metadata_types=meta_types, overwrite=overwrite)
     folder_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     return ConvertResult(out, arch, type_name, folder_bytes, out.stat().st_size, fallbacks, types)
@@ -178,19 +207,19 @@ def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def _tensor_names(store: WeightStore, cfg, family, tied: bool) -> dict[str, tuple[str, int]]:
-    """GGUF name -> (HF name, heads to permute by for Q / K else 0), in the converter's order (embedding, layers,
-    final norm, output); a checkpoint tensor no table names is refused, naming it."""
+def _tensor_names(store: WeightStore, cfg, family, tied: bool) -> dict[str, tuple[str, int, str]]:
+    """GGUF name -> (HF name, heads to permute by for Q / K else 0, our name), in the converter's order
+    (embedding, layers, final norm, output); a checkpoint tensor no table names is refused, naming it."""
     names = {}
     for ours, theirs in family.HF_WEIGHTS.items():
         if ours == "output" and tied:
             continue
-        names[family.WEIGHTS[ours]] = (theirs, 0)
+        names[family.WEIGHTS[ours]] = (theirs, 0, ours)
     for i in range(cfg.n_layers):
         for ours, theirs in family.HF_LAYER_WEIGHTS.items():
             heads = {"wq": cfg.n_heads, "wk": cfg.n_kv_heads}.get(ours, 0)
-            names[family.LAYER_WEIGHTS[ours].format(i=i)] = (theirs.format(i=i), heads)
-    wanted = {hf_name for hf_name, _ in names.values()}
+            names[family.LAYER_WEIGHTS[ours].format(i=i)] = (theirs.format(i=i), heads, ours)
+    wanted = {hf_name for hf_name, _, _ in names.values()}
     for name in store.keys():
         if name not in wanted and not name.endswith(IGNORED_SUFFIXES):
             raise ModelConfigError(f"{store.path}: tensor {name!r} has no GGUF name in the "
@@ -248,11 +277,35 @@ def _model_metadata(hf, cfg, arch: str, file_type: int, name: str, scaling: dict
     if arch == "llama":
         meta["llama.vocab_size"] = cfg.vocab_size
         meta["llama.rope.dimension_count"] = cfg.head_dim
-        if scaling["kind"] == "linear":
-            meta["llama.rope.scaling.type"] = "linear"
-            meta["llama.rope.scaling.factor"] = np.float32(scaling["factor"])
+    if scaling["kind"] == "linear":
+        meta[f"{arch}.rope.scaling.type"] = "linear"
+        meta[f"{arch}.rope.scaling.factor"] = np.float32(scaling["factor"])
+    if arch == "phi3":  # Phi3MiniModel: the turned dims, longrope's context and attention factor, the window
+        meta["phi3.rope.dimension_count"] = cfg.rope.n_rot or cfg.head_dim
+        if cfg.rope.scaling_type == "longrope":
+            meta["phi3.rope.scaling.attn_factor"] = np.float32(cfg.rope.attn_factor)
+            meta["phi3.rope.scaling.original_context_length"] = cfg.rope.original_context
+        if hf.get("sliding_window"):
+            meta["phi3.attention.sliding_window"] = hf.get("sliding_window")
+    if arch == "gemma3":
+        meta["gemma3.attention.sliding_window"] = cfg.sliding_window
     meta["general.quantization_version"] = QUANTIZATION_VERSION
     return meta
+
+
+def _check_gemma3(hf, cfg) -> None:
+    """Refuse what a gemma3 GGUF cannot say: llama.cpp fixes the local RoPE base, the layout, and the query
+    scale (1/sqrt(head_dim), but 1/sqrt(dim / heads) for 62 layers)."""
+    if cfg.rope_base_local != GEMMA3_LOCAL_BASE:
+        raise ModelConfigError(f"{hf.path}: rope_local_base_freq = {cfg.rope_base_local} cannot be written to a "
+                               f"gemma3 GGUF (llama.cpp uses {GEMMA3_LOCAL_BASE})")
+    if cfg.swa_pattern != GEMMA3_SWA_PATTERN:
+        raise ModelConfigError(f"{hf.path}: one global layer every {cfg.swa_pattern} cannot be written to a gemma3 "
+                               f"GGUF (llama.cpp lays out one every {GEMMA3_SWA_PATTERN})")
+    implied = 1.0 / math.sqrt(cfg.dim / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
+    if not math.isclose(cfg.attn_scale, implied, rel_tol=1e-9):
+        raise ModelConfigError(f"{hf.path}: query_pre_attn_scalar gives a query scale llama.cpp does not derive "
+                               f"for this shape")
 
 
 def _pre_key(pre) -> tuple[str, ...]:

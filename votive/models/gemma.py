@@ -130,7 +130,8 @@ LAYER_WEIGHTS = {
 
 # Our name -> Hugging Face tensor name (Gemma3ForCausalLM), same shapes. Its RMSNorm weights are w of x * (1 + w):
 # from_safetensors adds the 1 at load (in float32, as transformers' Gemma3RMSNorm does), as the GGUF converter does.
-HF_WEIGHTS = {"tok_embed": "model.embed_tokens.weight", "norm": "model.norm.weight"}
+HF_WEIGHTS = {"tok_embed": "model.embed_tokens.weight", "norm": "model.norm.weight",
+              "output": "lm_head.weight"}  # refused: Gemma 3 ties it (check_shapes)
 HF_LAYER_WEIGHTS = {
     "attn_norm": "model.layers.{i}.input_layernorm.weight",
     "wq": "model.layers.{i}.self_attn.q_proj.weight",
@@ -147,6 +148,7 @@ HF_LAYER_WEIGHTS = {
     "post_ffn_norm": "model.layers.{i}.post_feedforward_layernorm.weight",
 }
 NORMS = ("attn_norm", "q_norm", "k_norm", "post_attn_norm", "ffn_norm", "post_ffn_norm")
+HF_NORM_OFFSET = ("norm",) + NORMS  # stored as w of x * (1 + w): the GGUF converter writes 1 + w
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -207,8 +209,8 @@ class Gemma3Model(LlamaModel):
         from votive.models.hf_checkpoint import check_shapes
 
         cfg = Config.from_hf(hf)
-        check_shapes(weights, cfg, HF_WEIGHTS | {"output": "lm_head.weight"}, HF_LAYER_WEIGHTS, tied=True)
-        top, layers = bind_weights(weights, ops, HF_WEIGHTS, cfg.n_layers, HF_LAYER_WEIGHTS)
+        check_shapes(weights, cfg, HF_WEIGHTS, HF_LAYER_WEIGHTS, tied=True)
+        top, layers = bind_weights(weights, ops, HF_WEIGHTS, cfg.n_layers, HF_LAYER_WEIGHTS, optional=("output",))
         one = ops.float32(1)
         top["norm"] = top["norm"] + one  # (dim,)
         for w in layers:

@@ -27,6 +27,11 @@ CHATML_TEMPLATE = (
 )
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PHI3_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+PHI3_SPECIALS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]  # llama.cpp looks for <|end|>
 
 # name -> what is written. Shapes cover GQA ratios 2 and 3, head_dim != hidden / heads (qwen3), odd vocab sizes,
 # tied and untied outputs, Llama 3 rope scaling, a sliding window shorter than the prompt (mistral), each dtype.
@@ -61,25 +66,26 @@ SPECS = {
     # Phi-4-mini's shape of things: fused qkv / gate_up, 3/4 of each head turned, longrope (short factors: the
     # prompts stay within the original context), tied output; a window shorter than the long prompt.
     "phi3": dict(
-        seed=5, arch="Phi3ForCausalLM", model_type="phi3", dtype="BF16", shards=1, specials=CHATML_SPECIALS,
-        template=CHATML_TEMPLATE, bos=None, eos="<|im_end|>", config=dict(
-            hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
+        seed=5, arch="Phi3ForCausalLM", model_type="phi3", dtype="BF16", shards=1, specials=PHI3_SPECIALS,
+        template=PHI3_TEMPLATE, bos=None, eos="<|end|>", config=dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=262, rms_norm_eps=1e-5, max_position_embeddings=1024,
             original_max_position_embeddings=256, partial_rotary_factor=0.75, rope_theta=10000.0,
             sliding_window=16, tie_word_embeddings=True, pad_token_id=256,
             rope_scaling=dict(type="longrope", short_factor=[1.0 + 0.25 * k for k in range(6)],
                               long_factor=[2.0 + 1.5 * k for k in range(6)]))),
-    # Gemma 3: GQA 4 with head_dim 32 != hidden / heads, QK-norm, sandwich norms stored as w of x * (1 + w), two
-    # sliding layers (window 8) then a global one with linear RoPE scaling (as Gemma 3 4B), GeGLU, tied output.
+    # Gemma 3: GQA 4 with head_dim 32 != hidden / heads, QK-norm, sandwich norms stored as w of x * (1 + w), five
+    # sliding layers (window 8), a global one with linear RoPE scaling (as Gemma 3 4B), one more sliding, GeGLU,
+    # tied output.
     "gemma3": dict(
         seed=6, arch="Gemma3ForCausalLM", model_type="gemma3_text", dtype="BF16", shards=1,
         specials=LLAMA3_SPECIALS, template=LLAMA3_TEMPLATE, bos="<|begin_of_text|>", eos="<|eot_id|>",
         act={"hidden_activation": "gelu_pytorch_tanh"}, config=dict(
-            hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            hidden_size=64, intermediate_size=96, num_hidden_layers=7, num_attention_heads=4,
             num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, vocab_size=264, rms_norm_eps=1e-6,
             max_position_embeddings=512, rope_theta=1000000.0, rope_local_base_freq=10000.0,
             rope_scaling=dict(rope_type="linear", factor=2.0), sliding_window=8,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            layer_types=["sliding_attention"] * 5 + ["full_attention", "sliding_attention"],
             final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True,
             pad_token_id=256)),
 }
