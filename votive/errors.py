@@ -77,6 +77,11 @@ class ChatTemplateError(InputError):
         super().__init__(message)
 
 
+class ChatTemplateLimitError(ChatTemplateError):
+    """Rendering a chat template crossed a bound (time, size, recursion; `votive.text.template_bounds`): the
+    template's fault, not the messages' (HTTP 500), refused at load when a trial render crosses one."""
+
+
 class VotiveFault(VotiveError):
     """A Lambda handler cannot serve, with a stable `code` callers can match on (like Lambda's Runtime.* codes).
 

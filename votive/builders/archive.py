@@ -16,6 +16,7 @@ layers hold no links); one pointing outside is refused. `extract_zip` applies th
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import stat
 import zipfile
@@ -134,37 +135,119 @@ def write_zip(dest: Path, members: Iterable[Member], *, level: int = COMPRESS_LE
 def extract_zip(archive: Path, dest: Path) -> list[Path]:
     """Unpack `archive` into `dest`, refusing members that would land outside it.
 
-    Links stored in the archive are recreated only when they point inside `dest`. Files get mode 0755 when the
-    archive gives them any execute bit, else 0644.
+    Links: a stored link is recreated only when it ends, through any chain of the archive's own links, at a
+    regular file of the same archive (or one already in `dest`), by a relative target that stays inside `dest`:
+    `lib.so -> lib.so.1 -> lib.so.1.2` in a layer unpacks as links. A link to a folder, to a missing name or to
+    anything outside is refused, and so is every member whose path passes through a link. With no link
+    standing for a folder, no later member can be steered elsewhere by an earlier one (a chain of links each
+    checked alone can: `x -> p/q`, `A -> x/../..`, `p -> .` puts `A/..` outside). The whole archive is
+    checked before anything is written; files are opened without following links.
+
+    Files get mode 0755 when the archive gives them any execute bit, else 0644.
 
     Returns:
         The files written.
+
+    Raises:
+        PackagingError: an unsafe name, a duplicate, a link that is not a file link inside, or a path through a link.
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     real_dest = dest.resolve()
     written = []
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            name = check_member_name(info.filename, str(archive))
-            target = dest / name
-            mode = info.external_attr >> 16
+        plan = _plan_extraction(zf, archive, real_dest)
+        for name, info, link in plan:
+            target = real_dest / name
             if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
+                _make_folders(real_dest, name.rstrip("/").split("/"), archive)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISLNK(mode):
-                link = zf.read(info).decode("utf-8")
-                pointed = (target.parent / link).resolve()
-                if os.path.isabs(link) or not pointed.is_relative_to(real_dest):
+            _make_folders(real_dest, name.split("/")[:-1], archive)
+            if link is not None:
+                try:
+                    os.symlink(link, target)
+                except FileExistsError:
+                    raise PackagingError(f"{archive}: member {name!r} is a link, but {target} already exists") from None
+                # a link `dest` held already (not one of ours) could still bend the target: see where it ends
+                if not Path(os.path.realpath(target)).is_relative_to(real_dest):
+                    target.unlink()
                     raise PackagingError(f"{archive}: member {name!r} is a link to {link!r}, outside the folder")
-                target.symlink_to(link)
                 continue
-            with zf.open(info) as src, open(target, "wb") as out:
+            mode = info.external_attr >> 16
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:  # ELOOP: a link already stands there (from an earlier archive)
+                raise PackagingError(f"{archive}: member {name!r} cannot be written at {target}: {exc.strerror}") \
+                    from None
+            with zf.open(info) as src, open(fd, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
             target.chmod(EXECUTABLE_MODE if mode & 0o111 else FILE_MODE)
-            written.append(target)
+            written.append(dest / name)
     return written
+
+
+_MAX_LINK_HOPS = 40  # as Linux's MAXSYMLINKS
+
+
+def _plan_extraction(zf: zipfile.ZipFile, archive: Path,
+                     real_dest: Path) -> list[tuple[str, zipfile.ZipInfo, str | None]]:
+    """Check every member of `zf` before anything is written: (name, info, link target or None) in archive order."""
+    plan, links, files, folders, seen = [], {}, set(), set(), set()
+    for info in zf.infolist():
+        name = check_member_name(info.filename, str(archive))
+        key = name.rstrip("/")
+        if key in seen:
+            raise PackagingError(f"{archive}: two members named {key!r}")
+        seen.add(key)
+        parts = key.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        link = None
+        if info.is_dir():
+            folders.add(key)
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            link = links[key] = zf.read(info).decode("utf-8", "replace")
+        else:
+            files.add(key)
+        plan.append((name, info, link))
+    for name, link in links.items():
+        if name in folders:
+            raise PackagingError(f"{archive}: member {name!r} is a link, and also a folder of other members")
+        end, hops = name, 0
+        while end in links:
+            step = links[end]
+            end = posixpath.normpath(posixpath.join(posixpath.dirname(end), step))
+            hops += 1
+            if not step or posixpath.isabs(step) or end == ".." or end.startswith("../") or hops > _MAX_LINK_HOPS:
+                raise PackagingError(f"{archive}: member {name!r} is a link to {link!r}, outside the folder "
+                                     "(or a loop of links)")
+        if end not in files and not _regular_file_inside(real_dest, end):
+            what = "a folder" if end in folders else "nothing in the archive"
+            raise PackagingError(f"{archive}: member {name!r} is a link to {link!r}, which is {what}; only links "
+                                 "to files inside the archive are unpacked")
+    return plan
+
+
+def _regular_file_inside(real_dest: Path, name: str) -> bool:
+    """Whether `name` is already a regular file under `real_dest`, reached without any link."""
+    path = real_dest
+    for part in name.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return False
+    return path.is_file()
+
+
+def _make_folders(real_dest: Path, parts: list[str], archive: Path) -> None:
+    """Create `real_dest`/`parts`..., refusing to pass through a link or a file (mkdir would follow a link)."""
+    path = real_dest
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise PackagingError(f"{archive}: {path} is a link; nothing is unpacked through a link")
+        if not path.exists():
+            path.mkdir()
+        elif not path.is_dir():
+            raise PackagingError(f"{archive}: {path} is a file, where a folder is needed")
 
 
 def tree_size(root: Path) -> int:

@@ -2,16 +2,21 @@
 
 A build writes into a temporary folder beside the destination and renames it into place at the end, so an
 interrupted build leaves no half-written output (only a `.NAME.*.partial` folder, removed on the way out when it
-can be). An existing destination is replaced only with `force`, and only when it is empty or an earlier votive
-build (it holds `manifest.json` with votive's format marker): `--out ~ --force` must not delete a home folder.
+can be, and by the next build of the same destination when it could not: `sweep_stale_stages`). An existing
+destination is replaced only with `force`, and only when it is empty or an earlier votive build (it holds
+`manifest.json` with votive's format marker): `--out ~ --force` must not delete a home folder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -56,10 +61,14 @@ def staged_output(dest: Path, force: bool = False) -> Iterator[Path]:
     """
     dest = check_destination(dest, force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    lock_fd, lock_path = _locked_stage_name(dest)  # held until the stage is gone: this build is alive
+    stage, made = lock_path.with_suffix(""), False  # .NAME.XXXX.partial
     try:
+        stage.mkdir(mode=0o700)
+        made = True
+        sweep_stale_stages(dest)
         yield stage
-        stage.chmod(0o755)  # mkdtemp makes it private
+        stage.chmod(0o755)  # private while it is built
         check_destination(dest, force)  # again: something may have appeared there during the build
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
@@ -69,8 +78,61 @@ def staged_output(dest: Path, force: bool = False) -> Iterator[Path]:
         else:
             os.replace(stage, dest)
     finally:
-        if stage.exists():
+        if made and stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+        os.close(lock_fd)
+
+
+# Stages of builds killed without a chance to clean up (kill -9, a lost machine). Each stage has a lock file
+# beside it, `.NAME.XXXX.partial.lock`, on which its build holds an exclusive flock for as long as it runs; the
+# kernel drops that lock when the process dies, however it dies. So a stage whose lock can be taken belongs to no
+# live build. A stage without a lock file (made before votive kept them) is swept only once it is this old:
+UNLOCKED_STAGE_AGE_S = 24 * 3600
+
+
+def _locked_stage_name(dest: Path) -> tuple[int, Path]:
+    """A new `.NAME.XXXX.partial.lock` beside `dest`, created and flocked -> (its descriptor, its path)."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial.lock", dir=dest.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else can hold it yet: the name is new
+    return fd, Path(name)
+
+
+def sweep_stale_stages(dest: Path, now: float | None = None) -> list[Path]:
+    """Remove the `.NAME.*.partial` stages of `dest` that no live build holds (see above); only this
+    destination's, never another's. Returns the stages removed."""
+    dest = Path(dest).absolute()
+    now = time.time() if now is None else now
+    swept = []
+    own = re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.partial")  # tempfile's 8 random characters
+    for stage in dest.parent.glob(f".{glob.escape(dest.name)}.*.partial"):
+        if not own.fullmatch(stage.name) or not stage.is_dir() or stage.is_symlink():
+            continue
+        lock_path = stage.with_name(stage.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:  # a stage from before lock files: by age alone
+            try:
+                if now - stage.stat().st_mtime > UNLOCKED_STAGE_AGE_S:
+                    shutil.rmtree(stage, ignore_errors=True)
+                    swept.append(stage)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live build holds it
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(stage, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+            swept.append(stage)
+        finally:
+            os.close(fd)
+    return swept
 
 
 def write_json(path: Path, obj: dict) -> None:

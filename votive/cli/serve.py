@@ -1,4 +1,14 @@
-"""`votive serve` and `votive demo`: a model behind a local Lambda function URL."""
+"""`votive serve` and `votive demo`: a model behind a local Lambda function URL.
+
+An embedding model answers OpenAI's POST /v1/embeddings with votive's output controls (the full contract is in
+`votive.handlers.embeddings`): `dimensions` for a Matryoshka model (the cut vector re-normalised when the model
+normalises; the dimensions its config.json declares, or VOTIVE_MATRYOSHKA_DIMS="64,128" / "any" set in the
+environment `votive serve` runs in), `encoding_format` "int8", "uint8", "binary" or "ubinary" beside "float" and
+"base64" (sentence-transformers' quantize_embeddings; `quantization_ranges` for int8 / uint8, else [-1, 1] for a
+normalising model), and `input_type` ("query", "document", or a prompt name) for the instruction prompts of its
+config_sentence_transformers.json. GET /health lists what the served model accepts. A cross-encoder reranker (a
+...ForSequenceClassification folder) answers POST /v1/rerank in Cohere's and Jina's shape (`votive.handlers.rerank`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +25,7 @@ if TYPE_CHECKING:
 
 DEFAULT_HANDLER = "votive.handlers.embeddings.handler"
 GENERATION_HANDLER = "votive.handlers.generation.handler"  # the default for a decoder (GGUF or HF)
+RERANK_HANDLER = "votive.handlers.rerank.handler"  # the default for a ...ForSequenceClassification folder
 
 
 def add_serve(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +45,8 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--handler",
         help=f"module.function to serve (default {DEFAULT_HANDLER}, or {GENERATION_HANDLER} for a decoder: a "
-        "GGUF file or a Hugging Face ...ForCausalLM folder)",
+        f"GGUF file or a Hugging Face ...ForCausalLM folder, or {RERANK_HANDLER} for a ...ForSequenceClassification "
+        "folder)",
     )
     parser.add_argument(
         "--timeout", type=seconds, default=30.0, metavar="S", help="function timeout (default 30 s)"
@@ -68,7 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.model is None and args.handler is None:
         raise InputError("serve needs a MODEL for the default handler, or --handler module.function")
-    ours = args.handler in (None, DEFAULT_HANDLER, GENERATION_HANDLER)
+    ours = args.handler in (None, DEFAULT_HANDLER, GENERATION_HANDLER, RERANK_HANDLER)
     source = resolve_source(args.model) if args.model is not None and ours else None  # resolved once, here
     handler = args.handler or default_handler(source)
     env = {}
@@ -107,9 +119,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def default_handler(source: ResolvedSource) -> str:
-    """The generation handler for a decoder (a GGUF file or a Hugging Face `...ForCausalLM` folder), the
-    embedding handler for anything else."""
-    return GENERATION_HANDLER if source.kind == "generation" else DEFAULT_HANDLER
+    """The generation handler for a decoder (a GGUF file or a Hugging Face `...ForCausalLM` folder), the rerank
+    handler for a cross-encoder (`...ForSequenceClassification`), the embedding handler for anything else."""
+    return {"generation": GENERATION_HANDLER, "rerank": RERANK_HANDLER}.get(source.kind, DEFAULT_HANDLER)
 
 
 def handler_init(handler: str, source: ResolvedSource | None):

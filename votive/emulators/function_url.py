@@ -4,7 +4,8 @@ Each request becomes the payload-format-2.0 event a function URL sends (`votive.
 free environment (one invocation at a time per environment; throttled with 429 past the queue timeout), and
 what the function returns is written back as the function URL would: a structured response as given, any
 other value as 200 JSON, a function error as 502. Requests over Lambda's 6 MB payload limit get 413 before the
-function runs.
+function runs. The front's own refusals (413, a malformed request line, Content-Length, chunked coding or
+headers) carry the service's {"Message"} and OpenAI's {"error": {...}} in one JSON body.
 
 A function that streams its answer (a `votive.protocol.streaming.StreamingResponse` in process, or a runtime
 posting in streaming mode) is answered as a function URL in RESPONSE_STREAM mode answers: the status and
@@ -38,6 +39,7 @@ import socket
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Protocol
 
@@ -48,6 +50,7 @@ from votive.errors import EmulatorError
 from votive.protocol.chunked import ChunkedError, ChunkReader, chunk, last_chunk
 from votive.protocol.context import PAYLOAD_LIMIT_BYTES, FunctionConfig
 from votive.protocol.handler_loading import HandlerFunction
+from votive.protocol.openai_errors import error_body
 from votive.protocol.payload_v2 import (
     LOCAL_URL_ID,
     HttpRequest,
@@ -268,7 +271,13 @@ def _too_large(size: int) -> HttpResponse:
     message = (
         f"Request must be smaller than {PAYLOAD_LIMIT_BYTES} bytes for the InvokeFunction operation (found {size})"
     )
-    return json_response(413, {"Message": message})
+    return _front_error(413, message, "request_too_large")
+
+
+def _front_error(status: int, message: str, code: str) -> HttpResponse:
+    """An error the front answers by itself (the function never saw the request): the service's {"Message"} and
+    OpenAI's {"error"} in one body, so that both AWS-minded and OpenAI clients read it."""
+    return json_response(status, {"Message": message, **error_body(status, message, code=code)})
 
 
 class _FrontHandler(BaseHTTPRequestHandler):
@@ -296,11 +305,11 @@ class _FrontHandler(BaseHTTPRequestHandler):
                 )
                 response = self.server.owner.respond(request)
         except _BadRequest as exc:
-            response = json_response(400, {"Message": str(exc)})
+            response = _front_error(400, str(exc), "bad_request")
             self.close_connection = True
         except Exception:
             log.exception("unexpected error answering %s %s", self.command, self.path)
-            response = json_response(500, {"Message": "Internal Server Error"})
+            response = _front_error(500, "Internal Server Error", "internal_error")
         try:
             self._write(response)
         except (BrokenPipeError, ConnectionResetError):
@@ -309,6 +318,22 @@ class _FrontHandler(BaseHTTPRequestHandler):
         log.info("%s %s %d %.1f ms", self.command, self.path.split("?", 1)[0], response.status, ms)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, a line or headers too long, too many headers, an
+        unknown method) as JSON like the front's other errors, instead of its HTML page."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # what http.server assumes of an unreadable request line
+            self.request_version = "HTTP/1.0"  # so that the status line and headers are written
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        text = f"{message or phrase}{f': {explain}' if explain else ''}"
+        try:
+            self._write(_front_error(int(code), text, phrase.lower().replace(" ", "_")))
+        except OSError:
+            pass
 
     def _declared_length(self) -> int:
         try:

@@ -74,6 +74,9 @@ class Request:
                                  f"{e.colno}){note}", code="invalid_json") from None
         except RecursionError:
             raise HttpError(400, "the request body's JSON is nested too deeply", code="invalid_json") from None
+        except ValueError as e:  # an integer past Python's int-from-text limit (4300 digits), as json.loads says
+            raise HttpError(400, f"the request body's JSON has a number too long to read ({e})",
+                            code="invalid_json") from None
         return self.parsed
 
 
@@ -184,12 +187,15 @@ def parse_direct_event(event: dict, default_path: str) -> Request:
 
 # ---------------------------------------------------------------------------------------------------- routing
 def dispatch(request: Request, routes: Routes) -> Response:
-    """Run the route for request.path and method: 404 for an unknown path, 405 (with `allow`) for a wrong method."""
+    """Run the route for request.path and method (HEAD runs GET's): 404 for an unknown path, 405 (with `allow`)
+    for a wrong method."""
     methods = routes.get(request.path)
     if methods is None:
         raise HttpError(404, f"no route {request.method} {request.path}; this function serves "
                              f"{', '.join(sorted(routes))}", code="not_found")
     route = methods.get(request.method)
+    if route is None and request.method == "HEAD":  # HTTP's HEAD is a GET whose body the front does not send
+        route = methods.get("GET")
     if route is None:
         allow = ", ".join(sorted(methods))
         raise HttpError(405, f"{request.method} is not allowed on {request.path}; use {allow}",
@@ -249,6 +255,27 @@ def _describe(request: Request | None, event) -> str:
         method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
         return f"{method} {event.get('rawPath')}"
     return "direct invoke"
+
+
+def first_non_unicode(texts: list[str]) -> int | None:
+    """The index of the first text holding an unpaired UTF-16 surrogate, or None when all are Unicode text.
+
+    JSON may escape half a surrogate pair ("\\ud800"); such a str is not Unicode text, and the `tokenizers`
+    library rejects it with a bare TypeError. One encode of the whole list finds out; only then is the culprit
+    looked for."""
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        return next(i for i, text in enumerate(texts) if not _is_unicode(text))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_type(value) -> str:

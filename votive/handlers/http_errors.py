@@ -8,6 +8,8 @@ direct invoke, into a `votive.errors.VotiveFault`.
 
 from __future__ import annotations
 
+from votive.protocol.openai_errors import error_body, error_type
+
 
 class HttpError(Exception):
     """A request the handler refuses or cannot answer, with everything the HTTP answer needs.
@@ -36,8 +38,8 @@ class HttpError(Exception):
     @property
     def type(self) -> str:
         """OpenAI's error type: a 4xx is the client's to fix, anything else is ours."""
-        return "invalid_request_error" if self.status < 500 else "server_error"
+        return error_type(self.status)
 
     def body(self) -> dict:
         """The JSON body OpenAI's API would send."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.status, self.message, param=self.param, code=self.code)

@@ -11,10 +11,16 @@ from typing import Callable, Mapping
 
 from votive.errors import VotiveError, VotiveFault
 
+MAX_SETTING = 2**31 - 1  # no count votive takes from the environment means more (a C int)
+MAX_KERNEL_THREADS = 1024  # MAX_THREADS in votive/quant/csrc/threadpool.c
+MAX_SPIN_US = 100_000  # votive.quant.kernel_settings.MAX_SPIN_US, the cap in csrc/threadpool.c
+
 
 def required_model(environ: Mapping[str, str], example: str, source=None):
     """The model to serve: `source` when the caller resolved it already (a `votive.sources.ResolvedSource`), else
-    VOTIVE_MODEL, else VotiveFault (Votive.ConfigError) saying how to set it."""
+    VOTIVE_MODEL, else VotiveFault (Votive.ConfigError) saying how to set it. Every handler's settings start
+    here, so the settings all handlers share are checked here too (`check_kernel_settings`)."""
+    check_kernel_settings(environ)
     if source is not None:
         return source
     model = environ.get("VOTIVE_MODEL", "").strip()
@@ -23,15 +29,36 @@ def required_model(environ: Mapping[str, str], example: str, source=None):
     return model
 
 
-def positive_int(environ: Mapping[str, str], name: str, default: int | None = None) -> int | None:
-    """A positive integer setting, `default` when unset; VotiveFault (Votive.ConfigError) when malformed."""
+def positive_int(environ: Mapping[str, str], name: str, default: int | None = None, *,
+                 maximum: int = MAX_SETTING) -> int | None:
+    """A positive integer setting up to `maximum`, `default` when unset; VotiveFault (Votive.ConfigError) when
+    malformed or too large."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        hint = f" (default {default})" if default is not None else ""
-        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={raw!r} is not a positive integer{hint}")
-    return int(raw)
+    hint = f" (default {default})" if default is not None else ""
+    # ASCII digits only ('²' is a digit to isdigit, not to int), and few enough for int() (4300 at most)
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit()) or not digits:
+        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={raw[:40]!r} is not a positive integer{hint}")
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:
+        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={raw[:40]!r} is more than {maximum}, the most it "
+                                                    f"may be{hint}")
+    return int(digits)
+
+
+def check_kernel_settings(environ: Mapping[str, str]) -> None:
+    """VOTIVE_NUM_THREADS and VOTIVE_SPIN_US, which the C kernels read when they first load (often in the first
+    request): checked at init instead, so that a typo is an init error, not a 500 on every request.
+
+    The rules are votive.quant.kernel_settings' (handlers may not import quant; tests/hostile/
+    test_hostile_settings.py holds the two to each other), with the thread pool's own cap."""
+    positive_int(environ, "VOTIVE_NUM_THREADS", maximum=MAX_KERNEL_THREADS)
+    raw = environ.get("VOTIVE_SPIN_US", "").strip()
+    digits = raw.lstrip("0") or "0"
+    if raw and not (raw.isascii() and raw.isdigit() and len(digits) <= 6 and int(digits) <= MAX_SPIN_US):
+        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"VOTIVE_SPIN_US={raw[:40]!r} is not an integer from 0 to "
+                                                    f"{MAX_SPIN_US} (microseconds an idle kernel thread spins)")
 
 
 def model_name(source) -> str:

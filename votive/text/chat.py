@@ -22,7 +22,7 @@ import json
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from votive.errors import ChatTemplateError, InputError, ModelConfigError
+from votive.errors import ChatTemplateError, ChatTemplateLimitError, InputError, ModelConfigError
 
 # Written for votive; they give the prompt formats these model families were tuned on.
 BUILTIN_TEMPLATES = {
@@ -66,6 +66,8 @@ BUILTIN_TEMPLATES = {
     ),
 }
 
+_MAX_STRFTIME_CHARS = 256  # a date format; a long one is an attack on memory
+
 # The tokens that identify each built-in's family in a vocabulary.
 _BUILTIN_MARKERS = {
     "gemma": ("<start_of_turn>", "<end_of_turn>"),
@@ -99,31 +101,45 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self._now = now
-        self._compiled = None
+        self._env = self._compiled = None
 
     def compile(self) -> None:
-        """Compile now rather than on the first render (a handler may do it at init).
+        """Compile now rather than on the first render (a handler does it at init), and render one user message
+        as a trial, so that a template that cannot render within the bounds is refused here, not per request.
 
         Raises:
-            ModelConfigError: the template is not valid Jinja.
+            ModelConfigError: the template is not valid Jinja, or the trial render crossed a bound (time, size,
+                recursion: ChatTemplateLimitError). Other failures of the trial (the template's raise_exception, a
+                TypeError on these messages) are left to each request, which gets them as a 400.
         """
         if self._compiled is not None:
             return
         import jinja2
         import jinja2.ext
-        import jinja2.sandbox
 
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-        )
+        from votive.text.template_bounds import BoundedEnvironment, compile_bounded, render_bounded
+
+        # Rendering is bounded in time and size (votive.text.template_bounds): the template is untrusted text.
+        env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
         env.filters["tojson"] = _tojson
+        env.wrap_filters()
         env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = lambda fmt: self._now().strftime(fmt)
+        env.globals["strftime_now"] = self._strftime_now
         try:
-            self._compiled = env.from_string(self.source)
+            compiled = compile_bounded(env, self.source)
         except jinja2.TemplateSyntaxError as e:
             problem = f"{e.message} (template line {e.lineno})"
             raise ModelConfigError(f"the chat template is not valid Jinja: {problem}") from None
+        except ChatTemplateError as e:
+            raise ModelConfigError(f"the chat template is refused: {e}") from None
+        trial = self._variables([{"role": "user", "content": "Hello"}], True, None, {})
+        try:
+            render_bounded(env, compiled, trial)
+        except ChatTemplateLimitError as e:
+            raise ModelConfigError(f"the chat template failed a trial render of one user message: {e}") from None
+        except Exception:  # noqa: BLE001 (refusing or failing on some messages is a per-request 400, as before)
+            pass
+        self._env, self._compiled = env, compiled
 
     def render(
         self,
@@ -142,25 +158,33 @@ class ChatTemplate:
 
         Raises:
             InputError: `messages` is not a list of dicts with a string "role".
-            ChatTemplateError: the template refused the messages or failed on them (HTTP 400 for a request).
+            ChatTemplateError: the template refused the messages or failed on them (HTTP 400 for a request);
+                ChatTemplateLimitError when it crossed a bound of `votive.text.template_bounds` (HTTP 500).
         """
         _check_messages(messages)
         self.compile()
-        import jinja2
+        from votive.text.template_bounds import render_bounded
 
-        variables = {**extra, "bos_token": self.bos_token, "eos_token": self.eos_token}
         try:
-            return self._compiled.render(
-                messages=[dict(m) for m in messages],
-                tools=tools,
-                add_generation_prompt=bool(add_generation_prompt),
-                **variables,
-            )
+            return render_bounded(self._env, self._compiled,
+                                  self._variables(messages, add_generation_prompt, tools, extra))
         except _TemplateRaised as e:
             raise ChatTemplateError(f"the chat template refused the messages: {e.message}", e.message) from None
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        except ChatTemplateError:  # a bound crossed (ChatTemplateLimitError)
+            raise
+        except Exception as e:  # noqa: BLE001 (untrusted code: whatever it raises is the template failing)
             text = f"{type(e).__name__}: {e}"
             raise ChatTemplateError(f"the chat template failed on these messages: {text}", text) from None
+
+    def _variables(self, messages, add_generation_prompt, tools, extra: dict) -> dict:
+        return {**extra, "bos_token": self.bos_token, "eos_token": self.eos_token,
+                "messages": [dict(m) for m in messages], "tools": tools,
+                "add_generation_prompt": bool(add_generation_prompt)}
+
+    def _strftime_now(self, fmt) -> str:
+        if not isinstance(fmt, str) or len(fmt) > _MAX_STRFTIME_CHARS:  # '%c' * n grows ~12x in one call
+            raise ChatTemplateLimitError(f"strftime_now takes a format of at most {_MAX_STRFTIME_CHARS} characters")
+        return self._now().strftime(fmt)
 
 
 class _TemplateRaised(Exception):
