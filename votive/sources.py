@@ -60,7 +60,7 @@ ALIASES: dict[str, Alias] = {
 MODEL_TEXT_FILES = frozenset({
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "chat_template.jinja", "chat_template.json", "modules.json", "sentence_bert_config.json",
-    "config_sentence_transformers.json"})
+    "config_sentence_transformers.json", "votive_reranker.json"})
 
 # sentence-transformers modules live in numbered folders (1_Pooling, 2_Dense, ...): their config, and weights
 # for those that have some (Dense). Other subfolders (onnx/, openvino/, checkpoints) are exports we never read.
@@ -101,8 +101,8 @@ class ResolvedSource:
     def kind(self) -> str:
         """Which handler serves the model: 'generation', 'embeddings' or 'rerank'. A GGUF is a decoder unless its
         architecture is an encoder's or its `{arch}.pooling_type` pools (RANK: 'rerank'). A folder with modules.json
-        embeds; else config.json `architectures` decides (`...ForSequenceClassification` reranks, `...ForCausalLM`
-        generates). votive.models.load_model refuses what it does not implement, naming it."""
+        embeds; else config.json `architectures` decides (`...ForSequenceClassification`, or votive_reranker.json
+        beside a decoder, reranks; `...ForCausalLM` generates). load_model refuses what it cannot run, naming it."""
         if self.format == "gguf":
             return _gguf_kind(self.path)
         config = self.path / "config.json"
@@ -113,7 +113,7 @@ class ResolvedSource:
         except (OSError, ValueError, AttributeError):  # load_model reports a broken config.json in full
             return "embeddings"
         names = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
-        if any(a.endswith("ForSequenceClassification") for a in names):
+        if any(a.endswith("ForSequenceClassification") for a in names) or (self.path / "votive_reranker.json").exists():
             return "rerank"
         return "generation" if any(a.endswith("ForCausalLM") for a in names) else "embeddings"
 

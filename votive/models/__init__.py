@@ -45,6 +45,13 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     ops = get_backend(backend)
     if path.suffix == ".gguf":
         if resolved.kind != "generation":  # an encoder's GGUF (votive.sources: architecture or pooling_type)
+            from votive.formats.gguf import GGUFFile
+
+            if GGUFFile(path).architecture in DECODERS:  # a decoder with pooling: an embedder or a reranker
+                from votive.models import decoder_embedder, decoder_reranker
+
+                module = decoder_reranker if resolved.kind == "rerank" else decoder_embedder
+                return module.from_gguf(path, ops, model_id=resolved.model_id or path.stem)
             from votive.models.sentence_encoder import SentenceEncoder
 
             return SentenceEncoder.from_gguf(path, ops, model_id=resolved.model_id or path.stem)
@@ -52,10 +59,18 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     if resolved.kind == "generation":
         return load_hf_decoder(path, ops, n_ctx=n_ctx, model_id=resolved.model_id, quantize=qtype)
     if resolved.kind == "rerank" and path.is_dir():
+        from votive.models import decoder_reranker
+
+        if decoder_reranker.is_reranker_folder(path):  # a decoder scoring yes / no (Qwen3-Reranker)
+            return decoder_reranker.from_folder(path, ops, model_id=resolved.model_id)
         from votive.models.cross_encoder import CrossEncoder
 
         return CrossEncoder.from_folder(path, ops, model_id=resolved.model_id)
     if path.is_dir() and (path / "config.json").is_file():
+        from votive.models import decoder_embedder
+
+        if decoder_embedder.is_decoder_folder(path):  # modules.json over a decoder (Qwen3-Embedding)
+            return decoder_embedder.from_folder(path, ops, model_id=resolved.model_id, quantize=qtype)
         from votive.models.sentence_encoder import SentenceEncoder
 
         return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id, quantize=qtype)
@@ -77,10 +92,10 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
     return cls.from_gguf(f, ops, GGUFTokenizer.from_gguf(f), n_ctx=n_ctx, model_id=model_id or path.stem)
 
 
-def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None):
+def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None, store=None):
     """A Hugging Face decoder folder (config.json, safetensors, tokenizer.json) as its family's model; `quantize`
     is a GGML type to quantize matrices to at load, a llama.cpp mixture's name ("q4_k_m"), or None
-    (votive/models/hf_checkpoint.py)."""
+    (votive/models/hf_checkpoint.py). `store`: the folder's tensors seen another way (default its WeightStore)."""
     import importlib
 
     from votive.formats.weights import WeightStore
@@ -94,7 +109,7 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
                                f"{', '.join(HF_DECODERS)})")
     module, name = HF_DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
-    store = WeightStore(folder)
+    store = WeightStore(folder) if store is None else store
     if isinstance(quantize, str):  # a llama.cpp mixture (q4_k_m): a type per matrix, as its GGUF tensor gets
         from votive.models.hf_checkpoint import hf_mixture
 

@@ -144,6 +144,30 @@ class KVCache:
         self.v[layer, :, :, start:end] = v.transpose(1, 2, 0)
         return self.k[layer], self.v[layer]
 
+    def prefix(self, n: int):
+        """Copies of positions 0..n-1 of every layer: keys (L, Hkv, n, Dh), values (L, Hkv, Dh, n), on the device."""
+        return self.k[:, :, :n].copy(), self.v[:, :, :, :n].copy()
+
+    def load_prefix(self, k, v) -> None:
+        """Fill positions 0..n-1 from `prefix`'s copies (written into this cache's own layout)."""
+        n = k.shape[2]
+        self.k[:, :, :n] = k
+        self.v[:, :, :, :n] = v
+
+    def fork(self, ops, n: int) -> "KVCache":
+        """A new cache holding a copy of positions 0..n-1: a second continuation of the same prompt (`n` > 1)."""
+        L, Hkv, ctx, Dh = self.k.shape
+        other = KVCache(ops, L, Hkv, ctx, Dh)
+        other.load_prefix(self.k[:, :, :n], self.v[:, :, :, :n])
+        return other
+
+
+# Positions per prompt pass on backends whose products round differently with the row count (the GPU: matvec up
+# to 8 rows, tiled products, cuBLAS from 16; BLAS through numpy): a prompt, and a cached prefix plus the rest, are
+# then computed in the same passes, cut at multiples of this, so the prefix cache changes no bit (llama.cpp cuts
+# its prompts likewise, at n_ubatch).
+PROMPT_BLOCK = 64
+
 
 # ---------------------------------------------------------------------------------------------------- model
 class LlamaModel(TextGenerator):
@@ -165,12 +189,28 @@ class LlamaModel(TextGenerator):
         self.backend = ops.name
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.rope = cfg.rope.table(ops, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
+        self._prompt_block: int | None = None  # see prompt_block
 
     def fuse(self, w: dict) -> None:
         """Set a layer's "qkv" and "gate_up": products that share their input, run as one kernel call. phi3's
         files hold them fused already (phi3.py)."""
         w["qkv"] = FusedLinears([w["wq"], w["wk"], w["wv"]])
         w["gate_up"] = FusedLinears([w["w_gate"], w["w_up"]])
+
+    @property
+    def prompt_block(self) -> int:
+        """Positions per prompt pass (decoding.evaluate_prompt, prompt_passes): 0, one pass, with the C kernels
+        of the numpy backend, whose rows do not depend on the pass once it has MIN_PASS_ROWS (so a prompt stays
+        one pass, as llama.cpp runs it, and matches llama.cpp to the bit); else PROMPT_BLOCK, passes cut at its
+        multiples."""
+        if getattr(self, "_prompt_block", None) is None:
+            from votive.backends.numpy_linears import QuantLinear
+
+            linears = [lin for w in self.layers for lin in w.values() if hasattr(lin, "out_features")]
+            by_row = self.backend == "numpy" and all(isinstance(lin, QuantLinear) and lin._matrix is not None
+                                                      for lin in linears)
+            self._prompt_block = 0 if by_row else PROMPT_BLOCK
+        return self._prompt_block
 
     def new_cache(self) -> KVCache:
         return KVCache(self.ops, self.cfg.n_layers, self.cfg.n_kv_heads, self.n_ctx, self.cfg.head_dim)
@@ -218,6 +258,21 @@ class LlamaModel(TextGenerator):
             x = x + w["w_down"](h)  # (n, dim)
         x = ops.rms_norm(x, self.w["norm"], cfg.norm_eps)  # (1, dim)
         return ops.to_numpy(self.output(x)[0])  # (vocab,), on the host for the sampler
+
+    def hidden(self, ids):
+        """The final-normed hidden state of every position of prompt `ids` (n, dim), on the backend: what an
+        embedder pools (llama.cpp's `result_norm`, transformers' `last_hidden_state`). `forward` without the
+        last-layer cut to one row, in a cache of its own sized to the prompt; the generation cache is untouched."""
+        ops, cfg = self.ops, self.cfg
+        cache = KVCache(ops, cfg.n_layers, cfg.n_kv_heads, len(ids), cfg.head_dim)
+        x = self.w["tok_embed"].rows(ids)  # (n, dim)
+        for i, w in enumerate(self.layers):
+            h = ops.rms_norm(x, w["attn_norm"], cfg.norm_eps)  # (n, dim)
+            x = x + self.attention(i, h, cache, 0)
+            h = ops.rms_norm(x, w["ffn_norm"], cfg.norm_eps)
+            gate, up = w["gate_up"](h)  # (n, ffn_dim) each
+            x = x + w["w_down"](ops.swiglu(gate, up))  # (n, dim)
+        return ops.rms_norm(x, self.w["norm"], cfg.norm_eps)  # (n, dim)
 
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "LlamaModel":
