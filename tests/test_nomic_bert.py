@@ -90,6 +90,35 @@ def test_llama_cpp_still_answers_the_same(tmp_path, encoders, reference, name):
     _close(specs.normalized(specs.llama_cpp_embeddings(gguf, ids)), reference[f"nomic/{name}/embeddings"])
 
 
+@pytest.mark.parametrize("type_name", ["F32", "Q8_0"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gguf_file_embeds_as_llama_cpp_does(tmp_path, reference, name, type_name):
+    """The llama.cpp nomic-bert file of the same weights, read by votive (its WordPiece vocabulary, MEAN pooling,
+    unnormalised as llama.cpp returns it), against llama.cpp's vectors: the F32 file to float32 rounding, and
+    with its matrices quantized to Q8_0 against llama.cpp on that same file."""
+    import votive
+    from votive.formats.gguf import GGUFFile
+    from votive.formats.gguf_write import write_gguf
+    from votive.quant.codecs import quantize
+
+    path = write_nomic_bert_gguf(tmp_path / f"{name}.gguf", specs.NOMIC_VARIANTS[name])
+    if type_name == "Q8_0":  # the same file with its matrices in Q8_0 blocks (token types stay F32, as the
+        f = GGUFFile(path)   # converter keeps them: llama.cpp adds a view of that table)
+        tensors = {n: ("Q8_0", quantize(np.asarray(f[n]), 8)) if f[n].ndim == 2 and n != "token_types.weight"
+                   else np.asarray(f[n]) for n in f.tensors}
+        path = write_gguf(tmp_path / f"{name}.q8_0.gguf", dict(f.metadata), tensors)
+    model = votive.load(str(path), backend="numpy")
+    got = model.embed(specs.TEXTS, batch_size=specs.BATCH_SIZE)
+    assert model.tokenize(specs.TEXTS) == specs.unpadded_ids(reference[f"nomic/{name}/ids"])
+    if type_name == "F32":
+        _close(specs.normalized(got), reference[f"nomic/{name}/embeddings"])
+        return
+    pytest.importorskip("llama_cpp")
+    theirs = specs.llama_cpp_embeddings(path, specs.unpadded_ids(reference[f"nomic/{name}/ids"]))
+    cosine = (got * theirs).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() >= 0.999, cosine
+
+
 def test_model_reports_its_sizes(encoders):
     enc = encoders["v15"]
     assert enc.dim == 64 and enc.model.max_positions == 128 and enc.max_seq_length == 128

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.bert import project
 from votive.text.tokenizer_json import read_json
 
 FFN_MULTIPLE_OF = 256  # NomciBertGatedMLP(multiple_of=256): its hidden width is n_inner rounded up to this
@@ -147,6 +148,27 @@ LAYER_WEIGHTS = {
 }
 # In a checkpoint but not used by an encoder that pools token states: the [CLS] pooler and the MLM head.
 UNUSED_PREFIXES = ("pooler.", "cls.")
+# The same weights in a llama.cpp `nomic-bert` GGUF (convert_hf_to_gguf.py NomicBertModel, gguf-py's tensor map):
+# Wqkv kept fused, and each q / k head's rotated rows in halves order: llama.cpp turns them NEOX-style, so a
+# converter reorders an interleaved checkpoint's rows, and a file never needs interleaved RoPE.
+GGUF_WEIGHTS = {
+    "tok_embed": "token_embd.weight",  # (vocab_rows, D); F16 or Q8_0 in such files: rows decoded as looked up
+    "type_embed": "token_types.weight",  # (types, D)
+    "embed_norm.w": "token_embd_norm.weight",  # (D,)
+    "embed_norm.b": "token_embd_norm.bias",  # (D,)
+}
+GGUF_LAYER_WEIGHTS = {
+    "wqkv": "blk.{i}.attn_qkv.weight",  # (3D, D)
+    "wo": "blk.{i}.attn_output.weight",  # (D, D)
+    "attn_norm.w": "blk.{i}.attn_output_norm.weight",  # (D,)
+    "attn_norm.b": "blk.{i}.attn_output_norm.bias",  # (D,)
+    "w_up": "blk.{i}.ffn_up.weight",  # (F, D): fc11
+    "w_gate": "blk.{i}.ffn_gate.weight",  # (F, D): fc12
+    "w_down": "blk.{i}.ffn_down.weight",  # (D, F)
+    "ffn_norm.w": "blk.{i}.layer_output_norm.weight",  # (D,)
+    "ffn_norm.b": "blk.{i}.layer_output_norm.bias",  # (D,)
+}
+MATRICES = ("wqkv", "wo", "w_up", "w_gate", "w_down")
 
 
 def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -186,20 +208,25 @@ class EncoderLayer:
         flat = x.reshape(B * T, D)
 
         # self-attention: softmax(RoPE(q) RoPE(k)^T / sqrt(Dh) + mask) v, per head
-        q = self.rotate(ops.linear(flat, w["wq"]).reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
-        k = self.rotate(ops.linear(flat, w["wk"]).reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
+        if "wqkv" in w:  # a GGUF's fused matrix (kept whole for the kernels): one product, cut into q, k, v
+            qkv = project(ops, flat, w["wqkv"])  # (B*T, 3D)
+            q, k, v = qkv[:, :D], qkv[:, D : 2 * D], qkv[:, 2 * D :]
+        else:
+            q, k, v = (ops.linear(flat, w[name]) for name in ("wq", "wk", "wv"))  # (B*T, D) each
+        q = self.rotate(q.reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
+        k = self.rotate(k.reshape(B * T, H, Dh), angles)  # (B*T, H, Dh)
         q *= 1.0 / math.sqrt(Dh)  # upstream divides the scores by sqrt(Dh); scaling q is the same product
         q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         k = k.reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
-        v = ops.linear(flat, w["wv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        v = v.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
-        attn = ops.linear(ctx, w["wo"])  # (B*T, D)
+        attn = project(ops, ctx, w["wo"])  # (B*T, D)
         flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_epsilon, residual=flat)
 
         # feed-forward: fc2(fc11(x) * silu(fc12(x)))
-        h = ops.swiglu(ops.linear(flat, w["w_gate"]), ops.linear(flat, w["w_up"]))  # (B*T, F)
-        out = ops.linear(h, w["w_down"])  # (B*T, D)
+        h = ops.swiglu(project(ops, flat, w["w_gate"]), project(ops, flat, w["w_up"]))  # (B*T, F)
+        out = project(ops, h, w["w_down"])  # (B*T, D)
         out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_epsilon, residual=flat)
         return out.reshape(B, T, D)
 
@@ -218,7 +245,10 @@ class NomicBertModel:
         """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
         ops, w, cfg = self.ops, self.w, self.cfg
         B, T = ids.shape
-        x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
+        if callable(w["tok_embed"]):  # a GGUF's table (F16 / Q8_0 blocks): decode only the rows looked up
+            x = w["tok_embed"].rows(ops.to_numpy(ids).reshape(-1)).reshape(B, T, -1)  # (B, T, D)
+        else:
+            x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
         if "type_embed" in w:
             x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_epsilon)  # (B, T, D)
@@ -273,4 +303,58 @@ class NomicBertModel:
                 f"{store.path}: {len(unknown)} tensors a NomicBERT encoder does not use, e.g. {unknown[0]!r} "
                 f"(config says {cfg.n_layer} layers; is this really a NomicBertModel checkpoint?)"
             )
+        return cls(ops, cfg, weights, layers)
+
+    @classmethod
+    def from_gguf(cls, f, ops) -> "NomicBertModel":
+        """A llama.cpp `nomic-bert` GGUF (an open votive.formats.gguf.GGUFFile) on `ops`: matrices and the token
+        table as stored (`ops.make_linear`), norms as float32; `nomic-bert.*` keys for the sizes, NEOX RoPE over
+        `rope.dimension_count` dims. Missing or unknown tensors and wrong shapes fail loudly, naming the tensor."""
+        from votive.quant.codecs import dequantize
+
+        arch = "nomic-bert"
+        if f.get(f"{arch}.attention.causal", False):
+            raise ModelConfigError(f"{f.path}: {arch}.attention.causal is true; NomicBERT attends both ways")
+        D, H = f.require(f"{arch}.embedding_length", int), f.require(f"{arch}.attention.head_count", int)
+        if f.get(f"{arch}.attention.head_count_kv", H) != H or H <= 0 or D % H:
+            raise ModelConfigError(f"{f.path}: {arch}.attention.head_count {H} must divide {arch}.embedding_length "
+                                   f"{D}, with as many k/v heads")
+        rot = f.get(f"{arch}.rope.dimension_count", D // H)
+        ffn = f.require(f"{arch}.feed_forward_length", int)
+        types = f.tensors["token_types.weight"].shape[0] if "token_types.weight" in f.tensors else 0
+        cfg = Config(vocab_size=f.tensors["token_embd.weight"].shape[0] if "token_embd.weight" in f.tensors else 0,
+                     n_embd=D, n_layer=f.require(f"{arch}.block_count", int), n_head=H, n_inner=ffn,
+                     n_positions=f.require(f"{arch}.context_length", int), type_vocab_size=types,
+                     layer_norm_epsilon=f.require(f"{arch}.attention.layer_norm_epsilon", float),
+                     activation_function="swiglu", rotary_emb_fraction=rot / (D // H),
+                     rotary_emb_base=f.get(f"{arch}.rope.freq_base", 10000.0), qkv_proj_bias=False,
+                     mlp_fc1_bias=False, mlp_fc2_bias=False)
+        if not (0 < rot <= D // H and rot % 2 == 0):
+            raise ModelConfigError(f"{f.path}: {arch}.rope.dimension_count {rot} must be even and at most the "
+                                   f"head size {D // H}")
+        shapes = _weight_shapes(cfg) | {"wqkv": (3 * D, D), "w_up": (ffn, D), "w_gate": (ffn, D),
+                                        "w_down": (D, ffn)}
+        used = set()
+
+        def fetch(ours: str, theirs: str):
+            info = f.tensors.get(theirs)
+            if info is None:
+                raise ModelConfigError(f"{f.path}: missing tensor {theirs!r}")
+            if info.shape != shapes[ours]:
+                raise ModelConfigError(f"{f.path}: tensor {theirs!r} has shape {info.shape}, expected "
+                                       f"{shapes[ours]} from the {arch}.* metadata")
+            used.add(theirs)
+            if ours in MATRICES or ours == "tok_embed":
+                return ops.make_linear(f, theirs)
+            data = f[theirs] if info.ggml_type.dtype == "float32" else dequantize(f[theirs], info.ggml_type)
+            return ops.asarray(data, ops.float32).reshape(info.shape)
+
+        wanted = {k: v for k, v in GGUF_WEIGHTS.items() if k != "type_embed" or types > 0}
+        weights = {ours: fetch(ours, theirs) for ours, theirs in wanted.items()}
+        layers = [{ours: fetch(ours, theirs.format(i=i)) for ours, theirs in GGUF_LAYER_WEIGHTS.items()}
+                  for i in range(cfg.n_layer)]
+        unknown = sorted(set(f.tensors) - used)
+        if unknown:
+            raise ModelConfigError(f"{f.path}: {len(unknown)} tensors a NomicBERT encoder does not use, e.g. "
+                                   f"{unknown[0]!r}")
         return cls(ops, cfg, weights, layers)

@@ -13,7 +13,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from votive.errors import InputError, ModelConfigError
+from votive.errors import InputError, ModelConfigError, check_deadline
+from votive.models.config_checks import check_finite, check_small_arrays
 from votive.models.embedding_controls import Prompts, finish, matryoshka_dims
 from votive.text.tokenizer_json import read_json
 from votive.text.wordpiece import load_tokenizer
@@ -31,6 +32,7 @@ ENCODERS = {
 # GGUF `general.architecture` -> (module, class) of the encoder family whose `from_gguf(f, ops)` reads it.
 GGUF_ENCODERS = {
     "bert": ("votive.models.bert", "BertModel"),
+    "nomic-bert": ("votive.models.nomic_bert", "NomicBertModel"),
 }
 # llama.cpp's `{arch}.pooling_type` (llama_pooling_type) -> sentence-transformers' pooling mode; NONE (per-token
 # states), LAST and RANK (a reranker's score) are not sentence embeddings this encoder makes.
@@ -91,11 +93,17 @@ class Pooling:
             raise ModelConfigError(f"{modules_path}: expected a list of modules")
         pooling, normalize = None, False
         for m in modules:
-            kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+            if not (isinstance(m, dict) and isinstance(m.get("type", ""), str) and isinstance(m.get("path", ""), str)):
+                raise ModelConfigError(f"{modules_path}: each module must be an object with string 'type' and "
+                                       f"'path', found {m!r}")
+            kind = m.get("type", "").rsplit(".", 1)[-1]
             if kind == "Transformer":
                 continue
             if kind == "Pooling":
-                pooling = read_json(folder / m.get("path", "") / "config.json")
+                pooling_path = folder / m.get("path", "") / "config.json"
+                pooling = read_json(pooling_path)
+                if not isinstance(pooling, dict):
+                    raise ModelConfigError(f"{pooling_path}: expected a JSON object, found {type(pooling).__name__}")
             elif kind == "Normalize":
                 normalize = True
             else:
@@ -165,6 +173,7 @@ class SentenceEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         n_tokens = 0
         for start in range(0, len(order), batch_size):
+            check_deadline()  # an invocation whose time is up stops here, between batches (DeadlineExceeded)
             idx = order[start : start + batch_size]
             T = max(len(token_ids[i]) for i in idx)
             ids = [token_ids[i] + [0] * (T - len(token_ids[i])) for i in idx]
@@ -174,6 +183,7 @@ class SentenceEncoder:
             hidden = self.model.forward(ids, mask)  # (b, T, D)
             out[ops.asarray(idx, ops.int64)] = self.pooling(ops, hidden, mask)  # (b, dim)
         out = ops.to_numpy(out)  # host memory on every backend
+        check_finite(out, f"{self.model_id}: the pooled vectors")  # broken weights: a 500, never NaN vectors
         if truncate_dim is None and precision == "float32":
             return out, n_tokens
         return finish(out, truncate_dim=truncate_dim, normalized=self.normalized, precision=precision,
@@ -205,9 +215,12 @@ class SentenceEncoder:
         else:
             raise ModelConfigError(f"{folder}: the {family.__name__} family does not quantize at load yet; load it "
                                    "without quantize=")
+        check_small_arrays(model, folder)  # NaN norms or biases: refused at load, naming the weight
         max_len = _max_seq_length(folder, model.max_positions)
         pooling = Pooling.from_folder(folder)
-        return cls(model, _load_tokenizer(folder, max_len), pooling, max_len, model_id or folder.name,
+        tokenizer = _load_tokenizer(folder, max_len)
+        _check_ids_fit(tokenizer, model, folder)
+        return cls(model, tokenizer, pooling, max_len, model_id or folder.name,
                    Prompts.from_folder(folder), matryoshka_dims(folder, model.hidden_size * len(pooling.modes)))
 
     @classmethod
@@ -232,6 +245,7 @@ class SentenceEncoder:
                                    f"(2) pooling")
         module, name = GGUF_ENCODERS[arch]
         model = getattr(importlib.import_module(module), name).from_gguf(f, ops)
+        check_small_arrays(model, path)
         max_len = model.max_positions
         return cls(model, GGUFWordPiece.from_gguf(f, max_len), Pooling((GGUF_POOLING[pooling],), normalize=False),
                    max_len, model_id or path.stem)
@@ -247,12 +261,38 @@ def _check_texts(texts) -> list[str]:
     return list(texts)
 
 
+def _largest_id(tokenizer) -> int | None:
+    """The largest id `tokenizer` can give (its vocabulary, added tokens, template), or None for one whose ids
+    are not known without tokenizing (the `tokenizers` library: its own count)."""
+    if hasattr(tokenizer, "tokenizer") and hasattr(tokenizer.tokenizer, "get_vocab_size"):
+        return tokenizer.tokenizer.get_vocab_size(with_added_tokens=True) - 1
+    vocab = getattr(getattr(tokenizer, "wordpiece", None), "vocab", None) or getattr(
+        getattr(tokenizer, "model", None), "ids", None)
+    if not isinstance(vocab, dict):
+        return None
+    ids = [max(vocab.values(), default=0), *getattr(tokenizer, "before", ()), *getattr(tokenizer, "after", ())]
+    for matcher in (getattr(tokenizer, "_raw_tokens", None), getattr(tokenizer, "_normalized_tokens", None)):
+        ids += [t.id for t in getattr(matcher, "tokens", {}).values()]
+    return max(ids)
+
+
+def _check_ids_fit(tokenizer, model, folder: Path) -> None:
+    """Every id the tokenizer gives has a row in the token table: else a lookup past it fails per request."""
+    cfg = getattr(model, "cfg", None)
+    rows = getattr(cfg, "vocab_rows", None) or getattr(cfg, "vocab_size", None)
+    largest = _largest_id(tokenizer)
+    if isinstance(rows, int) and largest is not None and largest >= rows:
+        raise ModelConfigError(f"{folder}: the tokenizer gives ids up to {largest}, but config.json vocab_size "
+                               f"makes {rows} token embedding rows")
+
+
 def _max_seq_length(folder: Path, limit: int) -> int:
     """sentence_bert_config.json's max_seq_length, else the tokenizer's model_max_length, capped by `limit` (the
     model's position table)."""
     for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
         if (folder / name).is_file():
-            value = read_json(folder / name).get(key)
+            data = read_json(folder / name)
+            value = data.get(key) if isinstance(data, dict) else None
             if isinstance(value, int) and value > 0:
                 return min(value, limit)
     return limit
