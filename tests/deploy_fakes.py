@@ -25,13 +25,15 @@ def write_zip(path: Path, files: dict[str, bytes]) -> dict:
 
 def make_build(folder: Path, *, model: str = "minilm", arch: str = "x86_64", python: str = "3.12",
                code: bytes = b"handler = None\n", weights: str = "layer", weight_bytes: bytes = b"w" * 1000,
-               unzipped_extra: int = 0, invoke_mode: str | None = None, memory_mb: int = 1769,
-               environment: dict[str, str] | None = None) -> Path:
+               unzipped_extra: int = 0, invoke_mode: str | None = None, memory_mb: int = 2048,
+               environment: dict[str, str] | None = None, serves_with: str | None = None) -> Path:
     """A build folder: runtime layer, function zip, the weights as a layer or staged for S3, and the manifest.
 
     `unzipped_extra` inflates the runtime layer's recorded unzipped size (to test the 250 MB limit without
-    writing 250 MB).
+    writing 250 MB). The handler is the embeddings one, or the generation one for a streaming build.
     """
+    streaming = invoke_mode == "RESPONSE_STREAM"
+    serves_with = serves_with or f"votive.handlers.{'generation' if streaming else 'embeddings'}.handler"
     folder.mkdir(parents=True, exist_ok=True)
     runtime = f"python{python}"
     function = write_zip(folder / "votive-function.zip", {"votive_function.py": code,
@@ -57,8 +59,8 @@ def make_build(folder: Path, *, model: str = "minilm", arch: str = "x86_64", pyt
         settings["invoke_mode"] = invoke_mode
     manifest = {
         "format": "votive-build/1", "platform": "aws-lambda",
-        "model": {"source": model, "model_id": "test/" + model, "kind": "encoder",
-                  "serves_with": "votive.handlers.embeddings.handler"},
+        "model": {"source": model, "model_id": "test/" + model,
+                  "kind": "encoder" if "embeddings" in serves_with else "decoder", "serves_with": serves_with},
         "target": {"runtime": runtime, "python": python, "architecture": arch},
         "artifacts": artifacts,
         "weights": {"placement": weights, "bytes": sum(map(len, files.values())),

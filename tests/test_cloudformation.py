@@ -99,5 +99,5 @@ def test_cli_writes_the_template_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_options_the_build_cannot_take_are_refused(builds):
-    with pytest.raises(DeployError, match="--stream needs a build whose handler streams"):
+    with pytest.raises(DeployError, match="--stream: minilm is served by .*embeddings.handler, which answers whole"):
         template(AwsOptions("x", "", stream=True), builds["layer"])

@@ -365,8 +365,9 @@ def test_function_that_fails_to_become_active_reports_lambdas_reason(deployer, c
     (AwsOptions("ok", REGION, memory_mb=64), "--memory 64 MB is outside what Lambda allows: 128 to 10240 MB"),
     (AwsOptions("ok", REGION, memory_mb=200), "--memory 200 MB cannot hold minilm: its weights take"),
     (AwsOptions("ok", REGION, timeout_s=901), "--timeout 901 s is outside"),
-    (AwsOptions("ok", REGION, architecture="arm64"), "--arch arm64, but the build"),
-    (AwsOptions("ok", REGION, stream=True), "--stream needs a build whose handler streams; the build in"),
+    (AwsOptions("ok", REGION, architecture="arm64"), "is for x86_64, but the deploy asks for --arch arm64"),
+    (AwsOptions("ok", REGION, stream=True), "--stream: minilm is served by votive.handlers.embeddings.handler, "
+                                            "which answers whole (only generation streams); deploy without --stream"),
     (AwsOptions("ok", REGION, snapstart=True, provisioned=2), "--snapstart and --provisioned cannot go together"),
     (AwsOptions("ok", REGION, bucket="Not_A_Bucket"), "is not an S3 bucket name"),
 ])
@@ -467,7 +468,7 @@ def test_stream_sets_the_url_to_response_stream_and_the_wrapper(deployer, client
 
 @pytest.mark.parametrize("options, expected", [
     (AwsOptions("talk", REGION), "streams (votive's runtime loop), which needs a RESPONSE_STREAM function URL"),
-    (AwsOptions("talk", REGION, stream=True, snapstart=True), "--snapstart cannot go with a streaming build"),
+    (AwsOptions("talk", REGION, stream=True, snapstart=True), "--snapstart cannot go with --stream"),
 ])
 def test_streaming_build_refuses_what_it_cannot_serve(deployer, clients, tmp_path, options, expected):
     with pytest.raises(DeployError) as caught:

@@ -36,7 +36,7 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
 
 def test_deploy_status_logs_destroy(aws_env, tmp_path, capsys):
     build = make_build(tmp_path / "build")
-    assert main(["deploy", "aws", str(build), "--name", "cli-fn", "--auth", "NONE", "--memory", "1024"]) == 0
+    assert main(["deploy", "aws", str(build), "--name", "cli-fn", "--auth", "NONE", "--memory", "1024", "--yes"]) == 0
     out = capsys.readouterr()
     url = out.out.strip()
     assert url.startswith("https://") and ".lambda-url.eu-west-1.on.aws" in url
@@ -68,7 +68,7 @@ def test_deploy_errors_are_one_line_with_exit_2(aws_env, tmp_path, capsys):
     cases = [
         (["--name", "ok", "--region", "nowhere-1"], "unknown AWS region 'nowhere-1'"),
         (["--name", "no/slash"], "is not a Lambda function name"),
-        (["--name", "ok", "--arch", "arm64"], "--arch arm64, but the build"),
+        (["--name", "ok", "--arch", "arm64"], "is for x86_64, but the deploy asks for --arch arm64"),
     ]
     for extra, expected in cases:
         assert main(["deploy", "aws", str(build), *extra]) == 2

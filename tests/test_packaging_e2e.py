@@ -220,8 +220,8 @@ def test_image_context_runs_the_same_way(tmp_path, reference):
     lines = dockerfile.splitlines()
     copies = [line for line in lines if line.startswith("COPY")]
     assert copies[0] == "COPY model/ /opt/model/"  # the weights' layer comes before the code's
-    assert lines[-2:] == ['ENTRYPOINT ["/usr/local/bin/python", "-m", "awslambdaric"]',
-                            'CMD ["votive_function.handler"]']
+    assert lines[-2:] == ['ENTRYPOINT ["/var/task/votive-entry"]', 'CMD ["votive_function.handler"]']
+    assert manifest["image"]["runtime_client"] == ["/usr/local/bin/python", "-m", "awslambdaric"]
     tree = LambdaTree(tmp_path / "container", PY)
     tree.install_dockerfile_context(tmp_path / "image")  # awslambdaric comes from the image's own /opt/python
     sentences, expected = reference
@@ -230,6 +230,32 @@ def test_image_context_runs_the_same_way(tmp_path, reference):
     assert outcome.ok, outcome.error
     got = [item["embedding"] for item in json.loads(outcome.payload)["data"]]
     assert _cosines(got, expected[:2]).min() > 0.9999
+
+    # Without AWS_LAMBDA_RUNTIME_API (`docker run -p 9000:8080`), the entry script serves HTTP itself. Run it as
+    # the image would, with the image's ENV, this interpreter for the image's, and the tree as its root.
+    entry = tree.root / "var/task/votive-entry"
+    assert os.access(entry, os.X_OK)
+    script = tmp_path / "votive-entry"
+    script.write_text(entry.read_text().replace("/usr/local/bin/python", sys.executable))
+    script.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PORT": "0", "LAMBDA_TASK_ROOT": str(tree.task),
+           "PYTHONPATH": f"{tree.task}:{tree.opt / 'python'}", "PYTHONDONTWRITEBYTECODE": "1"}
+    server = subprocess.Popen([str(script), "votive_function.handler"], cwd=tree.task, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = server.stdout.readline()
+        assert " answering on " in banner, server.stderr.read()
+        url = banner.split(" answering on ")[1].split()[0].replace("0.0.0.0", "127.0.0.1")
+        for path, body in (("/v1/embeddings", {"input": sentences[:2]}),
+                           ("/2015-03-31/functions/function/invocations", {"input": sentences[:2]})):
+            request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                got = [item["embedding"] for item in json.loads(response.read())["data"]]
+            assert _cosines(got, expected[:2]).min() > 0.9999, path
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def test_modal_app_constructs_offline_and_serves_through_its_own_lifecycle(tmp_path, reference):
@@ -298,7 +324,7 @@ def test_streaming_image_streams_tokens_through_its_runtime_loop(smollm_gguf, tm
     from votive.emulators.function_url import FunctionUrlServer
 
     manifest = build_image(str(smollm_gguf), tmp_path / "image", ImageTarget(python=PY, stream=True))
-    assert manifest["image"]["entrypoint"][-1] == STREAM_RUNTIME
+    assert manifest["image"]["runtime_client"][-1] == STREAM_RUNTIME
     assert manifest["image"]["invoke_mode"] == "RESPONSE_STREAM"
     tree = LambdaTree(tmp_path / "container", PY)
     tree.install_dockerfile_context(tmp_path / "image")

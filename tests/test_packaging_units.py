@@ -267,7 +267,7 @@ def test_limit_messages_say_which_by_how_much_and_what_to_do():
     assert upload.severity == "warning" and "30.0 MB over the 50.0 MB" in upload.message and "S3" in upload.message
     assert limits.layer_count(6).message.startswith("6 layers, 1 over")
     assert "container image" in limits.ephemeral_storage(20000).message
-    assert limits.suggested_memory_mb(90 * 2**20) == 1769  # a full vCPU at least
+    assert limits.suggested_memory_mb(90 * 2**20) == 2048  # votive's floor: more than one vCPU
     assert limits.suggested_memory_mb(2000 * 2**20) == 2560
     assert limits.suggested_ephemeral_mb(10 * 2**20) == 512
     assert limits.suggested_ephemeral_mb(1000 * 2**20) == 1216

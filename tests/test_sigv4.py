@@ -194,7 +194,7 @@ def test_streamed_chunks_are_printed_as_they_arrive(server, capsysbinary, monkey
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
-    code = main(["invoke", server, "--stream", "--sign", "always", "--region", "eu-west-1", "--data", "{}",
+    code = main(["invoke", server, "--stream", "--raw", "--sign", "always", "--region", "eu-west-1", "--data", "{}",
                  "--state-dir", str(tmp_path)])
     assert code == 0
     assert b"".join(printed) == b"data: one\n\ndata: two\n\ndata: [DONE]\n\n"

@@ -8,8 +8,13 @@ GPU image, the distribution's Python). Layout, in the image as in a Lambda deplo
     python/  -> /opt/python    votive, its dependencies and awslambdaric (plus cupy for --gpu)
     task/    -> /var/task      votive_function.py + votive_function.json, the handler
 
-The entry point is awslambdaric (`python -m awslambdaric votive_function.handler`), as for any Lambda container
-image not built on AWS's base images; with `--stream` it is votive's own runtime loop
+The entry point is a script, `/var/task/votive-entry`, that runs the Lambda runtime client where a Lambda
+service runs the image (it sets AWS_LAMBDA_RUNTIME_API) and votive's own endpoint everywhere else
+(`votive.handlers.local_endpoint` on :8080, in place of AWS's Runtime Interface Emulator), so that
+`docker run -p 9000:8080 IMAGE` answers `curl localhost:9000/v1/embeddings` and the Emulator's invoke path
+alike, and a GPU container platform (ECS, SageMaker, Cloud Run, RunPod and the like: Lambda has no GPUs) can
+serve it as it is. The runtime client is awslambdaric (`python -m awslambdaric votive_function.handler`), as for
+any Lambda container image not built on AWS's base images; with `--stream` it is votive's own runtime loop
 (`votive.handlers.stream_runtime`), which posts answers in Lambda's streaming mode, for a function URL in
 RESPONSE_STREAM invoke mode (token-by-token generation). With `--gpu` the base is NVIDIA's CUDA runtime image, cupy is added,
 VOTIVE_BACKEND=cupy, and a build step compiles votive's CUDA kernels ahead of time for every GPU generation
@@ -24,6 +29,7 @@ context is written and the command to build it is printed.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +42,11 @@ from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destina
 from votive.builders.runtime_tree import build_runtime_tree
 from votive.builders.slim import GPU_ONLY_RULES
 from votive.builders.stream_wrapper import STREAM_RUNTIME
-from votive.builders.targets import LAMBDA_LIMITS, architecture
+from votive.builders.targets import GPU_PINS, LAMBDA_LIMITS, architecture
 from votive.builders.tools import BuildTools
 from votive.errors import PackagingError
 from votive.handlers.entry import CONFIG_NAME, ENTRY_MODULE, ENTRY_SOURCE
+from votive.handlers.local_endpoint import INVOKE_PATH
 from votive.quant import cuda_kernels
 
 CUPY_CACHE = "/opt/cupy-cache"
@@ -67,7 +74,10 @@ BASE_IMAGES: dict[str, BaseImage] = {
                      ("apt-get update && apt-get install -y --no-install-recommends python3 "
                       "&& rm -rf /var/lib/apt/lists/*",)),
 }
-GPU_REQUIREMENTS = ("cupy-cuda12x",)  # cupy built for CUDA 12, matching the base image's runtime
+# cupy built for CUDA 12, matching the base image's runtime, at the version the Modal app pins too
+GPU_REQUIREMENTS = (f"cupy-cuda12x=={GPU_PINS['cupy-cuda12x']}",)
+ENTRY_SCRIPT = "votive-entry"  # in /var/task: the runtime client on Lambda, votive's local endpoint elsewhere
+LOCAL_PORT = 8080  # where the local endpoint answers, as the Runtime Interface Emulator does
 IMAGE_REQUIREMENTS = ("awslambdaric",)  # the entry point; AWS's own base images have it, others need it
 
 
@@ -118,7 +128,10 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
                                         "model": {"placement": "layer", "path": model_path},
                                         "environment": environment})
         compile_tree(task, "/var/task", target.python, tools)
-        entrypoint = [base.python, "-m", STREAM_RUNTIME if target.stream else "awslambdaric"]
+        runtime_client = [base.python, "-m", STREAM_RUNTIME if target.stream else "awslambdaric"]
+        (task / ENTRY_SCRIPT).write_text(entry_script(base.python, runtime_client))
+        (task / ENTRY_SCRIPT).chmod(0o755)
+        entrypoint = [f"/var/task/{ENTRY_SCRIPT}"]
         (stage / "Dockerfile").write_text(dockerfile(base, target, model_files.model_id, entrypoint))
         size = tree_size(stage)
         if size > LAMBDA_LIMITS.container_image:
@@ -132,7 +145,10 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
                       "serves_with": model_files.kind.handler},
             "target": {"base": base.image.format(python=target.python), "python": target.python,
                        "architecture": arch.name, "glibc": "%d.%d" % base.glibc, "gpu": target.gpu},
-            "image": {"tag": tag, "entrypoint": entrypoint,
+            "image": {"tag": tag, "entrypoint": entrypoint, "runtime_client": runtime_client,
+                      "local": {"port": LOCAL_PORT, "run": f"docker run --rm -p 9000:{LOCAL_PORT} {tag}",
+                                "answers": ["any path, as a function URL",
+                                            f"POST {INVOKE_PATH}, as the Runtime Interface Emulator"]},
                       "invoke_mode": "RESPONSE_STREAM" if target.stream else "BUFFERED",
                       "cmd": [f"{ENTRY_MODULE}.handler"], "context_bytes": size,
                       "layers": {"model": tree_size(stage / "model"), "python": tree_size(stage / "python"),
@@ -147,6 +163,21 @@ def build_image(model: str, out: Path, target: ImageTarget = ImageTarget(), *, f
         write_json(stage / MANIFEST_NAME, manifest)
     manifest["built"] = _docker_build(command, tools)
     return manifest
+
+
+def entry_script(python: str, runtime_client: list[str]) -> str:
+    """The image's entry point: the runtime client under Lambda, votive's local endpoint anywhere else."""
+    client = shlex.join(runtime_client)
+    return f"""#!/bin/sh
+# Written by `votive build image`. Lambda sets AWS_LAMBDA_RUNTIME_API: there the runtime client polls it.
+# Anywhere else (docker run -p 9000:{LOCAL_PORT}, a GPU container platform) votive answers HTTP on
+# ${{PORT:-{LOCAL_PORT}}} itself, as AWS's Runtime Interface Emulator would: any path as a function URL, and
+# POST {INVOKE_PATH} with an event.
+if [ -n "${{AWS_LAMBDA_RUNTIME_API:-}}" ]; then
+    exec {client} "$@"
+fi
+exec {shlex.quote(python)} -m votive.handlers.local_endpoint "$@"
+"""
 
 
 def dockerfile(base: BaseImage, target: ImageTarget, model_id: str, entrypoint: list[str]) -> str:
@@ -189,6 +220,8 @@ def dockerfile(base: BaseImage, target: ImageTarget, model_id: str, entrypoint: 
         ]
     lines += [
         "",
+        f"# On Lambda the runtime client; elsewhere (docker run -p 9000:{LOCAL_PORT}) votive's own endpoint.",
+        f"EXPOSE {LOCAL_PORT}",
         "ENTRYPOINT [" + ", ".join(f'"{part}"' for part in entrypoint) + "]",
         f'CMD ["{ENTRY_MODULE}.handler"]',
         "",

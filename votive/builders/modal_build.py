@@ -30,7 +30,7 @@ from votive.builders.kernel_target import build_kernels
 from votive.builders.model_files import collect_model
 from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.builders.runtime_tree import copy_votive
-from votive.builders.targets import architecture
+from votive.builders.targets import GPU_PINS, architecture
 from votive.builders.tools import BuildTools
 from votive.errors import PackagingError
 from votive.quant import cuda_kernels
@@ -39,9 +39,8 @@ MODAL_GPUS = ("T4", "L4", "A10G", "A100", "H100")
 MODAL_GLIBC = (2, 36)  # debian_slim is Debian 12
 MODAL_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 MODEL_PATH = "/model"
-# Used when the package is not installed here to read its version from (cupy, on a machine without a GPU).
-FALLBACK_PINS = {"cupy-cuda12x": "13.6.0", "nvidia-cuda-nvrtc-cu12": "12.9.86"}
-# With a GPU: cupy, and NVRTC for the image build step that compiles votive's CUDA kernels (no GPU needed there).
+# With a GPU: cupy, and NVRTC for the image build step that compiles votive's CUDA kernels (no GPU needed there),
+# at the versions the GPU image gets too (targets.GPU_PINS), whatever is installed here.
 GPU_REQUIREMENTS = ("cupy-cuda12x", "nvidia-cuda-nvrtc-cu12")
 
 
@@ -105,18 +104,14 @@ def _pins(unused: dict[str, str], *, gpu: bool, extras: Iterable[str] = ()) -> l
     from votive.builders.dependencies import LEFT_OUT, requirement_name, votive_requirements
 
     names = [requirement_name(r) for r in votive_requirements({**LEFT_OUT, **unused}, extras)]
-    if gpu:
-        names += GPU_REQUIREMENTS
     pins = []
     for name in names:
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
-            version = FALLBACK_PINS.get(name)
-            if version is None:
-                raise PackagingError(f"{name} is not installed here, so there is no version to pin it to") from None
+            raise PackagingError(f"{name} is not installed here, so there is no version to pin it to") from None
         pins.append(f"{name}=={version}")
-    return pins
+    return pins + ([f"{name}=={GPU_PINS[name]}" for name in GPU_REQUIREMENTS] if gpu else [])
 
 
 def render_app(*, app_name: str, model_id: str, handler: str, python: str, requirements: list[str],

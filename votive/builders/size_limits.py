@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from votive.builders.targets import LAMBDA_LIMITS, MB, ONE_VCPU_MEMORY_MB, LambdaLimits
+from votive.builders.targets import DEFAULT_MEMORY_MB, LAMBDA_LIMITS, MB, LambdaLimits
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,10 @@ def memory(needed_mb: int, limits: LambdaLimits = LAMBDA_LIMITS) -> LimitCheck:
 
 def suggested_memory_mb(weights_bytes: int) -> int:
     """Memory for a function serving these weights: the mapped weights (their pages count against the function's
-    memory), about 512 MB for Python, numpy, tokenizer and activations, and at least one full vCPU's worth."""
+    memory), about 512 MB for Python, numpy, tokenizer and activations, and at least DEFAULT_MEMORY_MB (more than
+    one full vCPU)."""
     need = weights_bytes / MB + 512
-    return max(ONE_VCPU_MEMORY_MB, 64 * math.ceil(need / 64))
+    return max(DEFAULT_MEMORY_MB, 64 * math.ceil(need / 64))
 
 
 def suggested_ephemeral_mb(weights_bytes: int, limits: LambdaLimits = LAMBDA_LIMITS) -> int:

@@ -81,6 +81,13 @@ LAMBDA_LIMITS = LambdaLimits()
 # Memory buys CPU on Lambda: at 1769 MB a function has one full vCPU, below it a share of one.
 ONE_VCPU_MEMORY_MB = 1769
 
+# The GPU stack, pinned here once for the GPU container image and the Modal app alike (the versions the GPU tests
+# ran with): cupy built for CUDA 12, and NVRTC, which compiles votive's CUDA kernels, for a base image without it.
+GPU_PINS = {"cupy-cuda12x": "13.6.0", "nvidia-cuda-nvrtc-cu12": "12.9.86"}
+# votive's memory floor, the one figure the build's manifest, `deploy aws` and the exported templates share:
+# above one vCPU, which the BLAS threads use.
+DEFAULT_MEMORY_MB = 2048
+
 
 def lambda_runtime(python: str) -> LambdaRuntime:
     """The runtime for a Python version ('3.11'), or PackagingError naming those Lambda offers."""

@@ -28,3 +28,24 @@ port = checked(int, "a port number", lambda v: 0 <= v <= 65535, "must be from 0 
 
 def one_line(message: str) -> str:
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+MODAL_GPU_DEFAULT = "T4"  # `build modal` and `deploy modal` share it: the same app either way
+
+
+def modal_gpu(text: str) -> str | None:
+    """--gpu for Modal: a GPU type (any case), or none/cpu for CPU containers."""
+    from votive.builders.modal_build import MODAL_GPUS
+
+    if text.lower() in ("none", "cpu"):
+        return None
+    if text.upper() not in MODAL_GPUS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(MODAL_GPUS)} or none, found {text!r}")
+    return text.upper()
+
+
+def add_modal_gpu(parser: argparse.ArgumentParser) -> None:
+    """The --gpu option of `votive build modal` and `votive deploy modal`, one default for both."""
+    parser.add_argument("--gpu", default=MODAL_GPU_DEFAULT, type=modal_gpu, metavar="GPU",
+                        help=f"GPU type: T4, L4, A10G, A100, H100, or none for CPU containers "
+                             f"(default {MODAL_GPU_DEFAULT})")

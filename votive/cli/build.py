@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from votive.cli.arguments import non_negative_int, positive_int
+from votive.cli.arguments import add_modal_gpu, non_negative_int, positive_int
 
 
 def add_build(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_build(parser: argparse.ArgumentParser) -> None:
 
     modal = targets.add_parser("modal", parents=[common], help="a Modal app module",
                                description="Write a Modal app serving the model over HTTP.")
-    modal.add_argument("--gpu", choices=("T4", "L4", "A10G", "A100", "H100"), help="GPU type (default: CPU only)")
+    add_modal_gpu(modal)
     modal.add_argument("--python", default="3.12", help="the image's Python (default 3.12)")
     modal.add_argument("--weights", choices=("image", "volume"), default="image",
                        help="bake the weights into the image, or keep them in a modal.Volume (default image)")

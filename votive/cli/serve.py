@@ -49,7 +49,11 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
         "folder)",
     )
     parser.add_argument(
-        "--timeout", type=seconds, default=30.0, metavar="S", help="function timeout (default 30 s)"
+        "--timeout", type=seconds, default=30.0, metavar="S",
+        help="function timeout (default 30 s), as Lambda's: a request still running past it is answered 502 "
+        "(Sandbox.Timedout); votive's handlers stop computing at their next batch or token, and its environment "
+        "is replaced at once (--runtime-api: the runtime process is killed and restarted), so other requests "
+        "are not held up",
     )
     parser.add_argument(
         "--runtime-api",

@@ -46,8 +46,12 @@ class AwsClients:
     def session(self):
         if self._session is None:
             import boto3
+            from botocore.exceptions import ProfileNotFound
 
-            self._session = boto3.Session(profile_name=self._profile)
+            try:
+                self._session = boto3.Session(profile_name=self._profile)
+            except ProfileNotFound:
+                raise DeployError(missing_profile(self._profile)) from None
         return self._session
 
     def client(self, service: str):
@@ -89,6 +93,21 @@ class AwsClients:
         for name in ("aws", "aws-cn", "aws-us-gov"):
             regions += self.session.get_available_regions("lambda", partition_name=name)
         return regions
+
+
+def missing_profile(profile: str | None) -> str:
+    """The one line for an AWS profile that is not configured (--profile or AWS_PROFILE)."""
+    import os
+
+    import botocore.session
+
+    name, where = (profile, "--profile") if profile else (os.environ.get("AWS_PROFILE", ""), "AWS_PROFILE")
+    try:
+        known = sorted(botocore.session.Session(profile="default").available_profiles)
+    except Exception:
+        known = []
+    return (f"AWS profile {name!r} ({where}) is not in your AWS config or credentials files; "
+            f"configured: {', '.join(known) or 'none'} (add it with `aws configure --profile {name}`)")
 
 
 def error_code(exc: BaseException) -> str:

@@ -49,8 +49,9 @@ def tail_logs(logs_client, group: str, *, since_s: int, follow: bool = False,
             if event["eventId"] in seen:
                 continue
             seen.add(event["eventId"])
-            newest = max(newest, event["timestamp"])
-            when = datetime.fromtimestamp(event["timestamp"] / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+            stamp = int(event["timestamp"])  # ms; some endpoints (moto) send a float, and startTime must be an int
+            newest = max(newest, stamp)
+            when = datetime.fromtimestamp(stamp / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
             yield f"{when[:-3]}Z {event['message'].rstrip()}"
         rounds += 1
         if not follow or (polls is not None and rounds >= polls):

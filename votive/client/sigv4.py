@@ -58,7 +58,14 @@ def sigv4_signer(url: str, *, region: str | None = None, credentials=None, profi
     if credentials is None:
         import botocore.session
 
-        credentials = botocore.session.Session(profile=profile).get_credentials()
+        from botocore.exceptions import ProfileNotFound
+
+        from votive.client.aws_session import missing_profile
+
+        try:
+            credentials = botocore.session.Session(profile=profile).get_credentials()
+        except ProfileNotFound:
+            raise EndpointError(missing_profile(profile)) from None
     if credentials is None:
         raise EndpointError(f"cannot sign the request to {url} (its auth type is AWS_IAM): {CREDENTIALS_HELP}")
     signer = SigV4Auth(credentials, SERVICE, region)

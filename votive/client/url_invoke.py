@@ -122,8 +122,13 @@ def invoke_url(
             else:
                 body = b""
                 while chunk := response.read1(STREAM_READ):  # returns what has arrived, up to STREAM_READ
-                    on_chunk(chunk)
+                    try:
+                        on_chunk(chunk)
+                    except OSError as exc:  # the reader's side (`| head` closed the pipe), not the connection
+                        raise _ConsumerError(exc) from None
             return InvokeResult(response.status, response.reason, list(response.headers.items()), body)
+    except _ConsumerError as wrapped:
+        raise wrapped.error from None
     except urllib.error.HTTPError as exc:
         with exc:
             return InvokeResult(exc.code, str(exc.reason), list(exc.headers.items()), exc.read())
@@ -133,3 +138,11 @@ def invoke_url(
         raise EndpointError(f"{target} did not answer within {timeout_s:g} s") from None
     except (ConnectionError, OSError) as exc:
         raise EndpointError(f"connection to {target} failed: {exc}") from None
+
+
+class _ConsumerError(Exception):
+    """An error raised by `on_chunk`, carried past the connection-error handling unchanged."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error

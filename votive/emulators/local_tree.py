@@ -22,27 +22,36 @@ site-packages are still out of reach.
 
 The tests and `benchmarks/package_bench.py` use this to prove that a build serves requests on its own.
 
+The runtime's own packages are installed for the tree's Python by pip (`--python-version`, `--platform`,
+wheels only), as a build installs a layer, never copied from this environment, and kept in a cache folder
+keyed by the target, so that the next tree of the same version copies them. The interpreter is found as a build
+finds one for bytecode (`pythonX.Y` on PATH, or under pyenv) unless a path is given.
+
 Example:
-    >>> tree = LambdaTree(Path("/tmp/t"), python_version="3.11")                              # doctest: +SKIP
+    >>> tree = LambdaTree(Path("/tmp/t"), python_version="3.12")                              # doctest: +SKIP
     >>> tree.install_build(Path("build/minilm-lambda")); tree.install_runtime_packages()    # doctest: +SKIP
-    >>> with tree.emulator(python="/usr/bin/python3.11") as function:                       # doctest: +SKIP
+    >>> with tree.emulator() as function:                                                   # doctest: +SKIP
     ...     function.invoke({"input": "hello"})
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import shlex
 import shutil
+import tempfile
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from votive.builders.archive import extract_zip
-from votive.builders.dependencies import normalize, requirement_name
+from votive.builders.dependencies import DependencyTarget, install_for_target, installed_distributions, normalize
 from votive.builders.output import MANIFEST_NAME
+from votive.builders.targets import LAMBDA_RUNTIMES, architecture
+from votive.builders.tools import BuildTools
 from votive.errors import PackagingError
 
 # What Lambda's Python runtime provides beside the interpreter: its runtime client and the AWS SDK.
@@ -87,8 +96,21 @@ class LambdaTree:
 
         Returns:
             The build's manifest.
+
+        Raises:
+            PackagingError: the build is for another CPU than this machine's, or another Python than the tree's:
+                its compiled modules could not load here.
         """
         manifest = json.loads((Path(build) / MANIFEST_NAME).read_text())
+        target = manifest.get("target", {})
+        here = architecture(platform.machine()).name
+        if target.get("architecture", here) != here:
+            raise PackagingError(f"{build} is built for {target['architecture']}, and this machine is {here}: the "
+                                 f"tree can only run a build for {here} (build it with --arch {here})")
+        if target.get("python", self.python_version) != self.python_version:
+            raise PackagingError(f"{build} is built for Python {target['python']}, and this tree is for Python "
+                                 f"{self.python_version}: make the tree with python_version={target['python']!r} "
+                                 f"or build with --python {self.python_version}")
         for artifact in manifest["artifacts"]:
             dest = self.task if artifact["role"] == "function" else self.opt
             extract_zip(Path(build) / artifact["name"], dest)
@@ -116,34 +138,71 @@ class LambdaTree:
             copies.append((parts[1], parts[2]))
         return copies
 
-    def install_runtime_packages(self, names: Sequence[str] = RUNTIME_DISTRIBUTIONS) -> list[str]:
-        """Copy distributions installed here, with everything they require, into the runtime's site-packages.
+    def install_runtime_packages(self, names: Sequence[str] = RUNTIME_DISTRIBUTIONS, *,
+                                 tools: BuildTools | None = None, cache: Path | None = None) -> list[str]:
+        """Install what Lambda's runtime ships (awslambdaric, boto3) for the tree's Python on this machine.
 
-        This stands for what Lambda's runtime ships; the copies come from this environment, so they must have
-        been built for the same Python as the tree's interpreter.
+        pip installs wheels for the tree's Python version, this CPU and the older of this machine's glibc and the
+        Lambda runtime's, as a build installs a layer; nothing is copied from the environment running this.
+        The result is kept under `cache` (default ~/.cache/votive/lambda-runtime/, or $VOTIVE_CACHE_DIR) by
+        target and names, so that the next tree copies it instead of asking pip again.
 
         Returns:
-            The distributions copied, by normalized name.
+            The distributions installed, by normalized name.
+
+        Raises:
+            PackagingError: pip failed (no wheel for that Python, usually, or no way to reach the index).
         """
-        todo, done = [normalize(n) for n in names], []
-        while todo:
-            name = todo.pop()
-            if name in done:
-                continue
+        target = self.package_target()
+        key = hashlib.sha256(json.dumps([target.python, target.arch.name, target.glibc,
+                                         sorted(normalize(n) for n in names)]).encode()).hexdigest()[:16]
+        folder = (cache or default_cache()) / f"{target.abi}-{target.arch.machine}-{key}"
+        if not folder.is_dir():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
             try:
-                dist = metadata.distribution(name)
-            except metadata.PackageNotFoundError:
-                raise PackagingError(f"{name} is not installed here, so it cannot stand in for Lambda's") from None
-            done.append(name)
-            todo += [requirement_name(line) for line in dist.requires or [] if "extra" not in line.partition(";")[2]]
-            for entry in dist.files or []:
-                source = Path(dist.locate_file(entry))
-                if entry.suffix == ".pyc" or not source.is_file() or ".." in entry.parts:
-                    continue
-                target = self.runtime_site / entry
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-        return sorted(done)
+                install_for_target(tools or BuildTools(), target, staging / "site", list(names), left_out={})
+                try:
+                    (staging / "site").rename(folder)  # whole or not at all: another process may race us
+                except OSError:
+                    if not folder.is_dir():
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(folder, self.runtime_site, dirs_exist_ok=True, symlinks=True)
+        return sorted(installed_distributions(self.runtime_site))
+
+    def package_target(self) -> DependencyTarget:
+        """What the runtime's packages are installed for: the tree's Python, this CPU, a glibc this machine has."""
+        glibc = host_glibc()
+        runtime = LAMBDA_RUNTIMES.get(self.python_version)
+        if runtime is not None:
+            glibc = min(glibc, runtime.glibc)
+        return DependencyTarget(python=self.python_version, arch=architecture(platform.machine()), glibc=glibc)
+
+    def find_python(self, python: str | None = None, tools: BuildTools | None = None) -> str:
+        """The interpreter to run: `python` if it is a path, else one of the tree's version found as a build
+        finds one (`pythonX.Y` on PATH, or pyenv's), resolved to the real executable (not a pyenv shim, which
+        the runtime's plain PATH could not run).
+
+        Raises:
+            PackagingError: none found, or the one named is another Python version than the tree's.
+        """
+        tools = tools or BuildTools()
+        if python is None or python == f"python{self.python_version}":
+            found = tools.find_python(self.python_version)
+        else:
+            found = python if os.sep in python else tools.which(python)
+        if found is None:
+            raise PackagingError(f"no Python {self.python_version} interpreter here (python{self.python_version} "
+                                 f"on PATH or under pyenv, {', '.join(map(str, tools.interpreter_dirs))}); "
+                                 f"install one (e.g. `pyenv install {self.python_version}`) or pass its path")
+        out = tools.check([found, "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2]); "
+                           "print(sys.executable)"], f"ask {found} for its version")
+        version, _, executable = out.strip().partition("\n")
+        if version != self.python_version:
+            raise PackagingError(f"{found} is Python {version}, and this tree is for Python {self.python_version}")
+        return executable.strip() or found
 
     def command(self, python: str, handler: str, runtime: str = "awslambdaric",
                 wrapper: str | None = None) -> list[str]:
@@ -180,19 +239,20 @@ class LambdaTree:
                 **(extra or {})}
 
     @contextmanager
-    def emulator(self, python: str, handler: str = "votive_function.handler", *, env: dict[str, str] | None = None,
-                 runtime: str = "awslambdaric", **options) -> Iterator:
+    def emulator(self, python: str | None = None, handler: str = "votive_function.handler", *,
+                 env: dict[str, str] | None = None, runtime: str = "awslambdaric", **options) -> Iterator:
         """A started `RuntimeApiEmulator` running `handler` in this tree; stopped on exit.
 
         Args:
-            python: an interpreter of the tree's Python version.
+            python: an interpreter of the tree's Python version: a path, a name on PATH, or None to find one
+                (`find_python`).
             runtime: the runtime client module (`votive.handlers.stream_runtime` for an image built --stream).
             env: variables to add (VOTIVE_MODEL_S3, AWS_ENDPOINT_URL_S3, AWS_LAMBDA_EXEC_WRAPPER, ...).
             options: passed to RuntimeApiEmulator (environments, config, init_timeout_s, ...).
         """
         from votive.emulators.runtime_api import RuntimeApiEmulator
 
-        command = self.command(python, handler, runtime, (env or {}).get("AWS_LAMBDA_EXEC_WRAPPER"))
+        command = self.command(self.find_python(python), handler, runtime, (env or {}).get("AWS_LAMBDA_EXEC_WRAPPER"))
         function = RuntimeApiEmulator(handler, command=command, cwd=self.task, env=self.environment(env),
                                       inherit_env=False, **options)
         function.start()
@@ -200,3 +260,18 @@ class LambdaTree:
             yield function
         finally:
             function.stop()
+
+
+def default_cache() -> Path:
+    """Where installed runtime packages are kept between trees: $VOTIVE_CACHE_DIR or ~/.cache/votive."""
+    root = os.environ.get("VOTIVE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "votive")
+    return Path(root) / "lambda-runtime"
+
+
+def host_glibc() -> tuple[int, int]:
+    """This machine's C library version, (2, 36); wheels for a newer one could not load here."""
+    text = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None  # "glibc 2.36"
+    if not text or not text.startswith("glibc "):
+        raise PackagingError("this machine has no glibc, so Lambda's manylinux wheels cannot run here")
+    major, minor = text.split()[1].split(".")[:2]
+    return int(major), int(minor)

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Sequence
 
@@ -70,6 +71,7 @@ RESPONSE_MODE_HEADER = "Lambda-Runtime-Function-Response-Mode"
 # log fd that is not ours); they are never passed to the runtime.
 _RUNTIME_VARIABLES_DROPPED = ("AWS_LAMBDA_MAX_CONCURRENCY", "_LAMBDA_TELEMETRY_LOG_FD", "AWS_LAMBDA_RUNTIME_API")
 _STOP_GRACE_S = 2.0
+_OUTPUT_TAIL_LINES = 40  # of a runtime's own output, kept to show why it died before init ended
 
 
 class RuntimeApiEmulator(QueuedFunction):
@@ -136,8 +138,10 @@ class RuntimeApiEmulator(QueuedFunction):
         if self.init_error is not None:
             error = self.init_error
             self.stop()
+            trace = "".join(str(frame) for frame in error.get("stackTrace") or [])
             raise EmulatorError(
-                f"function init failed: {error.get('errorType')}: {error.get('errorMessage')}", lambda_error=error
+                f"function init failed: {error.get('errorType')}: {error.get('errorMessage')}"
+                + (f"\nTraceback (most recent call last):\n{trace.rstrip()}" if trace else ""), lambda_error=error
             )
         if not all_ready:
             self.stop()
@@ -199,6 +203,7 @@ class _RuntimeEnvironment:
         self.init_error: dict | None = None  # what the process posted to /init/error
         self.ready = threading.Event()  # the process finished init and polled /next
         self.process: subprocess.Popen | None = None
+        self.output: deque[str] = deque(maxlen=_OUTPUT_TAIL_LINES)  # the process's last lines of output
         self.server = LocalHTTPServer(("127.0.0.1", 0), _RuntimeApiHandler, owner=self)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self._threads: list[threading.Thread] = []
@@ -242,6 +247,7 @@ class _RuntimeEnvironment:
         """Run the runtime process; on exit fail its invocation, then restart it or report a failed init."""
         emulator = self.emulator
         while not emulator.stopping:
+            self.output.clear()
             try:
                 process = subprocess.Popen(
                     emulator.command,
@@ -277,8 +283,12 @@ class _RuntimeEnvironment:
                 message = f"RequestId: {invocation.request_id} Error: Runtime exited with error: exit status {status}"
                 emulator.queue.finish(invocation, error=lambda_error(message, EXIT_ERROR, invocation.request_id))
             if not was_ready:
+                # A runtime that dies before it can post /init/error (awslambdaric itself not importable, say)
+                # leaves only its output: that, not the exit status alone, says why.
+                output = "\n".join(self.output).strip()
                 error = init_error or lambda_error(
-                    f"Runtime exited with error: exit status {status} before asking for an event", EXIT_ERROR
+                    f"Runtime exited with error: exit status {status} before asking for an event"
+                    + (f"; its output ended:\n{output}" if output else ""), EXIT_ERROR
                 )
                 log.error("[%s] init failed: %s: %s", self.name, error.get("errorType"), error.get("errorMessage"))
                 emulator._init_failed(error)
@@ -290,6 +300,7 @@ class _RuntimeEnvironment:
         for raw in process.stdout:
             # awslambdaric joins the lines of an error report with \r; show them as lines.
             for line in raw.decode("utf-8", "replace").rstrip("\n").split("\r"):
+                self.output.append(line)
                 log.info("[%s] %s", self.name, line)
 
 

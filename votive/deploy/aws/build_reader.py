@@ -50,6 +50,7 @@ class LambdaBuild:
     ephemeral_mb: int | None = None  # the /tmp the S3 weights need, when the build says
     timeout_s: int | None = None  # the timeout the build suggests for this kind of model
     streaming: bool = False  # votive's runtime loop streams answers (RESPONSE_STREAM), started by a wrapper script
+    serves_with: str = ""  # the handler serving the model ("votive.handlers.embeddings.handler")
     manifest_sha256: str = ""
 
     @property
@@ -165,5 +166,6 @@ def _from_manifest(directory: Path, m: dict, manifest_sha256: str) -> LambdaBuil
         ephemeral_mb=settings.get("ephemeral_storage_mb"),
         timeout_s=settings.get("timeout_s"),
         streaming=settings.get("invoke_mode") == "RESPONSE_STREAM",
+        serves_with=str(m["model"].get("serves_with") or ""),
         manifest_sha256=manifest_sha256,
     )

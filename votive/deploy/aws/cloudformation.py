@@ -6,7 +6,10 @@ with the same least-privilege policy (`aws_role`), the layers, the function (`la
 provisioned concurrency a version and the alias `live`, the function URL, and for auth NONE the two public
 permissions. Artifacts are read from S3: upload them first to the keys listed in `artifacts.json` (the keys
 carry each file's sha256, like the deployer's), then create the stack with the bucket as the ArtifactBucket
-parameter and CAPABILITY_IAM. Plain JSON: no YAML library needed, and `cfn-lint` reads it as it is.
+parameter and CAPABILITY_IAM. JSON, or YAML with `fmt="yaml"` (`template_text`); both files are mode 0644.
+
+The published version's logical id is a digest of everything that makes the function what it is (code, layers,
+architecture, memory, environment...), so any such change publishes a new version and moves the alias to it.
 
 Example:
     >>> write_export(AwsOptions("embed", ""), read_build(Path("build/minilm")), Path("cfn/"))   # doctest: +SKIP
@@ -15,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -23,10 +28,10 @@ from votive.deploy.aws.lambda_config import AwsOptions, check_options, function_
 from votive.deploy.aws.quotas import ALIAS, DeploymentNames
 from votive.deploy.aws.role import execution_policy, trust_policy
 from votive.deploy.aws.storage import artifact_key
-from votive.deploy.state import write_json_atomic
+from votive.deploy.aws.template_text import render, write_text
 from votive.errors import DeployError
 
-TEMPLATE = "template.json"
+TEMPLATE = "template"  # .json or .yaml
 ARTIFACTS = "artifacts.json"
 
 
@@ -41,7 +46,7 @@ def template(options: AwsOptions, build: LambdaBuild) -> dict:
         "LogGroupName": names.log_group, "RetentionInDays": options.log_retention_days}}
     weights_arn = f"arn:${{AWS::Partition}}:s3:::${{ArtifactBucket}}/{weights_prefix}*" if weights_prefix else None
     policy = execution_policy("${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}", names.log_group,
-                              weights_arn)
+                              weights_arn, vpc=bool(options.subnets))
     resources["ExecutionRole"] = {"Type": "AWS::IAM::Role", "Properties": {
         "AssumeRolePolicyDocument": trust_policy(),
         "Policies": [{"PolicyName": names.inline_policy, "PolicyDocument": _substituted(policy)}],
@@ -72,8 +77,11 @@ def template(options: AwsOptions, build: LambdaBuild) -> dict:
         "Timeout": config["Timeout"],
         "EphemeralStorage": config["EphemeralStorage"],
         "Layers": layer_refs,
-        "Tags": [{"Key": "votive:deployment", "Value": options.name}, {"Key": "votive:model", "Value": build.model}],
+        "Tags": [*({"Key": k, "Value": v} for k, v in sorted(options.tags.items())),
+                 {"Key": "votive:deployment", "Value": options.name}, {"Key": "votive:model", "Value": build.model}],
     }
+    if options.subnets:
+        function["VpcConfig"] = config["VpcConfig"]
     if variables:
         function["Environment"] = {"Variables": variables}
     if options.snapstart:
@@ -84,8 +92,7 @@ def template(options: AwsOptions, build: LambdaBuild) -> dict:
     url_properties = {"TargetFunctionArn": {"Fn::GetAtt": ["Function", "Arn"]}, "AuthType": options.auth,
                       "InvokeMode": options.invoke_mode}
     if options.published:
-        # A version is immutable: named after the code it holds, so new code makes a new version on update.
-        version = "Version" + build.function.sha256[:12]
+        version = "Version" + function_digest(function, build)[:12]
         resources[version] = {"Type": "AWS::Lambda::Version", "Properties": {"FunctionName": {"Ref": "Function"}}}
         alias = {"FunctionName": {"Ref": "Function"}, "FunctionVersion": {"Fn::GetAtt": [version, "Version"]},
                  "Name": ALIAS}
@@ -118,6 +125,16 @@ def template(options: AwsOptions, build: LambdaBuild) -> dict:
     }
 
 
+def function_digest(function: dict, build: LambdaBuild) -> str:
+    """A digest of what makes the function what it is: its properties (code key, architecture, memory,
+    environment, SnapStart, VPC...) and its layers' contents (their properties name them only by logical id).
+    A version is immutable: named after this, any change makes a new version (and moves the alias) on update."""
+    layers = [layer.sha256 for layer in build.layers]
+    versioned = {k: v for k, v in function.items() if k != "Tags"}  # tags are not part of a version
+    text = json.dumps({"function": versioned, "layers": layers}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def artifact_list(options: AwsOptions, build: LambdaBuild) -> list[dict]:
     """Each file to upload before creating the stack: local path, S3 key, sha256 and size."""
     names = DeploymentNames(options.name)
@@ -128,8 +145,9 @@ def artifact_list(options: AwsOptions, build: LambdaBuild) -> list[dict]:
     return [{"file": str(a.path.resolve()), "key": key, "sha256": a.sha256, "bytes": a.size} for a, key in entries]
 
 
-def write_export(options: AwsOptions, build: LambdaBuild, out: Path, *, force: bool = False) -> list[Path]:
-    """Write template.json and artifacts.json into `out`; returns their paths.
+def write_export(options: AwsOptions, build: LambdaBuild, out: Path, *, force: bool = False,
+                 fmt: str = "json") -> list[Path]:
+    """Write template.json (or .yaml) and artifacts.json into `out`, mode 0644; returns their paths.
 
     Raises:
         DeployError: the options do not fit the build, or a file is already there and `force` is not given.
@@ -138,15 +156,16 @@ def write_export(options: AwsOptions, build: LambdaBuild, out: Path, *, force: b
     body = template(options, build)
     artifacts = {"bucket_parameter": "ArtifactBucket", "artifacts": artifact_list(options, build),
                  "upload": [f"aws s3 cp {a['file']} s3://$BUCKET/{a['key']}" for a in artifact_list(options, build)],
-                 "deploy": f"aws cloudformation deploy --template-file {TEMPLATE} --stack-name votive-{options.name} "
-                           f"--capabilities CAPABILITY_IAM --parameter-overrides ArtifactBucket=$BUCKET"}
-    paths = [out / TEMPLATE, out / ARTIFACTS]
+                 "deploy": f"aws cloudformation deploy --template-file {TEMPLATE}.{fmt} --stack-name "
+                           f"votive-{options.name} --capabilities CAPABILITY_IAM --parameter-overrides "
+                           f"ArtifactBucket=$BUCKET"}
+    paths = [out / f"{TEMPLATE}.{fmt}", out / ARTIFACTS]
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         raise DeployError(f"{existing[0]} already exists; pass --force to replace it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    for path, content in zip(paths, (body, artifacts)):
-        write_json_atomic(path, content)
+    write_text(paths[0], render(body, fmt))
+    write_text(paths[1], render(artifacts, "json"))
     return paths
 
 

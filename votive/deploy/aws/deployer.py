@@ -30,6 +30,7 @@ from votive.client.aws_session import AwsClients, aws_errors, describe, is_not_f
 from votive.deploy.aws import function as fn
 from votive.deploy.aws import quotas as limits
 from votive.deploy.aws.build_reader import LambdaBuild
+from votive.deploy.aws.changes import Change, artifact_keys, plan_changes
 from votive.deploy.aws.lambda_config import (
     AwsOptions,
     check_environment,
@@ -39,7 +40,7 @@ from votive.deploy.aws.lambda_config import (
     weights_key_prefix,
 )
 from votive.deploy.aws.role import ensure_log_group, ensure_role, execution_policy
-from votive.deploy.aws.storage import BucketCheck, artifact_key, check_bucket, create_bucket, upload
+from votive.deploy.aws.storage import BucketCheck, check_bucket, create_bucket, upload
 from votive.deploy.aws.teardown import delete_resource, describe_resource, teardown
 from votive.deploy.journal import DeployRun
 from votive.deploy.state import StateStore
@@ -86,14 +87,20 @@ class AwsDeployer:
 
     # --- deploy -------------------------------------------------------------------------------------------
 
-    def deploy(self, options: AwsOptions, build: LambdaBuild) -> dict:
+    def deploy(self, options: AwsOptions, build: LambdaBuild,
+               approve: Callable[[list[Change]], None] | None = None) -> dict:
         """Create or update the deployment; returns its record (the state file's content, with "url").
+
+        Args:
+            approve: shown the planned changes before anything is changed; raises to stop the deploy.
 
         Raises:
             DeployError: refused before anything was created (bad option, region, credentials, bucket, name
                 taken), or failed at a step, after undoing what this deploy did.
         """
         plan = self.preflight(options, build)
+        if approve is not None:
+            approve(self._changes(plan))
         record = dict(plan.previous or {"name": options.name, "provider": "aws", "resources": []})
         record["resources"] = list(record["resources"])
         run = DeployRun(self.clients, record, self.state.save, self.ui, self.sleep, self.clock)
@@ -104,6 +111,14 @@ class AwsDeployer:
             raise
         self._clean_up(run)
         return run.record
+
+    def plan(self, options: AwsOptions, build: LambdaBuild) -> list[Change]:
+        """What a deploy of `options` and `build` would change, resource by resource; changes nothing."""
+        return self._changes(self.preflight(options, build))
+
+    def _changes(self, plan: _Plan) -> list[Change]:
+        with aws_errors(f"read the current state of {plan.options.name}"):
+            return plan_changes(self.clients, plan)
 
     def preflight(self, options: AwsOptions, build: LambdaBuild) -> _Plan:
         """Every check that needs no change to AWS; DeployError with one line if any fails."""
@@ -155,13 +170,9 @@ class AwsDeployer:
             # votive's own bucket is shared by the account's deployments: each records it, and whichever is
             # destroyed last finds it empty and removes it
             run.created({"kind": "bucket", "name": bucket})
-        keys = {}
+        keys = artifact_keys(plan)
         with run.step("upload the artifacts"):
             for artifact in build.artifacts():
-                if artifact in build.s3_weights:
-                    keys[artifact] = plan.weights_prefix + artifact.name
-                else:
-                    keys[artifact] = artifact_key(names.key_prefix, artifact)
                 if not upload(run, bucket, keys[artifact], artifact):
                     self.ui.say(f"s3://{bucket}/{keys[artifact]} is already there")
         with run.step(f"create the log group {names.log_group}"):
@@ -170,7 +181,7 @@ class AwsDeployer:
             weights_arn = f"arn:{limits.partition(options.region)}:s3:::{bucket}/{plan.weights_prefix}*" \
                 if plan.weights_prefix else None
             policy = execution_policy(limits.partition(options.region), options.region, plan.account,
-                                      names.log_group, weights_arn)
+                                      names.log_group, weights_arn, vpc=bool(options.subnets))
             role_arn = ensure_role(run, names.role, names.inline_policy, policy)
         layer_arns = []
         with run.step("publish the layers"):
@@ -183,9 +194,11 @@ class AwsDeployer:
         with run.step(f"create or update the function {names.function}"):
             changed = fn.ensure_function(run, names.function, config=config, code=code,
                                          code_sha256=build.function.sha256, architecture=build.architecture,
-                                         tags={"votive:deployment": names.function, "votive:model": build.model[:256]})
+                                         tags={**options.tags, "votive:deployment": names.function,
+                                               "votive:model": build.model[:256]},
+                                         drop_tags=tuple((plan.previous or {}).get("options", {}).get("tags") or ()))
             self.ui.say(f"function {names.function} ({build.runtime}, {build.architecture}, {config['MemorySize']} "
-                        f"MB) {'deployed' if changed else 'unchanged'}")
+                        f"MB) {'deployed' if changed else 'code and configuration unchanged'}")
         qualifier = None
         if options.published:
             qualifier = limits.ALIAS

@@ -67,13 +67,14 @@ def get_function(run: DeployRun, name: str) -> dict | None:
 
 
 def ensure_function(run: DeployRun, name: str, *, config: dict, code: dict, code_sha256: str, architecture: str,
-                    tags: dict) -> bool:
-    """Create the function, or update its code and configuration where they differ; True if anything changed.
+                    tags: dict, drop_tags: tuple = ()) -> bool:
+    """Create the function, or update its code, configuration and tags where they differ; True if anything changed.
 
     Args:
         config: lambda_config.function_configuration(...).
         code: {"S3Bucket", "S3Key"} of the function zip.
         code_sha256: the zip's sha256 (hex).
+        drop_tags: tag keys an earlier deploy set and this one no longer asks for.
     """
     lam = run.clients.lambda_
     existing = get_function(run, name)
@@ -103,7 +104,26 @@ def ensure_function(run: DeployRun, name: str, *, config: dict, code: dict, code
                     lambda: lam.update_function_configuration(FunctionName=name, **restore))
         wait_function_ready(run, name)
         changed = True
-    return changed
+    return _ensure_tags(run, live["FunctionArn"], tags, drop_tags) or changed
+
+
+def _ensure_tags(run: DeployRun, arn: str, tags: dict, drop: tuple) -> bool:
+    lam = run.clients.lambda_
+    current = lam.list_tags(Resource=arn).get("Tags") or {}
+    missing = {k: v for k, v in tags.items() if current.get(k) != v}
+    stale = [k for k in drop if k in current and k not in tags]
+    if missing:
+        lam.tag_resource(Resource=arn, Tags=missing)
+        restore = {k: current[k] for k in missing if k in current}
+        added = [k for k in missing if k not in current]
+        run.on_undo(f"put the previous tags back on {arn}", lambda: (
+            restore and lam.tag_resource(Resource=arn, Tags=restore),
+            added and lam.untag_resource(Resource=arn, TagKeys=added)))
+    if stale:
+        lam.untag_resource(Resource=arn, TagKeys=stale)
+        before = {k: current[k] for k in stale}
+        run.on_undo(f"put the removed tags back on {arn}", lambda: lam.tag_resource(Resource=arn, Tags=before))
+    return bool(missing or stale)
 
 
 def wait_function_ready(run: DeployRun, name: str, qualifier: str | None = None) -> dict:
@@ -211,6 +231,9 @@ def ensure_url(run: DeployRun, name: str, qualifier: str | None, *, auth: str, i
         return current["FunctionUrl"]
     if current.get("AuthType") != auth or _mode(current) != invoke_mode:
         lam.update_function_url_config(FunctionName=name, AuthType=auth, InvokeMode=invoke_mode, **q)
+        for field, old, new in (("auth", current.get("AuthType"), auth), ("invoke mode", _mode(current), invoke_mode)):
+            if old != new:
+                run.ui.say(f"function URL {field} {old} -> {new}")
         before = dict(AuthType=current["AuthType"], InvokeMode=_mode(current))
         run.on_undo(f"put the previous URL settings back on {name}",
                     lambda: lam.update_function_url_config(FunctionName=name, **before, **q))

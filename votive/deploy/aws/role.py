@@ -26,13 +26,20 @@ def trust_policy() -> dict:
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 
 
-def execution_policy(partition: str, region: str, account: str, log_group: str, weights_arn: str | None) -> dict:
+# What Lambda does on the role's behalf to attach a function to a VPC (AWSLambdaVPCAccessExecutionRole's list).
+VPC_ACTIONS = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+
+
+def execution_policy(partition: str, region: str, account: str, log_group: str, weights_arn: str | None,
+                     vpc: bool = False) -> dict:
     """The role's one inline policy.
 
     Args:
         partition, region, account: where the log group is.
         log_group: the function's log group name.
         weights_arn: `arn:aws:s3:::bucket/prefix/*` for S3-staged weights, or None (no S3 access at all).
+        vpc: the function runs in a VPC: Lambda manages its network interfaces (EC2 takes no resource here).
     """
     statements = [{
         "Sid": "WriteOwnLogs",
@@ -43,6 +50,8 @@ def execution_policy(partition: str, region: str, account: str, log_group: str, 
     if weights_arn:
         statements.append({"Sid": "ReadOwnWeights", "Effect": "Allow", "Action": "s3:GetObject",
                            "Resource": weights_arn})
+    if vpc:
+        statements.append({"Sid": "ManageVpcInterfaces", "Effect": "Allow", "Action": VPC_ACTIONS, "Resource": "*"})
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 

@@ -29,13 +29,15 @@ def describe_resource(resource: Resource) -> str:
     return f"{kind.replace('_', ' ')} {resource.get('arn') or resource['name']}"
 
 
-def delete_resource(clients: AwsClients, resource: Resource) -> None:
-    """Delete one resource; nothing happens if it is already gone. Raises botocore's errors otherwise."""
+def delete_resource(clients: AwsClients, resource: Resource) -> bool:
+    """Delete one resource; nothing happens if it is already gone. False when it was rightly kept (a shared
+    bucket other deployments still use). Raises botocore's errors otherwise."""
     try:
-        _DELETERS[resource["kind"]](clients, resource)
+        return _DELETERS[resource["kind"]](clients, resource) is not False
     except Exception as exc:
         if not is_not_found(exc):
             raise
+    return True
 
 
 def teardown(clients: AwsClients, resources: list[Resource], report: Callable[[str], None] = lambda _: None
@@ -44,19 +46,23 @@ def teardown(clients: AwsClients, resources: list[Resource], report: Callable[[s
     failed = []
     for resource in reversed(resources):
         try:
-            delete_resource(clients, resource)
-            report(f"deleted {describe_resource(resource)}")
+            if delete_resource(clients, resource):
+                report(f"deleted {describe_resource(resource)}")
+            else:
+                report(f"kept {describe_resource(resource)} (shared: other deployments' files are still in it)")
         except Exception as exc:
             failed.append((resource, describe(exc)))
             report(f"could not delete {describe_resource(resource)}: {describe(exc)}")
     return failed
 
 
-def _bucket(clients: AwsClients, r: Resource) -> None:
+def _bucket(clients: AwsClients, r: Resource) -> bool:
     # Shared by every deployment in the account and region: removed only once nothing else is left in it.
     listing = clients.s3.list_objects_v2(Bucket=r["name"], MaxKeys=1)
-    if listing.get("KeyCount", 0) == 0:
-        clients.s3.delete_bucket(Bucket=r["name"])
+    if listing.get("KeyCount", 0) != 0:
+        return False
+    clients.s3.delete_bucket(Bucket=r["name"])
+    return True
 
 
 def _object(clients: AwsClients, r: Resource) -> None:
@@ -107,7 +113,7 @@ def _qualifier(r: Resource) -> dict:
     return {"Qualifier": r["qualifier"]} if r.get("qualifier") else {}
 
 
-_DELETERS: dict[str, Callable[[AwsClients, Resource], None]] = {
+_DELETERS: dict[str, Callable[[AwsClients, Resource], object]] = {
     "bucket": _bucket,
     "object": _object,
     "log_group": _log_group,
