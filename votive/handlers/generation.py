@@ -29,22 +29,53 @@ Configuration, read once at init from the environment:
     VOTIVE_N_CTX       positions a generation may use, prompt included (default: `votive.load`'s, 4096 or the
                        model's training context if smaller)
     VOTIVE_MAX_TOKENS  max_tokens for requests that send none (default 256)
+    VOTIVE_MAX_N       the most choices (`n`) a request may ask for (default 8)
+    VOTIVE_PREFIX_CACHE_MB  memory for the KV cache of recent prompt prefixes (default 256; 0: none)
+    VOTIVE_WARM_PREFIX a prompt prefix evaluated at init and kept cached: text (as a completions prompt starts),
+                       or a JSON list of chat messages (rendered by the chat template without a generation
+                       prompt, as a chat starting with them begins)
     VOTIVE_BACKEND     numpy (default) or cupy, read by `votive.load`
 
 Decisions (OpenAI's behaviour where it costs nothing, a 400 that says why where we cannot honour a field):
-- Every field OpenAI defines for these endpoints is known. Fields for features we do not have (n, best_of,
-  echo, suffix, logprobs, top_logprobs, presence/frequency_penalty, logit_bias, tools, tool_choice,
-  response_format) are accepted only at the value that turns them off. Any other field is refused by name:
-  a misspelt sampling parameter must not be ignored silently. `model` and `user` are accepted and ignored.
-- llama.cpp's sampling fields are accepted too: top_k, min_p, repetition_penalty (and seed, as OpenAI's).
-  temperature defaults to 1 and top_p to 1, as OpenAI's do; temperature 0 is greedy.
+- Every field OpenAI defines for these endpoints is known. Fields for features we do not have (best_of,
+  echo, suffix) are accepted only at the value that turns them off. Any
+  other field is refused by name: a misspelt sampling parameter must not be ignored silently. `model` and
+  `user` are accepted and ignored.
+- llama.cpp's sampling fields are accepted too: top_k, min_p, repetition_penalty. temperature defaults to 1
+  and top_p to 1, as OpenAI's do; temperature 0 is greedy. `seed` reproduces the tokens in any process (numpy's
+  PCG64; choice i of n draws from the seed sequence [seed, i], choice 0 as a single generation does).
+- presence_penalty and frequency_penalty (-2 to 2) are OpenAI's: logit -= frequency * count + presence *
+  (count > 0), count over the tokens generated so far in that choice, not the prompt (llama.cpp's penalties
+  count the last 64 tokens, prompt included). `logit_bias` maps token ids (strings of digits) to -100..100,
+  added to the logits before the penalties, as llama.cpp orders them; an id outside the vocabulary is a 400.
+- Log probabilities are of the distribution the sampler draws from after logit_bias and the penalties, before
+  temperature and top-k/top-p/min-p (llama.cpp's server reports the same, pre-sampling, probabilities), so they
+  do not change with temperature. Completions: `logprobs` 0 to 5 alternatives, answered as {tokens,
+  token_logprobs, top_logprobs, text_offset}, offsets in characters from the start of the prompt. Chat:
+  `logprobs: true` and `top_logprobs` 0 to 20 (over 20, or without logprobs, a 400), answered as {content:
+  [{token, logprob, bytes, top_logprobs}], refusal: null}. Streamed, each chunk carries its own tokens' entries.
+  Stop strings are cut from the text, not from the logprobs of the tokens that made them.
+- `n` choices (1 to VOTIVE_MAX_N) continue one evaluation of the prompt, each with its own copy of its KV cache;
+  since the copies take memory as one context each, n * (prompt + max_tokens) must fit the context (else a 400,
+  code context_length_exceeded). Streamed, the choices take turns, each chunk naming its choice's index.
+  `usage.completion_tokens` counts the tokens of every choice.
+- The prefix cache (votive.models.prefix_cache) lends a prompt the KV cache of the longest beginning it shares
+  with a recent prompt; usage then says how many prompt tokens came from it as
+  `prompt_tokens_details.cached_tokens`. Answers are bit-identical with and without it: a prompt's passes are
+  cut the same way in both cases (votive.models.decoding.prompt_passes).
 - `max_tokens` (or chat's `max_completion_tokens`) is 1 to the context length. A prompt that leaves no room in
   the context is refused (code context_length_exceeded); one that leaves less than max_tokens ends at the
   context's end with finish_reason "length".
 - `prompt` is a string or a list of one string; token-id prompts are refused. `stop` is a string or up to 4.
-- Chat `content` is a string or a list of text parts (joined with newlines); other parts (images, audio),
-  tool messages and tool calls are refused. Role "developer" is read as "system". Whatever the chat template
+- Chat `tools`, `tool_choice`, tool messages and `response_format` (json_object, json_schema enforced while
+  decoding): see `votive.handlers.generation_tools`.
+- Chat `content` is a string or a list of text parts (joined with newlines); other parts (images, audio) are
+  refused. Role "developer" is read as "system". Whatever the chat template
   itself refuses (roles out of order, for Gemma) is a 400 with the template's words.
+- The chat template is untrusted text (a GGUF's metadata) and renders within bounds (`votive.text.template_bounds`:
+  2 s, 8 Mi characters per value and for the prompt). One that crosses a bound on a one-message trial render is
+  refused at init (Votive.ModelLoadError); one that crosses it only on some messages answers those with a 500
+  (code chat_template_error), and the function keeps serving.
 - `usage` counts the prompt tokens as the model saw them (BOS and the chat template's tokens included).
 """
 
@@ -55,11 +86,15 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from votive.errors import InputError, ModelConfigError, VotiveFault
+from votive.errors import ChatTemplateLimitError, InputError, ModelConfigError, VotiveFault
 from votive.handlers import events, settings
+from votive.handlers.generation_logprobs import ChatLogprobs, CompletionLogprobs, TokenText
+from votive.handlers.generation_request import (CHAT_FIELDS, COMPLETION_FIELDS, DEFAULT_MAX_N, SAMPLING_FIELDS,
+                                                Options, chat_messages, checked_fields, parse_options, prompt_text)
+from votive.handlers.generation_tools import answer_message, chat_plan
 from votive.handlers.http_errors import HttpError
 from votive.protocol.streaming import SSE_DONE, SSE_HEADERS, StreamingResponse, sse_event
 
@@ -69,41 +104,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("votive")
 
 DEFAULT_MAX_TOKENS = 256  # when a request sends no max_tokens: bounded, so no request runs on unnoticed
-MAX_STOP_STRINGS = 4  # OpenAI's limit
-
-# Sampling fields, passed to the decoder under these names, with the JSON type each must have.
-SAMPLING_FIELDS = {
-    "temperature": "number",
-    "top_p": "number",
-    "top_k": "integer",
-    "min_p": "number",
-    "repetition_penalty": "number",
-    "seed": "integer",
-}
-# OpenAI fields for features this endpoint does not have: (the values that turn them off, what is missing).
-# null is always accepted.
-OFF_ONLY = {
-    "n": ((1,), "returns one choice per request"),
-    "best_of": ((1,), "returns one choice per request"),
-    "echo": ((False,), "does not echo the prompt"),
-    "suffix": (("",), "does not insert text before a suffix"),
-    "logprobs": ((False, 0), "does not return log probabilities"),
-    "top_logprobs": ((0,), "does not return log probabilities"),
-    "presence_penalty": ((0, 0.0), "has no presence penalty; use repetition_penalty"),
-    "frequency_penalty": ((0, 0.0), "has no frequency penalty; use repetition_penalty"),
-    "logit_bias": (({},), "does not bias tokens"),
-    "tools": (([],), "has no tool calling"),
-    "tool_choice": (("none",), "has no tool calling"),
-    "response_format": (({"type": "text"},), "has no structured output"),
-}
-_COMMON_FIELDS = {"model", "user", "max_tokens", "stop", "stream", "stream_options", *SAMPLING_FIELDS,
-                  "n", "logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
-COMPLETION_FIELDS = frozenset(_COMMON_FIELDS | {"prompt", "best_of", "echo", "suffix"})
-CHAT_FIELDS = frozenset(_COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "tools",
-                                          "tool_choice", "response_format"})
-# Chat roles as the request names them -> as the chat template gets them.
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
+DEFAULT_PREFIX_CACHE_MB = 256  # votive.models.prefix_cache.DEFAULT_BUDGET_MB, not imported: numpy is heavy
 Handler = Callable[[Any, Any], Any]
 
 
@@ -114,6 +115,9 @@ class Settings:
     model: str | ResolvedSource  # VOTIVE_MODEL: the source votive.load resolves (or one resolved already)
     n_ctx: int | None = None  # VOTIVE_N_CTX: None leaves it to votive.load
     max_tokens: int = DEFAULT_MAX_TOKENS  # VOTIVE_MAX_TOKENS: the default for requests without one
+    max_n: int = DEFAULT_MAX_N  # VOTIVE_MAX_N: the most choices a request may ask for
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB  # VOTIVE_PREFIX_CACHE_MB: 0 keeps no prefixes
+    warm_prefix: str | None = None  # VOTIVE_WARM_PREFIX: text, or a JSON list of chat messages
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], source: ResolvedSource | None = None) -> "Settings":
@@ -121,19 +125,13 @@ class Settings:
         VotiveFault (Votive.ConfigError) naming the bad variable."""
         model = settings.required_model(environ, "a decoder: a .gguf file, hf:org/name/file.gguf, a Hugging "
                                                  "Face ...ForCausalLM folder or an alias, e.g. VOTIVE_MODEL=smollm2", source)
+        raw = environ.get("VOTIVE_PREFIX_CACHE_MB", "").strip()
+        off = raw.isascii() and raw.isdigit() and not raw.lstrip("0")  # 0 turns the prefix cache off
+        cache_mb = 0 if off else settings.positive_int(environ, "VOTIVE_PREFIX_CACHE_MB", DEFAULT_PREFIX_CACHE_MB)
         return cls(model, settings.positive_int(environ, "VOTIVE_N_CTX"),
-                   settings.positive_int(environ, "VOTIVE_MAX_TOKENS", DEFAULT_MAX_TOKENS))
-
-
-@dataclass
-class Options:
-    """What a request asks of the generation, checked."""
-
-    max_tokens: int
-    stop: list[str] = field(default_factory=list)
-    sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams fields
-    stream: bool = False
-    include_usage: bool = False  # stream_options.include_usage
+                   settings.positive_int(environ, "VOTIVE_MAX_TOKENS", DEFAULT_MAX_TOKENS),
+                   settings.positive_int(environ, "VOTIVE_MAX_N", DEFAULT_MAX_N), cache_mb,
+                   environ.get("VOTIVE_WARM_PREFIX") or None)
 
 
 class GenerationAPI:
@@ -145,11 +143,16 @@ class GenerationAPI:
             `.model_id`, `.kind`, `.n_ctx`, `.backend`.
         default_max_tokens: max_tokens for a request that sends none (capped at the context length).
         clock: epoch seconds, for `created`.
+        max_n: the most choices a request may ask for.
+        prefix_cache: a `votive.models.prefix_cache.PrefixCache` the prompts borrow from and feed, or None.
     """
 
-    def __init__(self, model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS, clock: Callable[[], float] = time.time):
+    def __init__(self, model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS, clock: Callable[[], float] = time.time,
+                 max_n: int = DEFAULT_MAX_N, prefix_cache=None):
         self.model = model
         self.default_max_tokens = default_max_tokens
+        self.max_n = max_n
+        self.prefix_cache = prefix_cache
         self.clock = clock
         self.created = int(clock())
 
@@ -170,53 +173,67 @@ class GenerationAPI:
 
     def completions(self, request: events.Request, hand_over: Callable[[StreamingResponse], None]):
         """POST /v1/completions."""
-        body = _checked_fields(request, COMPLETION_FIELDS)
-        prompt = _prompt(body)
+        body = checked_fields(request, COMPLETION_FIELDS)
+        prompt = prompt_text(body)
         options = self.options(body, request)
         try:
             ids = self.model.tokenize(prompt)
         except InputError as e:  # text the tokenizer cannot take (a lone surrogate)
             raise HttpError(400, f"'prompt': {e}", param="prompt", code="invalid_text") from None
-        generation = self._start(self._fitted(ids, "prompt"), options, "prompt")
+        generations = self._start(self._fitted(ids, "prompt", options), options, "prompt")
         base = self._base("cmpl-", "text_completion")
+        formats = self._logprobs(options, lambda text: CompletionLogprobs(text, len(prompt)))
 
-        def choice(text: str | None, finish_reason: str | None) -> dict:
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        def choice(index: int, text: str | None, finish_reason: str | None, entries=None) -> dict:
+            logprobs = None if entries is None else formats[index](entries)
+            return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
 
         if options.stream:
-            return self._streamed(generation, base, choice, None, options, hand_over)
-        text = generation.text()
-        return {**base, "choices": [choice(text, generation.finish_reason)], "usage": _usage(generation)}
+            return self._streamed(generations, base, choice, None, options, hand_over)
+        choices = [choice(i, g.text(), g.finish_reason, getattr(g, "logprobs", None)) for i, g in enumerate(generations)]
+        return {**base, "choices": choices, "usage": _usage(generations)}
 
     def chat_completions(self, request: events.Request, hand_over: Callable[[StreamingResponse], None]):
         """POST /v1/chat/completions."""
-        body = _checked_fields(request, CHAT_FIELDS)
-        messages = _messages(body.get("messages"))
+        body = checked_fields(request, CHAT_FIELDS)
+        messages = chat_messages(body.get("messages"))
         options = self.options(body, request)
+        plan = chat_plan(self.model, body)  # tools, tool_choice, response_format
         try:
-            ids = self.model.tokenizer.encode_chat(messages, add_generation_prompt=True)
+            ids = self.model.tokenizer.encode_chat(messages, add_generation_prompt=True, **plan.template_extra)
+        except ChatTemplateLimitError as e:  # the template crossed a rendering bound: its fault, not the request's
+            log.error("chat template: %s", e)
+            raise HttpError(500, f"{self.model.model_id}'s chat template cannot render these messages: {e}",
+                            param="messages", code="chat_template_error") from None
         except InputError as e:  # ChatTemplateError: the template refused or failed on these messages
             raise HttpError(400, str(e), param="messages", code="invalid_messages") from None
         except ModelConfigError as e:
             raise HttpError(400, f"{self.model.model_id} has no chat template, so it cannot chat; send your own "
                                  f"prompt to /v1/completions ({e})", param="messages",
                             code="no_chat_template") from None
-        generation = self._start(self._fitted(ids, "messages"), options, "messages")
+        generations = plan.wrap(self._start(self._fitted(ids, "messages", options), options, "messages"),
+                                options.max_tokens, self.model.n_ctx)
         base = self._base("chatcmpl-", "chat.completion")
+        formats = self._logprobs(options, ChatLogprobs)
 
         if options.stream:
-            def choice(text: str | None, finish_reason: str | None) -> dict:
-                delta = {} if text is None else {"content": text}
-                return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            def choice(index: int, text: str | None, finish_reason: str | None, entries=None) -> dict:
+                delta = {} if text is None else text if isinstance(text, dict) else {"content": text}
+                logprobs = None if entries is None else formats[index](entries)
+                return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
-            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                     "finish_reason": None}
+            first = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                      "finish_reason": None} for i in range(len(generations))]
             chunk_base = {**base, "object": "chat.completion.chunk"}
-            return self._streamed(generation, chunk_base, choice, first, options, hand_over)
-        text = generation.text()
-        message = {"role": "assistant", "content": text}
-        choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": generation.finish_reason}]
-        return {**base, "choices": choices, "usage": _usage(generation)}
+            return self._streamed(generations, chunk_base, choice, first, options, hand_over)
+        choices = []
+        for i, generation in enumerate(generations):
+            message = answer_message(generation)
+            entries = getattr(generation, "logprobs", None)
+            logprobs = None if entries is None else formats[i](entries)
+            choices.append({"index": i, "message": message, "logprobs": logprobs,
+                            "finish_reason": generation.finish_reason})
+        return {**base, "choices": choices, "usage": _usage(generations)}
 
     def models(self, request: events.Request) -> dict:
         """GET /v1/models: the one model, as OpenAI lists models."""
@@ -235,48 +252,55 @@ class GenerationAPI:
 
     def options(self, body: dict, request: events.Request) -> Options:
         """The generation settings a request body asks for, or HttpError 400 naming the bad field."""
-        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = _typed(body, name, "integer")
-        n_ctx = self.model.n_ctx
-        if max_tokens is None:
-            max_tokens = self._default_max_tokens()
-        elif not 1 <= max_tokens <= n_ctx:
-            raise HttpError(400, f"'{name}' is {max_tokens}; it must be from 1 to {n_ctx}, the model's context "
-                                 f"length", param=name, code="invalid_value")
-        sampling = {}
-        for key, kind in SAMPLING_FIELDS.items():
-            if (value := _typed(body, key, kind)) is not None:
-                sampling[key] = value
-        sampling.setdefault("temperature", 1.0)  # OpenAI's default; the decoder's own is greedy
-        if sampling.get("seed", 0) < 0:
-            raise HttpError(400, f"'seed' is {sampling['seed']}; it must be 0 or more", param="seed",
-                            code="invalid_value")
-        stream = _typed(body, "stream", "boolean") or False
-        if stream and not request.from_url:
-            raise HttpError(400, "'stream' needs a function URL (invoke mode RESPONSE_STREAM); a direct invoke is "
-                                 "answered whole: leave 'stream' out", param="stream", code="unsupported_value")
-        return Options(max_tokens, _stop(body.get("stop")), sampling, stream, _include_usage(body, stream))
+        return parse_options(body, request, self.model.n_ctx, self._default_max_tokens(),
+                             chat="messages" in body, max_n=self.max_n)
 
     def _default_max_tokens(self) -> int:
         return min(self.default_max_tokens, self.model.n_ctx)
 
-    def _fitted(self, ids: list[int], param: str) -> list[int]:
-        """The prompt's token ids, or 400 when they leave the context no room for a single new token."""
+    def _fitted(self, ids: list[int], param: str, options: Options) -> list[int]:
+        """The prompt's token ids, or 400 when they leave the context no room for a single new token, or when
+        `n` choices would hold more positions than one context: n * (prompt + max_tokens) <= n_ctx, each choice
+        keeping its own copy of the prompt's cache."""
         n_ctx = self.model.n_ctx
         if len(ids) >= n_ctx:
             what = "prompt is" if param == "prompt" else "messages, as the chat template renders them, are"
             raise HttpError(400, f"the {what} {len(ids)} tokens, but the model's context holds {n_ctx} "
                                  f"(prompt and completion together); shorten it", param=param,
                             code="context_length_exceeded")
+        positions = len(ids) + min(options.max_tokens, n_ctx - len(ids))
+        if options.n > 1 and options.n * positions > n_ctx:
+            raise HttpError(400, f"'n' is {options.n}: {options.n} choices of {len(ids)} prompt tokens and up to "
+                                 f"{positions - len(ids)} new ones each exceed the {n_ctx} positions of the model's "
+                                 f"context; lower n or max_tokens", param="n", code="context_length_exceeded")
         return ids
 
-    def _start(self, ids: list[int], options: Options, param: str):
+    def _start(self, ids: list[int], options: Options, param: str) -> list:
+        """The request's generations: one per choice (the prompt evaluated once). Options the plain path does not
+        use are passed only when set, so any decoder with `start` serves plain requests."""
+        extra = {}
+        if options.logprobs is not None:
+            extra["logprobs"] = options.logprobs
+        if self.prefix_cache is not None:
+            extra["prefix_cache"] = self.prefix_cache
         try:
-            return self.model.start(ids, max_tokens=options.max_tokens, stop=options.stop, **options.sampling)
-        except InputError as e:  # the decoder's own checks (sampling ranges, prompt length)
+            if options.n > 1:
+                return self.model.start_choices(ids, options.n, max_tokens=options.max_tokens, stop=options.stop,
+                                                **extra, **options.sampling)
+            return [self.model.start(ids, max_tokens=options.max_tokens, stop=options.stop, **extra,
+                                     **options.sampling)]
+        except InputError as e:  # the decoder's own checks (sampling ranges, prompt length, logit_bias ids)
             message = str(e)
-            named = next((name for name in (*SAMPLING_FIELDS, "max_tokens") if message.startswith(name)), param)
+            names = (*SAMPLING_FIELDS, "logit_bias", "max_tokens", "logprobs", "n")
+            named = next((name for name in names if message.startswith(name)), param)
             raise HttpError(400, message, param=named, code="invalid_value") from None
+
+    def _logprobs(self, options: Options, format_for: Callable) -> list | None:
+        """One logprobs formatter per choice (they keep offsets across chunks), or None without logprobs."""
+        if options.logprobs is None:
+            return None
+        text = TokenText(self.model.tokenizer)
+        return [format_for(text) for _ in range(options.n)]
 
     # --- answers
 
@@ -284,15 +308,18 @@ class GenerationAPI:
         return {"id": id_prefix + secrets.token_hex(12), "object": obj, "created": int(self.clock()),
                 "model": self.model.model_id}
 
-    def _streamed(self, generation, base: dict, choice: Callable, first: dict | None, options: Options,
+    def _streamed(self, generations: list, base: dict, choice: Callable, first: list | None, options: Options,
                   hand_over: Callable[[StreamingResponse], None]) -> events.Response:
-        hand_over(StreamingResponse(200, dict(SSE_HEADERS), _events(generation, base, choice, first,
+        hand_over(StreamingResponse(200, dict(SSE_HEADERS), _events(generations, base, choice, first,
                                                                     options.include_usage)))
         return events.Response(200, None)  # a placeholder for events.serve; the handler answers the stream
 
 
-def _events(generation, base: dict, choice: Callable, first: dict | None, include_usage: bool) -> Iterator[bytes]:
-    """The SSE body of a streamed answer. Closing it (the client went away) closes the generation."""
+def _events(generations: list, base: dict, choice: Callable, first: list | None,
+            include_usage: bool) -> Iterator[bytes]:
+    """The SSE body of a streamed answer: the choices take turns, a piece each, every chunk naming its choice's
+    index and carrying the logprobs of the tokens since that choice's last chunk. Closing it (the client went
+    away) closes the generations."""
     usage_field = {"usage": None} if include_usage else {}  # as OpenAI: every chunk has it, null until the last
 
     def chunk(choices: list) -> bytes:
@@ -300,12 +327,28 @@ def _events(generation, base: dict, choice: Callable, first: dict | None, includ
 
     try:
         if first is not None:
-            yield chunk([first])
-        for piece in generation:
-            yield chunk([choice(piece, None)])
-        yield chunk([choice(None, generation.finish_reason)])
+            yield chunk(first)
+        sent = [0] * len(generations)  # logprob entries sent, per choice
+
+        def news(index: int):
+            entries = getattr(generations[index], "logprobs", None)
+            if not entries or len(entries) == sent[index]:
+                return None
+            new, sent[index] = entries[sent[index]:], len(entries)
+            return new
+
+        running = [(i, iter(g)) for i, g in enumerate(generations)]
+        while running:
+            for turn in list(running):
+                index, pieces = turn
+                piece = next(pieces, None)
+                if piece is None:
+                    running.remove(turn)
+                    yield chunk([choice(index, None, generations[index].finish_reason, news(index))])
+                else:
+                    yield chunk([choice(index, piece, None, news(index))])
         if include_usage:
-            yield sse_event({**base, "choices": [], "usage": _usage(generation)})
+            yield sse_event({**base, "choices": [], "usage": _usage(generations)})
         yield SSE_DONE
     except Exception as e:  # the model failed mid-stream: the status is sent already, so say it in the stream
         fault = VotiveFault.from_exception(VotiveFault.MODEL_ERROR, e)
@@ -314,11 +357,12 @@ def _events(generation, base: dict, choice: Callable, first: dict | None, includ
                           code="model_error")
         yield sse_event(error.body())
     finally:
-        generation.close()
+        for generation in generations:
+            generation.close()
 
 
-def make_handler(model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS,
-                 clock: Callable[[], float] = time.time) -> Handler:
+def make_handler(model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS, clock: Callable[[], float] = time.time,
+                 max_n: int = DEFAULT_MAX_N, prefix_cache=None) -> Handler:
     """A Lambda handler `(event, context) -> answer` serving `model`; see the module docstring.
 
     A streamed request is answered with a `StreamingResponse`, which votive's runtime and `votive serve` send as
@@ -330,11 +374,13 @@ def make_handler(model, *, default_max_tokens: int = DEFAULT_MAX_TOKENS,
         >>> handler({"prompt": "The capital of France is", "max_tokens": 2}, None)["choices"][0]["text"]
         ' Paris.'
     """
-    api = GenerationAPI(model, default_max_tokens=default_max_tokens, clock=clock)
+    api = GenerationAPI(model, default_max_tokens=default_max_tokens, clock=clock, max_n=max_n,
+                        prefix_cache=prefix_cache)
 
     def handler(event, context):
         streamed: list[StreamingResponse] = []
-        answer = events.serve(event, api.routes(streamed.append), default_path=_default_path(event))
+        answer = events.serve(event, api.routes(streamed.append), default_path=_default_path(event),
+                              context=context)  # the deadline the generate loop checks
         return streamed[0] if streamed else answer
 
     return handler
@@ -357,7 +403,50 @@ def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None
                           f"{settings.model_name(config.model)} is not a text generation model (a GGUF decoder or "
                           f"a Hugging Face ...ForCausalLM folder); "
                           f"serve it with votive.handlers.embeddings.handler")
-    return make_handler(model, default_max_tokens=config.max_tokens)
+    _check_chat_template(model)
+    return make_handler(model, default_max_tokens=config.max_tokens, max_n=config.max_n,
+                        prefix_cache=_prefix_cache(model, config))
+
+
+def _prefix_cache(model, config: Settings):
+    """The prefix cache (None with VOTIVE_PREFIX_CACHE_MB=0), holding VOTIVE_WARM_PREFIX evaluated now, at init,
+    so that it is inside Lambda's SnapStart snapshot or Modal's memory snapshot. The warm prefix is text (encoded
+    as a completions prompt is) or a JSON list of chat messages (rendered by the model's chat template without a
+    generation prompt, the start of every chat that begins with them)."""
+    if config.prefix_cache_mb == 0 or not hasattr(model, "new_prefix_cache"):
+        if config.warm_prefix:
+            log.warning("VOTIVE_WARM_PREFIX is ignored: the prefix cache is off (VOTIVE_PREFIX_CACHE_MB=0) or the "
+                        "model has none")
+        return None
+    cache = model.new_prefix_cache(config.prefix_cache_mb * 2**20)
+    if config.warm_prefix:
+        try:
+            prompt = config.warm_prefix
+            if prompt.lstrip().startswith("["):
+                messages = chat_messages(json.loads(prompt))
+                prompt = model.tokenizer.encode_chat(messages, add_generation_prompt=False)
+            kept = model.warm_prefix(prompt, cache)
+        except (ValueError, HttpError, InputError, ModelConfigError) as e:  # JSONDecodeError is a ValueError
+            message = e.message if isinstance(e, HttpError) else str(e)
+            raise VotiveFault(VotiveFault.CONFIG_ERROR, f"VOTIVE_WARM_PREFIX: {message}") from None
+        if not kept:  # a warning, not a refusal: the function serves the same answers, only slower
+            log.warning("VOTIVE_WARM_PREFIX is not cached: over the %d MB of VOTIVE_PREFIX_CACHE_MB, or shorter than "
+                        "the passes a cached prefix may end on with this backend (8 tokens on the CPU, 64 on the GPU)",
+                        config.prefix_cache_mb)
+        log.info("VOTIVE_WARM_PREFIX: %d tokens cached", kept)
+    return cache
+
+
+def _check_chat_template(model) -> None:
+    """Compile the model's chat template and render it once, at init: one that crosses a rendering bound
+    (`votive.text.template_bounds`) is refused here (Votive.ModelLoadError), not met by every chat request."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if getattr(tokenizer, "chat_template_source", None) is None:
+        return  # no template: chat requests get a 400 saying so, completions are served
+    try:
+        tokenizer.chat_template.compile()
+    except ModelConfigError as e:
+        raise VotiveFault(VotiveFault.MODEL_LOAD_ERROR, f"{getattr(model, 'model_id', 'the model')}: {e}") from None
 
 
 __getattr__ = settings.handler_on_access(globals(), load_handler)
@@ -369,133 +458,15 @@ def _default_path(event) -> str:
     return "/v1/completions" if isinstance(event, dict) and "prompt" in event else "/v1/chat/completions"
 
 
-def _checked_fields(request: events.Request, known: frozenset[str]) -> dict:
-    """The request body as a dict, refusing unknown fields and fields for features we do not have."""
-    body = request.json()
-    if not isinstance(body, dict):
-        raise HttpError(400, f"the request body must be a JSON object, found a JSON {events.json_type(body)}",
-                        code="invalid_type")
-    unknown = sorted(name for name in body if name not in known)
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        raise HttpError(400, f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for {request.method} "
-                             f"{request.path}; it takes {', '.join(sorted(known))}", param=unknown[0],
-                        code="unknown_parameter")
-    for name, (off, missing) in OFF_ONLY.items():
-        value = body.get(name)
-        if name in known and value is not None and not any(value == v and type(value) is type(v) for v in off):
-            raise HttpError(400, f"'{name}' is {_json_text(value)}, but this endpoint {missing}; leave it out or "
-                                 f"send {_json_text(off[0])}", param=name, code="unsupported_parameter")
-    return body
+def _usage(generations: list) -> dict:
+    """The prompt once, the completion tokens of every choice; the prompt tokens the prefix cache lent, as
+    OpenAI's prompt_tokens_details.cached_tokens, when there were any."""
+    prompt = generations[0].prompt_tokens
+    completion = sum(g.completion_tokens for g in generations)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = getattr(getattr(generations[0], "prompt", None), "cached_tokens", 0)
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
-def _typed(body: dict, name: str, kind: str):
-    """body[name] when it is of JSON type `kind` ("integer", "number", "boolean"); None when absent or null."""
-    value = body.get(name)
-    if value is None:
-        return None
-    ok = {"integer": isinstance(value, int), "number": isinstance(value, (int, float)),
-          "boolean": isinstance(value, bool)}[kind]
-    if isinstance(value, bool) and kind != "boolean":
-        ok = False
-    if not ok:
-        raise HttpError(400, f"'{name}' must be a{'n' if kind[0] == 'i' else ''} {kind}, found a JSON "
-                             f"{events.json_type(value)}", param=name, code="invalid_type")
-    return value
-
-
-def _prompt(body: dict) -> str:
-    value = body.get("prompt")
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        value = value[0]
-    if isinstance(value, str):
-        return value
-    if value is None:
-        raise HttpError(400, "'prompt' is required: a string", param="prompt", code="missing_prompt")
-    if isinstance(value, list) and value and all(isinstance(v, int) or isinstance(v, list) for v in value):
-        raise HttpError(400, "'prompt' holds token ids; this endpoint takes text: send a string", param="prompt",
-                        code="unsupported_prompt")
-    if isinstance(value, list) and len(value) != 1:
-        raise HttpError(400, f"'prompt' is a list of {len(value)} items; send one string (one prompt per request)",
-                        param="prompt", code="invalid_prompt")
-    raise HttpError(400, f"'prompt' must be a string, found a JSON {events.json_type(value)}", param="prompt",
-                    code="invalid_type")
-
-
-def _messages(value) -> list[dict]:
-    """OpenAI chat messages -> [{role, content: str}] for the chat template, or 400 saying which and why."""
-    if value is None:
-        raise HttpError(400, "'messages' is required: a list of {role, content} objects", param="messages",
-                        code="missing_messages")
-    if not isinstance(value, list):
-        raise HttpError(400, f"'messages' must be a list of {{role, content}} objects, found a JSON "
-                             f"{events.json_type(value)}", param="messages", code="invalid_type")
-    if not value:
-        raise HttpError(400, "'messages' is empty; send at least one message", param="messages",
-                        code="empty_messages")
-    out = []
-    for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise HttpError(400, f"messages[{i}] is a JSON {events.json_type(message)}; expected an object with "
-                                 f"'role' and 'content'", param="messages", code="invalid_type")
-        role = message.get("role")
-        if role in ("tool", "function") or message.get("tool_calls"):
-            raise HttpError(400, f"messages[{i}] is a tool {'call' if message.get('tool_calls') else 'result'}; "
-                                 f"this endpoint has no tool calling", param="messages", code="unsupported_role")
-        if role not in ROLES:
-            raise HttpError(400, f"messages[{i}].role is {_json_text(role)}; expected 'system', 'user' or "
-                                 f"'assistant' (or 'developer')", param="messages", code="invalid_role")
-        out.append({"role": ROLES[role], "content": _content(message.get("content"), i)})
-    return out
-
-
-def _content(content, i: int) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise HttpError(400, f"messages[{i}].content must be a string or a list of text parts, found a JSON "
-                             f"{events.json_type(content)}", param="messages", code="invalid_type")
-    texts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            found = f"of type {_json_text(kind)}" if kind not in (None, "text") else "not a {type: 'text', text} part"
-            raise HttpError(400, f"messages[{i}].content[{j}] is {found}; this model reads text only",
-                            param="messages", code="unsupported_content")
-        texts.append(part["text"])
-    return "\n".join(texts)
-
-
-def _stop(value) -> list[str]:
-    if value is None:
-        return []
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise HttpError(400, f"'stop' must be a string or a list of strings, found {_json_text(value)}",
-                        param="stop", code="invalid_type")
-    if len(stops) > MAX_STOP_STRINGS:
-        raise HttpError(400, f"'stop' has {len(stops)} strings; send at most {MAX_STOP_STRINGS}", param="stop",
-                        code="too_many_stops")
-    return [s for s in stops if s]
-
-
-def _include_usage(body: dict, stream: bool) -> bool:
-    options = body.get("stream_options")
-    if options is None:
-        return False
-    if not stream:
-        raise HttpError(400, "'stream_options' is only allowed with \"stream\": true", param="stream_options",
-                        code="invalid_value")
-    if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise HttpError(400, f"'stream_options' must be {{\"include_usage\": true|false}}, found "
-                             f"{_json_text(options)}", param="stream_options", code="invalid_value")
-    return bool(_typed(options, "include_usage", "boolean"))
-
-
-def _usage(generation) -> dict:
-    prompt, completion = generation.prompt_tokens, generation.completion_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _json_text(value) -> str:
-    return json.dumps(value)[:80]

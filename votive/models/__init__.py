@@ -32,6 +32,9 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     from votive.backends import get_backend
     from votive.sources import ResolvedSource, resolve_source
 
+    from votive.models.config_checks import check_n_ctx
+
+    check_n_ctx(n_ctx)  # 0 or -5: a ModelConfigError naming n_ctx, before anything is read
     qtype = None
     if quantize is not None:  # a bad choice is refused before anything is read
         from votive.models.hf_checkpoint import quantize_type
@@ -99,10 +102,12 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
     import importlib
 
     from votive.formats.weights import WeightStore
+    from votive.models.config_checks import check_config_json
     from votive.models.hf_checkpoint import HFConfig, HFWeights
     from votive.text.hf_tokenizer import HFTokenizer
 
     hf = HFConfig(folder)
+    check_config_json(hf.data, hf.path)  # sizes and epsilons typed and in range, before a family divides by them
     arch = hf.architecture
     if arch not in HF_DECODERS:
         raise ModelConfigError(f"{hf.path}: architecture {arch!r} is not supported (supported: "

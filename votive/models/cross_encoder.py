@@ -36,6 +36,7 @@ import numpy as np
 
 from votive.errors import InputError, ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.config_checks import check_finite
 from votive.models.sentence_encoder import encoder_class
 from votive.text.tokenizer_json import read_json
 from votive.text.wordpiece import load_tokenizer
@@ -216,6 +217,7 @@ class CrossEncoder:
             else:
                 hidden = self.model.forward(ids, mask)  # (b, T, D)
             scores[idx] = self.head(ops.to_numpy(hidden[:, 0]).astype(np.float32))  # (b,)
+        check_finite(scores, f"{self.model_id}: the scores")  # broken weights: a 500, never NaN scores
         return scores, n_tokens
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:

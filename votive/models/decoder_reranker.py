@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from votive.errors import InputError, ModelConfigError
+from votive.models.config_checks import check_finite
 from votive.models.cross_encoder import Ranked, _check_pairs
 from votive.text.tokenizer_json import read_json
 
@@ -107,6 +108,7 @@ class DecoderReranker:
         the handler's sake): a causal decoder's last state does not depend on its batch's padding."""
         encoded = self.tokenize(pairs)
         scores = np.array([self._score_ids(ids) for ids in encoded], np.float32)
+        check_finite(scores, f"{self.model_id}: the scores")  # broken weights: a 500, never NaN scores
         return scores, sum(len(ids) for ids in encoded)
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from votive.errors import ModelConfigError
 from votive.models.binding import bind_weights
+from votive.models.config_checks import DECODER_GGUF_KEYS, check_fields
 from votive.models.llama import Config as LlamaConfig
 from votive.models.llama import LlamaModel
 
@@ -61,6 +62,7 @@ class Config(LlamaConfig):
         # head_dim is 128). llama.cpp's src/llama-model.cpp (LLM_ARCH_GEMMA3) tells the 27B by its layer count,
         # 62, and scales it by 1/sqrt(n_embd / n_head); we mirror that test, so any 62-layer file gets 27B's scale.
         cfg.attn_scale = 1.0 / math.sqrt(cfg.dim / cfg.n_heads if cfg.n_layers == 62 else cfg.head_dim)
+        check_fields(cfg, f.path, DECODER_GGUF_KEYS, arch)  # Gemma's own: the window, the layout's period
         return cfg
 
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from votive.backends.numpy_linears import FusedLinears
 from votive.models.binding import bind_weights
+from votive.models.config_checks import check_gguf_decoder, setting
 from votive.models.decoding import TextGenerator
 from votive.models.rope_scaling import RopeScaling, read_rope
 
@@ -46,22 +47,24 @@ class Config:
 
     @classmethod
     def from_gguf(cls, f, arch: str) -> "Config":
-        n_heads = f.require(f"{arch}.attention.head_count")
-        dim = f.require(f"{arch}.embedding_length")
-        head_dim = f.get(f"{arch}.attention.key_length", dim // n_heads)
-        return cls(
+        n_heads = setting(f, f"{arch}.attention.head_count", positive=True)  # typed and > 0, naming the key
+        dim = setting(f, f"{arch}.embedding_length", positive=True)
+        head_dim = setting(f, f"{arch}.attention.key_length", default=dim // n_heads, positive=True)
+        cfg = cls(
             n_layers=f.require(f"{arch}.block_count"),
             dim=dim,
             ffn_dim=f.require(f"{arch}.feed_forward_length"),
             n_heads=n_heads,
             n_kv_heads=f.get(f"{arch}.attention.head_count_kv", n_heads),
             head_dim=head_dim,
-            rope_base=float(f.get(f"{arch}.rope.freq_base", 10000.0)),
+            rope_base=setting(f, f"{arch}.rope.freq_base", float, default=10000.0),
             rope=read_rope(f, arch, head_dim),
-            norm_eps=float(f.require(f"{arch}.attention.layer_norm_rms_epsilon")),
+            norm_eps=setting(f, f"{arch}.attention.layer_norm_rms_epsilon", float),
             train_ctx=f.require(f"{arch}.context_length"),
             vocab_size=f.tensors["token_embd.weight"].shape[0],
         )
+        check_gguf_decoder(f, arch, cfg)  # ranges, GQA, tensor rows, vocabulary, finite norms (config_checks.py)
+        return cfg
 
     @classmethod
     def from_hf(cls, hf, longrope: bool = False) -> "Config":

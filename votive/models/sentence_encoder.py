@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError, check_deadline
-from votive.models.config_checks import check_finite, check_small_arrays
+from votive.models.config_checks import check_config_json, check_finite, check_small_arrays
 from votive.models.embedding_controls import Prompts, finish, matryoshka_dims
 from votive.text.tokenizer_json import read_json
 from votive.text.wordpiece import load_tokenizer
@@ -46,6 +46,7 @@ def encoder_class(folder: Path):
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise ModelConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    check_config_json(raw, path)  # sizes and epsilons typed and in range, before a family divides by them
     model_type = raw.get("model_type", "bert")
     if model_type not in ENCODERS:
         raise ModelConfigError(f"{path}: model_type {model_type!r} is not an encoder votive runs (supported: "

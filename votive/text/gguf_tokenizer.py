@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import codecs
+import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from votive.errors import InputError, ModelConfigError
@@ -66,6 +67,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"bos_id": 1, "eos_id": 2, "unk_id": 0, "add_bos": True, "add_eos": False, "add_space_prefix": True},
     "gpt2": {"bos_id": 11, "eos_id": 11, "add_bos": False, "add_eos": False, "add_space_prefix": False},
 }
+
+
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 class GGUFTokenizer:
@@ -128,6 +132,11 @@ class GGUFTokenizer:
         types = self.token_types
         normal = int(TokenType.NORMAL)  # a plain int compares faster over 262k entries
         special_ids = [i for i, t in enumerate(types) if t != normal]
+        byte = int(TokenType.BYTE)  # printed as the byte its text names: "<0x0A>", nothing else
+        bad = next((i for i in special_ids if types[i] == byte and not _BYTE_TOKEN.fullmatch(tokens[i])), None)
+        if bad is not None:
+            raise ModelConfigError(f"{source}: {GGUF_KEYS['token_types']} types token {bad} ({tokens[bad]!r}) as BYTE, "
+                                   "whose text must be <0xNN>")
         special_ids = [i for i in special_ids if types[i] in _SPECIAL_TYPES]
         self._rstrip_ids = _rstrip_ids(spec.model_name, special_ids, self.vocab)
         self._special_all = _SpecialTokens(tokens, special_ids)
