@@ -4,10 +4,17 @@ Why threads: importing the handler is the init phase, and for votive it maps the
 are read-only, so N environments can share one import and one mapping; a thread per environment keeps
 Lambda's rule that an environment runs one invocation at a time, and numpy releases the GIL inside its
 kernels, so environments do overlap in real work. What threads cannot give is isolation: a handler that
-mutates module state shares it, a crash takes the process down, and a handler past its timeout cannot be
-stopped (its caller gets Sandbox.Timedout while the thread stays busy until the handler returns). For faithful
-isolation use `votive.emulators.runtime_api.RuntimeApiEmulator`, where each environment is its own awslambdaric
-process.
+mutates module state shares it, and a crash takes the process down. For faithful isolation use
+`votive.emulators.runtime_api.RuntimeApiEmulator`, where each environment is its own awslambdaric process.
+
+Timeouts: Lambda ends an invocation that runs past the function timeout and resets its environment, so capacity
+comes back at once. A thread cannot be killed, so here (1) votive's handlers stop themselves: their encode and
+generate loops check the context's remaining time between batches and tokens (`votive.errors.check_deadline`)
+and raise DeadlineExceeded, reported as the Sandbox.Timedout it is; and (2) the environment whose invocation
+timed out is retired and a fresh one takes its place right away, so a handler that does not stop (not votive's,
+or inside one long forward pass) no longer holds a slot: its thread ends when the handler returns. The fresh
+environment reuses the imported handler instead of re-running init: the environments already share that one
+handler across threads, so it must be thread-safe anyway, and re-running init would map the model again.
 
 The handler sees what it would on Lambda: the event after a JSON round trip, a `LambdaContext`, and its result
 serialized as awslambdaric would (so a numpy array returned by mistake fails here with Runtime.MarshalError,
@@ -29,8 +36,8 @@ import time
 import types
 from typing import Callable
 
-from votive.emulators.invocation_queue import Invocation, QueuedFunction
-from votive.errors import EmulatorError
+from votive.emulators.invocation_queue import Invocation, QueuedFunction, timeout_error
+from votive.errors import DeadlineExceeded, EmulatorError
 from votive.protocol.context import PAYLOAD_LIMIT_BYTES, FunctionConfig, LambdaContext, new_log_stream_name
 from votive.protocol.faults import (
     EXIT_ERROR,
@@ -80,6 +87,8 @@ class InProcessFunction(QueuedFunction):
         self.handler = handler
         self.init = init
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
+        self._next_index = 0
 
     def start(self) -> None:
         """Init: import the handler once, then start the environments.
@@ -91,18 +100,32 @@ class InProcessFunction(QueuedFunction):
             function = load_handler(self.handler) if self.init is None else _run_init(self.init)
         except HandlerInitError as exc:
             raise EmulatorError(f"function init failed: {exc}", lambda_error=exc.error) from None
-        for index in range(self.environments):
-            environment = _ThreadEnvironment(index, self, function)
-            thread = threading.Thread(target=environment.serve, name=f"lambda-{environment.name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.environments):
+            self._start_environment(function)
 
     def stop(self) -> None:
         """Stop taking work and let idle environments end (a handler still running is left to finish)."""
         self.queue.close()
-        for thread in self._threads:
+        with self._threads_lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
             thread.join(timeout=1.0)
-        self._threads.clear()
+
+    def _start_environment(self, function: HandlerFunction) -> None:
+        with self._threads_lock:
+            environment = _ThreadEnvironment(self._next_index, self, function)
+            self._next_index += 1
+            thread = threading.Thread(target=environment.serve, name=f"lambda-{environment.name}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()]  # retired ones that have ended
+            self._threads.append(thread)
+            thread.start()
+
+    def retire(self, environment: "_ThreadEnvironment") -> None:
+        """An invocation of `environment` timed out: a fresh environment takes its place now (as Lambda resets a
+        timed-out one); the old thread ends when its handler returns, taking no more work."""
+        environment.retired = True
+        if not self.queue.closed:
+            self._start_environment(environment.handler)
 
 
 def _run_init(init: Callable[[], HandlerFunction]) -> HandlerFunction:
@@ -121,18 +144,20 @@ class _ThreadEnvironment:
         self.function = function
         self.handler = handler
         self.log_stream_name = new_log_stream_name(function.config.version, function.clock())
+        self.retired = False  # an invocation of it timed out: it takes no more work
 
     def abort(self, invocation: Invocation) -> None:
         log.warning(
-            "[%s] invocation %s timed out; a thread cannot be stopped, so this environment stays busy until the "
-            "handler returns",
+            "[%s] invocation %s timed out; a fresh environment takes its place (this thread ends when the handler "
+            "returns: votive's handlers stop at their next batch or token)",
             self.name,
             invocation.request_id,
         )
+        self.function.retire(self)
 
     def serve(self) -> None:
         queue = self.function.queue
-        while (invocation := queue.take(self)) is not None:
+        while (invocation := queue.take(self, is_alive=lambda: not self.retired)) is not None:
             payload, error = self._run(invocation)
             if isinstance(payload, StreamingResponse):
                 self._stream(invocation, payload)
@@ -174,6 +199,8 @@ class _ThreadEnvironment:
             return None, lambda_error(f"Unable to unmarshal input: {exc}", UNMARSHAL_ERROR, request_id)
         try:
             result = self.handler(event, context)
+        except DeadlineExceeded:  # the handler stopped itself at the deadline: Lambda's timeout, as it is
+            return None, timeout_error(request_id, invocation.timeout_s)
         except Exception as exc:
             error = error_from_exception(exc, request_id, skip_frames=1)
             log.error("[%s] %s: %s", self.name, error["errorType"], error["errorMessage"], exc_info=exc)

@@ -259,6 +259,11 @@ class InvocationQueue:
         self._closed = False
         self._broken: dict | None = None  # set when the function can no longer run anything (failed re-init)
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: no more work is handed out."""
+        return self._closed
+
     def run(
         self,
         event: bytes,

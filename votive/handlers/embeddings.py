@@ -59,7 +59,9 @@ Decisions (OpenAI's behaviour where it costs nothing, strict where leniency woul
 - `user` and fields OpenAI may add later are ignored.
 - `usage.prompt_tokens` counts the tokens embedded, [CLS], [SEP] and the prompt prefix included, after truncation.
 - A float response takes about 21 bytes per number: at 384 dimensions, some 780 texts fill Lambda's 6 MB response
-  limit, and a larger answer is refused with a 400 that suggests base64 (5.3 bytes per number).
+  limit, and a larger answer is refused with a 400 that suggests base64 (5.3 bytes per number): before anything
+  is computed when the inputs, dimensions and encoding_format already say it cannot fit (`answer_floor_bytes`),
+  else once computed.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ class EmbeddingsAPI:
     def embeddings(self, request: events.Request) -> dict:
         """POST /v1/embeddings: OpenAI's request in, OpenAI's response out."""
         req = self.parse(request.json())
+        _refuse_oversized_answer(req, self.model.dim)
         try:
             vectors, n_tokens = self.model.encode(req.texts, batch_size=self.batch_size, **req.options())
         except InputError as e:  # the model's own checks on its input: still the client's to fix
@@ -332,7 +335,7 @@ def make_handler(model, *, max_inputs: int = DEFAULT_MAX_INPUTS, batch_size: int
     def handler(event, context):
         return events.serve(event, routes, default_path="/v1/embeddings",
                             oversize_hint="send fewer inputs per request, or ask for encoding_format 'base64' "
-                                          "(about a quarter of the size)")
+                                          "(about a quarter of the size)", context=context)
 
     return handler
 
@@ -383,6 +386,43 @@ def _texts(value, max_inputs: int) -> list[str]:
         raise HttpError(400, f"input[{i}] contains an unpaired UTF-16 surrogate; texts must be valid Unicode",
                         param="input", code="invalid_text")
     return value
+
+
+# The fewest bytes one returned number takes in the answer's JSON, per encoding_format, and one item's wrapping
+# ({"object":"embedding","index":i,"embedding":...},). A float32 from a model, printed as the double it is, takes
+# 17 significant digits (about 21 bytes) unless it happens to be a short binary fraction; 10 is well under any
+# real embedding's, so the refusal below never turns away an answer that would have fit. Integers take at least
+# one digit and a comma.
+_MIN_NUMBER_BYTES = {"float": 10, "int8": 2, "uint8": 2, "binary": 2, "ubinary": 2}
+_MIN_ITEM_BYTES = 40
+
+
+def answer_floor_bytes(n_texts: int, dim: int, encoding_format: str) -> int:
+    """The least an embeddings answer of `n_texts` vectors of `dim` numbers can weigh, known before computing:
+    base64 exactly (4 characters per 3 bytes of little-endian float32), the JSON formats from their shortest
+    numbers; binary / ubinary pack 8 dimensions per integer."""
+    if encoding_format == "base64":
+        per_item = 4 * -(-dim * 4 // 3) + 2  # the quoted base64 text
+    else:
+        numbers = -(-dim // 8) if encoding_format in ("binary", "ubinary") else dim
+        per_item = numbers * _MIN_NUMBER_BYTES[encoding_format]
+    return n_texts * (per_item + _MIN_ITEM_BYTES)
+
+
+def _refuse_oversized_answer(req: EmbeddingRequest, model_dim: int) -> None:
+    """A 400 before any computing for a request whose answer cannot fit Lambda's 6 MB response limit (its size
+    follows from the inputs, dimensions and encoding_format), instead of computing it and refusing it after."""
+    dim = req.dimensions or model_dim
+    floor = answer_floor_bytes(len(req.texts), dim, req.encoding_format)
+    if floor <= events.LAMBDA_PAYLOAD_LIMIT:
+        return
+    fits = max(1, len(req.texts) * events.LAMBDA_PAYLOAD_LIMIT // floor)
+    hint = "" if req.encoding_format == "base64" else ", or ask for encoding_format 'base64' (about a quarter " \
+                                                      "of the size of 'float')"
+    raise HttpError(400, f"the answer would be at least {floor / 2**20:.1f} MiB ({len(req.texts)} inputs of {dim} "
+                         f"dimensions as {req.encoding_format!r}), over the {events.LAMBDA_PAYLOAD_LIMIT / 2**20:.0f} "
+                         f"MiB a Lambda function may return; send at most about {fits} inputs per request{hint}",
+                    param="input", code="response_too_large")
 
 
 def _matryoshka_setting(raw: str) -> tuple[int, ...] | str | None:

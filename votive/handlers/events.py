@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
-from votive.errors import VotiveFault
+from votive.errors import DeadlineExceeded, VotiveFault, reset_deadline, set_deadline
+from votive.handlers.batch_events import answer_batch, is_batch_event
 from votive.handlers.http_errors import HttpError
 
 log = logging.getLogger("votive")
@@ -94,7 +95,7 @@ Routes = dict[str, dict[str, Route]]  # path -> method -> route
 
 
 def serve(event, routes: Routes, *, default_path: str, max_response_bytes: int = LAMBDA_PAYLOAD_LIMIT,
-          oversize_hint: str = "ask for less in one request") -> dict:
+          oversize_hint: str = "ask for less in one request", context=None) -> dict:
     """Answer one Lambda event with `routes`: the whole per-invocation path of a votive handler.
 
     Args:
@@ -103,6 +104,9 @@ def serve(event, routes: Routes, *, default_path: str, max_response_bytes: int =
         default_path: the route a direct invoke's bare body goes to (it is POSTed there).
         max_response_bytes: a function URL response over this is refused with a 400 instead of failing in Lambda.
         oversize_hint: how the client can get a smaller response; ends that 400's message.
+        context: the invocation's Lambda context: its remaining time is the deadline the model's loops check
+            (`votive.errors.check_deadline`); a route that runs past it raises DeadlineExceeded out of the handler,
+            which Lambda (and the emulator) answers as the timeout it is.
 
     Returns:
         A payload 2.0 response for a function URL event; the response body for a direct invoke.
@@ -112,12 +116,18 @@ def serve(event, routes: Routes, *, default_path: str, max_response_bytes: int =
     """
     from_url = is_url_event(event)
     request = None
+    deadline = set_deadline(getattr(context, "get_remaining_time_in_millis", None))
     try:
+        if not from_url and is_batch_event(event):  # a Step Functions Distributed Map batch (batch_events.py)
+            return answer_batch(event, default_path, lambda path, body: dispatch(
+                parse_direct_event({"path": path, "body": body}, default_path), routes).body)
         request = parse_url_event(event) if from_url else parse_direct_event(event, default_path)
         response = dispatch(request, routes)
         if not from_url:
             return response.body
         return url_response(response, max_response_bytes, oversize_hint)
+    except DeadlineExceeded:
+        raise  # a timeout, not the model's failure: Lambda answers it as one
     except HttpError as e:
         error, fault = e, None
         log.warning("%d %s: %s", e.status, _describe(request, event), e.message)
@@ -126,6 +136,8 @@ def serve(event, routes: Routes, *, default_path: str, max_response_bytes: int =
         log.error("500 %s: %s\n%s", _describe(request, event), fault.message, "".join(fault.trace).rstrip())
         error = HttpError(500, "the model failed to answer this request; the cause is in the function's log",
                           code="model_error")
+    finally:
+        reset_deadline(deadline)
     if from_url:
         return url_response(Response(error.status, error.body(), error.headers))
     if fault is None:
