@@ -17,6 +17,7 @@ Run benchmarks/setup_peers.py once first. Then, from the repo root:
 
     .venv/bin/python benchmarks/embedding_bench.py            # full run
     .venv/bin/python benchmarks/embedding_bench.py --quick    # fewer repetitions, for a smoke run
+    .venv/bin/python benchmarks/embedding_bench.py --profile  # votive's time per op kind, beside ORT's
 
 Writes benchmarks/.work/embedding_results.json and benchmarks/.work/embedding_results.md (a table to paste).
 """
@@ -300,6 +301,63 @@ def deploy_sets(stacks: list[Stack]) -> dict[str, dict]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ profile
+
+
+def profile(stacks: dict[str, Stack], model: str, passes: int) -> dict:
+    """votive's time per embed call split by op kind (stacks/votive_profile.py) at batch 1 and 32, beside ORT's
+    time per call at the same batch sizes from its throughput worker, alternating votive, ORT, votive, ORT."""
+    batches = "1,32"
+    runs = {"votive": [], "ort": []}
+    for rnd in range(2):
+        for name in ("votive", "ort"):
+            if name not in stacks:
+                continue
+            stack = stacks[name]
+            if name == "votive":
+                cmd = [str(stack.python), str(STACKS_DIR / "votive_profile.py"), model, str(REFERENCE_DIR), batches,
+                       str(passes)]
+                result = run_process(cmd, worker_env(stack), WORK_DIR / "logs" / f"votive-profile{rnd}")
+            else:
+                result = run_worker(stack, "throughput", [model, str(REFERENCE_DIR), batches, str(passes)],
+                                    f"profile{rnd}")
+            if result.returncode != 0:
+                raise BenchError(f"{name} profile run failed: {result.failure()}")
+            runs[name].append(result.json())
+        print(f"  profile round {rnd + 1}/2 done (load {os.getloadavg()[0]:.2f})", flush=True)
+    out = {"votive": {}, "ort_ms_per_call": {}}
+    for b in batches.split(","):
+        per_run = [r[b] for r in runs["votive"]]
+        kinds = per_run[0]["ops"]
+        out["votive"][b] = {"per_call_ms": statistics.median(r["per_call_ms"] for r in per_run),
+                            "ops": {k: statistics.median(r["ops"].get(k, 0.0) for r in per_run) for k in kinds},
+                            "calls": per_run[0]["calls"]}
+        if runs["ort"]:
+            calls = 256 // int(b) + (256 % int(b) > 0)
+            out["ort_ms_per_call"][b] = statistics.median(
+                1e3 * s / calls for r in runs["ort"] for s in r["seconds"][b])
+    return out
+
+
+def profile_table(prof: dict, load: tuple) -> str:
+    lines = ["| op kind | batch 1: ms per call | share | calls | batch 32: ms per call | share | calls |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    v1, v32 = prof["votive"]["1"], prof["votive"]["32"]
+    for kind in v1["ops"]:
+        cells = [kind]
+        for v in (v1, v32):
+            ms = v["ops"].get(kind, 0.0)
+            cells += [f"{ms:.3f}", f"{100 * ms / v['per_call_ms']:.0f}%", f"{v['calls'].get(kind, 0):g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"| **votive total** | {v1['per_call_ms']:.3f} | | | {v32['per_call_ms']:.3f} | | |")
+    ort = prof["ort_ms_per_call"]
+    if ort:
+        lines.append(f"| ONNX Runtime total, same run | {ort['1']:.3f} | | | {ort['32']:.3f} | | |")
+        lines.append(f"| votive / ORT time | {v1['per_call_ms'] / ort['1']:.2f}x | | | "
+                     f"{v32['per_call_ms'] / ort['32']:.2f}x | | |")
+    return "\n".join(lines) + f"\n\nLoad average at start / end: {load[0]:.2f} / {os.getloadavg()[0]:.2f}.\n"
+
+
 # ---------------------------------------------------------------------------------------------- reporting
 
 
@@ -432,6 +490,8 @@ def main() -> int:
     parser.add_argument("--votive-python", type=Path, default=REPO_DIR / ".venv" / "bin" / "python")
     parser.add_argument("--note", default="", help="free text stored with the results (e.g. 'machine busy')")
     parser.add_argument("--out", type=Path, default=WORK_DIR / "embedding_results.json")
+    parser.add_argument("--profile", action="store_true",
+                        help="only votive's time per op kind at batch 1 and 32, beside ORT's time per call")
     args = parser.parse_args()
     if args.quick:
         args.cold_reps, args.tp_rounds, args.tp_passes = 5, 1, 3
@@ -466,6 +526,19 @@ def main() -> int:
     }
     if "votive" in chosen:
         compile_votive_bytecode(chosen["votive"].python)
+    if args.profile:
+        load = os.getloadavg()
+        print("profile: votive per op kind, ORT per call, 2 rounds alternating", flush=True)
+        try:
+            prof = profile(chosen, model, args.tp_passes)
+        except BenchError as exc:
+            print(f"embedding_bench: {exc}", file=sys.stderr)
+            return 1
+        table = profile_table(prof, load)
+        (WORK_DIR / "embedding_profile.json").write_text(json.dumps({"meta": results["meta"], "profile": prof}))
+        (WORK_DIR / "embedding_profile.md").write_text(table)
+        print("\n" + table)
+        return 0
     print("preflight: loading each stack and checking it against the reference...", flush=True)
     results["stacks"] = preflight(chosen, model)
     for name, st in results["stacks"].items():

@@ -12,6 +12,10 @@ Modes (argv[1]):
         256 bench sentences at each batch size (interleaved), print the seconds of every pass.
     check MODEL_DIR REFERENCE_DIR [EXTRA]
         load and print {"min_cosine": ...} against the reference embeddings.
+    serve MODEL_DIR REFERENCE_DIR [EXTRA]
+        load, print {"min_cosine": ...}, then for each stdin line "BATCH COUNT" embed the first COUNT bench
+        sentences in batches of BATCH and print the seconds it took (embedding_ab.py alternates passes of
+        several such processes, a fraction of a second each, so that load swings hit them alike).
 
 EXTRA is handed to the stack's constructor (the ONNX file for the ORT stack). Only this module's standard
 library imports run before the stack's own, so the cold start measures the stack, not the harness.
@@ -84,7 +88,7 @@ def _throughput(stack, model_dir, reference_dir, batches, passes):
 
 def main(stack_class):
     args = sys.argv[1:]
-    usage = "usage: WORKER cold|throughput|check MODEL_DIR ..."
+    usage = "usage: WORKER cold|throughput|check|serve MODEL_DIR ..."
     if not args:
         raise SystemExit(usage)
     mode, rest = args[0], args[1:]
@@ -100,6 +104,20 @@ def main(stack_class):
         stack.import_libs()
         stack.load(rest[0])
         result = {"min_cosine": min_cosine(stack, rest[1])}
+    elif mode == "serve" and len(rest) in (2, 3):
+        stack = stack_class(*rest[2:])
+        stack.import_libs()
+        stack.load(rest[0])
+        print(json.dumps({"min_cosine": min_cosine(stack, rest[1])}), flush=True)
+        with open(f"{rest[1]}/bench_sentences.json") as fh:
+            sentences = json.load(fh)["sentences"]
+        for line in sys.stdin:
+            batch, count = (int(x) for x in line.split())
+            t = time.perf_counter()
+            for start in range(0, count, batch):
+                stack.embed(sentences[start:min(start + batch, count)])
+            print(time.perf_counter() - t, flush=True)
+        return
     else:
         raise SystemExit(usage)
     print(json.dumps(result), flush=True)

@@ -21,6 +21,14 @@ from votive.quant import cpus, kernels
 
 name = "numpy"
 blas_threads = cpus.limit_blas_threads()  # None where the user chose, or no OpenBLAS is loaded
+# Products of fewer rows than this (one short text: a dozen tokens) run as (W @ x.T).T on one BLAS thread.
+# x @ W.T makes OpenBLAS pack the whole weight from a transposed operand on every call, which at a dozen rows
+# costs as much as the product; W @ x.T reads W as stored, and the transposed (rows, out) result is copied back
+# (small). A second thread saves little at this size on idle cores and costs several times over when a core is
+# busy elsewhere, as OpenBLAS's threads wait on each other. Each output is the same dot product, summed in the
+# same order, so the results are bit for bit x @ W.T's (tests/test_encoder_speed_paths.py).
+SMALL_ROWS = 64
+_set_blas_threads = cpus.blas_thread_setter() if blas_threads and blas_threads > 1 else None
 float32 = np.float32
 int64 = np.int64
 
@@ -44,7 +52,16 @@ def linear(x, weight, bias=None):
     `weight.T` of a C-contiguous matrix is a Fortran-ordered view, which BLAS takes as a transposed operand:
     the memory-mapped weight is never copied.
     """
-    y = x @ weight.T  # (..., out)
+    if x.ndim == 2 and x.shape[0] < SMALL_ROWS:
+        if _set_blas_threads is not None:
+            _set_blas_threads(1)
+        try:
+            y = np.ascontiguousarray((weight @ x.T).T)  # (rows, out)
+        finally:
+            if _set_blas_threads is not None:
+                _set_blas_threads(blas_threads)
+    else:
+        y = x @ weight.T  # (..., out)
     if bias is not None:
         y += bias
     return y

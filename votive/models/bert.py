@@ -25,6 +25,7 @@ from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.config_checks import check_fields
 from votive.quant.ggml_types import GGMLType
 from votive.text.tokenizer_json import read_json
 
@@ -54,6 +55,7 @@ class Config:
         if model_type != "bert":
             raise ModelConfigError(f"{path}: model_type {model_type!r} is not a BERT encoder")
         cfg = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        check_fields(cfg, path)  # every size positive, layer_norm_eps finite and > 0, each named by its key
         if cfg.hidden_act != "gelu":
             raise ModelConfigError(f"{path}: hidden_act {cfg.hidden_act!r} is not supported (only 'gelu')")
         if cfg.position_embedding_type != "absolute":
@@ -82,10 +84,18 @@ class Config:
             type_vocab_size=f.tensors["token_types.weight"].shape[0] if "token_types.weight" in f.tensors else 0,
             layer_norm_eps=f.require("bert.attention.layer_norm_epsilon", float),
         )
+        check_fields(cfg, f.path, GGUF_KEYS)
         if cfg.hidden_size % cfg.num_attention_heads:
             raise ModelConfigError(f"{f.path}: bert.embedding_length {cfg.hidden_size} is not divisible by "
                                    f"{cfg.num_attention_heads} heads")
         return cfg
+
+
+# Config field -> the `bert.*` GGUF key (or tensor) it comes from, for messages.
+GGUF_KEYS = {"vocab_size": "token_embd.weight rows", "hidden_size": "bert.embedding_length",
+             "num_hidden_layers": "bert.block_count", "num_attention_heads": "bert.attention.head_count",
+             "intermediate_size": "bert.feed_forward_length", "max_position_embeddings": "bert.context_length",
+             "type_vocab_size": "token_types.weight rows", "layer_norm_eps": "bert.attention.layer_norm_epsilon"}
 
 
 # -------------------------------------------------------------------------------------------- weight names
@@ -175,6 +185,7 @@ class EncoderLayer:
         self.w = w  # LAYER_WEIGHTS names -> arrays, shapes as listed there
         self.n_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.qkv = _fused_qkv(ops, w)  # q, k, v as one matrix; None when quantized
 
     def __call__(self, x, mask_bias):
         """x: (B, T, D) hidden states; mask_bias: (B, 1, 1, T), 0 for tokens and a large negative for padding."""
@@ -184,11 +195,15 @@ class EncoderLayer:
         flat = x.reshape(B * T, D)
 
         # self-attention: softmax(q k^T / sqrt(Dh) + mask) v, per head
-        q = project(ops, flat, w["wq"], w["bq"])  # (B*T, D)
+        if self.qkv is not None:
+            qkv = ops.linear(flat, self.qkv["wqkv"], self.qkv["bqkv"])  # (B*T, 3D): q | k | v, one product
+            q, k, v = qkv[:, :D], qkv[:, D : 2 * D], qkv[:, 2 * D :]  # views, (B*T, D) each
+        else:
+            q, k, v = (project(ops, flat, w[m], w[b]) for m, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
         q *= 1.0 / math.sqrt(Dh)  # scale q rather than the (B, H, T, T) scores: fewer elements for short T
         q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
-        k = project(ops, flat, w["wk"], w["bk"]).reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
-        v = project(ops, flat, w["wv"], w["bv"]).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        k = k.reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
+        v = v.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
         attn = project(ops, ctx, w["wo"], w["bo"])  # (B*T, D)
@@ -199,6 +214,17 @@ class EncoderLayer:
         out = project(ops, h, w["w_down"], w["b_down"])  # (B*T, D)
         out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps, residual=flat)
         return out.reshape(B, T, D)
+
+
+def _fused_qkv(ops, w: dict):
+    """q, k and v as one (3D, D) matrix and one (3D,) bias, made once at load: one product per layer instead of
+    three (at batch 1 each product costs mostly its dispatch and OpenBLAS's packing). The rows are the stored
+    rows, so each output is the same dot product in the same order as before: bit for bit. None when the
+    matrices are quantized or held as GGUF linears (callables), which keep their own products."""
+    if any(callable(w[m]) for m in ("wq", "wk", "wv")):
+        return None
+    return {"wqkv": ops.concatenate([w["wq"], w["wk"], w["wv"]], axis=0),  # (3D, D): a 1.8 MB copy per MiniLM layer
+            "bqkv": ops.concatenate([w["bq"], w["bk"], w["bv"]], axis=0)}  # (3D,)
 
 
 # ------------------------------------------------------------------------------------------------- forward

@@ -72,6 +72,17 @@ def limit_blas_threads(n: int | None = None, environ=os.environ, maps: str = "/p
     return None
 
 
+def blas_thread_setter(maps: str = "/proc/self/maps"):
+    """OpenBLAS's set_num_threads(n) of the OpenBLAS this process has loaded, as a callable, or None where none is
+    loaded; for callers that change the count per call (`votive.backends.numpy_backend.linear`)."""
+    library = _loaded_openblas(maps)
+    for setter, _ in _OPENBLAS_NAMES:
+        found = getattr(library, setter, None) if library is not None else None
+        if found is not None:
+            return found
+    return None
+
+
 def _loaded_openblas(maps: str):
     """The OpenBLAS shared library mapped into this process, opened with ctypes (no new load), or None."""
     import ctypes
