@@ -404,6 +404,9 @@ def load_handler(environ: Mapping[str, str] | None = None, load: Callable | None
                           f"a Hugging Face ...ForCausalLM folder); "
                           f"serve it with votive.handlers.embeddings.handler")
     _check_chat_template(model)
+    # message content is tokenized as text unless VOTIVE_SPECIAL_IN_CONTENT=1 (votive.text.content_guard)
+    model.tokenizer.parse_special_in_content = settings.flag(os.environ if environ is None else environ,
+                                                             "VOTIVE_SPECIAL_IN_CONTENT")
     return make_handler(model, default_max_tokens=config.max_tokens, max_n=config.max_n,
                         prefix_cache=_prefix_cache(model, config))
 

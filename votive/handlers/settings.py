@@ -47,6 +47,16 @@ def positive_int(environ: Mapping[str, str], name: str, default: int | None = No
     return int(digits)
 
 
+def flag(environ: Mapping[str, str], name: str) -> bool:
+    """A 0/1 setting (absent: off); anything else is a Votive.ConfigError naming it."""
+    raw = environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise VotiveFault(VotiveFault.CONFIG_ERROR, f"{name}={environ.get(name)!r}: expected 1 or 0")
+
+
 def check_kernel_settings(environ: Mapping[str, str]) -> None:
     """VOTIVE_NUM_THREADS and VOTIVE_SPIN_US, which the C kernels read when they first load (often in the first
     request): checked at init instead, so that a typo is an init error, not a 500 on every request.

@@ -141,6 +141,7 @@ class GGUFTokenizer:
         self._rstrip_ids = _rstrip_ids(spec.model_name, special_ids, self.vocab)
         self._special_all = _SpecialTokens(tokens, special_ids)
         self._special_user = _SpecialTokens(tokens, [i for i in special_ids if types[i] == TokenType.USER_DEFINED])
+        self._control_texts: list[str] | None = None
         if kind == "llama":
             self._engine = SentencePieceMerger(self.vocab, _scores(spec, n), self.unk_id, source)
         else:
@@ -164,7 +165,10 @@ class GGUFTokenizer:
 
     # -- encoding
 
-    def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    parse_special_in_content = False  # True: control-token text in chat messages is parsed, as llama.cpp does
+
+    def encode(self, text: str, add_special: bool = True, parse_special: bool = True, *,
+               unguard: bool = False) -> list[int]:
         """Token ids of `text`, like llama.cpp's llama_tokenize(text, add_special, parse_special).
 
         Args:
@@ -173,6 +177,8 @@ class GGUFTokenizer:
             parse_special: control tokens written in the text ("<|im_start|>", "<start_of_turn>") become their
                 single ids, as llama.cpp's server and CLI do for prompts. When False only user-defined tokens
                 are cut out and control-token text is tokenized as plain text.
+            unguard: remove votive.text.content_guard's GUARD from the plain fragments (a chat prompt whose
+                messages were guarded: their control-token text stays text).
 
         Raises:
             InputError: `text` is not a str, or is not encodable as UTF-8.
@@ -191,6 +197,8 @@ class GGUFTokenizer:
                 ids.append(fragment)
                 prev_special, rstrip = True, fragment in self._rstrip_ids
                 continue
+            if unguard:
+                fragment = _unguard(fragment)
             if rstrip and not (fragment := fragment.lstrip(_RSTRIPPED)):
                 continue
             rstrip = False
@@ -278,14 +286,29 @@ class GGUFTokenizer:
 
         The rendered text is tokenized with special tokens parsed and BOS/EOS added per the file; a BOS the
         template wrote itself at the start (and an EOS at the end) is dropped first, so there is no double BOS.
+        Control-token text inside the messages stays text (votive.text.content_guard) unless
+        `parse_special_in_content` says to parse it as llama.cpp does.
         """
+        guarded = not self.parse_special_in_content
+        if guarded:
+            from votive.text.content_guard import guard_messages
+
+            messages = guard_messages(messages, self.control_texts())
         text = self.render_chat(messages, add_generation_prompt=add_generation_prompt, **extra)
         bos, eos = self._text_of(self.bos_id), self._text_of(self.eos_id)
         if self.add_bos and bos and text.startswith(bos):
             text = text[len(bos) :]
         if self.add_eos and eos and text.endswith(eos):
             text = text[: -len(eos)]
-        return self.encode(text, add_special=True, parse_special=True)
+        return self.encode(text, add_special=True, parse_special=True, unguard=guarded)
+
+    def control_texts(self) -> list[str]:
+        """The texts of the control tokens `encode` parses (special tokens that are not user-defined words)."""
+        if self._control_texts is None:
+            user = {t for group in self._special_user._groups.values() for t, _ in group}
+            self._control_texts = [t for group in self._special_all._groups.values() for t, _ in group
+                                   if t not in user]
+        return self._control_texts
 
     # -- helpers
 
@@ -443,3 +466,9 @@ def _first_duplicate(tokens: list[str]) -> str:
             return t
         seen.add(t)
     return ""
+
+
+def _unguard(fragment: str) -> str:
+    from votive.text.content_guard import unguard
+
+    return unguard(fragment)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from votive.errors import ModelConfigError
+from votive.errors import InputError, ModelConfigError
 from votive.text.gguf_tokenizer import END_OF_TURN_TEXTS, check_text
 
 
@@ -71,6 +71,8 @@ class HFTokenizer:
 
     # -- encoding and decoding
 
+    parse_special_in_content = False  # True: special-token text in chat messages is parsed (transformers' way)
+
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of `text`, special tokens written in it parsed; with add_special, tokenizer.json's
         post-processor adds what it adds (BOS for Llama 3)."""
@@ -105,7 +107,18 @@ class HFTokenizer:
     def encode_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
                     **extra) -> list[int]:
         """Ids of a chat prompt as transformers' apply_chat_template(tokenize=True) makes them: the rendered text
-        encoded without the post-processor's tokens."""
+        encoded without the post-processor's tokens. The `tokenizers` library parses special tokens wherever they
+        are, so a message holding a special token's text is refused (InputError) unless
+        `parse_special_in_content` allows it: votive tokenizes message content as text (content_guard.py)."""
+        if not self.parse_special_in_content:
+            from votive.text.content_guard import holds_special
+
+            specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special]
+            found = holds_special(messages, specials)
+            if found is not None:
+                raise InputError(f"a message holds the special token text {found!r}: votive tokenizes message "
+                                 f"content as text and cannot do so for this tokenizer; remove it, or set "
+                                 f"VOTIVE_SPECIAL_IN_CONTENT=1 to parse it as transformers and llama.cpp do")
         return self.encode(self.render_chat(messages, add_generation_prompt, **extra), add_special=False)
 
 
