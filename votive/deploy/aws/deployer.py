@@ -240,10 +240,12 @@ class AwsDeployer:
             self.state.delete(plan.options.name)
         if isinstance(exc, KeyboardInterrupt):
             return  # the CLI exits 130 on it; the undo above is all there is to do
-        summary = f"undid {len(undone)} change(s)" if undone else "nothing had been changed yet"
+        # three cases that must not contradict each other: all undone, some not undone, nothing to undo
+        summary = f"undid {len(undone)} change(s)" if undone else ""
         if failed:
-            summary += (f"; could NOT undo: {'; '.join(failed)} (still recorded: `votive destroy "
-                        f"{plan.options.name}` removes them)")
+            summary += (f"{'; ' if summary else ''}could NOT undo {len(failed)} change(s): {'; '.join(failed)} "
+                        f"(still recorded: `votive destroy {plan.options.name}` removes them)")
+        summary = summary or "nothing had been changed yet"
         raise DeployError(f"deploy of {plan.options.name} failed at step '{step}': {describe(exc)}; {summary}",
                           step=step) from None
 
