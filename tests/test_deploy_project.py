@@ -132,6 +132,17 @@ def test_plan_prints_each_change_and_changes_nothing(aws_env, tmp_path, capsys):
     assert aws_env.lambda_.get_function_url_config(FunctionName="p")["AuthType"] == "AWS_IAM"
 
 
+def test_deploy_and_plan_print_json_when_asked(aws_env, tmp_path, capsys):  # noqa: F811
+    build = make_build(tmp_path / "build")
+    assert main(["deploy", "aws", str(build), "--name", "js", "--plan", "--json"]) == 0
+    changes = json.loads(capsys.readouterr().out)
+    assert {"action": "create", "resource": "role votive-js"}.items() <= next(
+        c for c in changes if c["resource"] == "role votive-js").items()
+    assert main(["deploy", "aws", str(build), "--name", "js", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["name"] == "js" and record["url"].startswith("http") and record["region"]
+
+
 def test_plan_command_reads_the_stage(aws_env, tmp_path, capsys):  # noqa: F811
     build = make_build(tmp_path / "build")
     (tmp_path / "votive.toml").write_text(f'[dev]\nmodel = "{build}"\nname = "staged"\nsnapstart = true\n')

@@ -81,6 +81,8 @@ def add_aws_settings(parser: argparse.ArgumentParser) -> None:
                         help="print what the deploy would change, resource by resource, and change nothing")
     parser.add_argument("--yes", "-y", action="store_true",
                         help="apply without asking (deploy asks before making a URL public, deleting or replacing)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the deployment's record (with --plan: the changes) as JSON instead of the URL")
     add_common(parser)
 
 
@@ -153,10 +155,21 @@ def deploy_aws(args: argparse.Namespace, *, model: str, name: str, region: str |
 
         changes = deployer.plan(options, build)
         print("\n".join(lines), file=sys.stderr)
-        print(render(changes, name))
+        if getattr(args, "json", False):
+            import dataclasses
+            import json
+
+            print(json.dumps([dataclasses.asdict(c) for c in changes], indent=2))
+        else:
+            print(render(changes, name))
         return 0
     record = deployer.deploy(options, build, approve=approver(name, yes=args.yes, settings=lines))
-    print(record["url"])
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(record, indent=2, sort_keys=True, default=str))
+    else:
+        print(record["url"])
     hint = "" if options.auth == "NONE" else " (AWS_IAM: votive invoke signs with your AWS credentials)"
     print(f"votive: {name} is deployed{hint}; try: votive invoke {record['url']} --path /health",
           file=sys.stderr)
