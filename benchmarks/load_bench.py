@@ -244,7 +244,9 @@ def main() -> int:
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-        # after the load: the server must answer at once again (no environment left blocked)
+        # after the load: the server must answer at once again (no environment left blocked); a new connection,
+        # since the server has closed the idle one by now
+        connection.close()
         status_after, _ = post(connection, "/health", None)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
