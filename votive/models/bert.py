@@ -166,6 +166,21 @@ def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------------------------------- layers
+def embed_tokens(ops, table, ids):
+    """(B, T) ids -> (B, T, D) rows of the token table: an array, or a GGUF's table behind a linear (F16 / Q8_0
+    blocks), of which only the rows looked up are decoded."""
+    if callable(table):
+        return table.rows(ops.to_numpy(ids).reshape(-1)).reshape(*ids.shape, -1)
+    return ops.embedding(table, ids)
+
+
+def extended_mask(ops, mask):
+    """HF's extended attention mask: (B, T) 1/0 -> (B, 1, 1, T) float32, 0 for tokens and finfo(float32).min for
+    padding, broadcast over heads and query rows (every encoder family here adds it to its scores)."""
+    bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
+    return bias.reshape(mask.shape[0], 1, 1, mask.shape[1])
+
+
 def project(ops, x, weight, bias=None):
     """x (n, in) @ W.T + b -> (n, out) float32, a new array. A float W (an array) goes through `ops.linear` as it
     always has; a quantized or GGUF-held W is a `votive.backends.ops.Linear` (callable), multiplied by the kernels."""
@@ -241,19 +256,14 @@ class BertModel:
         (0 for a pair's first text, 1 for its second), or None for single texts (type 0 everywhere)."""
         ops, w, cfg = self.ops, self.w, self.cfg
         B, T = ids.shape
-        if callable(w["tok_embed"]):  # a GGUF's table (F16 / Q8_0 blocks): decode only the rows looked up
-            x = w["tok_embed"].rows(ops.to_numpy(ids).reshape(-1)).reshape(B, T, -1)  # (B, T, D)
-        else:
-            x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
+        x = embed_tokens(ops, w["tok_embed"], ids)  # (B, T, D)
         x += w["pos_embed"][:T]  # positions 0..T-1
         if token_types is None:
             x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
         else:
             x += ops.embedding(w["type_embed"], token_types)  # (B, T, D)
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
-        # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
-        mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
-        mask_bias = mask_bias.reshape(mask.shape[0], 1, 1, T)  # (B, 1, 1, T)
+        mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T)
         for layer in self.layers:
             x = layer(x, mask_bias)
         return x

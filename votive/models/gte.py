@@ -32,6 +32,7 @@ import numpy as np
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.bert import extended_mask
 from votive.text.tokenizer_json import read_json
 
 
@@ -204,9 +205,7 @@ class GteModel:
         if "type_embed" in w:
             x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
-        # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
-        mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
-        mask_bias = mask_bias.reshape(B, 1, 1, T)  # (B, 1, 1, T)
+        mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T): 0 for tokens, finfo(float32).min for padding
         # each text's tokens sit at positions 0..T-1 (padding is at the end, and masked out as keys)
         table = ops.rope_table(self.rope_base, cfg.head_dim, T, freq_factors=self.rope_divisors)  # (T, Dh)
         angles = ops.embedding(table, ops.asarray([list(range(T))] * B, ops.int64)).reshape(B * T, cfg.head_dim)

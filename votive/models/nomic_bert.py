@@ -30,7 +30,7 @@ from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
-from votive.models.bert import project
+from votive.models.bert import embed_tokens, extended_mask, project
 from votive.text.tokenizer_json import read_json
 
 FFN_MULTIPLE_OF = 256  # NomciBertGatedMLP(multiple_of=256): its hidden width is n_inner rounded up to this
@@ -245,16 +245,11 @@ class NomicBertModel:
         """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
         ops, w, cfg = self.ops, self.w, self.cfg
         B, T = ids.shape
-        if callable(w["tok_embed"]):  # a GGUF's table (F16 / Q8_0 blocks): decode only the rows looked up
-            x = w["tok_embed"].rows(ops.to_numpy(ids).reshape(-1)).reshape(B, T, -1)  # (B, T, D)
-        else:
-            x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
+        x = embed_tokens(ops, w["tok_embed"], ids)  # (B, T, D)
         if "type_embed" in w:
             x += w["type_embed"][0]  # single-segment input: token type 0 everywhere
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_epsilon)  # (B, T, D)
-        # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
-        mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
-        mask_bias = mask_bias.reshape(B, 1, 1, T)  # (B, 1, 1, T)
+        mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T): 0 for tokens, finfo(float32).min for padding
         # each text's tokens sit at positions 0..T-1 (padding is at the end, and masked out as keys)
         table = ops.rope_table(float(cfg.rotary_emb_base), cfg.rot_dim, T)  # (T, rot_dim)
         angles = ops.embedding(table, ops.asarray([list(range(T))] * B, ops.int64)).reshape(B * T, cfg.rot_dim)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
-from votive.models.bert import LAYER_WEIGHTS, EncoderLayer
+from votive.models.bert import LAYER_WEIGHTS, EncoderLayer, extended_mask
 from votive.text.tokenizer_json import read_json
 
 MODEL_TYPES = ("xlm-roberta", "roberta")  # config.json model_type values read here (the same math)
@@ -121,15 +121,12 @@ class XLMRobertaModel:
     def forward(self, ids, mask):
         """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
         ops, w, cfg = self.ops, self.w, self.cfg
-        B, T = ids.shape
         positions = position_ids(ops.to_numpy(ids), ops.to_numpy(mask), cfg.pad_token_id)  # (B, T)
         x = ops.embedding(w["tok_embed"], ids)  # (B, T, D)
         x += ops.embedding(w["pos_embed"], ops.asarray(positions, ops.int64))  # (B, T, D)
         x += w["type_embed"][0]  # the one token type
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
-        # HF's extended attention mask: (1 - mask) * finfo(float32).min, broadcast over heads and query rows
-        mask_bias = (1.0 - ops.asarray(mask, ops.float32)) * ops.float32(-3.4028234663852886e38)
-        mask_bias = mask_bias.reshape(B, 1, 1, T)  # (B, 1, 1, T)
+        mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T): 0 for tokens, finfo(float32).min for padding
         for layer in self.layers:
             x = layer(x, mask_bias)
         return x
