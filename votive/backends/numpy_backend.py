@@ -20,7 +20,8 @@ from votive.backends import numpy_linears as qlinear
 from votive.quant import cpus, kernels
 
 name = "numpy"
-blas_threads = cpus.limit_blas_threads()  # None where the user chose, or no OpenBLAS is loaded
+_openblas = cpus.openblas_calls()  # (set, get) of numpy's OpenBLAS, looked up once; None where none is loaded
+blas_threads = cpus.limit_blas_threads(calls=_openblas)  # None where the user chose, or no OpenBLAS is loaded
 # Products of fewer rows than this (one short text: a dozen tokens) run as (W @ x.T).T on one BLAS thread.
 # x @ W.T makes OpenBLAS pack the whole weight from a transposed operand on every call, which at a dozen rows
 # costs as much as the product; W @ x.T reads W as stored, and the transposed (rows, out) result is copied back
@@ -28,7 +29,7 @@ blas_threads = cpus.limit_blas_threads()  # None where the user chose, or no Ope
 # busy elsewhere, as OpenBLAS's threads wait on each other. Each output is the same dot product, summed in the
 # same order, so the results are bit for bit x @ W.T's (tests/test_encoder_speed_paths.py).
 SMALL_ROWS = 64
-_set_blas_threads = cpus.blas_thread_setter() if blas_threads and blas_threads > 1 else None
+_set_blas_threads = _openblas[0] if blas_threads and blas_threads > 1 else None
 float32 = np.float32
 int64 = np.int64
 

@@ -51,35 +51,34 @@ _OPENBLAS_NAMES = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num
                    ("openblas_set_num_threads", "openblas_get_num_threads"))
 
 
-def limit_blas_threads(n: int | None = None, environ=os.environ, maps: str = "/proc/self/maps") -> int | None:
+def limit_blas_threads(n: int | None = None, environ=os.environ, maps: str = "/proc/self/maps", *,
+                       calls=None) -> int | None:
     """Set the thread count of the OpenBLAS this process has loaded (numpy's) to `n` (default
     `available_cpus()`), through OpenBLAS's own call: the environment is never changed. Does nothing where the
     user chose a count with one of `BLAS_THREAD_VARIABLES`, or where no OpenBLAS is loaded (import numpy first).
+    `calls` is `openblas_calls()`'s answer when the caller has it already (found once, not twice).
 
     Returns:
         The count OpenBLAS reports afterwards, or None when it was left alone or not found.
     """
     if any(environ.get(name, "").strip() for name in BLAS_THREAD_VARIABLES):
         return None
-    library = _loaded_openblas(maps)
-    if library is None:
+    calls = calls if calls is not None else openblas_calls(maps)
+    if calls is None:
         return None
+    set_threads, get_threads = calls
+    set_threads(n or available_cpus())
+    return int(get_threads())
+
+
+def openblas_calls(maps: str = "/proc/self/maps"):
+    """(set_num_threads, get_num_threads) of the OpenBLAS this process has loaded, or None where none is: for
+    `limit_blas_threads`, and for callers that change the count per call (`numpy_backend.linear`)."""
+    library = _loaded_openblas(maps)
     for setter, getter in _OPENBLAS_NAMES:
         set_threads, get_threads = getattr(library, setter, None), getattr(library, getter, None)
         if set_threads is not None and get_threads is not None:
-            set_threads(n or available_cpus())
-            return int(get_threads())
-    return None
-
-
-def blas_thread_setter(maps: str = "/proc/self/maps"):
-    """OpenBLAS's set_num_threads(n) of the OpenBLAS this process has loaded, as a callable, or None where none is
-    loaded; for callers that change the count per call (`votive.backends.numpy_backend.linear`)."""
-    library = _loaded_openblas(maps)
-    for setter, _ in _OPENBLAS_NAMES:
-        found = getattr(library, setter, None) if library is not None else None
-        if found is not None:
-            return found
+            return set_threads, get_threads
     return None
 
 
