@@ -34,7 +34,7 @@ from votive.text.bert_normalizer import SURROGATE_RE, WHITESPACE
 from votive.text.spm_charsmap import build_normalizer, normalizer_problem
 from votive.text.tokenizer_json import (PairPiece, _template_problem, added_vocabulary, encode_pairs, pair_template,
                                         read_json, template_ids)
-from votive.text.wordpiece_model import AddedToken, AddedTokenMatcher
+from votive.text.wordpiece_model import AddedToken, added_token_matchers
 
 UNK_PENALTY = 10.0  # model.rs K_UNK_PENALTY: an unknown character scores this much below the lowest piece
 CACHE_WORDS = 50_000  # words remembered, at most (then the memory starts over)
@@ -186,17 +186,7 @@ class UnigramTokenizer:
         self.max_length = max_length
         self._keep = None if max_length is None else max_length - n_special
         self.source = source
-        raw = {t.content: t for t in added_tokens if not t.normalized}
-        normalized = {}
-        for t in added_tokens:
-            if t.normalized:
-                pattern = normalizer(t.content) if normalizer is not None else t.content
-                if not pattern or pattern in normalized:
-                    raise ModelConfigError(f"{source}: added token {t.content!r} normalizes to {pattern!r}, "
-                                           "which is empty or another token's")
-                normalized[pattern] = t
-        self._raw_tokens = AddedTokenMatcher(raw) if raw else None
-        self._normalized_tokens = AddedTokenMatcher(normalized) if normalized else None
+        self._raw_tokens, self._normalized_tokens = added_token_matchers(added_tokens, normalizer, source)
         self._cache: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:

@@ -41,7 +41,7 @@ from votive.errors import InputError, ModelConfigError
 from votive.text.bert_normalizer import SURROGATE_RE, WHITESPACE, BertNormalizer, pre_tokenize
 from votive.text.tokenizer_json import (PairPiece, added_vocabulary, encode_pairs, pair_template, read_json,
                                         template_ids, unsupported_features)
-from votive.text.wordpiece_model import AddedToken, AddedTokenMatcher, WordPiece
+from votive.text.wordpiece_model import AddedToken, WordPiece, added_token_matchers
 
 if TYPE_CHECKING:  # imported when a Unigram file is loaded (its Unicode tables take a moment)
     from votive.text.unigram import UnigramTokenizer
@@ -82,17 +82,7 @@ class WordPieceTokenizer:
         self.max_length = max_length
         self._keep = None if max_length is None else max_length - n_special  # ids of the text itself
         self.source = source
-        raw = {t.content: t for t in added_tokens if not t.normalized}
-        normalized = {}
-        for t in added_tokens:
-            if t.normalized:
-                pattern = normalizer(t.content) if normalizer is not None else t.content
-                if not pattern or pattern in normalized:
-                    raise ModelConfigError(f"{source}: added token {t.content!r} normalizes to {pattern!r}, "
-                                           "which is empty or another token's")
-                normalized[pattern] = t
-        self._raw_tokens = AddedTokenMatcher(raw) if raw else None
-        self._normalized_tokens = AddedTokenMatcher(normalized) if normalized else None
+        self._raw_tokens, self._normalized_tokens = added_token_matchers(added_tokens, normalizer, source)
         self._cache: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:

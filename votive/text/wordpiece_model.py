@@ -100,6 +100,22 @@ class AddedTokenMatcher:
         return pieces
 
 
+def added_token_matchers(added_tokens, normalizer, source: str):
+    """(raw, normalized) AddedTokenMatchers of tokenizer.json's added tokens, each None when it has none: tokens
+    with `normalized` false are found in the raw text, the others in the normalized text, spelled as `normalizer`
+    (a callable, or None) makes them. ModelConfigError naming a token that normalizes to nothing or to another's."""
+    raw = {t.content: t for t in added_tokens if not t.normalized}
+    normalized = {}
+    for t in added_tokens:
+        if t.normalized:
+            pattern = normalizer(t.content) if normalizer is not None else t.content
+            if not pattern or pattern in normalized:
+                raise ModelConfigError(f"{source}: added token {t.content!r} normalizes to {pattern!r}, "
+                                       "which is empty or another token's")
+            normalized[pattern] = t
+    return (AddedTokenMatcher(raw) if raw else None), (AddedTokenMatcher(normalized) if normalized else None)
+
+
 def _whitespace_before(text: str, i: int) -> int:
     while i > 0 and text[i - 1] in WHITESPACE:
         i -= 1
