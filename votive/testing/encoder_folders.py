@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from votive.testing.synthetic import _write_safetensors
+from votive.testing.synthetic import _write_safetensors, bert_tensors
 
 # family -> what its writer builds. "config" is config.json as written (vocab_size is the tokenizer's).
 SPECS = {
@@ -43,31 +43,7 @@ def write_xlm_roberta_folder(folder, tokenizer_json: Path, spec: dict = SPECS["x
     D, F, L = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     rng = np.random.default_rng(spec["seed"])
 
-    def mat(rows, cols):
-        return (rng.standard_normal((rows, cols), np.float32) / np.sqrt(cols)).astype(np.float32)
-
-    def vec(n, center=0.0):
-        return (center + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-    tensors = {"embeddings.word_embeddings.weight": mat(vocab, D),
-               "embeddings.position_embeddings.weight": mat(config["max_position_embeddings"], D),
-               "embeddings.token_type_embeddings.weight": mat(config["type_vocab_size"], D),
-               "embeddings.LayerNorm.weight": vec(D, 1.0), "embeddings.LayerNorm.bias": vec(D)}
-    for i in range(L):
-        p = f"encoder.layer.{i}."
-        for part in ("query", "key", "value"):
-            tensors[p + f"attention.self.{part}.weight"] = mat(D, D)
-            tensors[p + f"attention.self.{part}.bias"] = vec(D)
-        tensors[p + "attention.output.dense.weight"] = mat(D, D)
-        tensors[p + "attention.output.dense.bias"] = vec(D)
-        tensors[p + "attention.output.LayerNorm.weight"] = vec(D, 1.0)
-        tensors[p + "attention.output.LayerNorm.bias"] = vec(D)
-        tensors[p + "intermediate.dense.weight"] = mat(F, D)
-        tensors[p + "intermediate.dense.bias"] = vec(F)
-        tensors[p + "output.dense.weight"] = mat(D, F)
-        tensors[p + "output.dense.bias"] = vec(D)
-        tensors[p + "output.LayerNorm.weight"] = vec(D, 1.0)
-        tensors[p + "output.LayerNorm.bias"] = vec(D)
+    tensors = bert_tensors(rng, vocab, config["max_position_embeddings"], config["type_vocab_size"], D, F, L)
     _write_safetensors(folder / "model.safetensors", tensors)
 
     (folder / "config.json").write_text(json.dumps(config, indent=2))

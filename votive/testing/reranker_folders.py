@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from votive.testing.synthetic import _write_safetensors
+from votive.testing.synthetic import _write_safetensors, bert_tensors
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORDS = ("the", "a", "is", "of", "in", "to", "and", "what", "who", "where", "capital", "city", "france", "paris",
@@ -85,7 +85,8 @@ def write_reranker_folder(folder, shape: RerankerShape = RerankerShape(), *, see
     else:
         raise ValueError(f"tokenizer {tokenizer!r}: expected 'json' or 'vocab'")
 
-    tensors = _encoder_tensors(rng, "bert.", len(words), shape, type_vocab_size=2)
+    tensors = bert_tensors(rng, len(words), shape.max_position_embeddings, 2, shape.hidden_size,
+                           shape.intermediate_size, shape.num_hidden_layers, prefix="bert.")
     # the head: a pooler (tanh) and one logit, scaled so scores spread over the sigmoid's slope
     tensors["bert.pooler.dense.weight"] = _mat(rng, D, D)
     tensors["bert.pooler.dense.bias"] = _vec(rng, D)
@@ -122,7 +123,8 @@ def write_xlm_roberta_reranker(folder, tokenizer_json: Path, shape: RerankerShap
         "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": model_max_length, "bos_token": "<s>",
         "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
         "mask_token": "<mask>"}, indent=2))
-    tensors = _encoder_tensors(rng, "roberta.", vocab, shape, type_vocab_size=1)
+    tensors = bert_tensors(rng, vocab, shape.max_position_embeddings, 1, shape.hidden_size,
+                           shape.intermediate_size, shape.num_hidden_layers, prefix="roberta.")
     # RobertaClassificationHead: dense + tanh on <s>, then out_proj
     tensors["classifier.dense.weight"] = _mat(rng, D, D)
     tensors["classifier.dense.bias"] = _vec(rng, D)
@@ -138,38 +140,6 @@ def _mat(rng, rows: int, cols: int) -> np.ndarray:
 
 def _vec(rng, n: int, center: float = 0.0) -> np.ndarray:
     return (center + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-
-def _encoder_tensors(rng, prefix: str, vocab: int, shape: RerankerShape, type_vocab_size: int) -> dict:
-    """BertModel's / XLMRobertaModel's tensors (the same names) under `prefix`, drawn in this order."""
-    D, F, L = shape.hidden_size, shape.intermediate_size, shape.num_hidden_layers
-
-    def mat(rows, cols):
-        return _mat(rng, rows, cols)
-
-    def vec(n, center=0.0):
-        return _vec(rng, n, center)
-
-    tensors = {f"{prefix}embeddings.word_embeddings.weight": mat(vocab, D),
-               f"{prefix}embeddings.position_embeddings.weight": mat(shape.max_position_embeddings, D),
-               f"{prefix}embeddings.token_type_embeddings.weight": mat(type_vocab_size, D),
-               f"{prefix}embeddings.LayerNorm.weight": vec(D, 1.0), f"{prefix}embeddings.LayerNorm.bias": vec(D)}
-    for i in range(L):
-        p = f"{prefix}encoder.layer.{i}."
-        for part in ("query", "key", "value"):
-            tensors[p + f"attention.self.{part}.weight"] = mat(D, D)
-            tensors[p + f"attention.self.{part}.bias"] = vec(D)
-        tensors[p + "attention.output.dense.weight"] = mat(D, D)
-        tensors[p + "attention.output.dense.bias"] = vec(D)
-        tensors[p + "attention.output.LayerNorm.weight"] = vec(D, 1.0)
-        tensors[p + "attention.output.LayerNorm.bias"] = vec(D)
-        tensors[p + "intermediate.dense.weight"] = mat(F, D)
-        tensors[p + "intermediate.dense.bias"] = vec(F)
-        tensors[p + "output.dense.weight"] = mat(D, F)
-        tensors[p + "output.dense.bias"] = vec(D)
-        tensors[p + "output.LayerNorm.weight"] = vec(D, 1.0)
-        tensors[p + "output.LayerNorm.bias"] = vec(D)
-    return tensors
 
 
 def _tokenizer_json(words: list[str]) -> dict:

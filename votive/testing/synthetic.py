@@ -260,18 +260,28 @@ def write_bert_folder(folder, shape: EncoderShape = EncoderShape(), *, seed: int
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": D,
                                                                   "pooling_mode_mean_tokens": True}))
 
+    tensors = bert_tensors(rng, len(words), shape.max_position_embeddings, 2, D, F, L)
+    _write_safetensors(folder / "model.safetensors", tensors)
+    return folder
+
+
+def bert_tensors(rng, vocab: int, positions: int, types: int, D: int, F: int, L: int, prefix: str = "") -> dict:
+    """BertModel's tensors (XLMRobertaModel's have the same names) under `prefix`, drawn from `rng` in this order:
+    matrices ~ N(0, 1 / in), norm weights ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.1^2). Test folders and the references
+    made from them depend on the order."""
+
     def mat(rows, cols):
         return (rng.standard_normal((rows, cols), np.float32) / np.sqrt(cols)).astype(np.float32)
 
     def vec(n, center=0.0):
         return (center + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    tensors = {"embeddings.word_embeddings.weight": mat(len(words), D),
-               "embeddings.position_embeddings.weight": mat(shape.max_position_embeddings, D),
-               "embeddings.token_type_embeddings.weight": mat(2, D),
-               "embeddings.LayerNorm.weight": vec(D, 1.0), "embeddings.LayerNorm.bias": vec(D)}
+    tensors = {f"{prefix}embeddings.word_embeddings.weight": mat(vocab, D),
+               f"{prefix}embeddings.position_embeddings.weight": mat(positions, D),
+               f"{prefix}embeddings.token_type_embeddings.weight": mat(types, D),
+               f"{prefix}embeddings.LayerNorm.weight": vec(D, 1.0), f"{prefix}embeddings.LayerNorm.bias": vec(D)}
     for i in range(L):
-        p = f"encoder.layer.{i}."
+        p = f"{prefix}encoder.layer.{i}."
         for part in ("query", "key", "value"):
             tensors[p + f"attention.self.{part}.weight"] = mat(D, D)
             tensors[p + f"attention.self.{part}.bias"] = vec(D)
@@ -285,8 +295,7 @@ def write_bert_folder(folder, shape: EncoderShape = EncoderShape(), *, seed: int
         tensors[p + "output.dense.bias"] = vec(D)
         tensors[p + "output.LayerNorm.weight"] = vec(D, 1.0)
         tensors[p + "output.LayerNorm.bias"] = vec(D)
-    _write_safetensors(folder / "model.safetensors", tensors)
-    return folder
+    return tensors
 
 
 def _write_safetensors(path: Path, tensors: dict) -> None:
