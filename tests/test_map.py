@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import fake_map_handlers
+from map_outputs import read_embeddings
 from votive.cli import main
 from votive.client.flow import AdaptiveLimit, Backoff, TokenBucket
 from votive.client.map_targets import LambdaTarget
@@ -51,15 +52,6 @@ def _corpus(path: Path, n: int, *, poison_at: int | None = None) -> list[dict]:
     return rows
 
 
-def _read_output(out: Path) -> tuple[list[str], np.ndarray]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    ids, vectors = [], []
-    for name in sorted(manifest["shards"]):
-        ids += json.loads((out / f"{name}.ids.json").read_text())
-        vectors.append(np.load(out / f"{name}.npy"))
-    return ids, np.concatenate(vectors)
-
-
 def _batch(url: str, texts: list[str]) -> np.ndarray:
     request = urllib.request.Request(url + "/v1/embeddings", method="POST",
                                      data=json.dumps({"input": texts, "encoding_format": "base64"}).encode(),
@@ -83,7 +75,7 @@ def test_ten_thousand_rows_through_four_environments(serve, tmp_path):
     rows = _corpus(tmp_path / "in.jsonl", 10_000)
     assert _map(server.url, tmp_path / "in.jsonl", "--out", tmp_path / "out", "--id-field", "id",
                 "--batch-size", 64, "--shard-rows", 2500, "--concurrency", 8) == 0
-    ids, vectors = _read_output(tmp_path / "out")
+    ids, vectors = read_embeddings(tmp_path / "out")
     assert ids == [r["id"] for r in rows]  # every row once, in order
     assert np.array_equal(vectors, np.stack([fake_map_handlers.vector(r["text"]) for r in rows]))
     for i in np.random.default_rng(0).choice(len(rows), 40, replace=False):  # and as single requests answer
@@ -108,7 +100,7 @@ def test_minilm_through_the_real_handler_equals_single_requests(serve, tmp_path,
         writer.writerows([t, i] for i, t in enumerate(texts))
     assert _map(server.url, tmp_path / "in.csv", "--out", tmp_path / "out", "--field", "body",
                 "--batch-size", 16, "--shard-rows", 48) == 0
-    ids, vectors = _read_output(tmp_path / "out")
+    ids, vectors = read_embeddings(tmp_path / "out")
     assert ids == [str(i) for i in range(96)]
     # the same batches sent by hand give the same bytes: no row was mixed up, none reordered
     assert np.array_equal(vectors, np.concatenate([_batch(server.url, texts[i : i + 16]) for i in range(0, 96, 16)]))
@@ -124,7 +116,7 @@ def test_faults_are_retried_and_every_row_lands_once(serve, tmp_path, capsys):
     rows = _corpus(tmp_path / "in.jsonl", 1200)
     assert _map(server.url, tmp_path / "in.jsonl", "--out", tmp_path / "out", "--batch-size", 20,
                 "--shard-rows", 300, "--concurrency", 4, "--timeout", 1, "--retries", 8) == 0
-    ids, vectors = _read_output(tmp_path / "out")
+    ids, vectors = read_embeddings(tmp_path / "out")
     assert ids == [str(i) for i in range(1200)]
     assert np.array_equal(vectors, np.stack([fake_map_handlers.vector(r["text"]) for r in rows]))
     assert not (tmp_path / "out" / "failures.jsonl").exists()
@@ -149,7 +141,7 @@ def test_a_batch_refused_for_good_goes_to_failures_and_a_rerun_redoes_its_shard(
         assert _map(*args) == 0
     finally:
         fake_map_handlers.refuse[0] = True
-    ids, _ = _read_output(tmp_path / "out")
+    ids, _ = read_embeddings(tmp_path / "out")
     assert ids == [r["id"] for r in rows]
     assert "200 rows already done" in capsys.readouterr().err
 
@@ -219,7 +211,7 @@ def test_a_recorded_modal_deployment_is_called_through_its_endpoint(serve, tmp_p
     StateStore(tmp_path / "state").save({"name": "embedder", "provider": "modal", "url": server.url, "gpu": "L4"})
     _corpus(tmp_path / "in.jsonl", 50)
     assert _map("embedder", tmp_path / "in.jsonl", "--out", tmp_path / "out", "--state-dir", tmp_path / "state") == 0
-    assert len(_read_output(tmp_path / "out")[0]) == 50
+    assert len(read_embeddings(tmp_path / "out")[0]) == 50
     assert "GPU s (measured) x $0.000222/s (L4)" in capsys.readouterr().err
 
 
@@ -233,7 +225,7 @@ def test_parquet_input(serve, tmp_path, capsys):
                    row_group_size=64)
     assert _map(server.url, tmp_path / "in.parquet", "--out", tmp_path / "out", "--field", "body",
                 "--id-field", "key") == 0
-    ids, vectors = _read_output(tmp_path / "out")
+    ids, vectors = read_embeddings(tmp_path / "out")
     assert ids == [f"k{i}" for i in range(300)]
     assert np.array_equal(vectors, np.stack([fake_map_handlers.vector(t) for t in texts]))
 

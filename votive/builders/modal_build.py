@@ -12,6 +12,9 @@ weights are baked into the image, `model/`. The app:
   weights move to it in `@modal.enter(snap=False)`, after the restore; a GPU image compiles votive's CUDA
   kernels while it is built (`python -m votive.quant.cuda_kernels build`), so that no start compiles them;
 - serves the Lambda handler's routes (POST /v1/embeddings, GET /health, ...) through `votive.handlers.asgi`;
+- has a `@modal.method()` `invoke` taking Lambda's direct-invoke event `{"path", "body"}` (the same handler
+  answers it, as on Lambda) and returning the JSON answer, so the SDK can call the class itself:
+  `votive map modal:APP` sends batches with `Endpoint().invoke.map(...)` (votive.client.modal_map);
 - exposes its scale settings (min/max containers, scale-down window, timeout) as constants at the top.
 
 `modal_app.py` imports and constructs offline: `python -c "import modal_app"` needs no Modal account.
@@ -42,6 +45,7 @@ MODEL_PATH = "/model"
 # With a GPU: cupy, and NVRTC for the image build step that compiles votive's CUDA kernels (no GPU needed there),
 # at the versions the GPU image gets too (targets.GPU_PINS), whatever is installed here.
 GPU_REQUIREMENTS = ("cupy-cuda12x", "nvidia-cuda-nvrtc-cu12")
+INVOKE = {"class": "Endpoint", "method": "invoke"}  # the method answering direct-invoke events (the manifest says)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ def build_modal(model: str, out: Path, target: ModalTarget = ModalTarget(), *, f
             "app": {"name": app_name, "gpu": target.gpu, "python": target.python, "weights": target.weights,
                     "volume": target.volume if target.weights == "volume" else None, "requirements": requirements,
                     "memory_snapshot": True, "min_containers": target.min_containers,
-                    "max_containers": target.max_containers, "scaledown_window_s": target.scaledown_window_s},
+                    "max_containers": target.max_containers, "scaledown_window_s": target.scaledown_window_s,
+                    "invoke": dict(INVOKE)},
             "kernels": kernels.to_json(),
             "deploy_command": "modal deploy modal_app.py",
         }
@@ -135,7 +140,9 @@ _APP = '''"""Modal app serving $model_id with votive $votive_version (written by
     modal serve modal_app.py        a temporary URL while you iterate
 
 The endpoint answers the same routes as the Lambda function: POST /v1/embeddings (or the decoder's routes),
-GET /health. Settings are the constants below; change them and deploy again.
+GET /health. `Endpoint.invoke` answers the same requests as a direct-invoke event {"path", "body"} through the
+SDK (`modal.Cls.from_name(APP_NAME, "Endpoint")().invoke.map(events)`; `votive map modal:APP` does this).
+Settings are the constants below; change them and deploy again.
 """
 
 import pathlib
@@ -218,6 +225,19 @@ class Endpoint:
 
             os.environ["VOTIVE_BACKEND"] = "cupy"
             self.handler = self.module.load_handler()
+
+    @modal.method()
+    def invoke(self, event):
+        """A direct-invoke event {"path": "/v1/embeddings", "body": {...}} -> the JSON answer, as Lambda's Invoke
+        API answers it (votive.handlers.events). A refused or failed request raises "Votive.BadRequest: ..." or
+        "Votive.ModelError: ..." as a RuntimeError: Modal pickles the exception back to the caller, and votive's
+        VotiveFault does not unpickle there."""
+        from votive.errors import VotiveFault
+
+        try:
+            return self.handler(event, None)
+        except VotiveFault as fault:
+            raise RuntimeError(str(fault)) from None
 
     @modal.asgi_app()
     def web(self):

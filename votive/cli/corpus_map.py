@@ -2,9 +2,11 @@
 a function, with flow control, resumable shards and a report of what it cost.
 
 TARGET is a function URL or any votive endpoint (http(s)://...; SigV4-signed as `votive invoke` signs), a Lambda
-function by name (`lambda:NAME` or `lambda:NAME:ALIAS`, through the Invoke API), or a deployment recorded by
-`votive deploy` (its name: a Lambda function through the Invoke API, a Modal deployment through its web
-endpoint). The engine is votive.client.fanout; what each task sends and keeps is votive.client.map_tasks.
+function by name (`lambda:NAME` or `lambda:NAME:ALIAS`, through the Invoke API), a Modal app by name (`modal:APP`,
+its `Endpoint.invoke` method called with the SDK's `.map`: votive.client.modal_map), or a deployment recorded by
+`votive deploy` (its name: a Lambda function through the Invoke API, a Modal deployment through the SDK when its
+build has the `invoke` method, else through its web endpoint). The engine is votive.client.fanout; what each task
+sends and keeps is votive.client.map_tasks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from votive.cli.arguments import seconds
 from votive.cli.deployments import add_common, aws_clients, state_store
@@ -23,7 +26,10 @@ EXIT_INTERRUPTED = 130
 
 def add_map(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET",
-                        help="function URL (http(s)://...), lambda:NAME[:ALIAS], or a recorded deployment's name")
+                        help="function URL (http(s)://...), lambda:NAME[:ALIAS], modal:APP (a `votive build modal` "
+                             "app, called with the SDK's .map: Modal autoscales, votive retries and writes shards; "
+                             "Modal's .spawn_map is not offered, as its results cannot be collected), or a recorded "
+                             "deployment's name")
     parser.add_argument("input", metavar="INPUT", help="JSONL, CSV or Parquet file, local or s3://bucket/key")
     parser.add_argument("--out", required=True, metavar="OUTPUT",
                         help="folder for the shards and manifest.json, local or s3://bucket/prefix/")
@@ -39,10 +45,12 @@ def add_map(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="rows per request (embed)")
     parser.add_argument("--shard-rows", type=_positive, default=10000, metavar="N", help="rows per output shard")
     parser.add_argument("--concurrency", type=_positive, default=8, metavar="N",
-                        help="requests in flight at most; halved on each throttle, regained slowly (default 8)")
+                        help="requests in flight at most (modal: batches per .map call); halved on each throttle, "
+                             "regained slowly (default 8)")
     parser.add_argument("--rps", type=float, metavar="R", help="request starts per second at most")
     parser.add_argument("--retries", type=int, default=4, metavar="N", help="retries per batch (default 4)")
-    parser.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="seconds per request")
+    parser.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
+                        help="seconds per request (modal: the app's TIMEOUT_S applies instead)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--sign", choices=("auto", "always", "never"), default="auto",
                         help="SigV4-sign URL requests (auto: as votive invoke decides)")
@@ -51,7 +59,7 @@ def add_map(parser: argparse.ArgumentParser) -> None:
     cost.add_argument("--memory-mb", type=_positive, help="the function's memory (default: asked of Lambda)")
     cost.add_argument("--arch", choices=("x86_64", "arm64"), help="the function's architecture (default: asked)")
     cost.add_argument("--price-gb-s", type=float, help="USD per GB-second instead of the published one")
-    cost.add_argument("--gpu", help="Modal GPU type, for a URL served by Modal")
+    cost.add_argument("--gpu", help="Modal GPU type, for modal:APP or a URL served by Modal")
     cost.add_argument("--price-gpu-s", type=float, help="USD per GPU-second instead of the published one")
     add_common(parser)
     parser.set_defaults(run=run_map)
@@ -86,7 +94,7 @@ def run_map(args: argparse.Namespace) -> int:
     run = MapRun(target, task, rows, manifest, folder, settings, source=args.input, progress=progress)
     report = run.run()
     manifest.write()
-    _print_report(report, billing, folder.where)
+    _print_report(report, billing, folder.where, args)
     if report.stopped:
         return EXIT_INTERRUPTED
     return EXIT_FAILED_BATCHES if report.failed_batches else 0
@@ -97,6 +105,12 @@ def _target(args):
     from votive.client.map_targets import LambdaTarget, UrlTarget
 
     spec = args.target
+    if spec.startswith("modal:"):
+        from votive.client.modal_map import ModalTarget
+
+        if not spec[len("modal:"):]:
+            raise InputError("TARGET modal: names no app; write modal:APP (the name `votive deploy modal` gave it)")
+        return ModalTarget(spec[len("modal:"):]), {"modal": args.gpu}
     if spec.startswith(("http://", "https://")):
         from votive.cli.invoke import invoke_signer
 
@@ -110,9 +124,15 @@ def _target(args):
     elif state.exists(spec):
         record = state.load(spec)
         if record.get("provider") == "modal":
-            return UrlTarget(record["url"], timeout_s=args.timeout), {"modal": args.gpu or record.get("gpu")}
+            billing = {"modal": args.gpu or record.get("gpu")}
+            invoke = _modal_invoke(record)
+            if invoke is None:  # built before apps had the method: its web endpoint answers the same requests
+                return UrlTarget(record["url"], timeout_s=args.timeout), billing
+            from votive.client.modal_map import ModalTarget
+
+            return ModalTarget(record["app"], environment=record.get("environment"), invoke=invoke), billing
     else:
-        raise InputError(f"TARGET {spec!r} is not a URL, lambda:NAME, or a deployment recorded here "
+        raise InputError(f"TARGET {spec!r} is not a URL, lambda:NAME, modal:APP, or a deployment recorded here "
                          f"(votive status lists them)")
     clients = aws_clients(args, region=args.region or record.get("region"))
     name = record.get("function") or record.get("name") or spec
@@ -126,6 +146,16 @@ def _target(args):
         memory = memory or conf.get("MemorySize")
         arch = arch or (conf.get("Architectures") or ["x86_64"])[0]
     return target, {"lambda": (memory, arch)}
+
+
+def _modal_invoke(record: dict) -> dict | None:
+    """The direct-invoke method {"class", "method"} the deployment's build manifest names, None when it names none
+    (or the build folder is gone)."""
+    try:
+        manifest = json.loads((Path(record["build"]) / "manifest.json").read_text(encoding="utf-8"))
+        return dict(manifest["app"]["invoke"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
 
 
 def _served_task(target) -> str:
@@ -145,7 +175,7 @@ def _s3_client(args):
     return aws_clients(args, region=args.region).client("s3")
 
 
-def _print_report(report, billing: dict, where: str) -> None:
+def _print_report(report, billing: dict, where: str, args: argparse.Namespace) -> None:
     from votive.client.pricing import lambda_cost, modal_cost
 
     rate = report.rows / report.seconds if report.seconds else 0.0
@@ -162,12 +192,13 @@ def _print_report(report, billing: dict, where: str) -> None:
         if memory:
             billed = report.billed_requests == report.requests and report.requests > 0
             cost = lambda_cost(seconds=(report.billed_ms / 1000 if billed else report.measured_s),
-                               requests=report.requests, memory_mb=memory, arch=arch, billed=billed)
+                               requests=report.requests, memory_mb=memory, arch=arch, billed=billed,
+                               price_gb_s=args.price_gb_s)
             lines.append(f"  estimated cost ${cost.usd:.4f}: {cost.basis}")
         else:
             lines.append("  estimated cost: unknown for a URL (pass --memory-mb, or --gpu for Modal)")
     elif "modal" in billing:
-        cost = modal_cost(seconds=report.measured_s, gpu=billing["modal"])
+        cost = modal_cost(seconds=report.measured_s, gpu=billing["modal"], price_gpu_s=args.price_gpu_s)
         lines.append(f"  estimated cost ${cost.usd:.4f}: {cost.basis}")
     if report.failed_batches:
         lines.append(f"votive map: {report.failed_batches} batches ({report.failed_rows} rows) failed after their "

@@ -9,6 +9,11 @@ failed or timed out; a request the function refuses (a 4xx) is not retried. A sh
 for good is not written: its failed batches go to failures.jsonl with their rows and the last error, and a rerun
 redoes that shard. On stop (Ctrl-C) no new request starts, requests in flight finish, and only whole shards are
 recorded.
+
+A target that answers many batches in one call (`call_many`, a Modal `.map`: votive.client.modal_map) is driven
+by one thread instead of a pool: each window is as many batches as the concurrency limit allows (so throttles
+shrink it), and the batches of a window that failed are retried, after one backoff, in the next window beside new
+ones; the caps, the outcome classes and the accounting are the pool's.
 """
 
 from __future__ import annotations
@@ -94,8 +99,9 @@ class MapRun:
 
     def run(self) -> MapReport:
         started = time.monotonic()
-        workers = [threading.Thread(target=self._work, daemon=True, name=f"map-{i}")
-                   for i in range(self.s.concurrency)]
+        windows = hasattr(self.target, "call_many")  # the target fans a window out itself: one driver
+        workers = [threading.Thread(target=self._work_windows if windows else self._work, daemon=True,
+                                    name=f"map-{i}") for i in range(1 if windows else self.s.concurrency)]
         for w in workers:
             w.start()
         try:
@@ -193,33 +199,85 @@ class MapRun:
                 return None, "stopped"
             self.bucket.take()
             reply = self.target.call(path, body)
-            outcome = reply.outcome
-            results = None
-            if outcome == "ok":
-                try:
-                    results = self.task.results(rows, reply.body)
-                except AnswerError as err:
-                    outcome, reply.error = "refused", f"{self.target.where}: {err}"
-            self.limit.release(outcome)
-            with self.lock:
-                r = self.report
-                r.requests += 1
-                r.latencies.append(reply.seconds)
-                r.measured_s += reply.seconds
-                if reply.billed_ms is not None:
-                    r.billed_ms += reply.billed_ms
-                    r.billed_requests += 1
-                if outcome != "ok":
-                    r.errors[_error_class(reply)] += 1
+            results, outcome, error = self._answer(rows, reply)
             if results is not None:
                 return results, ""
-            error = f"HTTP {reply.status}: {reply.error}" if reply.status else reply.error
             if outcome == "refused" or attempt == self.s.retries:
                 break
             with self.lock:
                 self.report.retries += 1
             self.sleep(self.backoff.wait(attempt, reply.retry_after))
         return None, error
+
+    def _answer(self, rows: list, reply) -> tuple[list | None, str, str]:
+        """(results or None, outcome, error) of one try: the reply read by the task and counted in the report,
+        its slot given back to the concurrency limit."""
+        outcome = reply.outcome
+        results = None
+        if outcome == "ok":
+            try:
+                results = self.task.results(rows, reply.body)
+            except AnswerError as err:
+                outcome, reply.error = "refused", f"{self.target.where}: {err}"
+        self.limit.release(outcome)
+        with self.lock:
+            r = self.report
+            r.requests += 1
+            r.latencies.append(reply.seconds)
+            r.measured_s += reply.seconds
+            if reply.billed_ms is not None:
+                r.billed_ms += reply.billed_ms
+                r.billed_requests += 1
+            if outcome != "ok":
+                r.errors[_error_class(reply)] += 1
+        if results is not None:
+            return results, outcome, ""
+        return None, outcome, f"HTTP {reply.status}: {reply.error}" if reply.status else reply.error
+
+    def _work_windows(self) -> None:
+        """The one driver of a `call_many` target: windows of batches until the producer is done and no batch
+        waits for a retry."""
+        waiting: list[list] = []  # [shard, start, stop, attempt, last error]: batches to retry in the next window
+        ended = False
+        while waiting or not ended:
+            window, later = [], []
+            for entry in waiting:
+                if self.stop.is_set():
+                    self._finish(*entry[:3], None, f"stopped after: {entry[4]}")
+                else:  # a throttle may have shrunk the limit below the batches waiting
+                    (window if len(window) < self.limit.limit else later).append(entry)
+            while not ended and len(window) < self.limit.limit:
+                try:
+                    item = self.queue.get_nowait() if window else self.queue.get()
+                except queue.Empty:  # send what there is rather than wait for the reader
+                    break
+                if item is _STOP:
+                    ended = True
+                elif self.stop.is_set():
+                    self._finish(*item, None, "stopped")
+                else:
+                    window.append([*item, 0, ""])
+            waiting = later + (self._send_window(window) if window else [])
+
+    def _send_window(self, window: list[list]) -> list[list]:
+        """Send a window in one call; finish the batches answered or failed for good, return those to retry."""
+        requests = [self.task.request(shard.rows[start:stop]) for shard, start, stop, *_ in window]
+        for _ in window:
+            self.limit.acquire()  # free: one driver, and a window no larger than the limit
+            self.bucket.take()
+        retry, retry_after = [], None
+        for (shard, start, stop, attempt, _), reply in zip(window, self.target.call_many(requests)):
+            results, outcome, error = self._answer(shard.rows[start:stop], reply)
+            if results is not None or outcome == "refused" or attempt == self.s.retries:
+                self._finish(shard, start, stop, results, error)
+            else:
+                retry.append([shard, start, stop, attempt + 1, error])
+                retry_after = reply.retry_after if retry_after is None else retry_after
+        if retry:
+            with self.lock:
+                self.report.retries += len(retry)
+            self.sleep(self.backoff.wait(max(entry[3] for entry in retry) - 1, retry_after))
+        return retry
 
     def _finish(self, shard: _Shard, start: int, stop: int, results: list | None, error: str) -> None:
         with self.lock:
