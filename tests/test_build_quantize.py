@@ -109,6 +109,23 @@ def test_q4_k_m_build_packs_the_folders_q4_k_m_blocks(folder, tmp_path):
     np.testing.assert_array_equal(packed, loaded)
 
 
+@pytest.mark.parametrize("family", ["phi3", "gemma3"])
+def test_q4_k_m_build_of_phi3_and_gemma3(family, tmp_path):
+    """phi3 (fused attn_qkv and gate/up) and gemma3 (tied embedding) take llama.cpp's Q4_K_M rules as well
+    (tests/test_q4_k_m.py holds them to llama.cpp's bytes); 64 positions, so phi3's longrope is the same in both."""
+    name = "tiny-phi" if family == "phi3" else family  # a general.name with "phi3" gets Phi-3's SPM attributes
+    folder = _with_merges(hf_folders.SPECS[family], tmp_path / name)
+    result = build_lambda(str(folder), tmp_path / "out", LambdaTarget(python="3.11", quantize="q4_k_m"),
+                          tools=FakeToolchain().tools())
+    quantized = result.manifest["weights"]["quantized"]
+    assert quantized["architecture"] == family and quantized["to"]["file"] == f"{name}.q4_k_m.gguf"
+    with zipfile.ZipFile(tmp_path / "out" / f"votive-model-{name}.zip") as zf:
+        zf.extractall(tmp_path)
+    packed = votive.load(str(tmp_path / "model" / f"{name}.q4_k_m.gguf"), backend="numpy", n_ctx=64).logits(PROMPT)
+    loaded = votive.load(str(folder), backend="numpy", n_ctx=64, quantize="q4_k_m").logits(PROMPT)
+    np.testing.assert_array_equal(packed, loaded)
+
+
 def test_a_bad_type_a_gguf_and_an_encoder_are_refused_before_any_work(folder, built, tmp_path):
     fake = FakeToolchain()
     with pytest.raises(InputError, match=r"^--quantize 'q4_0' is not a choice \(choices: f32, f16, q8_0, q4_k_m\)"):

@@ -1,21 +1,30 @@
 """llama.cpp's quantization mixtures: which GGML type each tensor of a model gets for a llama_ftype such as Q4_K_M.
 
-Mirrors, for Q4_K_M, src/llama-quant.cpp (ggml-org/llama.cpp, as in llama-cpp-python 0.3.36):
-tensor_allows_quantization, tensor_get_category, llama_tensor_get_type_impl, tensor_type_fallback and the
-counters of quantize_state_impl, in llama_model_quantize_impl's order of tensors (llama_model_loader's
-weights_map: by layer number, tensors outside layers first, then by name). For a dense model (no experts):
+Mirrors, for Q4_K_M, src/llama-quant.cpp of the llama.cpp that llama-cpp-python 0.3.36 vendors (its sdist,
+vendor/llama.cpp): tensor_allows_quantization, tensor_get_category, llama_tensor_get_type_impl,
+tensor_type_fallback and the counters of quantize_state_impl (init_quantize_state_counters), in
+llama_model_quantize_impl's order of tensors (llama_model_loader's weights_map: by layer number, tensors outside
+layers first, then by name). For the dense decoders votive runs (MODEL_70B's architectures, no experts):
 
-    output.weight (and token_embd.weight when tied, i.e. no output.weight)   Q6_K; Q8_0 when its rows are not
-                                                                            whole 256-element blocks
-    attn_v / attn_qkv / attn_kv_b of layer i     Q6_K where use_more_bits(i, count); else Q4_K, but Q5_K on a
-                                                 "70B" model (MODEL_70B)
-    ffn_down of layer i                          Q6_K where use_more_bits(i, n_layers); else Q4_K
-    every other matrix (token_embd untied too)   Q4_K
-    1-D tensors, norms                           not quantized
+    tensor (category)                            Q4_K_M type
+    output.weight; token_embd.weight when tied   Q6_K; Q8_0 when its rows are not whole 256-element blocks
+    (no output.weight in the file)
+    attn_v, attn_qkv, attn_kv_b of the i-th      Q6_K where use_more_bits(i, n), n counting all three kinds;
+    such tensor (category_is_attn_v)             else Q4_K, but Q5_K on an LLM_TYPE_70B model (MODEL_70B)
+    ffn_down of layer i                          Q6_K where use_more_bits(i, block_count); else Q4_K
+    everything else: token_embd untied, attn_q,  Q4_K
+    attn_k, attn_output, ffn_gate, ffn_up (also
+    phi3's fused gate/up), gemma3's matrices
+    1-D tensors, norms, rope_factors_*/freqs     not quantized (kept as stored)
 
-then a matrix whose rows are not whole blocks of its type falls back (Q4_K -> Q5_0, Q5_K -> Q5_1,
-Q6_K -> Q8_0; F16 when not whole 32-element blocks either), and llama.cpp refuses a Q8_0 one it cannot fall
-back from. Mixture-of-experts models are not mirrored (their rules read the expert count and tensor names).
+phi3's fused q/k/v (attn_qkv.weight) takes attn_v's rule: llama_tensor_get_type_impl tests category_is_attn_v
+before its own ATTENTION_QKV branch (Q5_K for Q4_K_M), which that else-if chain therefore never reaches (a phi3
+file from llama-quantize holds Q4_K / Q6_K attn_qkv; tests/test_q4_k_m.py). gemma3's tied embedding is the
+tied token_embd row above; its q/k norms and sandwich norms end in "_norm.weight" and stay F32.
+
+Then a matrix whose rows are not whole blocks of its type falls back (tensor_type_fallback): Q4_K -> Q5_0,
+Q5_K -> Q5_1, Q6_K -> Q8_0, and any of these, Q8_0 included, to F16 when the rows are not whole 32-element
+blocks either. Mixture-of-experts models are not mirrored: their rules read the expert count and tensor names.
 """
 
 from __future__ import annotations
@@ -29,19 +38,38 @@ from votive.quant.ggml_types import GGMLType
 # Mixture name -> (llama.h's llama_ftype, written as general.file_type; the default type of its matrices).
 MIXTURES = {"q4_k_m": (15, GGMLType.Q4_K)}
 
-# tensor_type_fallback: the type a matrix takes when its rows are not whole blocks of the one chosen.
+# tensor_type_fallback: the type a matrix takes when its rows are not whole blocks of the one chosen. A
+# 32-element type (Q8_0) has no smaller block to go to: it stays, and so goes to F16 like the others.
 FALLBACKS = {GGMLType.Q4_K: GGMLType.Q5_0, GGMLType.Q5_K: GGMLType.Q5_1, GGMLType.Q6_K: GGMLType.Q8_0}
 
-# "70B" models (llama-model.cpp's load_hparams: LLM_TYPE_70B), the only model type the Q4_K_M rules read:
-# general.architecture -> whether (n_layers, n_heads, n_kv_heads) is one.
+# Model types. Of the LLM_TYPE_* that llama_model_quantize_impl's model->load_hparams gives a file
+# (src/models/{arch}.cpp, load_arch_hparams: a switch on the layer count), the Q4_K_M rules read only
+# LLM_TYPE_70B. general.architecture -> whether (n_layers, n_heads, n_kv_heads) is one:
+#   llama    80 layers with GQA (80 layers of MHA are LLM_TYPE_65B); its 8-expert table never says 70B, and
+#            votive's llama holds no experts
+#   qwen2    80 layers
+#   qwen3    never (its table: 28, 36, 40, 64 layers)
+#   phi3     never (24, 32, 40)
+#   gemma3   never (18, 26, 32, 34, 48, 62)
+#   smollm3  never (36)
+# The rules also read hparams.n_expert (== 8), 0 here: these files hold no {arch}.expert_count. Any other
+# architecture is refused (check_mixture) rather than guessed.
 MODEL_70B = {
     "llama": lambda n_layers, n_heads, n_kv_heads: n_layers == 80 and n_heads != n_kv_heads,
     "qwen2": lambda n_layers, n_heads, n_kv_heads: n_layers == 80,
     "qwen3": lambda n_layers, n_heads, n_kv_heads: False,
+    "phi3": lambda n_layers, n_heads, n_kv_heads: False,
+    "gemma3": lambda n_layers, n_heads, n_kv_heads: False,
+    "smollm3": lambda n_layers, n_heads, n_kv_heads: False,
 }
 
 # Names never quantized though 2-D (tensor_allows_quantization; the ones a decoder of these families can hold).
 _KEEP = ("_norm.weight", "ffn_gate_inp.weight", "position_embd.weight", "token_types.weight")
+# tensor_get_category after output / token_embd (whole names): the first substring found names the category.
+_CATEGORIES = (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"), ("attn_v.weight", "attn_v"),
+               ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+               ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down"))
+_ATTN_V_LIKE = ("attn_v", "attn_qkv", "attn_kv_b")  # category_is_attn_v: counted and typed as attn_v
 _LAYER = re.compile(r"blk\.(\d+)\.")
 
 
@@ -61,18 +89,12 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 
 
 def _category(name: str) -> str:
-    """tensor_get_category, by the same substring tests in the same order."""
+    """tensor_get_category, by the same tests in the same order."""
     if name == "output.weight":
         return "output"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
-    for part, category in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"),
-                           ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
-                           ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"),
-                           ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
-        if part in name:
-            return category
-    return "other"
+    return next((category for part, category in _CATEGORIES if part in name), "other")
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -93,8 +115,7 @@ def mixture_types(mixture: str, model: MixtureModel, shapes: dict[str, tuple[int
         name -> GGMLType, or None for a tensor llama.cpp leaves as it is (1-D tensors, norms).
 
     Raises:
-        QuantError: an architecture without its model-type rule, or a matrix llama.cpp cannot quantize (rows
-            not whole 32-element blocks where the rules choose Q8_0).
+        QuantError: a mixture or an architecture whose rules are not mirrored here.
 
     Example:
         >>> shapes = {"output.weight": (1000, 256), "blk.0.attn_v.weight": (256, 256), "blk.0.attn_norm.weight": (256,)}
@@ -106,8 +127,8 @@ def mixture_types(mixture: str, model: MixtureModel, shapes: dict[str, tuple[int
     is_70b = MODEL_70B[model.arch](model.n_layers, model.n_heads, model.n_kv_heads)
     names = sorted(shapes, key=_order)
     categories = {name: _category(name) for name in names}
-    n_attention_wv = sum(1 for c in categories.values() if c == "attn_v")
-    tied = "output.weight" not in shapes
+    n_attention_wv = sum(1 for c in categories.values() if c in _ATTN_V_LIKE)
+    tied = "output.weight" not in shapes  # has_tied_embeddings: until output.weight is seen
     i_attention_wv = i_ffn_down = 0
     types: dict[str, GGMLType | None] = {}
     for name in names:
@@ -119,7 +140,7 @@ def mixture_types(mixture: str, model: MixtureModel, shapes: dict[str, tuple[int
         new_type = default
         if category == "output" or (tied and category == "token_embd"):
             new_type = GGMLType.Q8_0 if cols % default.block_size else GGMLType.Q6_K
-        elif category == "attn_v":
+        elif category in _ATTN_V_LIKE:  # attn_qkv too: the chain's ATTENTION_QKV branch comes after this one
             if use_more_bits(i_attention_wv, n_attention_wv):
                 new_type = GGMLType.Q6_K
             if is_70b and new_type == GGMLType.Q4_K:  # 8 heads share attn_v: more bits for little size
@@ -129,7 +150,7 @@ def mixture_types(mixture: str, model: MixtureModel, shapes: dict[str, tuple[int
             if use_more_bits(i_ffn_down, model.n_layers):
                 new_type = GGMLType.Q6_K
             i_ffn_down += 1
-        types[name] = _fallback(name, cols, new_type)
+        types[name] = _fallback(cols, new_type)
     return {name: types[name] for name in shapes}
 
 
@@ -138,15 +159,13 @@ def check_mixture(mixture: str, arch: str) -> None:
     if mixture not in MIXTURES:
         raise QuantError(f"no mixture {mixture!r} (mixtures: {', '.join(MIXTURES)})")
     if arch not in MODEL_70B:
-        raise QuantError(f"the {mixture} mixture is mirrored for architectures {', '.join(MODEL_70B)}, not {arch!r}")
+        raise QuantError(f"the {mixture} mixture is mirrored for architectures {', '.join(MODEL_70B)}, not {arch!r} "
+                         f"(its llama.cpp model types are not mirrored)")
 
 
-def _fallback(name: str, cols: int, chosen: GGMLType) -> GGMLType:
+def _fallback(cols: int, chosen: GGMLType) -> GGMLType:
     """tensor_type_fallback: the chosen type, or what llama.cpp stores rows of `cols` elements as instead."""
     if cols % chosen.block_size == 0:
         return chosen
-    if chosen not in FALLBACKS:
-        raise QuantError(f"{name}: rows of {cols} elements are not whole {chosen.block_size}-element {chosen.name} "
-                         f"blocks, and llama.cpp defines no fallback from {chosen.name} (it refuses the model)")
-    fallback = FALLBACKS[chosen]
+    fallback = FALLBACKS.get(chosen, chosen)  # Q8_0: the check below turns it into F16
     return fallback if cols % fallback.block_size == 0 else GGMLType.F16
