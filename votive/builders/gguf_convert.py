@@ -12,8 +12,11 @@ Qwen3Model and gguf-py's SpecialVocab), so that the file reads as if that script
   config.json sets head_dim (TextModel.set_gguf_parameters); for `llama`, `llama.vocab_size` and
   `llama.rope.dimension_count`; Llama 3 ("llama3") rope scaling as the `rope_freqs.weight` tensor
   (LlamaModel.generate_extra_tensors; the factors are HFConfig.rope's, the converter's formula), linear scaling
-  as `rope.scaling.type` / `rope.scaling.factor`. Mistral's `sliding_window` is not written: llama.cpp's
-  converter writes no window for `llama`, and its `llama` graph reads none (votive/models/llama.py);
+  as `rope.scaling.type` / `rope.scaling.factor`, YaRN (llama, qwen2, qwen3) as those two keys,
+  `rope.scaling.original_context_length` and the betas config.json gives (which llama.cpp does not read for
+  them: `_check_yarn` refuses values other than the ones it uses, and whatever else a GGUF would lose).
+  Mistral's `sliding_window` is not written: llama.cpp's converter writes no window for `llama`, and its `llama`
+  graph reads none (votive/models/llama.py);
 - 1-D tensors (norms, biases) and rope_freqs in F32; matrices in the asked type, and for Q8_0 a matrix whose
   rows are not whole 32-element blocks falls back to F16, as the converter does. `q4_k_m` is what llama.cpp's
   llama-quantize makes of the F32 file with Q4_K_M (no importance matrix): each matrix's type from
@@ -62,7 +65,8 @@ ARCHITECTURES = {
 }
 # rope_scaling types each architecture's GGUF expresses: Llama 3's as rope_freqs.weight, linear as two keys,
 # longrope as phi3's two factor tensors and its attention factor (Phi3Config reads "su" as longrope).
-CONVERTED_SCALING = {"llama": ("default", "linear", "llama3"), "qwen2": ("default",), "qwen3": ("default",),
+CONVERTED_SCALING = {"llama": ("default", "linear", "llama3", "yarn"), "qwen2": ("default", "yarn"),
+                     "qwen3": ("default", "yarn"),
                      "phi3": ("default", "longrope", "su"), "gemma3": ("default", "linear")}
 GEMMA3_LOCAL_BASE = 10000.0  # llama.cpp fixes Gemma 3's sliding-window RoPE base (rope_freq_base_train_swa)
 GEMMA3_SWA_PATTERN = 6  # and its layout: every sixth layer global
@@ -120,7 +124,7 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     Raises:
         InputError: a bad type_name, or `out` exists and overwrite is False.
         ModelConfigError: an architecture, rope setting, tensor or tokenizer the converter cannot write.
-        QuantError: q4_k_m of a matrix llama.cpp cannot quantize (rows not whole 32-element blocks).
+        QuantError: q4_k_m of an architecture whose mixture rules are not mirrored (votive.quant.mixtures).
         WeightFileError: a malformed safetensors file.
 
     Example:
@@ -148,6 +152,8 @@ def convert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool = Fa
     if scaling["kind"] not in CONVERTED_SCALING[arch]:
         raise ModelConfigError(f"{hf.path}: rope_scaling type {scaling['kind']!r} is not converted for {arch} "
                                f"(its GGUF expresses {', '.join(CONVERTED_SCALING[arch])})")
+    if scaling["kind"] == "yarn":
+        _check_yarn(hf, cfg, scaling["settings"], scaling["where"])
     if arch == "gemma3":
         _check_gemma3(hf, cfg)
     store = WeightStore(folder)
@@ -252,8 +258,40 @@ def _store(data: np.ndarray, ggml_type: GGMLType) -> object:
 # ----------------------------------------------------------------------------------------------- metadata
 def _rope_scaling(hf) -> dict:
     """{"kind": rope type, "factor": float or None}, as HFConfig.rope_scaling reads them."""
-    _, scaling, _, kind = hf.rope_scaling()
-    return {"kind": kind, "factor": scaling.get("factor")}
+    _, scaling, where, kind = hf.rope_scaling()
+    return {"kind": kind, "factor": scaling.get("factor"), "settings": scaling, "where": where}
+
+
+def _check_yarn(hf, cfg, settings: dict, where: str) -> None:
+    """Refuse YaRN settings a llama / qwen2 / qwen3 GGUF cannot carry. llama.cpp's converter writes the type, the
+    factor (none: no YaRN at all), the original context and the betas, attention factor and extrapolation factor
+    given, but its loader reads only the first three for these architectures (beta_fast 32, beta_slow 1 and its
+    own attention factor in place of the rest; votive.models.rope_scaling): a folder's other betas,
+    attention_factor, mscale / mscale_all_dim pair or untruncated ramp would be lost. And ggml's ramp bounds,
+    float32, must be the ones transformers computes in double (HFConfig._yarn)."""
+    from votive.models.rope_scaling import yarn_corr_dims
+
+    where = f"{hf.path}: {where}"
+    if settings.get("factor") is None:
+        raise ModelConfigError(f"{where}.factor is absent: llama.cpp's converter writes no YaRN without it")
+    for key, used in (("beta_fast", 32), ("beta_slow", 1)):
+        if settings.get(key) is not None and settings[key] != used:
+            raise ModelConfigError(f"{where}.{key} = {settings[key]!r} cannot be written to a GGUF (llama.cpp reads "
+                                   f"no YaRN betas for this architecture and uses {used})")
+    if settings.get("attention_factor") is not None:
+        raise ModelConfigError(f"{where}.attention_factor = {settings['attention_factor']!r} cannot be written to a "
+                               f"GGUF (llama.cpp computes YaRN's attention factor from the factor alone)")
+    if settings.get("mscale") and settings.get("mscale_all_dim"):
+        raise ModelConfigError(f"{where}.mscale / mscale_all_dim cannot be written to a GGUF (llama.cpp computes "
+                               f"YaRN's attention factor from the factor alone)")
+    if settings.get("truncate", True) is not True:
+        raise ModelConfigError(f"{where}.truncate = {settings['truncate']!r} cannot be written to a GGUF (ggml "
+                               f"always truncates YaRN's ramp)")
+    rope = cfg.rope
+    ggml = yarn_corr_dims(cfg.head_dim, rope.original_context, float(np.float32(rope.base)))
+    if ggml != rope.corr_dims:
+        raise ModelConfigError(f"{where}: YaRN's ramp runs over pairs {rope.corr_dims} in transformers but "
+                               f"{ggml} in ggml's float32 arithmetic")
 
 
 def _model_metadata(hf, cfg, arch: str, file_type: int, name: str, scaling: dict) -> dict:
@@ -280,6 +318,13 @@ def _model_metadata(hf, cfg, arch: str, file_type: int, name: str, scaling: dict
     if scaling["kind"] == "linear":
         meta[f"{arch}.rope.scaling.type"] = "linear"
         meta[f"{arch}.rope.scaling.factor"] = np.float32(scaling["factor"])
+    if scaling["kind"] == "yarn":  # TextModel.set_gguf_parameters; _check_yarn refused what a GGUF loses
+        meta[f"{arch}.rope.scaling.type"] = "yarn"
+        meta[f"{arch}.rope.scaling.factor"] = np.float32(scaling["factor"])
+        meta[f"{arch}.rope.scaling.original_context_length"] = cfg.rope.original_context
+        for key in ("beta_fast", "beta_slow"):
+            if scaling["settings"].get(key) is not None:
+                meta[f"{arch}.rope.scaling.yarn_{key}"] = np.float32(scaling["settings"][key])
     if arch == "phi3":  # Phi3MiniModel: the turned dims, longrope's context and attention factor, the window
         meta["phi3.rope.dimension_count"] = cfg.rope.n_rot or cfg.head_dim
         if cfg.rope.scaling_type == "longrope":

@@ -36,7 +36,7 @@ import numpy as np
 
 from votive.errors import InputError, ModelConfigError
 from votive.formats.weights import WeightStore, bf16_to_f32
-from votive.models.rope_scaling import RopeScaling
+from votive.models.rope_scaling import RopeScaling, yarn_attn_factor
 from votive.quant.ggml_types import GGMLType
 
 # safetensors dtype -> the GGML type a float tensor of it is handed to the backend as.
@@ -48,7 +48,12 @@ QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0, "q4_k_m": "q4_k_m"}
 _BAND_ROWS = 1024  # rows widened to float32 at a time when quantizing: bounds the scratch memory
 
 # rope_scaling types votive computes as transformers does (see HFConfig.rope).
-ROPE_TYPES = ("default", "linear", "llama3")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+# The classes whose YaRN votive checks against transformers (tests/data/hf_reference); Gemma 3 turns its sliding
+# layers unscaled in transformers but with YaRN's arguments in llama.cpp, so votive runs neither.
+YARN_CLASSES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+YARN_KEYS = {"rope_type", "type", "rope_theta", "partial_rotary_factor", "factor", "original_max_position_embeddings",
+             "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"}
 
 
 # ------------------------------------------------------------------------------------------------ config.json
@@ -111,7 +116,8 @@ class HFConfig:
 
         "llama3" scaling (Llama 3.1 / 3.2) becomes per-pair frequency factors, computed as llama.cpp's converter
         computes its rope_freqs.weight (convert_hf_to_gguf.py LlamaModel.generate_extra_tensors); transformers'
-        `_compute_llama3_parameters` divides each inverse frequency by the same factor.
+        `_compute_llama3_parameters` divides each inverse frequency by the same factor. "yarn" becomes ggml's YaRN
+        arguments (`_yarn`), for YARN_CLASSES.
         """
         params, scaling, where, kind = self.rope_scaling()
         base = float(self.get("rope_theta", params.get("rope_theta", 10000.0)))
@@ -123,6 +129,8 @@ class HFConfig:
         if kind not in ROPE_TYPES:
             raise ModelConfigError(f"{self.path}: {where}.rope_type = {kind!r} is not supported (votive runs "
                                    f"{', '.join(ROPE_TYPES)})")
+        if kind == "yarn":
+            return self._yarn(scaling, where, base, head_dim)
         known = {"rope_type", "type", "rope_theta", "factor", "partial_rotary_factor"}
         if kind == "llama3":
             known |= {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
@@ -193,6 +201,72 @@ class HFConfig:
             raise ModelConfigError(f"{self.path}: {where}.attention_factor = {attn!r} must be a finite number > 0")
         return RopeScaling(base=base, freq_factors=factors[0], scaling_type="longrope", n_rot=n_rot,
                            attn_factor=float(np.float32(attn)), long_factors=factors[1], original_context=original)
+
+    def _yarn(self, scaling: dict, where: str, base: float, head_dim: int) -> RopeScaling:
+        """YaRN as transformers' `_compute_yarn_parameters` computes it, as ggml's table arguments
+        (votive.models.rope_scaling): pair j's inverse frequency mixes 1 / (factor * base^(2j / head_dim)) and
+        base^(-2j / head_dim) by e_j = 1 - clamp((j - low) / (high - low), 0, 1), which is ggml's rope_yarn_ramp
+        of corr_dims (low, high); low and high are the correction dims of beta_fast (32) and beta_slow (1) over
+        original_max_position_embeddings, floored / ceiled unless `truncate` is false; cos and sin are multiplied
+        by attention_factor, else get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim) when both are
+        set, else get_mscale(factor) = 0.1 ln(factor) + 1 (then computed as llama.cpp does, so that a converted
+        file's table is this one). Refused where ggml's ramp is not transformers' (high - low under 0.001)."""
+        arch = (self.data.get("architectures") or [None])[0]
+        if arch not in YARN_CLASSES:
+            raise ModelConfigError(f"{self.path}: {where}.rope_type = 'yarn' is not supported for {arch} (votive "
+                                   f"runs YaRN for {', '.join(YARN_CLASSES)})")
+        extra = sorted(set(scaling) - YARN_KEYS)
+        if extra:
+            raise ModelConfigError(f"{self.path}: {where}.{extra[0]} = {scaling[extra[0]]!r} is not supported for "
+                                   f"rope_type 'yarn'")
+        original, top = scaling.get("original_max_position_embeddings"), self.data.get(
+            "original_max_position_embeddings")
+        if top is not None and top != original:  # transformers' choice between the two varies; we do not guess
+            raise ModelConfigError(f"{self.path}: original_max_position_embeddings = {top!r} differs from "
+                                   f"{where}.original_max_position_embeddings = {original!r}")
+        original = self.require("max_position_embeddings") if original is None else original
+        if not (isinstance(original, int) and not isinstance(original, bool) and original > 0):
+            raise ModelConfigError(f"{self.path}: {where}.original_max_position_embeddings = {original!r} must be "
+                                   f"an int > 0")
+        values = {}
+        for key in ("factor", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
+            value = scaling.get(key)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value >= 0):
+                raise ModelConfigError(f"{self.path}: {where}.{key} = {value!r} must be a finite number >= 0")
+            values[key] = value
+        factor = values["factor"]
+        if factor is None:  # transformers: the ratio of the two contexts
+            factor = self.require("max_position_embeddings") / original
+        if not factor > 0:
+            raise ModelConfigError(f"{self.path}: {where}.factor = {factor!r} must be > 0")
+        truncate = scaling.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise ModelConfigError(f"{self.path}: {where}.truncate = {truncate!r} must be true or false")
+
+        def get_mscale(m: float) -> float:  # transformers' yarn_get_mscale
+            return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+        attention = values["attention_factor"]
+        if attention is None and values["mscale"] and values["mscale_all_dim"]:
+            attention = get_mscale(values["mscale"]) / get_mscale(values["mscale_all_dim"])
+        if attention is not None and not attention > 0:
+            raise ModelConfigError(f"{self.path}: {where}.attention_factor = {attention!r} must be > 0")
+
+        def correction_dim(turns: float) -> float:  # find_correction_dim, in Python floats as transformers
+            return head_dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = correction_dim(values["beta_fast"] or 32), correction_dim(values["beta_slow"] or 1)
+        if truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, head_dim - 1)
+        if low != high and not high - low >= 0.001:  # transformers divides by high - low, ggml by max(0.001, it)
+            raise ModelConfigError(f"{self.path}: {where} beta_fast / beta_slow give YaRN's ramp from pair {low} to "
+                                   f"{high}, which ggml's ramp does not compute as transformers does")
+        freq_scale = float(np.float32(1) / np.float32(factor))
+        return RopeScaling(base=base, freq_scale=freq_scale, scaling_type="yarn", ext_factor=1.0,
+                           corr_dims=(float(np.float32(low)), float(np.float32(high))), original_context=original,
+                           attn_factor=yarn_attn_factor(freq_scale, attention))
 
     def _llama3_factors(self, scaling: dict, base: float, head_dim: int, factor: float) -> np.ndarray:
         """(head_dim / 2,) float32 divisors of each pair's angle, as llama.cpp's converter writes them."""
@@ -306,22 +380,25 @@ def hf_mixture(mixture: str, hf: HFConfig, store: WeightStore, family, arch: str
     -> GGUF name) and config.json's layers and heads. `arch` is the family's general.architecture.
 
     Raises:
-        QuantError: an architecture the mixture does not mirror, or a matrix llama.cpp cannot quantize.
+        QuantError: an architecture the mixture does not mirror.
     """
     from votive.quant.mixtures import MixtureModel, check_mixture, mixture_types
 
     check_mixture(mixture, arch)
-    cfg = family.Config.from_hf(hf)
+    # the counts the rules read, by their config.json keys (the family's Config refuses what it cannot run later;
+    # phi3's would also need its longrope flag here)
+    n_layers, n_heads = hf.require("num_hidden_layers"), hf.require("num_attention_heads")
+    n_kv_heads = hf.get("num_key_value_heads", n_heads)
     tied = bool(hf.get("tie_word_embeddings", False))
     gguf_of = {}  # HF name -> GGUF name
     for ours, theirs in family.HF_WEIGHTS.items():
         if not (ours == "output" and tied):
             gguf_of[theirs] = family.WEIGHTS[ours]
-    for i in range(cfg.n_layers):
+    for i in range(n_layers):
         for ours, theirs in family.HF_LAYER_WEIGHTS.items():
             gguf_of[theirs.format(i=i)] = family.LAYER_WEIGHTS[ours].format(i=i)
     shapes = {gguf_of[name]: tuple(store.raw(name).shape) for name in store.keys() if name in gguf_of}
-    types = mixture_types(mixture, MixtureModel(arch, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads), shapes)
+    types = mixture_types(mixture, MixtureModel(arch, n_layers, n_heads, n_kv_heads), shapes)
     return {name: types[gguf_of[name]] for name in store.keys() if name in gguf_of}
 
 

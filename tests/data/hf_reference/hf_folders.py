@@ -88,6 +88,35 @@ SPECS = {
             layer_types=["sliding_attention"] * 5 + ["full_attention", "sliding_attention"],
             final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True,
             pad_token_id=256)),
+    # YaRN (tests/test_rope_scaling.py reads these too). qwen3_yarn: Qwen's own setting (factor 4 over an
+    # original context; beta_fast 32, beta_slow 1 and the attention factor by default), which a GGUF expresses.
+    # llama_yarn: other betas and an attention factor from mscale / mscale_all_dim; qwen2_yarn: the old "type"
+    # key, an explicit attention_factor and an untruncated ramp. The original contexts are shorter than the
+    # long prompt.
+    "qwen3_yarn": dict(
+        seed=7, arch="Qwen3ForCausalLM", model_type="qwen3", dtype="BF16", shards=1, specials=CHATML_SPECIALS,
+        template=CHATML_TEMPLATE, bos=None, eos="<|im_end|>", config=dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, vocab_size=265, rms_norm_eps=1e-6, max_position_embeddings=512,
+            rope_theta=1000000.0, attention_bias=False, use_sliding_window=False, sliding_window=None,
+            tie_word_embeddings=True,
+            rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=128))),
+    "llama_yarn": dict(
+        seed=8, arch="LlamaForCausalLM", model_type="llama", dtype="BF16", shards=1, specials=LLAMA3_SPECIALS,
+        template=LLAMA3_TEMPLATE, bos="<|begin_of_text|>", eos="<|eot_id|>", config=dict(
+            hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, vocab_size=267, rms_norm_eps=1e-5, max_position_embeddings=512,
+            rope_theta=10000.0, tie_word_embeddings=False,
+            rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=128, beta_fast=16.0,
+                              beta_slow=2.0, mscale=1.0, mscale_all_dim=0.5))),
+    "qwen2_yarn": dict(
+        seed=9, arch="Qwen2ForCausalLM", model_type="qwen2", dtype="F16", shards=1, specials=CHATML_SPECIALS,
+        template=CHATML_TEMPLATE, bos=None, eos="<|im_end|>", config=dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, vocab_size=269, rms_norm_eps=1e-6, max_position_embeddings=512,
+            rope_theta=10000.0, use_sliding_window=False, sliding_window=None, tie_word_embeddings=True,
+            rope_scaling=dict(type="yarn", factor=8.0, original_max_position_embeddings=64, attention_factor=1.25,
+                              truncate=False))),
 }
 
 # Prompts as token ids (the byte tokens of the vocabulary: 0..255), one short and one past mistral's window.
@@ -95,6 +124,9 @@ PROMPTS = [[72, 101, 108, 108, 111, 44, 32], [int(i) for i in np.arange(23) * 11
 GREEDY_STEPS = 20
 # A prompt past phi3's original context (256), where longrope switches to its long factors.
 LONG_PROMPTS = {"phi3": [int(i) for i in np.arange(300) * 7 % 256]}
+# Prompts past the YaRN folders' original contexts (128, 128, 64).
+LONG_PROMPTS.update({name: [int(i) for i in np.arange(300) * 5 % 256] for name in ("qwen3_yarn", "llama_yarn",
+                                                                                  "qwen2_yarn")})
 
 
 def tensor_names(spec: dict) -> list[tuple[str, tuple[int, ...]]]:
