@@ -53,8 +53,9 @@ def family(name: str) -> tuple[str, str, float]:
     """(GGUF architecture, vocabulary, RoPE base) of family `name`, from FAMILIES or MORE_FAMILIES."""
     return FAMILIES[name] if name in FAMILIES else MORE_FAMILIES[name]
 
-# Quantization name -> llama.cpp's llama_ftype value (include/llama.h).
-FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "Q4_0": 2}
+# Quantization name -> llama.cpp's llama_ftype value (include/llama.h); F16 and BF16 as llama-quantize writes them
+# (matrices in that type, norms F32: what convert_hf_to_gguf.py --outtype f16 / bf16 writes).
+FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q8_0": 7, "Q4_0": 2, "F16": 1, "BF16": 32}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from votive.backends import numpy_backend
-from votive.models.decoding import evaluate_prompt
 from votive.models.llama import KVCache
 from votive.models.prefix_cache import PrefixCache
 

@@ -519,6 +519,7 @@ def test_the_table_says_which_kernels_work_in_place(lib, rng):
         "rope": (x.copy(), lib.rope_cache(100.0, 8, 3), False), "attention_f16": (x.copy(), k, v, 0, 0.5),
         "qmatmul": (blocks, 8, np.zeros((2, 32), np.float32), 4, 32),
         "get_rows": (blocks, 8, [1], 32), "quantize_rows": (np.zeros((2, 32), np.float32), 8),
+        "half_matmul": (np.zeros((4, 32), np.float16), 1, np.zeros((2, 32), np.float32), 4, 32),
     }
     assert set(calls) == set(kernels.OPS) - {"qmatmul_group"}  # that one runs behind matrix and group
     for op, args in calls.items():

@@ -4,6 +4,8 @@
 `QuantLinear` keeps the weight as the file stores it (GGML blocks, memory-mapped) and multiplies through the C
 kernels, which read the blocks directly. Where the compiled library is missing, or lacks a format, the numpy
 path dequantizes a band of rows at a time into a scratch buffer, so the weight is never expanded whole.
+`HalfLinear` keeps a GGUF file's F16 or BF16 weight as stored too, and multiplies it as llama.cpp's CPU backend
+does (x rounded to the weight's type, ggml's summation orders: `votive.quant.kernels.half_matmul`, C or its twin).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ _BAND_ROWS = 1024
 
 
 class DenseLinear:
-    """y = x @ W.T for a float weight (F32 view, or F16/BF16 widened once)."""
+    """y = x @ W.T for a float weight (F32 view, or a Hugging Face checkpoint's F16/BF16 widened once)."""
 
     def __init__(self, weight: np.ndarray, name: str = ""):
         self.weight = weight  # (out, in) float32
@@ -32,6 +34,30 @@ class DenseLinear:
     def rows(self, ids) -> np.ndarray:
         """Embedding lookup: rows `ids` of the weight as float32 (n, in)."""
         return np.array(self.weight[ids], dtype=np.float32)
+
+
+class HalfLinear:
+    """y = x @ W.T for W stored as F16 or BF16 in a GGUF file, kept as stored (zero-copy, half the bytes of floats)
+    and multiplied in llama.cpp's arithmetic: x rounded to the weight's type, each output summed in the lane order
+    of ggml's CPU kernels (`votive.quant.kernels.half_matmul`), so the file gives llama.cpp's logits bit for bit."""
+
+    def __init__(self, weight: np.ndarray, ggml_type, name: str = ""):
+        self.weight = weight  # (out, in) float16, or BF16 bits as uint16
+        self.ggml_type = ggml_type
+        self.name = name
+        self.out_features, self.in_features = weight.shape
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from votive.quant import kernels
+
+        x = np.ascontiguousarray(x, dtype=np.float32)  # (n, in)
+        return kernels.half_matmul(self.weight, self.ggml_type, x, self.out_features, self.in_features)  # (n, out)
+
+    def rows(self, ids) -> np.ndarray:
+        """Embedding lookup: rows `ids` widened to float32 (n, in), exactly."""
+        from votive.quant import kernels
+
+        return kernels.get_rows(self.weight, self.ggml_type, np.asarray(ids, np.int64), self.in_features)
 
 
 class QuantLinear:
@@ -74,12 +100,16 @@ class QuantLinear:
 
 
 def make_linear(gguf, name: str):
-    """The right linear for tensor `name` of an open GGUF file: dense for float types, quantized otherwise."""
-    from votive.formats.gguf import GGMLType
+    """The right linear for tensor `name` of an open GGUF file: dense for F32, half for F16 and BF16, quantized
+    otherwise. A Hugging Face checkpoint's F16 / BF16 matrices (`gguf` a models.hf_checkpoint.HFWeights) are widened
+    to float32 once instead: the reference there is transformers, which multiplies float32 activations."""
+    from votive.formats.gguf import GGMLType, GGUFFile
 
     info = gguf.tensors[name]
     if info.ggml_type == GGMLType.F32:
         return DenseLinear(gguf[name], name)
+    if info.ggml_type in (GGMLType.F16, GGMLType.BF16) and isinstance(gguf, GGUFFile):
+        return HalfLinear(gguf[name], info.ggml_type, name)
     if info.ggml_type in (GGMLType.F16, GGMLType.BF16):
         from votive.quant.codecs import dequantize
 

@@ -182,11 +182,22 @@ class Gemma3Model(LlamaModel):
         out = ops.causal_attention(q, keys, values, start, 1.0, window)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
 
+    def step_fields(self, i: int, w: dict) -> dict:
+        """`attention` and `forward`'s layer for the C decode step (decode_step.py)."""
+        cfg, is_global = self.cfg, self.cfg.is_global(i)
+        return {"q_norm": w["q_norm"], "k_norm": w["k_norm"], "post_attn_norm": w["post_attn_norm"],
+                "post_ffn_norm": w["post_ffn_norm"], "rope_table": self.rope if is_global else self.rope_local,
+                "window": 0 if is_global else cfg.sliding_window or 0, "q_scale": cfg.attn_scale, "scale": 1.0,
+                "geglu": True}
+
     def forward(self, ids, cache, start: int):
         """Tokens `ids` at positions start.. -> logits (vocab,) of the last one."""
         ops, cfg = self.ops, self.cfg
         x = self.w["tok_embed"].rows(ids)  # (n, dim)
         x *= np.float32(math.sqrt(cfg.dim))
+        if len(ids) == 1 and (stepped := self.stepped(x, cache, start)) is not None:
+            x = ops.rms_norm(stepped, self.w["norm"], cfg.norm_eps)  # (1, dim)
+            return ops.to_numpy(self.w["tok_embed"](x)[0])  # (vocab,)
         for i, w in enumerate(self.layers):
             h = self.attention(i, ops.rms_norm(x, w["attn_norm"], cfg.norm_eps), cache, start)  # (n, dim)
             x = x + ops.rms_norm(h, w["post_attn_norm"], cfg.norm_eps)

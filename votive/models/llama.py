@@ -193,6 +193,7 @@ class LlamaModel(TextGenerator):
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.rope = cfg.rope.table(ops, cfg.head_dim, n_ctx)  # (n_ctx, head_dim): cos, sin interleaved
         self._prompt_block: int | None = None  # see prompt_block
+        self._step = False  # the C decode step (decode_step.py): False until first asked, then it or None
 
     def fuse(self, w: dict) -> None:
         """Set a layer's "qkv" and "gate_up": products that share their input, run as one kernel call. phi3's
@@ -207,11 +208,11 @@ class LlamaModel(TextGenerator):
         one pass, as llama.cpp runs it, and matches llama.cpp to the bit); else PROMPT_BLOCK, passes cut at its
         multiples."""
         if getattr(self, "_prompt_block", None) is None:
-            from votive.backends.numpy_linears import QuantLinear
+            from votive.backends.numpy_linears import HalfLinear, QuantLinear
 
             linears = [lin for w in self.layers for lin in w.values() if hasattr(lin, "out_features")]
-            by_row = self.backend == "numpy" and all(isinstance(lin, QuantLinear) and lin._matrix is not None
-                                                      for lin in linears)
+            by_row = self.backend == "numpy" and all(isinstance(lin, HalfLinear) or (  # F16 / BF16: by row always
+                isinstance(lin, QuantLinear) and lin._matrix is not None) for lin in linears)
             self._prompt_block = 0 if by_row else PROMPT_BLOCK
         return self._prompt_block
 
@@ -244,10 +245,30 @@ class LlamaModel(TextGenerator):
         out = ops.causal_attention(q, keys, values, start, self.scale, cfg.window or None)  # (n, H, Dh)
         return w["wo"](out.reshape(n, cfg.n_heads * cfg.head_dim))  # (n, dim)
 
+    def step_fields(self, i: int, w: dict) -> dict | None:
+        """What layer i adds to LLaMA's for the C decode step (decode_step.py): Qwen2's biases, Qwen3's q/k
+        norms, SmolLM3's layers without RoPE; None where the step cannot run it. A family overriding `qkv`,
+        `rotate` or `attention` must override this too, or the step leaves it to `forward`."""
+        return {}
+
+    def stepped(self, x, cache: KVCache, start: int):
+        """x (1, dim), one token's input, through every layer by the C decode step (decode_step.py), position
+        `start` written into the cache; None where the step does not take this model or this call."""
+        if self._step is False:
+            from votive.models.decode_step import decode_step_for
+
+            self._step = decode_step_for(self)
+        if self._step is not None and self._step.takes(x, cache, start):
+            return self._step(x, cache, start)
+        return None
+
     def forward(self, ids, cache: KVCache, start: int):
         """Run tokens `ids` at positions start.. through the model; returns logits (vocab,) of the last one."""
         ops, cfg = self.ops, self.cfg
         x = self.w["tok_embed"].rows(ids)  # (n, dim)
+        if len(ids) == 1 and (stepped := self.stepped(x, cache, start)) is not None:
+            x = ops.rms_norm(stepped, self.w["norm"], cfg.norm_eps)  # (1, dim)
+            return ops.to_numpy(self.output(x)[0])  # (vocab,)
         last = len(self.layers) - 1
         for i, w in enumerate(self.layers):
             h = ops.rms_norm(x, w["attn_norm"], cfg.norm_eps)  # (n, dim)

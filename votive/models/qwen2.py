@@ -53,6 +53,9 @@ class Qwen2Model(LlamaModel):
         q, k, v = super().qkv(w, x)
         return q + w["bq"], k + w["bk"], v + w["bv"]
 
+    def step_fields(self, i: int, w: dict) -> dict:
+        return {"q_bias": w["bq"], "k_bias": w["bk"], "v_bias": w["bv"]}
+
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "Qwen2Model":
         cfg = Config.from_gguf(f, "qwen2")

@@ -45,6 +45,9 @@ class Qwen3Model(LlamaModel):
         q, k, v = super().qkv(w, x)
         return ops.rms_norm(q, w["q_norm"], eps), ops.rms_norm(k, w["k_norm"], eps), v
 
+    def step_fields(self, i: int, w: dict) -> dict:
+        return {"q_norm": w["q_norm"], "k_norm": w["k_norm"]}
+
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "Qwen3Model":
         cfg = Config.from_gguf(f, "qwen3")

@@ -32,6 +32,9 @@ class SmolLM3Model(LlamaModel):
             return x
         return super().rotate(i, x, angles)
 
+    def step_fields(self, i: int, w: dict) -> dict:
+        return {"rope": (i + 1) % NO_ROPE_LAYER_STEP != 0}
+
     @classmethod
     def from_gguf(cls, f, ops, tokenizer, n_ctx: int | None = None, model_id: str = "") -> "SmolLM3Model":
         cfg = Config.from_gguf(f, "smollm3")

@@ -301,6 +301,15 @@ def qmatmul_args(types: dict, blocks, ggml_type, x, out_features: int, in_featur
     return type_id, stride, n, out
 
 
+def half_matmul_args(types: dict, w, ggml_type, x, out_features: int, in_features: int, out):
+    """qmatmul_args for an F16 / BF16 weight (float16 or uint16 bits, or its bytes) -> (type id, row stride, rows
+    of x, out)."""
+    type_id, stride = stored_matrix("half_matmul", types, w, ggml_type, out_features, in_features)
+    n = activations("half_matmul", x, in_features)
+    out = output("half_matmul", out, (n, out_features) if x.ndim == 2 else (out_features,), reads=(("x", x),))
+    return type_id, stride, n, out
+
+
 def qmatmul_group_args(types: dict, weights: list, in_features: int) -> list[tuple]:
     """(blocks, ggml_type, out_features) per matrix -> (blocks, type id, row stride, out_features) per matrix."""
     if not 1 <= len(weights) <= MAX_GROUP:

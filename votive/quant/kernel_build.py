@@ -10,10 +10,10 @@ checks the result on the target (or under qemu-user). It also runs by hand:
 This file uses only the standard library and imports nothing from votive: setup.py loads it by path in
 pip's isolated build environment, where votive's dependencies are not installed.
 
-Run-time dispatch: `nn_kernels.c`, `quant_kernels.c` and `decoder_kernels.c` are compiled once per instruction set
-in ISA_FLAGS for the target architecture, and dispatch.c picks the best build the CPU supports when the library is
-first used, so one x86_64 library runs everywhere and uses AVX2 or AVX-512 where present. On arm64 NEON is the
-baseline. The
+Run-time dispatch: `nn_kernels.c`, `quant_kernels.c`, `decoder_kernels.c` and `half_kernels.c` are compiled once
+per instruction set in ISA_FLAGS for the target architecture, and dispatch.c picks the best build the CPU supports
+when the library is first used, so one x86_64 library runs everywhere and uses AVX2 or AVX-512 where present. On
+arm64 NEON is the baseline. The
 quantized kernels go one step further inside a build: their int8 dot products are compiled a second time, with
 function-level target attributes, for VNNI (x86_64) or the dot-product extension (arm64), used when the CPU
 reports it (cpuid, or getauxval's HWCAP_ASIMDDP).
@@ -33,13 +33,15 @@ SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 LIBRARY_NAME = "libvotive.so"
 SELFTEST_NAME = "votive-selftest"
 
-COMMON_SOURCES = ("threadpool.c", "dispatch.c")  # compiled once, for the baseline
-ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c", "decoder_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
+COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "half_matmul.c")  # compiled once, for the baseline
+ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c", "decoder_kernels.c",
+               "half_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
 HEADERS = ("votive.h", "vt_internal.h", "simd.h", "quant_x86.h", "quant_x86_kernels.h", "quant_neon.h",
-           "quant_neon_kernels.h", "half.h", "ggml_block_structs.h")
+           "quant_neon_kernels.h", "half.h", "ggml_block_structs.h", "half_kernels.h", "lanes16.h")
 # Flags for one source only. The quantized kernels must round exactly as ggml's reference C (no multiply-add
 # contracted into an FMA behind their back) and spell out their FMAs as intrinsics.
-SOURCE_FLAGS = {"quant_kernels.c": ("-ffp-contract=off",), "decoder_kernels.c": ("-ffp-contract=off", "-O3")}
+SOURCE_FLAGS = {"quant_kernels.c": ("-ffp-contract=off",), "decoder_kernels.c": ("-ffp-contract=off", "-O3"),
+                "half_kernels.c": ("-ffp-contract=off", "-O3")}
 
 # Per target architecture (as `cc -dumpmachine` names it): each ISA build and its flags. The first needs
 # nothing beyond the architecture's baseline. dispatch.c's cpu_runs() tests every feature enabled here.

@@ -18,8 +18,8 @@ How it is organised:
   Its settings (instruction sets, threads, spin) come from `votive.quant.kernel_settings`, and the objects of
   `matrix` and `group` from `votive.quant.quant_matrices`.
 - The module functions `gelu`, `layer_norm`, `softmax`, `rms_norm`, `swiglu`, `rope_cache`, `rope`,
-  `attention_f16`, `qmatmul` and `get_rows`: C when the library is loaded and takes the arrays as they are,
-  else the numpy twin after the same checks. Same results either way, to float32 rounding (bit for bit for
+  `attention_f16`, `qmatmul`, `get_rows` and `half_matmul`: C when the library is loaded and takes the arrays
+  as they are, else the numpy twin after the same checks. Same results either way, to float32 rounding (bit for bit for
   the decoder rows, and for the quantized products' portable kernels). The numpy backend's ops are these.
 - Loading: `load`, `get`, `available`, `supports`, `set_num_threads`, `num_threads`.
 
@@ -63,13 +63,13 @@ __all__ = [
     "LIBRARY_PATH", "ABI_VERSION", "KernelOp", "OPS", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup",
     "load", "get", "available", "supports", "configured_threads", "configured_spin_us", "set_num_threads",
     "num_threads", "gelu", "layer_norm", "softmax", "rms_norm", "swiglu", "rope_cache", "rope", "attention_f16",
-    "qmatmul", "get_rows",
+    "qmatmul", "get_rows", "half_matmul",
 ]
 
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 4  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 5  # VT_ABI_VERSION in csrc/votive.h
 
 PTR, I64, FLOAT, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int  # C parameter types
 
@@ -130,6 +130,11 @@ OPS: dict[str, KernelOp] = {
         "vt_get_rows", (("out", PTR), ("w", PTR), ("type", INT), ("w_stride", I64), ("n_rows", I64), ("ids", PTR),
                         ("n_ids", I64), ("cols", I64)),
         kernels_ref.get_rows_ref, kernel_args.get_rows_args, in_place=False),
+    # F16 / BF16 weights in llama.cpp's arithmetic (csrc/half_kernels.h)
+    "half_matmul": KernelOp(
+        "vt_half_matmul", (("out", PTR), ("w", PTR), ("type", INT), ("w_stride", I64), ("x", PTR), ("n", I64),
+                           ("out_features", I64), ("cols", I64)),
+        kernels_ref.half_matmul_ref, kernel_args.half_matmul_args, in_place=False),
     # the bytes of votive.quant.codecs.quantize_activations, which the tests compare it with
     "quantize_rows": KernelOp(
         "vt_quantize_rows", (("out", PTR), ("act_type", INT), ("x", PTR), ("rows", I64), ("cols", I64)),
@@ -156,6 +161,7 @@ class KernelLibrary(LibrarySettings):
         # The GGML types each quantized kernel takes, id or GGMLType -> GGMLType, asked once here, not per call.
         self.qmatmul_types = _types_taken(cdll.vt_qmatmul_supports)
         self.get_rows_types = _types_taken(cdll.vt_get_rows_supports)
+        self.half_types = HALF_TYPES
 
     def _call(self, op: str, *args) -> int:
         """op's C entry on args (arrays passed by address, None as NULL): its status."""
@@ -167,6 +173,13 @@ class KernelLibrary(LibrarySettings):
         if status != VT_OK:
             raise refusal(op, status)
         return args[0]
+
+    def decode_step_entry(self):
+        """vt_decode_step (csrc/decode_step.c) typed for ctypes: votive.models.decode_step builds its arguments
+        (a decoder's layer table, checked once) and is its only caller."""
+        fn = self._lib.vt_decode_step
+        fn.argtypes, fn.restype = [PTR] * 6 + [I64], INT
+        return fn
 
     def supports(self, ggml_type) -> bool:
         """Whether `qmatmul` takes weights of this GGML type (id or GGMLType)."""
@@ -337,6 +350,17 @@ class KernelLibrary(LibrarySettings):
             raise refusal("get_rows", status)
         return out
 
+    def half_matmul(self, w: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """x @ W.T for W stored as F16 or BF16, read in place, as llama.cpp's CPU backend computes it: x rounded to
+        the weight's type, each output summed in the lane order of llamafile's tinyBLAS (n >= 2, out_features a
+        multiple of 4, rows of whole 16 (F16) or 32 (BF16) elements) or of ggml_vec_dot_f16 / _bf16 (the rest);
+        see csrc/half_kernels.h. The same bits on every ISA and thread count. Arguments and result as qmatmul's,
+        w being float16 (F16) or uint16 bits (BF16) of shape (out_features, in_features), or their bytes."""
+        type_id, stride, n, out = OPS["half_matmul"].checks(self.half_types, w, ggml_type, x, out_features,
+                                                            in_features, out)
+        return self._run("half_matmul", out, w, type_id, stride, x, n, out_features, in_features)
+
     def quantize_rows(self, x: np.ndarray, act_type: int) -> np.ndarray:
         """Rows of x quantized to Q8_0 (8), Q8_1 (9) or Q8_K (15) as `qmatmul` does, in ggml's block layout.
 
@@ -353,6 +377,9 @@ def _types_taken(supported) -> dict:
         if supported(t.id):
             table[t.id] = table[t] = t
     return table
+
+
+HALF_TYPES = _types_taken(lambda t: t in (1, 30))  # F16 and BF16: what half_matmul takes, C or twin
 
 
 # ------------------------------------------------------------------------------- the module functions
@@ -450,6 +477,20 @@ def get_rows(blocks: np.ndarray, ggml_type: int, ids, in_features: int, out: np.
     if out is None:
         return got
     out[...] = got
+    return out
+
+
+def half_matmul(w: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """x @ W.T for W stored as F16 or BF16, in llama.cpp's arithmetic: C when the library is loaded, else
+    `half_matmul_ref` (the same bits, slowly). See KernelLibrary.half_matmul."""
+    lib = get()
+    if lib is not None:
+        return lib.half_matmul(w, ggml_type, x, out_features, in_features, out)
+    row = OPS["half_matmul"]
+    type_id, _, n, out = row.checks(HALF_TYPES, w, ggml_type, x, out_features, in_features, out)
+    w = np.asarray(w).view(np.float16 if type_id == 1 else np.uint16).reshape(out_features, in_features)
+    row.twin(w, type_id, x.reshape(n, in_features), out.reshape(n, out_features))
     return out
 
 

@@ -330,3 +330,86 @@ def attention_f16_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int,
             vals[:, lo : pos + 1] = v[h // group, :, lo : pos + 1]
             out[i, h] = _dot_halves(probs[None, first:], vals[:, first:], batched)
     return out
+
+
+# ---- products with F16 / BF16 matrices in llama.cpp's order (csrc/half_kernels.h describes both orders). Every
+# product of two halves (two bfloat16s) is exact in float32, so a numpy multiply then add rounds as ggml's FMA.
+_F16, _BF16 = 1, 30  # GGML type ids
+_HALF_BAND = 64  # weight rows per step: bounds the (n, band, 64) float32 scratch
+
+
+def half_tiled(ggml_type: int, rows: int, n: int, cols: int) -> bool:
+    """Whether llama.cpp sums this product in tinyBLAS's order, not ggml_vec_dot's (half_matmul.c's half_order)."""
+    return n >= 2 and rows % 4 == 0 and cols % (32 if ggml_type == _BF16 else 16) == 0
+
+
+def bf16_round_ref(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16) rounded to nearest even, NaNs kept quiet: GGML_FP32_TO_BF16."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = ((u.astype(np.uint64) + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where((u & 0x7FFFFFFF) > 0x7F800000, ((u >> 16) | 64).astype(np.uint16), rounded)
+
+
+def _bf16_floats(bits: np.ndarray, daz: bool) -> np.ndarray:
+    """bfloat16 bits -> float32; daz: those below 2^-126 as signed zeros, as vdpbf16ps reads its inputs."""
+    bits = np.asarray(bits, np.uint16)
+    if daz:
+        bits = np.where(bits & 0x7F80, bits, bits & 0x8000).astype(np.uint16)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def half_matmul_ref(w: np.ndarray, ggml_type: int, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x @ W.T as llama.cpp's CPU backend computes it for W stored F16 or BF16: x rounded to the weight's type,
+    then each output's products summed in tinyBLAS's or ggml_vec_dot's lane order (`half_tiled` picks).
+
+    Args:
+        w: the weight as stored: float16 (rows, cols) for F16, uint16 bits (rows, cols) for BF16.
+        ggml_type: 1 (F16) or 30 (BF16).
+        x: float32 (n, cols).
+        out: optional float32 (n, rows) to write.
+
+    Returns:
+        float32 (n, rows).
+    """
+    n, cols = x.shape
+    rows, bf16 = w.shape[0], ggml_type == _BF16
+    tiled = half_tiled(ggml_type, rows, n, cols)
+    xb = bf16_round_ref(x) if bf16 else None
+    with np.errstate(over="ignore"):  # past the half's range: inf, as vcvtps2ph gives
+        xs = _bf16_floats(xb, daz=False) if bf16 else x.astype(np.float16).astype(np.float32)  # (n, cols), for tails
+    xd = _bf16_floats(xb, daz=True)[:, None, :] if bf16 else xs[:, None, :]  # (n, 1, cols), for the lanes
+    out = np.empty((n, rows), np.float32) if out is None else out
+    whole = cols if tiled else cols - cols % 64
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN products pass through as in C
+        _half_bands(out, w, bf16, tiled, whole, xs, xd)
+    return out
+
+
+def _half_bands(out, w, bf16, tiled, whole, xs, xd) -> None:
+    """half_matmul_ref's sums, _HALF_BAND weight rows at a time, into out."""
+    n, cols = xs.shape
+    rows = w.shape[0]
+    for start in range(0, rows, _HALF_BAND):
+        band = w[start : start + _HALF_BAND]
+        ws = _bf16_floats(band, daz=False) if bf16 else band.astype(np.float32)  # (band, cols)
+        wd = _bf16_floats(band, daz=True)[None] if bf16 else ws[None]  # (1, band, cols)
+        # accumulators: tiled one of 16 lanes; ggml_vec_dot_f16 four, over the 16-element quarters of each
+        # 64-element step; ggml_vec_dot_bf16 two, over its 32-element halves, each lane taking a pair
+        accs = 1 if tiled else (2 if bf16 else 4)
+        acc = np.zeros((n, band.shape[0], accs, 16), np.float32)
+        step = 16 * accs * (2 if bf16 else 1)
+        for k in range(0, whole, step):
+            p = (xd[..., k : k + step] * wd[..., k : k + step]).reshape(acc.shape[:2] + (accs, -1))
+            if bf16:  # vdpbf16ps: lane j adds the product of elements 2j + 1, then of 2j
+                acc = (acc + p[..., 1::2]) + p[..., 0::2]
+            else:
+                acc = acc + p
+        if tiled:
+            total = _reduce16(acc[:, :, 0])
+        elif bf16:
+            total = _reduce16(acc[:, :, 0]).astype(np.float64) + _reduce16(acc[:, :, 1])
+        else:  # GGML_F16_VEC_REDUCE: (0 + 2) + (1 + 3), then across
+            total = _reduce16((acc[:, :, 0] + acc[:, :, 2]) + (acc[:, :, 1] + acc[:, :, 3])).astype(np.float64)
+        for k in range(whole, cols):  # one element at a time, float products added in double
+            total = total + (xs[:, None, k] * ws[None, :, k]).astype(np.float64)
+        out[:, start : start + band.shape[0]] = total

@@ -19,9 +19,9 @@
 
 #include "half.h"
 #include "simd.h"
+#include "lanes16.h"
 #include "vt_internal.h"
 
-#define LANES 16 /* ggml's AVX-512 vector: the summation order below is that of 16-lane accumulators */
 
 /* A float rounded to the nearest half (ties to even), as F16C's vcvtps2ph and ggml's FP32_TO_FP16 round. */
 static inline float round_to_half(float f) { return f16_to_f32(f32_to_f16(f)); }
@@ -146,41 +146,10 @@ static void rope_rows(float *x, const float *cache, int64_t rows, int64_t heads,
 
 /* ---- attention ---------------------------------------------------------------------------------------------- */
 
-/* The sum of 16 lanes as _mm512_reduce_add_ps adds them: halves, then halves of those. */
-static inline float reduce16(float *v) {
-    for (int w = LANES / 2; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++)
-            v[l] = v[l] + v[l + w];
-    return v[0];
-}
-
-/* A 16-lane accumulator as this ISA's vectors (one for AVX-512, two for AVX2, four for 16-byte vectors). */
-#define ACC_VECS (LANES / VT_LANES)
-
 /* acc (16 lanes) += a[0..15] * b[0..15], each lane fused */
 static inline void acc16_fma(vf *acc, const float *a, const float *b) {
     for (int v = 0; v < ACC_VECS; v++)
         acc[v] = v_fma(v_load(a + v * VT_LANES), v_load(b + v * VT_LANES), acc[v]);
-}
-
-/* reduce16 of the accumulator, with vector adds where the ISA has them (the same additions in the same order) */
-static inline float acc16_reduce(const vf *acc) {
-#if defined(VT_ISA_AVX512) || defined(VT_ISA_AVX2)
-#if defined(VT_ISA_AVX512)
-    const __m512 v = (__m512)acc[0];
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-#else
-    __m256 s8 = _mm256_add_ps((__m256)acc[0], (__m256)acc[1]);
-#endif
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-#else
-    float lanes[LANES];
-    for (int v = 0; v < ACC_VECS; v++)
-        v_store(lanes + v * VT_LANES, acc[v]);
-    return reduce16(lanes);
-#endif
 }
 
 /* Dot product of n halves (given as floats) a . b. batched: one 16-lane accumulator (ggml's tiled GEMM, used

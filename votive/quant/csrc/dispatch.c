@@ -298,6 +298,29 @@ static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
     return sizeof(float) * (size_t)(dims + span + filled * dims + dims * span);
 }
 
+/* The calling thread's attention buffer, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per
+ * call (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more
+ * than the attention itself. Larger ones (long contexts) are allocated per call and freed. */
+#define ATTENTION_KEPT ((size_t)8 << 20)
+static __thread float *attention_kept;
+static __thread size_t attention_kept_bytes;
+
+static float *attention_buffer(size_t bytes) {
+    if (bytes > ATTENTION_KEPT)
+        return malloc(bytes);
+    if (bytes > attention_kept_bytes) {
+        free(attention_kept);
+        attention_kept = malloc(bytes);
+        attention_kept_bytes = attention_kept ? bytes : 0;
+    }
+    return attention_kept;
+}
+
+static void attention_buffer_done(float *buf) {
+    if (buf != attention_kept)
+        free(buf);
+}
+
 struct attention_job {
     float *out;
     const float *q;
@@ -314,7 +337,7 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
     struct attention_job *j = arg;
     const struct vt_decoder_kernels *dk = vt_decoder();
     const int64_t n = j->n, filled = j->q_start + n, span = attention_span(filled);
-    float *buf = malloc(attention_buffer_bytes(j->dims, filled));
+    float *buf = attention_buffer(attention_buffer_bytes(j->dims, filled));
     if (!buf) {
         atomic_store(&j->out_of_memory, 1); /* vt_attention_f16 returns VT_ENOMEM */
         return;
@@ -336,7 +359,7 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
         dk->attend(j->out + (i * j->heads + h) * j->dims, j->q + (i * j->heads + h) * j->dims, kf, vf, span,
                    j->dims, lo, pos + 1, j->scale, j->batched, scratch);
     }
-    free(buf);
+    attention_buffer_done(buf);
 }
 
 VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,

@@ -65,11 +65,9 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             if (order == VT_ORDER_REPACK)
                 _mm256_storeu_ps(scales[t], scale[t]);
             if (has_min) { /* m * s per block, summed in block order */
-                float ms[8];
-                _mm256_storeu_ps(ms, _mm256_mul_ps(x86_halves8(x0 + offsetof(block_q4_1, m), bytes, count),
-                                                   x86_floats8(d + nb + b0, count)));
-                for (int k = 0; k < count; k++)
-                    summs[t] += ms[k];
+                summs[t] = x86_add_lanes(summs[t], _mm256_mul_ps(x86_halves8(x0 + offsetof(block_q4_1, m), bytes,
+                                                                             count),
+                                                                 x86_floats8(d + nb + b0, count)), count);
             }
         }
 #pragma GCC unroll 8

@@ -15,6 +15,9 @@
  *   nn_kernels.c    elementwise and row kernels (GELU, LayerNorm, softmax), compiled once per ISA.
  *   quant_kernels.c products of GGML-quantized matrices with float activations and row gathers, compiled
  *                   once per ISA; its SIMD dot products live in quant_x86.h and quant_neon.h.
+ *   half_kernels.c  products with F16 / BF16 matrices in llama.cpp's order, compiled once per ISA; their
+ *                   export, vt_half_matmul, is in half_matmul.c (half_kernels.h says the orders).
+ *   decode_step.c   one decoded token through a LLaMA-style decoder's layers, calling the entries below.
  *   selftest.c      a standalone program checking every kernel on every ISA against scalar loops.
  *
  * Adding a kernel: write its single-threaded body over a range of rows in an ISA-compiled file, add a
@@ -31,7 +34,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 4
+#define VT_ABI_VERSION 5
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -168,10 +171,54 @@ VT_API int vt_get_rows_supports(int type);
 VT_API int vt_get_rows(float *out, const void *w, int type, int64_t w_stride, int64_t n_rows, const int64_t *ids,
                        int64_t n_ids, int64_t cols);
 
+/* out[i * out_features + o] = sum_k W[o, k] x[i, k] for W stored as F16 (type 1) or BF16 (30), rows w_stride bytes
+ * apart, read in place: llama.cpp's CPU arithmetic for such a matrix (half_kernels.h): x rounded to the weight's
+ * type, then per output llamafile's tinyBLAS order (n >= 2, out_features a multiple of 4, cols of whole 16 (F16)
+ * or 32 (BF16)) or ggml_vec_dot_f16's / _bf16's (the rest), the same bits on every ISA and thread count
+ * (half_matmul.c, half_kernels.c). VT_EUNSUPPORTED for another type, VT_ENOMEM when x's rounded copy cannot be
+ * allocated. */
+VT_API int vt_half_matmul(float *out, const void *w, int type, int64_t w_stride, const float *x, int64_t n,
+                          int64_t out_features, int64_t cols);
+
 /* Quantize rows of x (contiguous float32) to an activation format, Q8_0 (8), Q8_1 (9) or Q8_K (15), written in
  * ggml's block layout: the bytes ggml's CPU code writes (Q8_0 and Q8_1 as its x86 quantize_row_q8_0/_q8_1:
  * q = round-half-even(x * 127 / max|x|); Q8_K as quantize_row_q8_K_ref). vt_qmatmul quantizes x the same way. */
 VT_API int vt_quantize_rows(void *out, int act_type, const float *x, int64_t rows, int64_t cols);
+
+/* One layer of a LLaMA-style decoder as vt_decode_step reads it. The products are vt_qmatmul_group tables. */
+struct vt_decoder_layer {
+    const float *attn_norm, *ffn_norm;     /* (dim) RMSNorm weights */
+    const float *q_bias, *k_bias, *v_bias; /* (heads * head_dim), (kv_heads * head_dim) x2: Qwen2's; each may be NULL */
+    const float *q_norm, *k_norm;          /* (head_dim) per-head RMSNorm weights (Qwen3, Gemma 3); each may be NULL */
+    const float *post_attn_norm;           /* (dim) RMSNorm of the attention block's output (Gemma 3), or NULL */
+    const float *post_ffn_norm;            /* (dim) the same for the feed-forward block, or NULL */
+    const float *rope_table;               /* (capacity, head_dim) from vt_rope_cache; NULL: this layer has no RoPE */
+    const float *gelu_table;               /* NULL: SwiGLU; else GeGLU, tanh-GELU looked up at the gate rounded to
+                                              half in these 65536 floats, as ggml_vec_geglu_f32 (Gemma 3) */
+    const struct vt_qmatrix *qkv;          /* 3 matrices: q, k, v */
+    const struct vt_qmatrix *wo;           /* 1 */
+    const struct vt_qmatrix *gate_up;      /* 2 matrices: gate, up */
+    const struct vt_qmatrix *down;         /* 1 */
+    int64_t window;                        /* sliding window, 0: none */
+    float q_scale;                         /* q times this after RoPE (Gemma 3), 1: nothing */
+    float scale;                           /* attention scores times this */
+};
+
+struct vt_decoder_dims {
+    int64_t n_layers, dim, heads, kv_heads, head_dim, ffn;
+    int64_t capacity; /* positions the KV cache and the RoPE tables hold */
+    int64_t neox;     /* RoPE layout: 1 NEOX, 0 normal (adjacent pairs) */
+    float eps;        /* RMSNorm's */
+    float unused;     /* 0 */
+};
+
+/* Decode one token at position pos through every layer: x (dim) is the token's embedding in, the residual
+ * stream after the last layer out (before the final norm). k_cache and v_cache are the whole (n_layers, kv_heads, capacity, head_dim) keys and
+ * (n_layers, kv_heads, head_dim, capacity) values in half, position pos written here. scratch holds
+ * 2 dim + 3 heads * head_dim + 3 kv_heads * head_dim + 2 ffn floats. Bit for bit the sequence of the entries
+ * above that votive/models/llama.py's forward calls for one position. */
+VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_layer *layers,
+                          const struct vt_decoder_dims *dims, uint16_t *k_cache, uint16_t *v_cache, int64_t pos);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
  * "neon", "neon+dotprod" or "scalar". */

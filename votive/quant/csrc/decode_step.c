@@ -1,0 +1,130 @@
+/* decode_step.c: one decoded token through every layer of a LLaMA-style decoder in one call.
+ *
+ * A decoded token is ~12 kernel calls per layer (two norms, three grouped products, RoPE, the cache write,
+ * attention, SwiGLU, two residual adds); from Python each crossing costs microseconds of argument checks and
+ * ctypes, a third of a small model's token. This runs the same sequence of the same entry points (vt_rms_norm,
+ * vt_qmatmul_group, vt_rope, vt_attention_f16, vt_swiglu) with the same arguments as votive/models/llama.py's
+ * forward makes for one position, so its results are that forward's bit for bit: its slow twin is that forward,
+ * which tests/test_decode_step.py compares it with for every family it takes. The adds and the float32 -> half
+ * cache write are the elementwise operations numpy does, in the same float arithmetic.
+ *
+ * The families' differences are fields of the layer: Qwen2's q/k/v biases, Qwen3's per-head q/k RMSNorm,
+ * SmolLM3's layers without RoPE, Mistral's window, Gemma 3's norms after each block, scaled queries, local and
+ * global RoPE tables and windows and GeGLU (votive/models/decode_step.py says which classes qualify). */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "half.h"
+#include "votive.h"
+
+/* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
+ * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32) */
+static void geglu_into(float *gate, const float *up, const float *table, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g >= 10.0f ? g * up[i] : g <= -10.0f ? 0.0f : table[f32_to_f16(g)] * up[i];
+    }
+}
+
+static void scale_into(float *x, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] * s;
+}
+
+static void add_into(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = x[i] + y[i];
+}
+
+/* x (heads * dims) -> this position's row of a (kv_heads, capacity, dims) key cache */
+static void store_keys(uint16_t *k, const float *x, int64_t kv_heads, int64_t capacity, int64_t dims, int64_t pos) {
+    for (int64_t g = 0; g < kv_heads; g++)
+        for (int64_t e = 0; e < dims; e++)
+            k[(g * capacity + pos) * dims + e] = f32_to_f16(x[g * dims + e]);
+}
+
+/* x (heads * dims) -> this position's column of a (kv_heads, dims, capacity) value cache */
+static void store_values(uint16_t *v, const float *x, int64_t kv_heads, int64_t capacity, int64_t dims,
+                         int64_t pos) {
+    for (int64_t g = 0; g < kv_heads; g++)
+        for (int64_t e = 0; e < dims; e++)
+            v[(g * dims + e) * capacity + pos] = f32_to_f16(x[g * dims + e]);
+}
+
+#define CHECK(call)                                                                                                 \
+    do {                                                                                                            \
+        const int status_ = (call);                                                                                 \
+        if (status_ != VT_OK)                                                                                       \
+            return status_;                                                                                         \
+    } while (0)
+
+/* x += rms_norm(o, weight), or x += o when weight is NULL: a block's output into the residual stream */
+static int add_block(float *x, float *o, float *normed, const float *weight, int64_t dim, float eps) {
+    if (weight) {
+        CHECK(vt_rms_norm(normed, o, weight, 1, dim, eps));
+        o = normed;
+    }
+    add_into(x, o, dim);
+    return VT_OK;
+}
+
+VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_layer *layers,
+                          const struct vt_decoder_dims *d, uint16_t *k_cache, uint16_t *v_cache, int64_t pos) {
+    if (!x || !scratch || !layers || !d || !k_cache || !v_cache || d->n_layers < 1 || d->dim < 1 || d->heads < 1 ||
+        d->kv_heads < 1 || d->heads % d->kv_heads || d->head_dim < 2 || d->ffn < 1 || pos < 0 || pos >= d->capacity)
+        return VT_EINVAL;
+    const int64_t dim = d->dim, H = d->heads, Hkv = d->kv_heads, Dh = d->head_dim, ffn = d->ffn;
+    const int64_t q_size = H * Dh, kv_size = Hkv * Dh, layer_cache = Hkv * d->capacity * Dh;
+    float *h = scratch;                         /* (dim) the normed input of a block */
+    float *qkv = h + dim;                       /* (q_size + 2 kv_size) q, k, v one after another */
+    float *normed = qkv + q_size + 2 * kv_size; /* (q_size + kv_size) normed q and k */
+    float *att = normed + q_size + kv_size;     /* (q_size) attention output */
+    float *gate_up = att + q_size;              /* (2 ffn) gate, then up */
+    float *o = gate_up + 2 * ffn;               /* (dim) a block's output */
+
+    for (int64_t i = 0; i < d->n_layers; i++) {
+        const struct vt_decoder_layer *L = &layers[i];
+        uint16_t *keys = k_cache + i * layer_cache, *values = v_cache + i * layer_cache;
+        if (L->window < 0)
+            return VT_EINVAL;
+        /* attention block */
+        CHECK(vt_rms_norm(h, x, L->attn_norm, 1, dim, d->eps));
+        CHECK(vt_qmatmul_group(qkv, L->qkv, 3, h, 1, dim));
+        float *q = qkv, *k = qkv + q_size, *v = k + kv_size;
+        if (L->q_bias)
+            add_into(q, L->q_bias, q_size);
+        if (L->k_bias)
+            add_into(k, L->k_bias, kv_size);
+        if (L->v_bias)
+            add_into(v, L->v_bias, kv_size);
+        if (L->q_norm) {
+            CHECK(vt_rms_norm(normed, q, L->q_norm, H, Dh, d->eps));
+            q = normed;
+        }
+        if (L->k_norm) {
+            CHECK(vt_rms_norm(normed + q_size, k, L->k_norm, Hkv, Dh, d->eps));
+            k = normed + q_size;
+        }
+        if (L->rope_table) {
+            CHECK(vt_rope(q, L->rope_table + pos * Dh, 1, H, Dh, (int)d->neox));
+            CHECK(vt_rope(k, L->rope_table + pos * Dh, 1, Hkv, Dh, (int)d->neox));
+        }
+        if (L->q_scale != 1.0f)
+            scale_into(q, L->q_scale, q_size);
+        store_keys(keys, k, Hkv, d->capacity, Dh, pos);
+        store_values(values, v, Hkv, d->capacity, Dh, pos);
+        CHECK(vt_attention_f16(att, q, keys, values, 1, H, Hkv, Dh, pos, d->capacity, L->window, L->scale));
+        CHECK(vt_qmatmul_group(o, L->wo, 1, att, 1, q_size));
+        CHECK(add_block(x, o, h, L->post_attn_norm, dim, d->eps));
+        /* feed-forward block */
+        CHECK(vt_rms_norm(h, x, L->ffn_norm, 1, dim, d->eps));
+        CHECK(vt_qmatmul_group(gate_up, L->gate_up, 2, h, 1, dim));
+        if (L->gelu_table)
+            geglu_into(gate_up, gate_up + ffn, L->gelu_table, ffn);
+        else
+            CHECK(vt_swiglu(gate_up, gate_up, gate_up + ffn, 1, ffn));
+        CHECK(vt_qmatmul_group(o, L->down, 1, gate_up, 1, ffn));
+        CHECK(add_block(x, o, h, L->post_ffn_norm, dim, d->eps));
+    }
+    return VT_OK;
+}
