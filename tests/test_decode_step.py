@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from llama_cpp_reference import ReferenceFiles, Shape, random_prompt
+from votive.errors import KernelError
 from votive.models import load_model
 from votive.models.decode_step import DecodeStep, decode_step_for
 from votive.quant import kernels
@@ -109,6 +110,14 @@ def test_a_family_changing_its_layer_without_saying_so_is_left_to_the_forward(tm
 
     model.__class__ = Scaled
     assert decode_step_for(model) is None
+
+
+def test_a_malformed_switch_is_refused(tmp_path, monkeypatch):
+    folder = hf_folders.write_folder(hf_folders.SPECS["llama"], tmp_path / "llama")
+    model = load_model(str(folder), backend="numpy", n_ctx=64, quantize="q8_0")
+    monkeypatch.setenv("VOTIVE_DECODE_STEP", "off")
+    with pytest.raises(KernelError, match="VOTIVE_DECODE_STEP must be 0 or 1, found 'off'"):
+        model.forward([5], model.new_cache(), 0)
 
 
 def test_unquantized_or_float32_caches_are_left_to_the_forward(tmp_path):

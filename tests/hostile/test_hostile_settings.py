@@ -26,6 +26,8 @@ BAD = [
     ("VOTIVE_SPIN_US", "100001"),
     ("VOTIVE_SPIN_US", "1.5"),
     ("VOTIVE_SPIN_US", "abc"),
+    ("VOTIVE_DECODE_STEP", "off"),
+    ("VOTIVE_DECODE_STEP", "2"),
 ]
 
 

@@ -58,8 +58,8 @@ def flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 def check_kernel_settings(environ: Mapping[str, str]) -> None:
-    """VOTIVE_NUM_THREADS and VOTIVE_SPIN_US, which the C kernels read when they first load (often in the first
-    request): checked at init instead, so that a typo is an init error, not a 500 on every request.
+    """VOTIVE_NUM_THREADS, VOTIVE_SPIN_US and VOTIVE_DECODE_STEP, which the C kernels and the decoders read when
+    they first load (often in the first request): checked at init instead, so that a typo is an init error, not a 500 on every request.
 
     The rules are votive.quant.kernel_settings' (handlers may not import quant; tests/hostile/
     test_hostile_settings.py holds the two to each other), with the thread pool's own cap."""
@@ -69,6 +69,9 @@ def check_kernel_settings(environ: Mapping[str, str]) -> None:
     if raw and not (raw.isascii() and raw.isdigit() and len(digits) <= 6 and int(digits) <= MAX_SPIN_US):
         raise VotiveFault(VotiveFault.CONFIG_ERROR, f"VOTIVE_SPIN_US={raw[:40]!r} is not an integer from 0 to "
                                                     f"{MAX_SPIN_US} (microseconds an idle kernel thread spins)")
+    step = environ.get("VOTIVE_DECODE_STEP", "").strip()  # votive.models.decode_step's rule
+    if step not in ("", "0", "1"):
+        raise VotiveFault(VotiveFault.CONFIG_ERROR, f"VOTIVE_DECODE_STEP={step[:40]!r}: expected 1 or 0")
 
 
 def model_name(source) -> str:

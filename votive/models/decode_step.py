@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from votive.errors import KernelError
 from votive.quant.kernel_args import data_address
 
 STANDS_IN_FOR = ("qkv", "rotate", "attention", "fuse", "forward", "step_fields")
@@ -117,9 +118,17 @@ class DecodeStep:
                      scale=fields.get("scale", model.scale))
 
 
+def decode_step_enabled(environ=os.environ) -> bool:
+    """$VOTIVE_DECODE_STEP: 1 or unset, on; 0, off (the handlers check it at init too: settings.py)."""
+    raw = environ.get("VOTIVE_DECODE_STEP", "").strip()
+    if raw not in ("", "0", "1"):
+        raise KernelError(f"VOTIVE_DECODE_STEP must be 0 or 1, found {raw[:40]!r}")
+    return raw != "0"
+
+
 def decode_step_for(model) -> DecodeStep | None:
     """The model's DecodeStep, or None where it cannot take one (see the module docstring)."""
-    if os.environ.get("VOTIVE_DECODE_STEP", "1") == "0" or model.backend != "numpy":
+    if not decode_step_enabled() or model.backend != "numpy":
         return None
     from votive.quant import kernels
 

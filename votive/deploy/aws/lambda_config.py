@@ -20,8 +20,8 @@ from votive.errors import DeployError
 # What a deploy may set in the function's environment (--env, votive.toml's env): the knobs the handlers read.
 # The build's own variables (which model, where its weights are, the streaming wrapper) are not the user's.
 # (tests/test_deploy_project.py checks that every VOTIVE_ name the serving code reads is in one of these lists)
-USER_VARIABLES = ("VOTIVE_BACKEND", "VOTIVE_BATCH_SIZE", "VOTIVE_MATRYOSHKA_DIMS", "VOTIVE_MAX_DOCUMENTS",
-                  "VOTIVE_MAX_INPUTS", "VOTIVE_MAX_N", "VOTIVE_MAX_TOKENS", "VOTIVE_N_CTX", "VOTIVE_NUM_THREADS",
+USER_VARIABLES = ("VOTIVE_BACKEND", "VOTIVE_BATCH_SIZE", "VOTIVE_DECODE_STEP", "VOTIVE_MATRYOSHKA_DIMS",
+                  "VOTIVE_MAX_DOCUMENTS", "VOTIVE_MAX_INPUTS", "VOTIVE_MAX_N", "VOTIVE_MAX_TOKENS", "VOTIVE_N_CTX", "VOTIVE_NUM_THREADS",
                   "VOTIVE_PREFIX_CACHE_MB", "VOTIVE_SPECIAL_IN_CONTENT", "VOTIVE_SPIN_US", "VOTIVE_WARM_PREFIX")
 BUILD_VARIABLES = ("VOTIVE_MODEL", WEIGHTS_ENV, "AWS_LAMBDA_EXEC_WRAPPER")
 GPU_VARIABLES = ("VOTIVE_CUDA_KERNELS", "VOTIVE_NVRTC")  # set by GPU images; Lambda has no GPU
