@@ -9,7 +9,10 @@ never asserted.
                   batch (prompt), then 64 greedy single-token steps with no early stop (decode)
     decode        tok/s = 64 / median decode seconds, over --rounds processes x --passes passes (after a
                   warm-up pass in each process); also as a share of the memory-bandwidth bound
-    prompt        tok/s = 128 / median prompt seconds, same passes
+    prompt        tok/s = 128 / median prompt seconds, same passes; --prompt-tokens 128,512 adds a speed run per
+                  further length (the base text repeated until it has that many tokens, both stacks the same ids,
+                  n_ctx the prompt plus the decode rounded up to 256 where over 512, one batch), reported as
+                  "prompt, N tokens" (decode and the other figures stay those of the first length)
     first token   fresh process -> import -> load -> tokenize -> prompt -> first greedy token -> exit: wall
                   time from spawn to exit and peak RSS (os.wait4's ru_maxrss); median of --first-reps after
                   one untimed warm-up round; votive's bytecode is written first, as an installed package has it
@@ -69,6 +72,8 @@ BW_MB = 1024  # the probe's buffer: far larger than any cache, about 4x the larg
 BW_REPS = 7
 BW_PAGES = ("huge", "small")  # the bound uses huge pages; small (4 KiB) pages are reported beside it
 MIN_GREEDY_AGREE = 32  # the project's correctness bar: the first 32 greedy tokens equal llama.cpp's
+PROMPT_TOKENS = 128  # the workload's prompt (stacks/llm_harness.py)
+MAX_PROMPT_TOKENS = 4096  # --prompt-tokens: within both models' trained context
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,11 @@ FIRST_TOKEN_TARGET = {"votive/llamacpp": 1.0}
 PEAK_RSS_TARGET = {"votive/llamacpp": 1.2}
 STACK_NAMES = ("votive", "llamacpp")
 PHASES = {"import": "import", "load": "load", "prompt_first_token": "tokenize + prompt + first token"}
+
+
+def context_for(prompt_tokens: int) -> int:
+    """The n_ctx both workers load with for this prompt length (stacks/llm_harness.py's context_for)."""
+    return max(512, (prompt_tokens + 64 + 255) // 256 * 256)
 
 
 def make_stacks(votive_python: Path) -> dict[str, Stack]:
@@ -209,12 +219,15 @@ def first_token(stacks: list[Stack], key: str, path: str, reps: int) -> dict[str
     return samples
 
 
-def speed(stacks: list[Stack], key: str, path: str, rounds: int, passes: int) -> dict[str, dict]:
+def speed(stacks: list[Stack], key: str, path: str, rounds: int, passes: int,
+          prompt_tokens: int = PROMPT_TOKENS) -> dict[str, dict]:
     """Prompt and decode tok/s: `rounds` processes per stack, interleaved, `passes` timed passes each."""
     samples = {s.name: {"prompt_s": [], "decode_s": [], "maxrss_bytes": [], "loadavg": []} for s in stacks}
+    tag = "" if prompt_tokens == PROMPT_TOKENS else f"-p{prompt_tokens}"
     for rnd in range(rounds):
         for stack in stacks:
-            result = run_worker(stack, "speed", [path, str(PROMPT_JSON), str(passes)], f"{key}-speed{rnd}")
+            result = run_worker(stack, "speed", [path, str(PROMPT_JSON), str(passes), str(prompt_tokens)],
+                                f"{key}-speed{tag}{rnd}")
             check_ok(result, stack, f"{key} speed run")
             out = result.json()
             s = samples[stack.name]
@@ -224,7 +237,8 @@ def speed(stacks: list[Stack], key: str, path: str, rounds: int, passes: int) ->
             s["loadavg"].append(os.getloadavg()[0])  # llama.cpp's spinning thread barriers suffer most from load
             s.update(prompt_tokens=out["prompt_tokens"], decode_tokens=out["decode_tokens"],
                      prompt_ids=out["prompt_ids"], tokens=out["tokens"])
-        print(f"  {key} speed round {rnd + 1}/{rounds} done (load {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"  {key} speed ({prompt_tokens}-token prompt) round {rnd + 1}/{rounds} done "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
     for s in samples.values():
         s["prompt_tok_s"] = s["prompt_tokens"] / statistics.median(s["prompt_s"])
         s["decode_tok_s"] = s["decode_tokens"] / statistics.median(s["decode_s"])
@@ -287,6 +301,9 @@ def summary_rows(results: dict) -> list[dict]:
             add(f"  decode, share of the {label}", "%", share)
             rows[-1]["votive/llamacpp"] = None  # the same ratio as decode's
         add("prompt", "tok/s", {n: pick(spd, n, "prompt_tok_s") for n in STACK_NAMES}, PROMPT_TARGET, "higher")
+        for length, longer in per_model.get("prompt_lengths", {}).items():
+            add(f"  prompt, {length} tokens", "tok/s", {n: pick(longer, n, "prompt_tok_s") for n in STACK_NAMES},
+                PROMPT_TARGET, "higher")
         add("first token, spawn to exit", "s", {n: pick(first, n, "median_wall_s") for n in STACK_NAMES},
             FIRST_TOKEN_TARGET)
         for phase, label in PHASES.items():
@@ -345,6 +362,9 @@ def main() -> int:
     parser.add_argument("--first-reps", type=int, default=7, help="timed first-token processes per stack (>= 5)")
     parser.add_argument("--rounds", type=int, default=3, help="speed processes per stack and model")
     parser.add_argument("--passes", type=int, default=5, help="timed passes per speed process")
+    parser.add_argument("--prompt-tokens", default=str(PROMPT_TOKENS),
+                        help="comma-separated prompt lengths; the first is the workload's, each further one adds a "
+                             "speed run reported as 'prompt, N tokens' (e.g. 128,512)")
     parser.add_argument("--quick", action="store_true", help="5 first-token processes, 1 speed process x 3 passes")
     parser.add_argument("--keep-mismatched", action="store_true",
                         help="measure a stack even when it disagrees with the reference tokens")
@@ -358,6 +378,12 @@ def main() -> int:
         parser.error("--first-reps must be at least 5 (medians of fewer are too noisy here)")
     if args.rounds < 1 or args.passes < 1:
         parser.error("--rounds and --passes must be at least 1")
+    try:
+        lengths = [int(n) for n in args.prompt_tokens.split(",")]
+    except ValueError:
+        parser.error(f"--prompt-tokens {args.prompt_tokens!r}: comma-separated whole numbers")
+    if any(n < 1 or n > MAX_PROMPT_TOKENS for n in lengths) or len(set(lengths)) != len(lengths):
+        parser.error(f"--prompt-tokens: distinct lengths from 1 to {MAX_PROMPT_TOKENS}")
     all_stacks = make_stacks(args.votive_python)
     chosen, models = {}, {}
     picks = ((args.stacks, all_stacks, chosen, "stack"), (args.models, MODELS, models, "model"))
@@ -372,7 +398,8 @@ def main() -> int:
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "cpu_model": cpu_model(),
                  "python": platform.python_version(), "loadavg_start": os.getloadavg(), "busy_note": args.note},
         "config": {"first_reps": args.first_reps, "rounds": args.rounds, "passes": args.passes,
-                   "threads": THREADS, "prompt_tokens": 128, "decode_tokens": 64, "n_ctx": 512,
+                   "threads": THREADS, "prompt_tokens": lengths[0], "decode_tokens": 64,
+                   "n_ctx": context_for(lengths[0]), "prompt_lengths": lengths[1:],
                    "bandwidth_probe": f"read_bw {BW_MB} MB, {THREADS} threads, {BW_REPS} reps, huge and small pages"},
         "bandwidth": {},
         "models": {},
@@ -403,7 +430,9 @@ def main() -> int:
             print(f"{key}: first token, {args.first_reps} rounds; speed, {args.rounds} x {args.passes}", flush=True)
             per_model = results["models"][key]
             per_model["first"] = first_token(ready, key, paths[key], args.first_reps)
-            per_model["speed"] = speed(ready, key, paths[key], args.rounds, args.passes)
+            per_model["speed"] = speed(ready, key, paths[key], args.rounds, args.passes, lengths[0])
+            per_model["prompt_lengths"] = {
+                n: speed(ready, key, paths[key], args.rounds, args.passes, n) for n in lengths[1:]}
             per_model["agreement"] = agreement(per_model["speed"])
     except BenchError as exc:
         print(f"llm_bench: {exc}", file=sys.stderr)

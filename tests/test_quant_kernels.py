@@ -515,7 +515,8 @@ def test_the_table_says_which_kernels_work_in_place(lib, rng):
     blocks = np.zeros((4, 34), np.uint8)  # Q8_0, 4 rows of 32
     calls = {  # the first argument of each is what an in-place kernel returns
         "gelu": (x.copy(),), "layer_norm": (x.copy(), None, None, 1e-5), "softmax": (x.copy(),),
-        "rms_norm": (x.copy(), None, 1e-5), "swiglu": (x.copy(), x), "rope_cache": (100.0, 8, 3),
+        "rms_norm": (x.copy(), None, 1e-5), "swiglu": (x.copy(), x),
+        "geglu": (x.copy(), x, np.ones(1 << 16, np.float32)), "rope_cache": (100.0, 8, 3),
         "rope": (x.copy(), lib.rope_cache(100.0, 8, 3), False), "attention_f16": (x.copy(), k, v, 0, 0.5),
         "qmatmul": (blocks, 8, np.zeros((2, 32), np.float32), 4, 32),
         "get_rows": (blocks, 8, [1], 32), "quantize_rows": (np.zeros((2, 32), np.float32), 8),
@@ -524,6 +525,29 @@ def test_the_table_says_which_kernels_work_in_place(lib, rng):
     assert set(calls) == set(kernels.OPS) - {"qmatmul_group"}  # that one runs behind matrix and group
     for op, args in calls.items():
         assert (getattr(lib, op)(*args) is args[0]) == kernels.OPS[op].in_place, op
+
+
+def test_geglu_is_the_numpy_lookup_bit_for_bit(lib, monkeypatch, rng):
+    """vt_geglu (the prompt's GeGLU) against its twin, the numpy lookup numpy_backend ran before: ggml's GELU table
+    at the gate rounded to half, the gate itself from 10 up, 0 from -10 down; also through the backend."""
+    from votive.backends import numpy_backend
+    from votive.quant.kernels_ref import geglu_ref
+
+    table = numpy_backend._gelu_half_table()
+    for shape in ((1, 5), (7, 640), (33, 2048)):  # one row; rows below and above a thread's chunk
+        gate = rng.normal(0, 4, shape).astype(np.float32)
+        gate.flat[:8] = [10.0, -10.0, 9.999999, -9.999999, 65504.0, 70000.0, -0.0, 1e-8]  # branches, half range
+        up = rng.normal(0, 1, shape).astype(np.float32)
+        want = geglu_ref(gate, up, table)
+        assert want.dtype == np.float32
+        np.testing.assert_array_equal(lib.geglu(gate.copy(), up, table), want, err_msg=str(shape))
+        monkeypatch.setattr(kernels, "_default", [lib])
+        np.testing.assert_array_equal(numpy_backend.geglu(gate.copy(), up), want)
+        monkeypatch.setattr(kernels, "_default", [None])  # the numpy path without a library
+        np.testing.assert_array_equal(numpy_backend.geglu(gate.copy(), up), want)
+    # by hand: GELU(1) = 0.8412 (tanh form), looked up at half(1) = 1
+    one = lib.geglu(np.array([[1.0, 12.0, -12.0]], np.float32), np.array([[2.0, 3.0, 4.0]], np.float32), table)
+    np.testing.assert_allclose(one, [[2 * 0.8412, 36.0, 0.0]], atol=2e-3)
 
 
 def test_decoder_rows_without_the_library_give_the_c_bits(lib, monkeypatch, rng):

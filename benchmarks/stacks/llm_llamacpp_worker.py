@@ -8,8 +8,8 @@ keeps no copy), and the harness takes their argmax as it does for votive.
 import llm_harness
 
 THREADS = 2
-N_CTX = 512
-N_BATCH = 128  # the whole bench prompt in one llama_decode call
+N_CTX = llm_harness.N_CTX
+N_BATCH = 128  # the whole bench prompt in one llama_decode call (longer prompts: the harness passes their length)
 
 
 class LlamaCppLLM:
@@ -19,10 +19,12 @@ class LlamaCppLLM:
 
         self.llama_cpp, self.np = llama_cpp, numpy
 
-    def load(self, model_path):
+    def load(self, model_path, n_ctx=N_CTX, n_batch=N_BATCH):
+        # n_ubatch too: llama.cpp splits a batch into micro-batches of n_ubatch (512 by default)
+        n_batch = max(n_batch, N_BATCH)
         self.llm = self.llama_cpp.Llama(
-            model_path=model_path, n_threads=THREADS, n_threads_batch=THREADS, n_ctx=N_CTX, n_batch=N_BATCH,
-            verbose=False,
+            model_path=model_path, n_threads=THREADS, n_threads_batch=THREADS, n_ctx=n_ctx, n_batch=n_batch,
+            n_ubatch=n_batch, verbose=False,
         )
         self.n_vocab = self.llm.n_vocab()
 

@@ -1,4 +1,5 @@
-"""votive LLM stack: votive.load(path, n_ctx=512) and the decoder's forward over one KV cache.
+"""votive LLM stack: votive.load(path, n_ctx=512, or more for a longer prompt) and the decoder's forward over
+one KV cache.
 
 Threads: the driver sets VOTIVE_NUM_THREADS=2, the same count llama.cpp gets; votive sets its BLAS threads
 itself from the cores available.
@@ -6,7 +7,7 @@ itself from the cores available.
 
 import llm_harness
 
-N_CTX = 512  # llama.cpp's n_ctx in the other worker: the same KV cache size
+N_CTX = llm_harness.N_CTX  # llama.cpp's n_ctx in the other worker: the same KV cache size
 
 
 class VotiveLLM:
@@ -15,8 +16,9 @@ class VotiveLLM:
 
         self.votive = votive
 
-    def load(self, model_path):
-        self.model = self.votive.load(model_path, n_ctx=N_CTX)
+    def load(self, model_path, n_ctx=N_CTX, n_batch=None):
+        """n_batch: llama.cpp's; votive takes any prompt as one batch."""
+        self.model = self.votive.load(model_path, n_ctx=n_ctx)
         self.cache = None
 
     def tokenize(self, text):

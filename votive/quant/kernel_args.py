@@ -260,6 +260,11 @@ def swiglu_args(gate, up, for_c: bool):
     return gate, like("swiglu", "up", up, gate.shape)
 
 
+def geglu_args(gate, up, table, for_c: bool):
+    gate = floats("geglu", "gate", gate, for_c, written=for_c)  # the twin returns a new array
+    return gate, like("geglu", "up", up, gate.shape), vector("geglu", "table", table, 1 << 16)
+
+
 def rope_cache_args(base, dims, n_positions, first, freq_scale, freq_factors, ext_factor, attn_factor, corr_dims,
                     for_c: bool):
     """ggml_rope_cache_init's arguments: a finite base, freq_scale > 0, freq_factors None or (dims / 2,) floats,

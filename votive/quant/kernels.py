@@ -17,7 +17,7 @@ How it is organised:
   methods always run C: the row's checks, which raise KernelError on anything C cannot take, then the C entry.
   Its settings (instruction sets, threads, spin) come from `votive.quant.kernel_settings`, and the objects of
   `matrix` and `group` from `votive.quant.quant_matrices`.
-- The module functions `gelu`, `layer_norm`, `softmax`, `rms_norm`, `swiglu`, `rope_cache`, `rope`,
+- The module functions `gelu`, `layer_norm`, `softmax`, `rms_norm`, `swiglu`, `geglu`, `rope_cache`, `rope`,
   `attention_f16`, `qmatmul`, `get_rows` and `half_matmul`: C when the library is loaded and takes the arrays
   as they are, else the numpy twin after the same checks. Same results either way, to float32 rounding (bit for bit for
   the decoder rows, and for the quantized products' portable kernels). The numpy backend's ops are these.
@@ -62,14 +62,14 @@ from votive.quant.quant_matrices import QuantMatrix, QuantMatrixGroup
 __all__ = [
     "LIBRARY_PATH", "ABI_VERSION", "KernelOp", "OPS", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup",
     "load", "get", "available", "supports", "configured_threads", "configured_spin_us", "set_num_threads",
-    "num_threads", "gelu", "layer_norm", "softmax", "rms_norm", "swiglu", "rope_cache", "rope", "attention_f16",
-    "qmatmul", "get_rows", "half_matmul",
+    "num_threads", "gelu", "layer_norm", "softmax", "rms_norm", "swiglu", "geglu", "rope_cache", "rope",
+    "attention_f16", "qmatmul", "get_rows", "half_matmul",
 ]
 
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 5  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 6  # VT_ABI_VERSION in csrc/votive.h
 
 PTR, I64, FLOAT, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int  # C parameter types
 
@@ -105,6 +105,9 @@ OPS: dict[str, KernelOp] = {
     "swiglu": KernelOp(
         "vt_swiglu", (("out", PTR), ("gate", PTR), ("up", PTR), ("rows", I64), ("cols", I64)),
         kernels_ref.swiglu_ref, kernel_args.swiglu_args, in_place=True),  # out is gate; the twin makes a new one
+    "geglu": KernelOp(
+        "vt_geglu", (("gate", PTR), ("up", PTR), ("table", PTR), ("rows", I64), ("cols", I64)),
+        kernels_ref.geglu_ref, kernel_args.geglu_args, in_place=True),  # into gate; the twin makes a new one
     "rope_cache": KernelOp(
         "vt_rope_cache", (("cache", PTR), ("first", I64), ("n_pos", I64), ("dims", I64), ("base", FLOAT),
                           ("freq_scale", FLOAT), ("freq_factors", PTR), ("ext_factor", FLOAT), ("attn_factor", FLOAT),
@@ -244,6 +247,13 @@ class KernelLibrary(LibrarySettings):
         gate, up = OPS["swiglu"].checks(gate, up, for_c=True)
         cols = gate.shape[-1] if gate.ndim else 1
         return self._run("swiglu", gate, gate, up, gate.size // max(cols, 1), cols)
+
+    def geglu(self, gate: np.ndarray, up: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """gelu(gate) * up with GELU from `table` (see geglu_ref), written into gate (float32, C-contiguous,
+        writable), which is returned."""
+        gate, up, table = OPS["geglu"].checks(gate, up, table, for_c=True)
+        cols = gate.shape[-1] if gate.ndim else 1
+        return self._run("geglu", gate, up, table, gate.size // max(cols, 1), cols)
 
     def rope_cache(self, base: float, dims: int, n_positions: int, first: int = 0, freq_scale: float = 1.0,
                    freq_factors: np.ndarray | None = None, ext_factor: float = 0.0, attn_factor: float = 1.0,
@@ -428,6 +438,11 @@ def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """silu(gate) * up in ggml's arithmetic, into gate when C takes it; else `swiglu_ref` (a new array)."""
     return _c_or_twin("swiglu", (gate, up), written=(gate,))
+
+
+def geglu(gate: np.ndarray, up: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """gelu(gate) * up as ggml_vec_geglu_f32 (GELU from `table`), into gate when C takes it; else `geglu_ref`."""
+    return _c_or_twin("geglu", (gate, up, table), written=(gate,))
 
 
 def rope_cache(base: float, dims: int, n_positions: int, first: int = 0, freq_scale: float = 1.0,

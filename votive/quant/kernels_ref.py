@@ -191,6 +191,19 @@ def swiglu_ref(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     return (gate / (np.float32(1) + e)) * up
 
 
+def geglu_ref(gate: np.ndarray, up: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """gelu(gate) * up as ggml_vec_geglu_f32: GELU looked up in `table` (65536 floats, by the bits of gate rounded
+    to half), gate itself from 10 up and 0 from -10 down. A new array."""
+    gate = np.asarray(gate, np.float32)
+    with np.errstate(over="ignore"):  # past half's range: inf's entry, replaced below (gate >= 10)
+        out = np.asarray(table, np.float32)[gate.astype(np.float16).view(np.uint16)]
+    out *= up
+    if (np.abs(gate) >= 10).any():
+        np.copyto(out, gate * up, where=gate >= 10)
+        np.copyto(out, np.float32(0), where=gate <= -10)
+    return out
+
+
 @functools.cache
 def _libm_float_functions() -> dict:
     """libm's float cosf, sinf, powf and logf through ctypes, the functions ggml (and the C kernel) call: glibc's

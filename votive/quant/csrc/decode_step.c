@@ -16,6 +16,7 @@
 
 #include "half.h"
 #include "votive.h"
+#include "vt_internal.h" /* vt_parallel_for */
 
 /* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
  * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32) */
@@ -24,6 +25,27 @@ static void geglu_into(float *gate, const float *up, const float *table, int64_t
         const float g = gate[i];
         gate[i] = g >= 10.0f ? g * up[i] : g <= -10.0f ? 0.0f : table[f32_to_f16(g)] * up[i];
     }
+}
+
+/* vt_geglu over rows: the prompt's GeGLU, rows split over threads (each element alone, so any split gives the same) */
+struct geglu_job {
+    float *gate;
+    const float *up, *table;
+    int64_t cols;
+};
+
+static void geglu_part(void *arg, int64_t begin, int64_t end) {
+    const struct geglu_job *j = arg;
+    geglu_into(j->gate + begin * j->cols, j->up + begin * j->cols, j->table, (end - begin) * j->cols);
+}
+
+VT_API int vt_geglu(float *gate, const float *up, const float *table, int64_t rows, int64_t cols) {
+    if (rows < 0 || cols < 0 || (rows * cols > 0 && (!gate || !up || !table)))
+        return VT_EINVAL;
+    struct geglu_job job = {gate, up, table, cols};
+    if (rows * cols > 0) /* rows of at least 4096 elements per chunk: below that a thread's wake-up costs more */
+        vt_parallel_for(rows, cols >= 4096 ? 1 : (4096 + cols - 1) / cols, geglu_part, &job);
+    return VT_OK;
 }
 
 static void scale_into(float *x, float s, int64_t n) {

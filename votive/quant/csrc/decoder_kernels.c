@@ -244,14 +244,18 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
     /* out[d] = probabilities . V[d, :], over whole 64-key groups: the probabilities outside [lo, hi) are 0, and 0
      * times a finite value adds nothing (ggml multiplies its masked zeros too) */
     const int64_t first = lo / (4 * LANES) * (4 * LANES);
+    /* Batched, the one 16-lane accumulator stops after the 16 keys holding the last: the groups of 16 after it add
+     * only (+0) * (a finite value) to each lane, which leaves the lane's bits as they are (a lane is never -0: it
+     * starts at +0, and no product of two halves' values underflows to a zero). */
+    const int64_t end = batched ? (hi + LANES - 1) / LANES * LANES : span;
     int64_t d = 0;
     for (; d + 4 <= dims; d += 4) {
         const float *rows[4] = {v + d * v_stride + first, v + (d + 1) * v_stride + first,
                                 v + (d + 2) * v_stride + first, v + (d + 3) * v_stride + first};
-        dot_halves4(row + first, rows, span - first, batched, out + d);
+        dot_halves4(row + first, rows, end - first, batched, out + d);
     }
     for (; d < dims; d++)
-        out[d] = dot_halves(row + first, v + d * v_stride + first, span - first, batched);
+        out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, batched);
 }
 
 const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {

@@ -81,6 +81,37 @@ static inline float x86_hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* [sum of a's lanes, b's, c's, d's], exact. */
+static inline __attribute__((always_inline)) __m128i x86_hsum4_int(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    const __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+    const __m256i abcd = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* rows[t] = [v_t0 v_t1 v_t2 v_t3] for t = 0..7 -> cols[c] = [v_0c v_1c ... v_7c], in registers: inlined, with
+ * no loop, so that no array here goes through the stack (halves stored and read back as one vector stall). */
+static inline __attribute__((always_inline)) void x86_transpose4x8(const __m128i rows[8], __m256i cols[4]) {
+    const __m256i r0 = _mm256_inserti128_si256(_mm256_castsi128_si256(rows[0]), rows[4], 1);
+    const __m256i r1 = _mm256_inserti128_si256(_mm256_castsi128_si256(rows[1]), rows[5], 1);
+    const __m256i r2 = _mm256_inserti128_si256(_mm256_castsi128_si256(rows[2]), rows[6], 1);
+    const __m256i r3 = _mm256_inserti128_si256(_mm256_castsi128_si256(rows[3]), rows[7], 1);
+    const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);
+    const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);
+    cols[0] = _mm256_unpacklo_epi64(t0, t2);
+    cols[1] = _mm256_unpackhi_epi64(t0, t2);
+    cols[2] = _mm256_unpacklo_epi64(t1, t3);
+    cols[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+/* out[t * stride] = lane t of v for t < count, taken from the register (not stored and read back). */
+static inline __attribute__((always_inline)) void x86_store_lanes(__m256 v, int count, float *out, int64_t stride) {
+    const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < count; t++)
+        _mm_store_ss(out + t * stride, _mm_permutevar_ps(t < 4 ? lo : hi, _mm_set1_epi32(t & 3)));
+}
+
 /* The halves at x, x + bytes, ... (count <= 8 of them, the rest 0) as floats. */
 static inline __m256 x86_halves8(const uint8_t *x, int bytes, int count) {
     /* built in registers: halves stored to memory and read back as one vector stall that load (store forwarding

@@ -56,14 +56,13 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0 = w + b0 * bytes;
         const __m256 dx = x86_halves8(x0, bytes, count); /* every 32-element block starts with d */
-        __m256 scale[TILE]; /* d_w * d_a of the 8 blocks, per activation row */
-        float scales[TILE][8]; /* the same as floats, for the repack order */
+        /* d_w * d_a of the 8 blocks per activation row, as floats: each block's product is broadcast from memory
+         * into its FMA (one instruction with AVX-512VL), not picked out of a register by a shuffle per row */
+        float scales[TILE][8];
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const float *d = ACT_D(t, 32);
-            scale[t] = _mm256_mul_ps(dx, x86_floats8(d + b0, count));
-            if (order == VT_ORDER_REPACK)
-                _mm256_storeu_ps(scales[t], scale[t]);
+            _mm256_storeu_ps(scales[t], _mm256_mul_ps(dx, x86_floats8(d + b0, count)));
             if (has_min) { /* m * s per block, summed in block order */
                 summs[t] = x86_add_lanes(summs[t], _mm256_mul_ps(x86_halves8(x0 + offsetof(block_q4_1, m), bytes,
                                                                              count),
@@ -76,7 +75,6 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             prefetch_weights(x, bytes);
             const __m256i q = X86_NAME(x86_quants32)(type, x);
             const __m256i u = has_min ? q : _mm256_sign_epi8(q, q);
-            const __m256i lane = _mm256_set1_epi32(k);
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
@@ -84,8 +82,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
                 if (order == VT_ORDER_REPACK) /* the block's exact integer sum into the one float */
                     sum[t] = fmaf((float)x86_hsum_int(sums), scales[t][k], sum[t]);
                 else
-                    acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[t], lane), _mm256_cvtepi32_ps(sums),
-                                             acc[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[t][k]), _mm256_cvtepi32_ps(sums), acc[t]);
             }
         }
     }
@@ -105,6 +102,20 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
  * kernel).
  */
 
+/* A Q4_K / Q5_K block's 6-bit scales (each twice, per 16 lanes of a 32-element sub-block) and mins (m0 m0 m1 m1
+ * ...), as 16-bit lanes: get_scale_min_k4 on four at once. */
+VT_INLINE void X86_NAME(x86_q4_K_scales_mins)(const uint8_t *x, __m256i *scales, __m256i *mins) {
+    uint32_t s[3];
+    memcpy(s, x + offsetof(block_q4_K, scales), sizeof s);
+    /* bytes 0..7: the scales, 8..15: the mins */
+    const __m128i sm = _mm_setr_epi32((int)(s[0] & 0x3f3f3f3f),
+                                      (int)((s[2] & 0x0f0f0f0f) | ((s[0] >> 2) & 0x30303030)),
+                                      (int)(s[1] & 0x3f3f3f3f),
+                                      (int)(((s[2] >> 4) & 0x0f0f0f0f) | ((s[1] >> 2) & 0x30303030)));
+    *scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    *mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+}
+
 /* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; mins meet the activations' bsums. */
 VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
                                    int64_t act_stride, float *out, int64_t out_stride, const int order) {
@@ -120,15 +131,8 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
         const float d = half_at(x + offsetof(block_q4_K, d)), dmin = half_at(x + offsetof(block_q4_K, dmin));
-        uint32_t s[3];
-        memcpy(s, x + offsetof(block_q4_K, scales), sizeof s);
-        /* bytes 0..7: the scales, 8..15: the mins (get_scale_min_k4 on four at once) */
-        const __m128i sm = _mm_setr_epi32((int)(s[0] & 0x3f3f3f3f),
-                                          (int)((s[2] & 0x0f0f0f0f) | ((s[0] >> 2) & 0x30303030)),
-                                          (int)(s[1] & 0x3f3f3f3f),
-                                          (int)(((s[2] >> 4) & 0x0f0f0f0f) | ((s[1] >> 2) & 0x30303030)));
-        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 ...: per 16 */
+        __m256i scales, mins;
+        X86_NAME(x86_q4_K_scales_mins)(x, &scales, &mins);
         __m256i sumi[TILE], msum[TILE];
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
@@ -142,12 +146,6 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
         }
         const uint8_t *qs = x + (type == VT_Q4_K ? offsetof(block_q4_K, qs) : offsetof(block_q5_K, qs));
         const __m256i qh = type == VT_Q5_K ? x86_load(x + offsetof(block_q5_K, qh)) : _mm256_setzero_si256();
-        int32_t min_terms[TILE][8]; /* REPACK_4: sub-block j's min times its activations' sum */
-        if (order == VT_ORDER_REPACK_4) {
-            #pragma GCC unroll 8
-            for (int t = 0; t < T; t++)
-                _mm256_storeu_si256((__m256i *)min_terms[t], msum[t]);
-        }
 #pragma GCC unroll 4
         for (int c = 0; c < 4; c++) { /* 64 elements: sub-blocks 2c (low nibbles) and 2c + 1 (high nibbles) */
             const __m256i q = x86_load(qs + 32 * c);
@@ -160,15 +158,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256 + 64 * c;
-                if (order == VT_ORDER_REPACK_4) { /* these 64 elements' sums go into the floats at once */
-                    const float da = ACT_D(t, 256)[b];
-                    const __m256i part = X86_SCALED_DOT(X86_SCALED_DOT(_mm256_setzero_si256(), lo, y, s_lo), hi,
-                                                        y + 32, s_hi);
-                    sum[t] = fmaf((float)x86_hsum_int(part), d * da, sum[t]);
-                    min_sum[t] = fmaf((float)(min_terms[t][2 * c] + min_terms[t][2 * c + 1]), dmin * da, min_sum[t]);
-                } else {
-                    sumi[t] = X86_SCALED_DOT(X86_SCALED_DOT(sumi[t], lo, y, s_lo), hi, y + 32, s_hi);
-                }
+                sumi[t] = X86_SCALED_DOT(X86_SCALED_DOT(sumi[t], lo, y, s_lo), hi, y + 32, s_hi);
             }
         }
         #pragma GCC unroll 8
@@ -179,7 +169,7 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
             } else if (order == VT_ORDER_REPACK) {
                 sum[t] = fmaf((float)x86_hsum_int(sumi[t]), d * da, sum[t]);
                 min_sum[t] = fmaf((float)x86_hsum_int(msum[t]), dmin * da, min_sum[t]);
-            } else if (order == VT_ORDER_TILED) { /* (REPACK_4 added its sums per 64 elements above) */
+            } else if (order == VT_ORDER_TILED) {
                 const float r = fmaf(-dmin, (float)x86_hsum_int(msum[t]), (float)x86_hsum_int(sumi[t]) * d);
                 sum[t] = fmaf(r, da, sum[t]);
             }
@@ -192,6 +182,68 @@ VT_INLINE void X86_NAME(x86_q45_K)(const int type, const int T, int64_t nb, cons
                                                         : x86_hsum(acc[t]);
 }
 
+/* Q4_K in the repack_4 order (ggml_gemm_q4_K_8x8_q8_K): per 64 elements (sub-blocks 2c and 2c + 1) each row's
+ * exact integer sum goes into its float at once, fmaf(sum, d * da, float), and the two sub-blocks' min terms into
+ * a second, fmaf(m_2c bsum_2c + m_2c+1 bsum_2c+1, dmin * da, mins), which is taken off at the end. The float work
+ * is done for the tile's rows at once: the integer sums (x86_hsum4_int) are transposed so that lane t holds row
+ * t's, and each fmaf is lane t of one vector FMA. Done row by row, the reductions, conversions and the min terms
+ * read back from the stack cost more than the products themselves (measured: the kernel ran twice as long). Lanes
+ * T.. compute zeros and are not stored. */
+VT_INLINE void X86_NAME(x86_q4_K_gemm4)(const int type, const int T, int64_t nb, const uint8_t *w, const uint8_t *act,
+                                        int64_t act_stride, float *out, int64_t out_stride) {
+    (void)type;
+    __m256 sum = _mm256_setzero_ps(), min_sum = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *x = w + b * sizeof(block_q4_K);
+        prefetch_weights(x, sizeof(block_q4_K));
+        const float d = half_at(x + offsetof(block_q4_K, d)), dmin = half_at(x + offsetof(block_q4_K, dmin));
+        __m256i scales, mins;
+        X86_NAME(x86_q4_K_scales_mins)(x, &scales, &mins);
+        const uint8_t *qs = x + offsetof(block_q4_K, qs);
+        __m256i lo[4], hi[4];
+        #pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = x86_load(qs + 32 * c);
+            lo[c] = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+            hi[c] = x86_bits(q, 4, 0x0F);
+        }
+        __m128i parts[8], min_parts[8]; /* row t: the 4 chunks' sums, and their min terms */
+        float da[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            if (t >= T) {
+                parts[t] = min_parts[t] = _mm_setzero_si128();
+                da[t] = 0.0f;
+                continue;
+            }
+            const int8_t *y = (const int8_t *)ACT_ROW(t) + b * 256;
+            __m256i p[4];
+            #pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                const int8_t *yc = y + 64 * c;
+                const __m256i low = X86_SCALED_DOT(_mm256_setzero_si256(), lo[c], yc, x86_pick16(scales, 2 * c));
+                p[c] = X86_SCALED_DOT(low, hi[c], yc + 32, x86_pick16(scales, 2 * c + 1));
+            }
+            parts[t] = x86_hsum4_int(p[0], p[1], p[2], p[3]);
+            const int16_t *bsums = (const int16_t *)(ACT_D(t, 256) + nb) + b * 16;
+            const __m256i msum = _mm256_madd_epi16(mins, x86_load(bsums)); /* per sub-block of 32 */
+            min_parts[t] = _mm_hadd_epi32(_mm256_castsi256_si128(msum), _mm256_extracti128_si256(msum, 1));
+            da[t] = ACT_D(t, 256)[b];
+        }
+        const __m256 da8 = _mm256_setr_ps(da[0], da[1], da[2], da[3], da[4], da[5], da[6], da[7]);
+        const __m256 d8 = _mm256_mul_ps(_mm256_set1_ps(d), da8), dmin8 = _mm256_mul_ps(_mm256_set1_ps(dmin), da8);
+        __m256i chunk[4], min_chunk[4]; /* chunk c of every row */
+        x86_transpose4x8(parts, chunk);
+        x86_transpose4x8(min_parts, min_chunk);
+        #pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk[c]), d8, sum);
+            min_sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_chunk[c]), dmin8, min_sum);
+        }
+    }
+    x86_store_lanes(_mm256_sub_ps(sum, min_sum), T, out, out_stride);
+}
+
 /* Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16, in groups of 32 elements that share a 32-byte vector. Q3_K and
  * Q6_K quants are signed (-4..3, -32..31): they are multiplied as unsigned (+4, +32) and offset * scale *
  * bsum is taken off; Q2_K's are unsigned with a min per sub-block. */
@@ -201,12 +253,10 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                             : type == VT_Q3_K ? sizeof(block_q3_K)
                                               : sizeof(block_q6_K));
     __m256 acc[TILE];
-    float sum[TILE]; /* the tiled order's float (Q3_K, Q6_K) */
+    __m256 sum8 = _mm256_setzero_ps(); /* the tiled order's floats (Q3_K, Q6_K): lane t for row t */
     #pragma GCC unroll 8
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < T; t++)
         acc[t] = _mm256_setzero_ps();
-        sum[t] = 0.0f;
-    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + b * bytes;
         prefetch_weights(x, bytes);
@@ -285,17 +335,32 @@ VT_INLINE void X86_NAME(x86_q236_K)(const int type, const int T, int64_t nb, con
                 }
             }
         }
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; t++) {
-            if (order == VT_ORDER_TILED)
-                sum[t] = fmaf((float)x86_hsum_int(sumi[t]) * d, ACT_D(t, 256)[b], sum[t]);
-            else
+        if (order == VT_ORDER_TILED) { /* per row fmaf((float)sum * d, da, row's float), the 8 rows at once */
+            __m256i rows[8];
+            float da[8];
+            #pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                rows[t] = t < T ? sumi[t] : _mm256_setzero_si256();
+                da[t] = t < T ? ACT_D(t, 256)[b] : 0.0f;
+            }
+            const __m256i sums = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(x86_hsum4_int(rows[0], rows[1], rows[2], rows[3])),
+                x86_hsum4_int(rows[4], rows[5], rows[6], rows[7]), 1);
+            const __m256 da8 = _mm256_setr_ps(da[0], da[1], da[2], da[3], da[4], da[5], da[6], da[7]);
+            sum8 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d)), da8, sum8);
+        } else {
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; t++)
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * ACT_D(t, 256)[b]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
         }
     }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
-        out[t * out_stride] = order == VT_ORDER_TILED ? sum[t] : x86_hsum(acc[t]);
+    if (order == VT_ORDER_TILED) {
+        x86_store_lanes(sum8, T, out, out_stride);
+    } else {
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            out[t * out_stride] = x86_hsum(acc[t]);
+    }
 }
 
 /* The bodies in each order they are used in (vt_order). */
@@ -308,7 +373,6 @@ X86_ORDERED(x86_dot32, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_dot32, _repack, VT_ORDER_REPACK)
 X86_ORDERED(x86_q45_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q45_K, _repack, VT_ORDER_REPACK)
-X86_ORDERED(x86_q45_K, _repack_4, VT_ORDER_REPACK_4)
 X86_ORDERED(x86_q45_K, _tiled, VT_ORDER_TILED)
 X86_ORDERED(x86_q236_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
@@ -326,7 +390,7 @@ TILE_KERNEL(X86_NAME(x86_q5_K), X86_NAME(x86_q45_K_vec_dot), VT_Q5_K)
 TILE_KERNEL(X86_NAME(x86_q6_K), X86_NAME(x86_q236_K_vec_dot), VT_Q6_K)
 TILE_KERNEL(X86_NAME(x86_q4_0_repack), X86_NAME(x86_dot32_repack), VT_Q4_0)
 TILE_KERNEL(X86_NAME(x86_q4_K_repack), X86_NAME(x86_q45_K_repack), VT_Q4_K)
-TILE_KERNEL(X86_NAME(x86_q4_K_repack_4), X86_NAME(x86_q45_K_repack_4), VT_Q4_K)
+TILE_KERNEL(X86_NAME(x86_q4_K_repack_4), X86_NAME(x86_q4_K_gemm4), VT_Q4_K)
 TILE_KERNEL(X86_NAME(x86_q3_K_tiled), X86_NAME(x86_q236_K_tiled), VT_Q3_K)
 TILE_KERNEL(X86_NAME(x86_q4_K_tiled), X86_NAME(x86_q45_K_tiled), VT_Q4_K)
 TILE_KERNEL(X86_NAME(x86_q5_K_tiled), X86_NAME(x86_q45_K_tiled), VT_Q5_K)
