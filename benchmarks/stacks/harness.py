@@ -15,7 +15,9 @@ Modes (argv[1]):
     serve MODEL_DIR REFERENCE_DIR [EXTRA]
         load, print {"min_cosine": ...}, then for each stdin line "BATCH COUNT" embed the first COUNT bench
         sentences in batches of BATCH and print the seconds it took (embedding_ab.py alternates passes of
-        several such processes, a fraction of a second each, so that load swings hit them alike).
+        several such processes, a fraction of a second each, so that load swings hit them alike). The first line
+        also carries "weights_bytes" where the stack reports it; a line "dump PATH" saves the embeddings of all
+        bench sentences (batches of 32) to PATH (.npy) and prints "ok".
 
 EXTRA is handed to the stack's constructor (the ONNX file for the ORT stack). Only this module's standard
 library imports run before the stack's own, so the cold start measures the stack, not the harness.
@@ -108,10 +110,20 @@ def main(stack_class):
         stack = stack_class(*rest[2:])
         stack.import_libs()
         stack.load(rest[0])
-        print(json.dumps({"min_cosine": min_cosine(stack, rest[1])}), flush=True)
+        first = {"min_cosine": min_cosine(stack, rest[1])}
+        if hasattr(stack, "weights_bytes"):
+            first["weights_bytes"] = stack.weights_bytes()
+        print(json.dumps(first), flush=True)
         with open(f"{rest[1]}/bench_sentences.json") as fh:
             sentences = json.load(fh)["sentences"]
         for line in sys.stdin:
+            if line.startswith("dump "):  # every bench sentence's embedding, in batches of 32, saved as .npy
+                import numpy as np
+
+                vecs = [stack.embed(sentences[s:s + 32]) for s in range(0, len(sentences), 32)]
+                np.save(line.split(None, 1)[1].strip(), np.concatenate(vecs).astype(np.float32))
+                print("ok", flush=True)
+                continue
             batch, count = (int(x) for x in line.split())
             t = time.perf_counter()
             for start in range(0, count, batch):

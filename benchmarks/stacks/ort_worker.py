@@ -48,6 +48,12 @@ class OrtStack:
         pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)  # (n, 384)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
+    def weights_bytes(self):
+        """Size of the ONNX file: the weights and the graph, as shipped (fp32 export or its int8 quantization)."""
+        from pathlib import Path
+
+        return Path(self.onnx_path).stat().st_size
+
 
 if __name__ == "__main__":
     harness.main(OrtStack)

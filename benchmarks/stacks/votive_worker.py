@@ -1,19 +1,44 @@
-"""votive stack: votive.load + Model.embed; thread count is votive's own choice (available cores)."""
+"""votive stack: votive.load + Model.embed; thread count is votive's own choice (available cores).
+
+EXTRA (optional): a `quantize=` type for votive.load, e.g. q8_0 (the encoder's six matrices per layer quantized at
+load and multiplied by votive's C kernels).
+"""
 
 import harness
 
 
 class VotiveStack:
+    def __init__(self, quantize=None):
+        self.quantize = quantize
+
     def import_libs(self):
         import votive
 
         self.votive = votive
 
     def load(self, model_dir):
-        self.model = self.votive.load(model_dir)
+        if self.quantize:
+            self.model = self.votive.load(model_dir, quantize=self.quantize)
+        else:
+            self.model = self.votive.load(model_dir)
 
     def embed(self, sentences):
         return self.model.embed(sentences)
+
+    def weights_bytes(self):
+        """Bytes of the encoder's weights as held (quants, scales and offsets or GGML blocks for quantized
+        matrices, float32 otherwise); the fused q|k|v copy made at load for float models is left out (it repeats
+        three stored matrices)."""
+        model = getattr(self.model, "model", self.model)
+        seen, total = set(), 0
+        for w in [model.w, *(layer.w for layer in model.layers)]:
+            for value in w.values():
+                parts = [getattr(value, name, None) for name in ("quants", "scales", "offsets", "blocks", "weight")]
+                for arr in [a for a in parts if a is not None] or [value]:
+                    if id(arr) not in seen:
+                        seen.add(id(arr))
+                        total += arr.nbytes
+        return total
 
 
 if __name__ == "__main__":

@@ -200,27 +200,36 @@ class EncoderLayer:
         self.w = w  # LAYER_WEIGHTS names -> arrays, shapes as listed there
         self.n_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.qkv = _fused_qkv(ops, w)  # q, k, v as one matrix; None when quantized
+        self.qkv = _fused_qkv(ops, w)  # q, k, v as one matrix; None when quantized and not fusable
 
-    def __call__(self, x, mask_bias):
-        """x: (B, T, D) hidden states; mask_bias: (B, 1, 1, T), 0 for tokens and a large negative for padding."""
+    def __call__(self, x, mask_bias, rows=None):
+        """x: (B, T, D) hidden states; mask_bias: (B, 1, 1, T), 0 for tokens and a large negative for padding.
+
+        rows: None, or the positions (of B*T) holding tokens, with x (N, D) their states only (`token_rows`): every
+        product then skips the padding, which is put back (zeros) only for the attention's (B, H, T, T) scores;
+        returns (N, D). Each token's numbers are the padded run's."""
         ops, w, cfg = self.ops, self.w, self.cfg
-        B, T, D = x.shape
+        B, T, D = mask_bias.shape[0], mask_bias.shape[-1], x.shape[-1]
         H, Dh = self.n_heads, self.head_dim
-        flat = x.reshape(B * T, D)
+        flat = x.reshape(-1, D)  # (B*T, D), or (N, D) with rows
 
         # self-attention: softmax(q k^T / sqrt(Dh) + mask) v, per head
         if self.qkv is not None:
-            qkv = ops.linear(flat, self.qkv["wqkv"], self.qkv["bqkv"])  # (B*T, 3D): q | k | v, one product
+            qkv = project(ops, flat, self.qkv["wqkv"], self.qkv["bqkv"])  # (B*T, 3D): q | k | v, one product
+            qkv = qkv if rows is None else _scatter_rows(ops, qkv, rows, B * T)
             q, k, v = qkv[:, :D], qkv[:, D : 2 * D], qkv[:, 2 * D :]  # views, (B*T, D) each
         else:
             q, k, v = (project(ops, flat, w[m], w[b]) for m, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
+            if rows is not None:
+                q, k, v = (_scatter_rows(ops, t, rows, B * T) for t in (q, k, v))
         q *= 1.0 / math.sqrt(Dh)  # scale q rather than the (B, H, T, T) scores: fewer elements for short T
         q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         k = k.reshape(B, T, H, Dh).transpose(0, 2, 3, 1)  # (B, H, Dh, T)
         v = v.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
         probs = ops.softmax(ops.matmul(q, k), mask=mask_bias)  # (B, H, T, T)
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
+        if rows is not None:
+            ctx = ctx[rows]  # (N, D): the tokens' rows
         attn = project(ops, ctx, w["wo"], w["bo"])  # (B*T, D)
         flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_eps, residual=flat)
 
@@ -228,7 +237,24 @@ class EncoderLayer:
         h = ops.gelu(project(ops, flat, w["w_up"]), bias=w["b_up"])  # (B*T, F)
         out = project(ops, h, w["w_down"], w["b_down"])  # (B*T, D)
         out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps, residual=flat)
-        return out.reshape(B, T, D)
+        return out.reshape(B, T, D) if rows is None else out
+
+
+def token_rows(ops, mask):
+    """The positions of B*T that hold tokens (mask 1), as an index array; None when no position is padding (a
+    single text, or texts of one length), which then run as they are."""
+    flat = ops.to_numpy(mask).reshape(-1)  # host data: the tokenizer's mask
+    kept = flat.nonzero()[0]
+    return None if kept.size == flat.size else ops.asarray(kept, ops.int64)
+
+
+def _scatter_rows(ops, x, rows, n):
+    """x (N, d) put at `rows` of a zeroed (n, d): the padded layout attention reads (zero keys and values at the
+    padding, whose scores the mask removes)."""
+    out = ops.empty((n, x.shape[1]), ops.float32)
+    out[:] = 0
+    out[rows] = x
+    return out
 
 
 def _fused_qkv(ops, w: dict):
@@ -237,7 +263,13 @@ def _fused_qkv(ops, w: dict):
     rows, so each output is the same dot product in the same order as before: bit for bit. None when the
     matrices are quantized or held as GGUF linears (callables), which keep their own products."""
     if any(callable(w[m]) for m in ("wq", "wk", "wv")):
-        return None
+        # quantized at load: a backend's batched Q8_0 linears concatenate (their outputs are independent, the
+        # input is quantized once instead of three times); other linears keep their own products
+        fuse = getattr(type(w["wq"]), "concatenate", None)
+        fused = fuse([w["wq"], w["wk"], w["wv"]]) if fuse else None
+        if fused is None:
+            return None
+        return {"wqkv": fused, "bqkv": ops.concatenate([w["bq"], w["bk"], w["bv"]], axis=0)}
     return {"wqkv": ops.concatenate([w["wq"], w["wk"], w["wv"]], axis=0),  # (3D, D): a 1.8 MB copy per MiniLM layer
             "bqkv": ops.concatenate([w["bq"], w["bk"], w["bv"]], axis=0)}  # (3D,)
 
@@ -264,9 +296,15 @@ class BertModel:
             x += ops.embedding(w["type_embed"], token_types)  # (B, T, D)
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
         mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T)
+        rows = token_rows(ops, mask)  # padding left out of every product (a batch of texts of mixed lengths)
+        if rows is None:
+            for layer in self.layers:
+                x = layer(x, mask_bias)
+            return x
+        packed = x.reshape(B * T, -1)[rows]  # (N, D)
         for layer in self.layers:
-            x = layer(x, mask_bias)
-        return x
+            packed = layer(packed, mask_bias, rows)
+        return _scatter_rows(ops, packed, rows, B * T).reshape(B, T, -1)  # (B, T, D), zeros at the padding
 
     @property
     def hidden_size(self) -> int:
@@ -301,7 +339,9 @@ class BertModel:
             used.add(name)
             if blocks is not None and ours in MATRICES:
                 blocks.add(name, shapes[ours])
-                return ops.make_linear(blocks, name)
+                # a backend's tiled product for a batch's many rows, where it has one (numpy: AVX512-VNNI)
+                batched = getattr(ops, "encoder_linear", None)
+                return batched(ops.make_linear(blocks, name)) if batched else ops.make_linear(blocks, name)
             return ops.asarray(store.get(name, shape=shapes.get(ours)))
 
         weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}

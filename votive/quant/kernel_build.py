@@ -33,7 +33,8 @@ SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 LIBRARY_NAME = "libvotive.so"
 SELFTEST_NAME = "votive-selftest"
 
-COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "half_matmul.c")  # compiled once, for the baseline
+COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "half_matmul.c",
+                  "encoder_q8.c")  # compiled once, for the baseline (encoder_q8.c: its AVX-512 by target attribute)
 ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c", "decoder_kernels.c",
                "half_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
 HEADERS = ("votive.h", "vt_internal.h", "simd.h", "quant_x86.h", "quant_x86_kernels.h", "quant_neon.h",

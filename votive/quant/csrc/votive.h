@@ -34,7 +34,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 5
+#define VT_ABI_VERSION 6
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -103,6 +103,9 @@ VT_API int vt_rms_norm(float *out, const float *x, const float *weight, int64_t 
 
 /* out = silu(gate) * up elementwise over rows of cols (SwiGLU), with ggml's exp. out may be gate or up. */
 VT_API int vt_swiglu(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
+/* gate = gelu(gate) * up over (rows, cols), GELU looked up in `table` (65536 floats, by the gate's half bits) as
+ * ggml_vec_geglu_f32: the gate itself from 10 up, 0 from -10 down (decode_step.c) */
+VT_API int vt_geglu(float *gate, const float *up, const float *table, int64_t rows, int64_t cols);
 
 /* cache[p * dims + 2i], [.. + 2i + 1] = cos, sin of position first + p for p < n_pos, as ggml_rope_cache_init
  * makes them: angle (first + p) * base^(-2i / dims) / freq_factors[i] (NULL: 1), times freq_scale, mixed with
@@ -219,6 +222,14 @@ struct vt_decoder_dims {
  * above that votive/models/llama.py's forward calls for one position. */
 VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_layer *layers,
                           const struct vt_decoder_dims *dims, uint16_t *k_cache, uint16_t *v_cache, int64_t pos);
+
+/* Q8_0 weights times float activations for the encoders, tiled on AVX512-VNNI (encoder_q8.c): y (n_rows, n) =
+ * x (n_rows, k) @ W.T for W's quants wq (n, k) int8, its block scales wd (n, k / 32) and offsets we (n, k / 32,
+ * 128 * d * the block's quant sum), x quantized to Q8_0 as ggml does; the float order differs from vt_qmatmul's.
+ * vt_eq8_supported: 1 when this CPU and build run it. */
+VT_API int vt_eq8_supported(void);
+VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int64_t n, int64_t k, const float *x,
+                         int64_t n_rows, float *y);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
  * "neon", "neon+dotprod" or "scalar". */
