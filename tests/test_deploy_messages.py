@@ -128,7 +128,10 @@ def test_a_closed_output_is_not_a_connection_failure(capsys, monkeypatch):
             self.send_response(200)
             self.send_header("Content-Length", str(1 << 20))
             self.end_headers()
-            self.wfile.write(b"x" * (1 << 20))
+            try:
+                self.wfile.write(b"x" * (1 << 20))
+            except (BrokenPipeError, ConnectionResetError):  # the client went away first: the point of the test,
+                pass  # and no traceback from this server thread in the stderr the test reads
 
         def log_message(self, *args):
             pass

@@ -81,13 +81,21 @@ def _config(folder, **changes):
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
-def _poison_safetensors(path: Path, name: str, value: float = float("nan")) -> None:
-    """Overwrite one float32 of tensor `name` in place with `value`."""
+def _poison_safetensors(path: Path, name: str, value: float = float("nan"), index: int = 1) -> None:
+    """Overwrite float32 number `index` of tensor `name` in place with `value`."""
     with open(path, "r+b") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        f.seek(8 + n + header[name]["data_offsets"][0] + 4)
+        f.seek(8 + n + header[name]["data_offsets"][0] + 4 * index)
         f.write(struct.pack("<f", value))
+
+
+def _poison_token_row(folder: Path, token: str, value: float) -> None:
+    """An infinity in the word-embedding row of `token` (vocab.txt's line number is its id)."""
+    token_id = (folder / "vocab.txt").read_text().split("\n").index(token)
+    hidden = json.loads((folder / "config.json").read_text())["hidden_size"]
+    _poison_safetensors(folder / "model.safetensors", "embeddings.word_embeddings.weight", value,
+                        token_id * hidden + 1)
 
 
 def _extra_words(folder):
@@ -117,8 +125,11 @@ BERT_CASES = {
                  "encoder.layer.1.output.dense.bias"),
     "nan-in-a-matrix": (lambda d: _poison_safetensors(d / "model.safetensors",
                                                       "encoder.layer.0.intermediate.dense.weight"), "NumericalError"),
-    "inf-embeddings": (lambda d: _poison_safetensors(d / "model.safetensors", "embeddings.word_embeddings.weight",
-                                                     float("inf")), "NumericalError"),
+    "inf-embeddings": (lambda d: _poison_token_row(d, "[CLS]", float("inf")), "NumericalError"),
+    # the [PAD] row (id 0) only ever reaches padding, which the encoder no longer computes: the answer is the
+    # same as with a finite row, and finite (before, 0 x inf in attention turned it to NaN and then a refusal)
+    "inf-in-the-pad-row": (lambda d: _poison_safetensors(d / "model.safetensors", "embeddings.word_embeddings.weight",
+                                                         float("inf")), "ok"),
 }
 
 
