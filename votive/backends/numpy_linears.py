@@ -151,31 +151,23 @@ class EncoderQ8Linear(QuantLinear):
         return cls(lin, entry) if entry is not None else lin
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from votive.quant.kernel_args import refusal
+        from votive.quant.kernel_args import data_address, refusal
 
         x = np.ascontiguousarray(x, dtype=np.float32)  # (n, in)
         y = np.empty((x.shape[0], self.out_features), np.float32)  # (n, out)
-        status = self._entry(self.quants.ctypes.data, self.scales.ctypes.data, self.offsets.ctypes.data,
-                             self.out_features, self.in_features, x.ctypes.data, x.shape[0], y.ctypes.data)
+        status = self._entry(data_address(self.quants), data_address(self.scales), data_address(self.offsets),
+                             self.out_features, self.in_features, data_address(x), x.shape[0], data_address(y))
         if status != 0:
             raise refusal("vt_eq8_matmul", status)
         return y
 
 
 def _eq8_entry():
-    """vt_eq8_matmul typed for ctypes, or None where the library lacks it or the CPU has no AVX512-VNNI."""
-    import ctypes
-
+    """vt_eq8_matmul typed for ctypes (KernelLibrary.eq8_entry), or None without the library or AVX512-VNNI."""
     from votive.quant import kernels
 
     lib = kernels.get()
-    cdll = getattr(lib, "_lib", None)
-    if cdll is None or not hasattr(cdll, "vt_eq8_matmul") or not cdll.vt_eq8_supported():
-        return None
-    fn = cdll.vt_eq8_matmul
-    P, I = ctypes.c_void_p, ctypes.c_int64
-    fn.argtypes, fn.restype = [P, P, P, I, I, P, I, P], ctypes.c_int
-    return fn
+    return None if lib is None else lib.eq8_entry()
 
 
 def encoder_q8_reference(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -184,6 +184,15 @@ class KernelLibrary(LibrarySettings):
         fn.argtypes, fn.restype = [PTR] * 6 + [I64], INT
         return fn
 
+    def eq8_entry(self):
+        """vt_eq8_matmul (csrc/encoder_q8.c) typed for ctypes, or None where this CPU lacks AVX512-VNNI:
+        votive.backends.numpy_linears.EncoderQ8Linear lays its weight out once and is its only caller."""
+        if not self._lib.vt_eq8_supported():
+            return None
+        fn = self._lib.vt_eq8_matmul
+        fn.argtypes, fn.restype = [PTR, PTR, PTR, I64, I64, PTR, I64, PTR], INT
+        return fn
+
     def supports(self, ggml_type) -> bool:
         """Whether `qmatmul` takes weights of this GGML type (id or GGMLType)."""
         return ggml_type in self.qmatmul_types
