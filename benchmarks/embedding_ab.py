@@ -8,15 +8,16 @@ is recorded every round. Figures are printed, never asserted.
 
     .venv/bin/python benchmarks/embedding_ab.py                           # votive vs ORT, batch 1 and 32
     .venv/bin/python benchmarks/embedding_ab.py --baseline-tree /tmp/old  # + votive from /tmp/old/votive
-    .venv/bin/python benchmarks/embedding_ab.py --quantized               # + votive q8_0 vs ORT dynamic int8
+    .venv/bin/python benchmarks/embedding_ab.py --quantized               # + votive q8_0 / int8 vs ORT int8
 
---quantized adds two stacks: `votive-q8_0` (votive.load(model, quantize="q8_0"): the six matrices of each layer
-quantized to Q8_0 at load) and `ort-int8` (onnxruntime.quantization.quantize_dynamic of .work/minilm.onnx with
-its defaults, QInt8 weights with one scale per tensor, made once into .work/minilm-int8.onnx). It prints their
-ratio, each stack's mean / min cosine over the 256 bench sentences to votive fp32's output (the reference:
-votive fp32 matches sentence-transformers to a cosine of 1 - 1e-7, see the preflight), the weights' size (the
-ONNX file; votive's weights as held in memory after load) and the cold start (spawn to exit of a process that
-imports, loads and embeds one sentence; median of --cold-reps, stacks interleaved).
+--quantized adds three stacks: `votive-q8_0` (votive.load(model, quantize="q8_0"): the six matrices of each layer
+quantized to Q8_0 at load), `votive-int8` (quantize="int8": int8 with one scale per row) and `ort-int8`
+(onnxruntime.quantization.quantize_dynamic of .work/minilm.onnx with its defaults, QInt8 weights with one scale
+per tensor, made once into .work/minilm-int8.onnx). It prints their ratios, each stack's mean / min cosine over
+the 256 bench sentences to votive fp32's output (the reference: votive fp32 matches sentence-transformers to a
+cosine of 1 - 1e-7, see the preflight), the weights' size (the ONNX file; votive's weights as held in memory after
+load) and the cold start (spawn to exit of a process that imports, loads and embeds one sentence; median of
+--cold-reps, stacks interleaved).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def quantized_stacks(stacks: dict[str, eb.Stack]) -> list[eb.Stack]:
     make_int8_onnx()
     v, o = stacks["votive"], stacks["ort"]
     return [eb.Stack("votive-q8_0", "votive q8_0", v.python, v.worker, extra=["q8_0"], env=v.env),
+            eb.Stack("votive-int8", "votive int8", v.python, v.worker, extra=["int8"], env=v.env),
             eb.Stack("ort-int8", "ONNX Runtime int8", o.python, o.worker, extra=[str(INT8_ONNX)])]
 
 
@@ -112,7 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--baseline-tree", type=Path, help="a folder holding another votive/ to compare with")
-    parser.add_argument("--quantized", action="store_true", help="add votive q8_0 and ORT dynamic int8")
+    parser.add_argument("--quantized", action="store_true", help="add votive q8_0 / int8 and ORT dynamic int8")
     parser.add_argument("--cold-reps", type=int, default=3, help="cold starts per stack with --quantized (0: none)")
     parser.add_argument("--out", type=Path, default=eb.WORK_DIR / "embedding_ab.json")
     args = parser.parse_args()
@@ -161,7 +163,7 @@ def main() -> int:
         line = [f"batch {b}:"] + [f"{n} {sps[n][b]:.1f}/s" for n in sps]
         line += [f"{n}/ort {sps[n][b] / sps['ort'][b]:.3f}x" for n in sps if n not in ("ort", "ort-int8")]
         if quantized:
-            line.append(f"votive-q8_0/ort-int8 {sps['votive-q8_0'][b] / sps['ort-int8'][b]:.3f}x")
+            line += [f"{n}/ort-int8 {sps[n][b] / sps['ort-int8'][b]:.3f}x" for n in ("votive-q8_0", "votive-int8")]
         print(" ".join(line))
     if quantized:
         print("cosine to votive fp32 over the 256 bench sentences (mean / min): " + ", ".join(

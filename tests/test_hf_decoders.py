@@ -221,8 +221,10 @@ def test_quantize_q8_0_at_load(folders, models):
 
 
 def test_quantize_choices_are_checked(folders):
-    with pytest.raises(InputError, match=r"quantize='q5' is not a choice \(choices: q8_0, q4_k_m, or None\)"):
+    with pytest.raises(InputError, match=r"quantize='q5' is not a choice \(choices: q8_0, q4_k_m, int8, or None\)"):
         load_model(str(folders["llama"]), quantize="q5")
+    with pytest.raises(InputError, match="quantize='int8' .* is for embedding encoders; a decoder quantizes to q8_0"):
+        load_model(str(folders["llama"]), quantize="int8")
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -318,6 +318,106 @@ def test_configured_spin_from_environment():
             kernels.configured_spin_us({"VOTIVE_SPIN_US": bad})
 
 
+# ------------------------------------------------------------------------------------------- dense products
+
+# (m, n, k): one row, one column, k below / across one vector, n not a multiple of the 4-row groups, m across
+# tiles of every height and blocks of 48 rows, MiniLM's shapes (a short text and a batch).
+LINEAR_SHAPES = [(1, 1, 1), (1, 5, 7), (2, 3, 16), (3, 17, 17), (5, 33, 31), (7, 13, 100), (20, 1152, 384),
+                 (49, 64, 65), (97, 130, 384), (450, 384, 1536)]
+
+
+@pytest.mark.parametrize("m, n, k", LINEAR_SHAPES)
+def test_linear_matches_float64_products(lib, isa, rng, m, n, k):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    # each output a k-term float32 dot product: within k ulps-ish of the exact sum, scaled by its terms' size
+    bound = 2 * k * np.finfo(np.float32).eps * (np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64))
+    for bias in (None, b):
+        got = lib.linear(x, w, bias)
+        assert got.dtype == np.float32 and got.shape == (m, n)
+        want = exact + (0 if bias is None else b)
+        assert np.all(np.abs(got - want) <= bound + 1e-6 * np.abs(want)), (m, n, k)
+    assert np.all(np.abs(lib.linear(x, w, b) - kernels_ref.linear_ref(x, w, b)) <= 2 * bound + 1e-5)  # the twin
+
+
+def test_linear_leading_axes_empty_inputs_and_nan(lib, rng):
+    x = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    w = rng.standard_normal((9, 40)).astype(np.float32)
+    assert np.allclose(lib.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5) and lib.linear(x, w).shape == (2, 3, 9)
+    assert lib.linear(np.zeros((0, 40), np.float32), w).shape == (0, 9)
+    assert np.array_equal(lib.linear(np.ones((3, 0), np.float32), np.ones((4, 0), np.float32), np.arange(4.0)),
+                          np.tile(np.arange(4, dtype=np.float32), (3, 1)))  # k = 0: the bias alone
+    x[0, 1, 5] = np.nan
+    got = lib.linear(x, w)
+    assert np.isnan(got[0, 1]).all() and np.isfinite(np.delete(got.reshape(6, 9), 1, axis=0)).all()
+
+
+def test_linear_sums_in_one_order_whatever_the_threads(lib, isa, rng):
+    x = rng.standard_normal((300, 384)).astype(np.float32)  # blocks and panels over both threads
+    w = rng.standard_normal((1536, 384)).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            results.append(lib.linear(x, w))
+    finally:
+        lib.set_num_threads(None)
+    assert np.array_equal(*results)
+    assert np.array_equal(lib.linear(x[:7], w), results[0][:7])  # a row's outputs do not depend on m
+
+
+def test_linear_refuses_mismatched_shapes_from_c_and_numpy(lib, monkeypatch):
+    x, w = np.zeros((2, 8), np.float32), np.zeros((3, 7), np.float32)
+    message = "linear: weight must be a matrix (out, 8) matching x's last axis"
+    with pytest.raises(KernelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        lib.linear(x, w)
+    with pytest.raises(KernelError, match="linear: bias must be a float vector of shape \\(3,\\)"):
+        kernels.linear(np.zeros((2, 7), np.float32), w, np.zeros(4, np.float32))
+    monkeypatch.setattr(kernels, "_default", [None])
+    with pytest.raises(KernelError, match="linear: weight must be a matrix"):
+        kernels.linear(x, w)
+    # without the library the twin answers, for any float layout
+    assert np.array_equal(kernels.linear(np.ones((2, 7)), np.ones((3, 7)).T.copy().T), np.full((2, 3), 7.0))
+
+
+@pytest.mark.parametrize("lengths, heads, dh", [([1], 1, 1), ([5, 0, 17], 2, 24), ([20, 3, 64, 1], 12, 32),
+                                                 ([70], 3, 40), ([2, 2], 4, 16)])
+def test_encoder_attention_matches_float64_softmax(lib, isa, rng, lengths, heads, dh):
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    qkv = rng.normal(0, 2, (offsets[-1], 3 * heads * dh)).astype(np.float32)
+    got = lib.encoder_attention(qkv, offsets, heads, 1 / math.sqrt(dh))
+    want = kernels_ref.encoder_attention_ref(qkv.astype(np.float64), offsets, heads, 1 / math.sqrt(dh))
+    assert got.shape == (offsets[-1], heads * dh) and np.abs(got - want).max() <= 2e-5
+    # each text attends to itself only: the same rows alone give the same numbers
+    a, b = offsets[-2], offsets[-1]
+    alone = lib.encoder_attention(np.ascontiguousarray(qkv[a:b]), [0, b - a], heads, 1 / math.sqrt(dh))
+    assert np.array_equal(alone, got[a:b])
+
+
+def test_encoder_attention_threads_nan_and_refusals(lib, rng):
+    offsets = np.arange(0, 33 * 20 + 1, 20)  # 33 texts of 20 tokens
+    qkv = rng.normal(0, 1, (offsets[-1], 3 * 384)).astype(np.float32)
+    results = []
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            results.append(lib.encoder_attention(qkv, offsets, 12, 0.2))
+    finally:
+        lib.set_num_threads(None)
+    assert np.array_equal(*results)
+    qkv[25, 5] = np.nan  # a query of text 1, head 0: that row's head 0 only
+    got = lib.encoder_attention(qkv, offsets, 12, 0.2)
+    assert np.isnan(got[25, :32]).all() and np.isfinite(np.delete(got, 25, axis=0)).all()
+    for bad, message in (([0, 5, 3, 660], "offsets must rise from 0 to qkv's 660 rows"),
+                         ([1, 660], "offsets must rise from 0"), ([0, 659], "offsets must rise")):
+        with pytest.raises(KernelError, match=message):
+            lib.encoder_attention(qkv, bad, 12, 0.2)
+    with pytest.raises(KernelError, match=r"qkv must be \(rows, 3 \* heads \* head_dim\) for 5 heads"):
+        kernels.encoder_attention(qkv, offsets, 5, 0.2)
+
+
 # -------------------------------------------------------------------------------------------------- errors
 
 

@@ -26,14 +26,14 @@ class VotiveStack:
         return self.model.embed(sentences)
 
     def weights_bytes(self):
-        """Bytes of the encoder's weights as held (quants, scales and offsets or GGML blocks for quantized
+        """Bytes of the encoder's weights as held (quants, scales and offsets or sums, or GGML blocks for quantized
         matrices, float32 otherwise); the fused q|k|v copy made at load for float models is left out (it repeats
         three stored matrices)."""
         model = getattr(self.model, "model", self.model)
         seen, total = set(), 0
         for w in [model.w, *(layer.w for layer in model.layers)]:
             for value in w.values():
-                parts = [getattr(value, name, None) for name in ("quants", "scales", "offsets", "blocks", "weight")]
+                parts = [getattr(value, name, None) for name in ("quants", "scales", "offsets", "sums", "blocks", "weight")]
                 for arr in [a for a in parts if a is not None] or [value]:
                     if id(arr) not in seen:
                         seen.add(id(arr))

@@ -22,24 +22,7 @@ from votive.quant import cpus, kernels
 name = "numpy"
 _openblas = cpus.openblas_calls()  # (set, get) of numpy's OpenBLAS, looked up once; None where none is loaded
 blas_threads = cpus.limit_blas_threads(calls=_openblas)  # None where the user chose, or no OpenBLAS is loaded
-# Products of fewer rows than this (one short text: a dozen tokens) run as (W @ x.T).T on one BLAS thread.
-# x @ W.T makes OpenBLAS pack the whole weight from a transposed operand on every call, which at a dozen rows
-# costs as much as the product; W @ x.T reads W as stored, and the transposed (rows, out) result is copied back
-# (small). A second thread saves little at this size on idle cores and costs several times over when a core is
-# busy elsewhere, as OpenBLAS's threads wait on each other. Each output is the same dot product, summed in the
-# same order, so the results are bit for bit x @ W.T's (tests/test_encoder_speed_paths.py).
-SMALL_ROWS = 64
 _set_blas_threads = _openblas[0] if blas_threads and blas_threads > 1 else None
-# Products of at least this many multiply-adds are split over the output features into column chunks, each one
-# OpenBLAS call on one thread, which `blas_threads` threads take in turn (`_Chunks`), instead of OpenBLAS's own
-# threading: its threads spin on each other inside every call (40% of the cycles of a batch-32 MiniLM under
-# load, in perf), and a core taken by another process stalls its partner; here a late thread only takes fewer
-# chunks. Chunks are at least CHUNK_COLS wide and a multiple of 64: each output is then the same dot product in
-# the same kernel as the unsplit call, bit for bit (tests/test_linear_chunks.py); below SPLIT_ROWS rows
-# OpenBLAS picks other kernels by width, so those products stay whole.
-SPLIT_MACS = 1 << 21
-SPLIT_ROWS = 16
-CHUNK_COLS = 128
 float32 = np.float32
 int64 = np.int64
 
@@ -60,115 +43,18 @@ def empty(shape, dtype=np.float32):
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, with weight stored (out_features, in_features) as PyTorch's nn.Linear keeps it.
 
-    `weight.T` of a C-contiguous matrix is a Fortran-ordered view, which BLAS takes as a transposed operand:
-    the memory-mapped weight is never copied.
+    votive's own product (`kernels.linear`, csrc/dense_kernels.c) reads each output's two rows in place, so the
+    memory-mapped weight is never packed or copied, and runs on the C pool: at an encoder's sizes it is 2-3x
+    OpenBLAS on a short text (which packs the weight on every call) and at least its equal on a batch.
+    Without the C library, numpy's BLAS (`linear_ref`).
     """
-    if x.ndim == 2 and _chunks is not None and x.shape[0] >= SPLIT_ROWS and x.shape[0] * weight.size >= SPLIT_MACS:
-        y = _chunks.linear(x, weight)  # (rows, out)
-    elif x.ndim == 2 and x.shape[0] < SMALL_ROWS:
-        if _set_blas_threads is not None:
-            _set_blas_threads(1)
-        try:
-            y = np.ascontiguousarray((weight @ x.T).T)  # (rows, out)
-        finally:
-            if _set_blas_threads is not None:
-                _set_blas_threads(blas_threads)
-    else:
-        y = x @ weight.T  # (..., out)
-    if bias is not None:
-        y += bias
-    return y
-
-
-class _Chunks:
-    """x @ W.T as column chunks of W's rows (`SPLIT_MACS`), taken in turn by the calling thread and helper threads
-    (started on first use, daemons), each chunk one OpenBLAS call on one thread. numpy releases the GIL inside
-    the call, so the threads multiply at once. A product arriving while another runs (a second Python thread)
-    is done on its caller alone, chunk by chunk."""
-
-    def __init__(self, threads: int, set_blas_threads):
-        import os
-
-        self.n_helpers = threads - 1
-        self.set_blas_threads = set_blas_threads
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)  # a forked child has none of the helpers: start afresh
-
-    def _reset(self):
-        import threading
-
-        self.busy = threading.Lock()
-        self.go = threading.Semaphore(0)
-        self.done = threading.Semaphore(0)
-        self.helpers = []
-        self.job = None
-        self.failed = []  # an exception a helper met, for the caller
-
-    def linear(self, x, weight):
-        """x (rows, in) @ weight.T (weight (out, in)) -> (rows, out), a new array."""
-        rows, out = x.shape[0], weight.shape[0]
-        step = max(CHUNK_COLS, -(-out // (2 * (self.n_helpers + 1)) // 64) * 64)
-        small = rows < SMALL_ROWS  # (W @ x.T).T: W read as stored (see SMALL_ROWS), chunks over W's rows
-        y = np.empty((out, rows) if small else (rows, out), np.float32)
-        xt = x.T
-        parts = iter(range(0, out, step))
-
-        def work():
-            for n0 in parts:  # next() on a shared iterator: each chunk goes to one thread
-                if small:
-                    np.matmul(weight[n0 : n0 + step], xt, out=y[n0 : n0 + step])
-                else:
-                    np.matmul(x, weight[n0 : n0 + step].T, out=y[:, n0 : n0 + step])
-
-        self.set_blas_threads(1)
-        try:
-            if out > step and self.busy.acquire(blocking=False):
-                try:
-                    self._start_helpers()
-                    self.job = work
-                    for _ in self.helpers:
-                        self.go.release()
-                    work()
-                    for _ in self.helpers:
-                        self.done.acquire()
-                    if self.failed:
-                        raise self.failed.pop()
-                finally:
-                    self.job = None
-                    self.busy.release()
-            else:
-                work()
-        finally:
-            self.set_blas_threads(blas_threads)
-        return np.ascontiguousarray(y.T) if small else y
-
-    def _start_helpers(self):
-        import threading
-
-        while len(self.helpers) < self.n_helpers:
-            t = threading.Thread(target=self._helper, name="votive-linear", daemon=True)
-            t.start()
-            self.helpers.append(t)
-
-    def _helper(self):
-        while True:
-            self.go.acquire()
-            try:
-                self.job()
-            except BaseException as e:  # handed to the caller, which re-raises it
-                self.failed.append(e)
-            finally:
-                self.done.release()
-
-
-_chunks = _Chunks(blas_threads, _set_blas_threads) if _set_blas_threads is not None else None
+    return kernels.linear(np.ascontiguousarray(x, np.float32), weight, bias)
 
 
 def matmul(a, b):
-    """a @ b (attention's batched products: small, many). On one OpenBLAS thread where the splitter is in use:
-    a threaded call wakes OpenBLAS's workers, which then spin for a long while (~0.1 s) on the cores the
-    splitter's and the C pool's threads need."""
-    if _chunks is None:
+    """a @ b (attention's batched products: small, many). On one OpenBLAS thread: a threaded call wakes
+    OpenBLAS's workers, which then spin for a long while (~0.1 s) on the cores the C pool's threads need."""
+    if _set_blas_threads is None:
         return a @ b
     _set_blas_threads(1)
     try:
@@ -188,6 +74,16 @@ def make_linear(gguf, name: str):
 # cannot run. Not for GGUF files, whose Q8_0 products follow llama.cpp's order. An optional op, outside the OpSet
 # every backend offers: models look it up with getattr.
 encoder_linear = qlinear.EncoderQ8Linear.make
+# An encoder's float matrix quantized at load to int8 with one scale per row (`quantize="int8"`), multiplied by
+# csrc/encoder_q8.c's vt_i8_matmul (AVX512-VNNI) or its twin; also optional, looked up with getattr.
+encoder_int8_linear = qlinear.EncoderI8Linear
+
+
+def encoder_attention(qkv, offsets, heads: int, scale: float):
+    """Bidirectional attention of packed texts (`kernels.encoder_attention`, csrc/dense_kernels.c): qkv (N, 3D),
+    each row q | k | v; text s is rows offsets[s] .. offsets[s + 1] - 1 -> (N, D). An optional op like
+    `encoder_linear`: an encoder's batch runs without its padding end to end (votive.models.bert.run_layers)."""
+    return kernels.encoder_attention(np.ascontiguousarray(qkv, np.float32), offsets, heads, scale)
 
 
 def embedding(table, ids):

@@ -29,6 +29,9 @@ class DenseLinear:
         self.out_features, self.in_features = weight.shape
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        # numpy's BLAS, not votive's vt_linear: a decoder's F32 GGUF is compared with llama.cpp's F32 path, which
+        # BLAS's order happens to track closer (within 1e-5 of the logits on the random-weight files; vt_linear's
+        # one-accumulator order drifts to 1.5e-5 through their layers)
         return x @ self.weight.T  # (n, out)
 
     def rows(self, ids) -> np.ndarray:
@@ -125,15 +128,7 @@ class EncoderQ8Linear(QuantLinear):
     def concatenate(cls, linears: list):
         """The linears' rows stacked as one EncoderQ8Linear (an encoder's q, k and v: one product, one quantization
         of x), each output the same number as its own linear's; None unless all are EncoderQ8Linear of one width."""
-        if not all(type(lin) is cls for lin in linears) or len({lin.in_features for lin in linears}) != 1:
-            return None
-        fused = object.__new__(cls)
-        fused.__dict__.update(linears[0].__dict__)
-        fused.name = "+".join(lin.name for lin in linears)
-        for attr in ("quants", "scales", "offsets"):
-            setattr(fused, attr, np.concatenate([getattr(lin, attr) for lin in linears]))
-        fused.out_features = sum(lin.out_features for lin in linears)
-        return fused
+        return _stacked(cls, linears, ("quants", "scales", "offsets"))
 
     def rows(self, ids) -> np.ndarray:
         """Rows `ids` dequantized -> float32 (n, in): d * q, as Q8_0's dequantization."""
@@ -162,12 +157,26 @@ class EncoderQ8Linear(QuantLinear):
         return y
 
 
+def _stacked(cls, linears: list, arrays: tuple):
+    """The linears' rows as one linear of `cls` (their per-row `arrays` concatenated), or None unless all are of
+    `cls` and one width: the encoders' q, k and v as one product."""
+    if not all(type(lin) is cls for lin in linears) or len({lin.in_features for lin in linears}) != 1:
+        return None
+    fused = object.__new__(cls)
+    fused.__dict__.update(linears[0].__dict__)
+    fused.name = "+".join(lin.name for lin in linears)
+    for attr in arrays:
+        setattr(fused, attr, np.concatenate([getattr(lin, attr) for lin in linears]))
+    fused.out_features = sum(lin.out_features for lin in linears)
+    return fused
+
+
 def _eq8_entry():
-    """vt_eq8_matmul typed for ctypes (KernelLibrary.eq8_entry), or None without the library or AVX512-VNNI."""
+    """vt_eq8_matmul typed for ctypes (KernelLibrary.vnni_entry), or None without the library or AVX512-VNNI."""
     from votive.quant import kernels
 
     lib = kernels.get()
-    return None if lib is None else lib.eq8_entry()
+    return None if lib is None else lib.vnni_entry("vt_eq8_matmul")
 
 
 def encoder_q8_reference(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -184,6 +193,66 @@ def encoder_q8_reference(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
     qa = np.rint(xb * inv[..., None]).astype(np.int64)  # (n, nb, 32), ties to even as ggml's x86 code
     sums = np.einsum("rbk,obk->rob", qa, qw)  # (n, out, nb) exact integers
     return np.einsum("rob,ob,rb->ro", sums.astype(np.float64), dw, da.astype(np.float64))
+
+
+class EncoderI8Linear:
+    """y = x @ W.T for an encoder's float matrix quantized at load to int8 with one scale per row
+    (`quantize="int8"`): s_w[n] = max|W[n]| / 127, q_w = round(W[n] / s_w[n]). Each call quantizes x's rows the
+    same way and sums every output's products exactly in integers, then y[r][n] = s_x[r] * s_w[n] * sum: one
+    conversion per output where Q8_0 pays one per 32 products, so the AVX512-VNNI kernel (csrc/encoder_q8.c,
+    vt_i8_matmul) does four times the multiply-adds per instruction of a float product. Without that kernel the
+    twin, `encoder_i8_reference`, gives the same bits. A row of x holding inf or NaN gives NaN outputs."""
+
+    def __init__(self, weight: np.ndarray, name: str = ""):
+        from votive.quant import kernels
+
+        self.name = name
+        self.out_features, self.in_features = weight.shape
+        self.scales, self.quants = quantize_rows_i8(np.asarray(weight, np.float32))  # (out,), (out, in) int8
+        self.sums = self.quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
+        lib = kernels.get()
+        self._entry = None if lib is None else lib.vnni_entry("vt_i8_matmul")
+
+    @classmethod
+    def concatenate(cls, linears: list):
+        """The linears' rows stacked as one (an encoder's q, k and v: one product, one quantization of x), each
+        output the same number as its own linear's; None unless all are EncoderI8Linear of one width."""
+        return _stacked(cls, linears, ("quants", "scales", "sums"))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from votive.quant.kernel_args import data_address, refusal
+
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.in_features)  # (n, in)
+        if self._entry is None:
+            return encoder_i8_reference(self.quants, self.scales, x)
+        y = np.empty((x.shape[0], self.out_features), np.float32)  # (n, out)
+        status = self._entry(data_address(self.quants), data_address(self.scales), data_address(self.sums),
+                             self.out_features, self.in_features, data_address(x), x.shape[0], None,
+                             data_address(y))
+        if status != 0:
+            raise refusal("vt_i8_matmul", status)
+        return y
+
+
+def quantize_rows_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of float32 x (rows, cols) as scale max|row| / 127 and int8 round-to-nearest-even(row * (127 /
+    max|row|)), in vt_i8_matmul's float32 arithmetic; a zero row: scale 0, a row holding inf or NaN: scale NaN."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amax = np.abs(x).max(axis=1)  # (rows,) NaN where a NaN is, inf where an inf is
+        finite = np.isfinite(amax)
+        inv = np.where(finite & (amax != 0), np.float32(127) / np.where(amax != 0, amax, 1), 0).astype(np.float32)
+        scales = np.where(finite, amax / np.float32(127), np.float32(np.nan)).astype(np.float32)
+        quants = np.rint(np.where(finite[:, None], x, 0) * inv[:, None]).astype(np.int8)  # ties to even
+    return scales, quants
+
+
+def encoder_i8_reference(quants: np.ndarray, scales: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """vt_i8_matmul's twin, bit for bit: x's rows quantized by `quantize_rows_i8`, each output's integer sum formed
+    exactly (float64 products of integers, whose sums stay far below 2^53), rounded to float32 as the kernel
+    converts it, times s_x * s_w. quants (out, in) int8, scales (out,), x (n, in) float32 -> (n, out)."""
+    sx, qx = quantize_rows_i8(np.asarray(x, np.float32))
+    sums = (qx.astype(np.float64) @ quants.T.astype(np.float64)).astype(np.float32)  # (n, out)
+    return sums * (sx[:, None] * scales[None, :])
 
 
 def make_linear(gguf, name: str):

@@ -115,6 +115,9 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
     module, name = HF_DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     store = WeightStore(folder) if store is None else store
+    if quantize == "int8":  # hf_checkpoint.ENCODER_INT8
+        raise InputError(f"{folder}: quantize='int8' (one scale per row) is for embedding encoders; a decoder "
+                         "quantizes to q8_0 or q4_k_m, the types llama.cpp runs")
     if isinstance(quantize, str):  # a llama.cpp mixture (q4_k_m): a type per matrix, as its GGUF tensor gets
         from votive.models.hf_checkpoint import hf_mixture
 

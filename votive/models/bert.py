@@ -208,7 +208,7 @@ class EncoderLayer:
         rows: None, or the positions (of B*T) holding tokens, with x (N, D) their states only (`token_rows`): every
         product then skips the padding, which is put back (zeros) only for the attention's (B, H, T, T) scores;
         returns (N, D). Each token's numbers are the padded run's."""
-        ops, w, cfg = self.ops, self.w, self.cfg
+        ops, w = self.ops, self.w
         B, T, D = mask_bias.shape[0], mask_bias.shape[-1], x.shape[-1]
         H, Dh = self.n_heads, self.head_dim
         flat = x.reshape(-1, D)  # (B*T, D), or (N, D) with rows
@@ -230,14 +230,56 @@ class EncoderLayer:
         ctx = ops.matmul(probs, v).transpose(0, 2, 1, 3).reshape(B * T, D)  # (B*T, D), heads concatenated
         if rows is not None:
             ctx = ctx[rows]  # (N, D): the tokens' rows
-        attn = project(ops, ctx, w["wo"], w["bo"])  # (B*T, D)
-        flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], cfg.layer_norm_eps, residual=flat)
+        out = self.output(ctx, flat)  # (B*T, D) or (N, D)
+        return out.reshape(B, T, D) if rows is None else out
+
+    def packed(self, x, offsets, attend):
+        """x (N, D): the tokens of the batch's texts one after another, text s at rows offsets[s] ..
+        offsets[s + 1] - 1, no padding anywhere: attention per text by `attend`, the backend's optional
+        `encoder_attention` (no mask, no padded (B, H, T, T) scores, no scatter). Returns (N, D)."""
+        ops, w = self.ops, self.w
+        if self.qkv is not None:
+            qkv = project(ops, x, self.qkv["wqkv"], self.qkv["bqkv"])  # (N, 3D): q | k | v, one product
+        else:
+            qkv = ops.concatenate([project(ops, x, w[m], w[b]) for m, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv"))],
+                                  axis=1)  # (N, 3D)
+        ctx = attend(qkv, offsets, self.n_heads, 1.0 / math.sqrt(self.head_dim))  # (N, D)
+        return self.output(ctx, x)
+
+    def output(self, ctx, flat):
+        """The block after attention: x = LN(x + ctx W_o^T + b); x = LN(x + FFN(x)), on rows (n, D)."""
+        ops, w, eps = self.ops, self.w, self.cfg.layer_norm_eps
+        attn = project(ops, ctx, w["wo"], w["bo"])  # (n, D)
+        flat = ops.layer_norm(attn, w["attn_norm.w"], w["attn_norm.b"], eps, residual=flat)
 
         # feed-forward: GELU(x W_up^T + b) W_down^T + b
-        h = ops.gelu(project(ops, flat, w["w_up"]), bias=w["b_up"])  # (B*T, F)
-        out = project(ops, h, w["w_down"], w["b_down"])  # (B*T, D)
-        out = ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], cfg.layer_norm_eps, residual=flat)
-        return out.reshape(B, T, D) if rows is None else out
+        h = ops.gelu(project(ops, flat, w["w_up"]), bias=w["b_up"])  # (n, F)
+        out = project(ops, h, w["w_down"], w["b_down"])  # (n, D)
+        return ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], eps, residual=flat)
+
+
+def run_layers(ops, layers: list, x, mask, mask_bias):
+    """x (B, T, D) through the blocks -> (B, T, D), zeros at the padding. Padding is left out of every product
+    (`token_rows`); with the backend's `encoder_attention` the texts' rows go through packed end to end, else
+    they are put back in the padded layout for the masked attention of each block."""
+    B, T = mask.shape
+    rows = token_rows(ops, mask)  # None: no padding (a single text, or texts of one length)
+    attend = getattr(ops, "encoder_attention", None)  # an optional op, outside the OpSet every backend offers
+    if attend is not None:
+        lengths = ops.to_numpy(mask).astype(bool).sum(axis=1)  # host data: the tokenizer's mask
+        offsets = ops.concatenate([ops.asarray([0], ops.int64), ops.asarray(lengths.cumsum(), ops.int64)])  # (B+1,)
+        packed = x.reshape(B * T, -1) if rows is None else x.reshape(B * T, -1)[rows]  # (N, D)
+        for layer in layers:
+            packed = layer.packed(packed, offsets, attend)
+    elif rows is None:
+        for layer in layers:
+            x = layer(x, mask_bias)
+        return x
+    else:
+        packed = x.reshape(B * T, -1)[rows]  # (N, D)
+        for layer in layers:
+            packed = layer(packed, mask_bias, rows)
+    return packed.reshape(B, T, -1) if rows is None else _scatter_rows(ops, packed, rows, B * T).reshape(B, T, -1)
 
 
 def token_rows(ops, mask):
@@ -295,16 +337,7 @@ class BertModel:
         else:
             x += ops.embedding(w["type_embed"], token_types)  # (B, T, D)
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
-        mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T)
-        rows = token_rows(ops, mask)  # padding left out of every product (a batch of texts of mixed lengths)
-        if rows is None:
-            for layer in self.layers:
-                x = layer(x, mask_bias)
-            return x
-        packed = x.reshape(B * T, -1)[rows]  # (N, D)
-        for layer in self.layers:
-            packed = layer(packed, mask_bias, rows)
-        return _scatter_rows(ops, packed, rows, B * T).reshape(B, T, -1)  # (B, T, D), zeros at the padding
+        return run_layers(ops, self.layers, x, mask, extended_mask(ops, mask))  # (B, T, D)
 
     @property
     def hidden_size(self) -> int:
@@ -325,18 +358,27 @@ class BertModel:
     def from_safetensors(cls, store: WeightStore, cfg: Config, ops, quantize=None) -> "BertModel":
         """Bind every tensor of WEIGHTS/LAYER_WEIGHTS from `store`, checking shapes; unknown keys fail loudly.
         `quantize`: a GGML type (votive.models.hf_checkpoint.QUANTIZE_TYPES) the MATRICES are quantized to at
-        load (a matrix whose rows are not whole blocks stays float), or None to keep every tensor as stored."""
+        load (a matrix whose rows are not whole blocks stays float), "int8" (one scale per row: the backend's
+        `encoder_int8_linear`), or None to keep every tensor as stored."""
         prefix = "bert." if "bert." + WEIGHTS["tok_embed"] in store else ""
         shapes = _weight_shapes(cfg)
         used = set()
+        int8 = None
+        if quantize == "int8":  # hf_checkpoint.ENCODER_INT8: one scale per row, the backend's own linear
+            int8 = getattr(ops, "encoder_int8_linear", None)
+            if int8 is None:
+                raise InputError(f"{store.path}: quantize='int8' runs on the numpy backend only, not {ops.name}")
+            quantize = None
         if quantize is not None and not isinstance(quantize, GGMLType):  # a mixture's name: its rules are a decoder's
             raise InputError(f"{store.path}: quantize={quantize!r} is llama.cpp's mixture for decoders; a BERT encoder "
-                             "quantizes its matrices to one type (q8_0)")
+                             "quantizes its matrices to one type (q8_0 or int8)")
         blocks = None if quantize is None else _QuantizedMatrices(store, quantize)
 
         def fetch(ours: str, theirs: str):
             name = _lookup(store, prefix + theirs)
             used.add(name)
+            if int8 is not None and ours in MATRICES:
+                return int8(store.get(name, shape=shapes[ours]), name)
             if blocks is not None and ours in MATRICES:
                 blocks.add(name, shapes[ours])
                 # a backend's tiled product for a batch's many rows, where it has one (numpy: AVX512-VNNI)

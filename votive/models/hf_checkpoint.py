@@ -44,7 +44,10 @@ FLOAT_TYPES = {"F32": GGMLType.F32, "F16": GGMLType.F16, "BF16": GGMLType.BF16}
 
 # `votive.load(..., quantize=)` value -> the GGML type matrices are quantized to at load, or the name of a
 # llama.cpp mixture (votive.quant.mixtures.MIXTURES) that chooses one per matrix.
-QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0, "q4_k_m": "q4_k_m"}
+# "int8": an encoder's matrices to int8 with one scale per row, summed exactly in integers (votive.models.bert and
+# the numpy backend's encoder_int8_linear); no GGML type holds it, so decoders, whose reference is llama.cpp, refuse it.
+ENCODER_INT8 = "int8"
+QUANTIZE_TYPES = {"q8_0": GGMLType.Q8_0, "q4_k_m": "q4_k_m", "int8": ENCODER_INT8}
 _BAND_ROWS = 1024  # rows widened to float32 at a time when quantizing: bounds the scratch memory
 
 # rope_scaling types votive computes as transformers does (see HFConfig.rope).

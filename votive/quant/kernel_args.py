@@ -249,6 +249,29 @@ def softmax_args(x, mask, scale, for_c: bool):
     return x, None if mask is None else broadcast_mask("softmax", mask, x.shape), scale
 
 
+def linear_args(x, weight, bias, for_c: bool):
+    x = floats("linear", "x", x, for_c)
+    weight = floats("linear", "weight", weight, for_c)
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise KernelError(f"linear: weight must be a matrix (out, {x.shape[-1] if x.ndim else '?'}) matching "
+                          f"x's last axis, found weight {describe(weight)} for x {describe(x)}")
+    return x, weight, vector("linear", "bias", bias, weight.shape[0])
+
+
+def encoder_attention_args(qkv, offsets, heads, scale, for_c: bool):
+    qkv = floats("encoder_attention", "qkv", qkv, for_c)
+    heads = int(heads)
+    if qkv.ndim != 2 or heads < 1 or qkv.shape[1] == 0 or qkv.shape[1] % (3 * heads):
+        raise KernelError(f"encoder_attention: qkv must be (rows, 3 * heads * head_dim) for {heads} heads, found "
+                          f"{describe(qkv)}")
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != qkv.shape[0] or \
+            (np.diff(offsets) < 0).any():
+        raise KernelError(f"encoder_attention: offsets must rise from 0 to qkv's {qkv.shape[0]} rows, found "
+                          f"{offsets.tolist()[:8]}")
+    return qkv, offsets, heads, number("encoder_attention", "scale", scale)
+
+
 def rms_norm_args(x, weight, eps, for_c: bool):
     x = floats("rms_norm", "x", x, for_c)
     cols = row_length("rms_norm", "x", x)

@@ -10,7 +10,8 @@ checks the result on the target (or under qemu-user). It also runs by hand:
 This file uses only the standard library and imports nothing from votive: setup.py loads it by path in
 pip's isolated build environment, where votive's dependencies are not installed.
 
-Run-time dispatch: `nn_kernels.c`, `quant_kernels.c`, `decoder_kernels.c` and `half_kernels.c` are compiled once
+Run-time dispatch: `nn_kernels.c`, `dense_kernels.c`, `quant_kernels.c`, `decoder_kernels.c` and `half_kernels.c` are
+compiled once
 per instruction set in ISA_FLAGS for the target architecture, and dispatch.c picks the best build the CPU supports
 when the library is first used, so one x86_64 library runs everywhere and uses AVX2 or AVX-512 where present. On
 arm64 NEON is the baseline. The
@@ -35,7 +36,7 @@ SELFTEST_NAME = "votive-selftest"
 
 COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "half_matmul.c",
                   "encoder_q8.c")  # compiled once, for the baseline (encoder_q8.c: its AVX-512 by target attribute)
-ISA_SOURCES = ("nn_kernels.c", "quant_kernels.c", "decoder_kernels.c",
+ISA_SOURCES = ("nn_kernels.c", "dense_kernels.c", "quant_kernels.c", "decoder_kernels.c",
                "half_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]
 HEADERS = ("votive.h", "vt_internal.h", "simd.h", "quant_x86.h", "quant_x86_kernels.h", "quant_neon.h",
            "quant_neon_kernels.h", "half.h", "ggml_block_structs.h", "half_kernels.h", "lanes16.h")

@@ -9,18 +9,17 @@ argument checks, small beside the kernels themselves.
 
 How it is organised:
 
-- `OPS`, the table: a row per kernel with its C entry (name, and its parameters as ctypes types; every kernel
-  returns an int status), its numpy twin in `votive.quant.kernels_ref`, its argument checks (a function of
-  `votive.quant.kernel_args`, built from one check per class of argument) and whether it works in place. A new
-  kernel is a row, a KernelLibrary method and, where it has a twin, a module function.
+- `OPS`, the table (`votive.quant.kernel_table`): a row per kernel with its C entry (name, and its parameters as
+  ctypes types; every kernel returns an int status), its numpy twin in `votive.quant.kernels_ref`, its argument
+  checks (a function of `votive.quant.kernel_args`, built from one check per class of argument) and whether it
+  works in place. A new kernel is a row, a KernelLibrary method and, where it has a twin, a module function.
 - `KernelLibrary`, the opened library (`get()`; None when it is missing, after ONE logged warning). Its kernel
   methods always run C: the row's checks, which raise KernelError on anything C cannot take, then the C entry.
   Its settings (instruction sets, threads, spin) come from `votive.quant.kernel_settings`, and the objects of
   `matrix` and `group` from `votive.quant.quant_matrices`.
-- The module functions `gelu`, `layer_norm`, `softmax`, `rms_norm`, `swiglu`, `geglu`, `rope_cache`, `rope`,
-  `attention_f16`, `qmatmul`, `get_rows` and `half_matmul`: C when the library is loaded and takes the arrays
-  as they are, else the numpy twin after the same checks. Same results either way, to float32 rounding (bit for bit for
-  the decoder rows, and for the quantized products' portable kernels). The numpy backend's ops are these.
+- The module functions (`gelu`, `linear`, `qmatmul`, ...: the kernels with a twin): C when the library is loaded
+  and takes the arrays as they are, else the twin after the same checks. Same results to float32 rounding (bit
+  for bit for the decoder rows and the quantized products' portable kernels). The numpy backend's ops are these.
 - Loading: `load`, `get`, `available`, `supports`, `set_num_threads`, `num_threads`.
 
 Quantized weights (GGUF blocks, kept as stored): `qmatmul` multiplies float activations by a matrix of Q4_0,
@@ -45,105 +44,31 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from votive.errors import KernelError
-from votive.quant import kernel_args, kernels_ref
+from votive.quant import kernel_args
 from votive.quant.ggml_types import GGML_TYPES
 from votive.quant.kernel_args import VT_ERANGE, VT_OK, data_address, refusal
 from votive.quant.kernel_settings import LibrarySettings, configured_spin_us, configured_threads
+from votive.quant.kernel_table import I64, INT, OPS, PTR, KernelOp  # noqa: F401 (KernelOp: public here too)
 from votive.quant.quant_matrices import QuantMatrix, QuantMatrixGroup
 
 __all__ = [
     "LIBRARY_PATH", "ABI_VERSION", "KernelOp", "OPS", "KernelLibrary", "QuantMatrix", "QuantMatrixGroup",
     "load", "get", "available", "supports", "configured_threads", "configured_spin_us", "set_num_threads",
-    "num_threads", "gelu", "layer_norm", "softmax", "rms_norm", "swiglu", "geglu", "rope_cache", "rope",
+    "num_threads", "gelu", "layer_norm", "softmax", "linear", "encoder_attention", "rms_norm", "swiglu", "geglu", "rope_cache", "rope",
     "attention_f16", "qmatmul", "get_rows", "half_matmul",
 ]
 
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 6  # VT_ABI_VERSION in csrc/votive.h
-
-PTR, I64, FLOAT, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int  # C parameter types
-
-
-@dataclass(frozen=True)
-class KernelOp:
-    """One C kernel: its entry as ctypes calls it, its numpy twin, its argument checks."""
-
-    c_entry: str  # the function in csrc/votive.h
-    params: tuple[tuple[str, type], ...]  # its parameters (C name, ctypes type); the first is the array it writes
-    twin: Callable | None  # kernels_ref's numpy function computing the same; None: the row's comment says what is
-    checks: Callable  # kernel_args' function taking the Python arguments and returning them as the kernel takes them
-    in_place: bool  # writes its input array and returns it (else a new array or the caller's `out`)
-
-
-# The kernels, keyed by the name of the KernelLibrary method (and module function, where there is one) running
-# them; qmatmul_group runs behind `matrix` and `group`.
-OPS: dict[str, KernelOp] = {
-    "gelu": KernelOp(
-        "vt_gelu", (("x", PTR), ("bias", PTR), ("rows", I64), ("cols", I64)),
-        kernels_ref.gelu_ref, kernel_args.gelu_args, in_place=True),
-    "layer_norm": KernelOp(
-        "vt_layer_norm", (("out", PTR), ("x", PTR), ("residual", PTR), ("weight", PTR), ("bias", PTR), ("rows", I64),
-                          ("cols", I64), ("eps", FLOAT)),
-        kernels_ref.layer_norm_ref, kernel_args.layer_norm_args, in_place=False),  # out may be x or residual
-    "softmax": KernelOp(
-        "vt_softmax", (("x", PTR), ("mask", PTR), ("mask_div", I64), ("mask_mod", I64), ("scale", FLOAT), ("rows", I64),
-                       ("cols", I64)),
-        kernels_ref.softmax_ref, kernel_args.softmax_args, in_place=True),
-    "rms_norm": KernelOp(
-        "vt_rms_norm", (("out", PTR), ("x", PTR), ("weight", PTR), ("rows", I64), ("cols", I64), ("eps", FLOAT)),
-        kernels_ref.rms_norm_ref, kernel_args.rms_norm_args, in_place=False),
-    "swiglu": KernelOp(
-        "vt_swiglu", (("out", PTR), ("gate", PTR), ("up", PTR), ("rows", I64), ("cols", I64)),
-        kernels_ref.swiglu_ref, kernel_args.swiglu_args, in_place=True),  # out is gate; the twin makes a new one
-    "geglu": KernelOp(
-        "vt_geglu", (("gate", PTR), ("up", PTR), ("table", PTR), ("rows", I64), ("cols", I64)),
-        kernels_ref.geglu_ref, kernel_args.geglu_args, in_place=True),  # into gate; the twin makes a new one
-    "rope_cache": KernelOp(
-        "vt_rope_cache", (("cache", PTR), ("first", I64), ("n_pos", I64), ("dims", I64), ("base", FLOAT),
-                          ("freq_scale", FLOAT), ("freq_factors", PTR), ("ext_factor", FLOAT), ("attn_factor", FLOAT),
-                          ("corr_low", FLOAT), ("corr_high", FLOAT)),
-        kernels_ref.rope_cache_ref, kernel_args.rope_cache_args, in_place=False),
-    "rope": KernelOp(
-        "vt_rope", (("x", PTR), ("cache", PTR), ("rows", I64), ("heads", I64), ("dims", I64), ("neox", INT)),
-        kernels_ref.rope_ref, kernel_args.rope_args, in_place=True),  # the twin makes a new array
-    "attention_f16": KernelOp(
-        "vt_attention_f16", (("out", PTR), ("q", PTR), ("k", PTR), ("v", PTR), ("n", I64), ("heads", I64),
-                             ("kv_heads", I64), ("dims", I64), ("q_start", I64), ("capacity", I64), ("window", I64),
-                             ("scale", FLOAT)),
-        kernels_ref.attention_f16_ref, kernel_args.attention_f16_args, in_place=False),
-    "qmatmul": KernelOp(
-        "vt_qmatmul", (("out", PTR), ("w", PTR), ("type", INT), ("w_stride", I64), ("x", PTR), ("n", I64),
-                       ("out_features", I64), ("cols", I64)),
-        kernels_ref.qmatmul_ref, kernel_args.qmatmul_args, in_place=False),
-    # matrix and group: each product bit for bit qmatmul's, whose twin is qmatmul_ref
-    "qmatmul_group": KernelOp(
-        "vt_qmatmul_group", (("out", PTR), ("matrices", PTR), ("count", INT), ("x", PTR), ("n", I64), ("cols", I64)),
-        None, kernel_args.qmatmul_group_args, in_place=False),
-    "get_rows": KernelOp(
-        "vt_get_rows", (("out", PTR), ("w", PTR), ("type", INT), ("w_stride", I64), ("n_rows", I64), ("ids", PTR),
-                        ("n_ids", I64), ("cols", I64)),
-        kernels_ref.get_rows_ref, kernel_args.get_rows_args, in_place=False),
-    # F16 / BF16 weights in llama.cpp's arithmetic (csrc/half_kernels.h)
-    "half_matmul": KernelOp(
-        "vt_half_matmul", (("out", PTR), ("w", PTR), ("type", INT), ("w_stride", I64), ("x", PTR), ("n", I64),
-                           ("out_features", I64), ("cols", I64)),
-        kernels_ref.half_matmul_ref, kernel_args.half_matmul_args, in_place=False),
-    # the bytes of votive.quant.codecs.quantize_activations, which the tests compare it with
-    "quantize_rows": KernelOp(
-        "vt_quantize_rows", (("out", PTR), ("act_type", INT), ("x", PTR), ("rows", I64), ("cols", I64)),
-        None, kernel_args.quantize_rows_args, in_place=False),
-}
-
+ABI_VERSION = 7  # VT_ABI_VERSION in csrc/votive.h
 
 class KernelLibrary(LibrarySettings):
     """libvotive opened with ctypes: a method per row of OPS that checks every argument before C sees it, and
@@ -184,13 +109,17 @@ class KernelLibrary(LibrarySettings):
         fn.argtypes, fn.restype = [PTR] * 6 + [I64], INT
         return fn
 
-    def eq8_entry(self):
-        """vt_eq8_matmul (csrc/encoder_q8.c) typed for ctypes, or None where this CPU lacks AVX512-VNNI:
-        votive.backends.numpy_linears.EncoderQ8Linear lays its weight out once and is its only caller."""
+    # The AVX512-VNNI products of csrc/encoder_q8.c and their parameters; the encoders' quantized linears
+    # (votive.backends.numpy_linears) lay their weights out once and are their only callers.
+    VNNI_ENTRIES = {"vt_eq8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR],
+                    "vt_i8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR, PTR]}
+
+    def vnni_entry(self, name: str):
+        """`name`, a VNNI_ENTRIES key, typed for ctypes; None where this CPU lacks AVX512-VNNI."""
         if not self._lib.vt_eq8_supported():
             return None
-        fn = self._lib.vt_eq8_matmul
-        fn.argtypes, fn.restype = [PTR, PTR, PTR, I64, I64, PTR, I64, PTR], INT
+        fn = getattr(self._lib, name)
+        fn.argtypes, fn.restype = self.VNNI_ENTRIES[name], INT
         return fn
 
     def supports(self, ggml_type) -> bool:
@@ -243,6 +172,23 @@ class KernelLibrary(LibrarySettings):
         cols = x.shape[-1]
         return self._run("softmax", x, mask_rows, div, mod, scale, x.size // cols, cols)
 
+    # ---- float products (csrc/dense_kernels.c)
+
+    def linear(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """x (..., in) @ weight.T + bias -> a new (..., out): float32 C-contiguous x and weight (out, in), read in
+        place (a memory-mapped checkpoint's view is fine); bias (out,) or None."""
+        x, weight, bias = OPS["linear"].checks(x, weight, bias, for_c=True)
+        y = np.empty((*x.shape[:-1], weight.shape[0]), np.float32)
+        return self._run("linear", y, x, weight, bias, math.prod(x.shape[:-1]), *weight.shape)
+
+    def encoder_attention(self, qkv: np.ndarray, offsets, heads: int, scale: float) -> np.ndarray:
+        """Bidirectional attention of packed sequences -> a new (rows, heads * dh): qkv float32 C-contiguous
+        (rows, 3 * heads * dh), each row q | k | v; sequence s is rows offsets[s] .. offsets[s + 1] - 1."""
+        qkv, offsets, heads, scale = OPS["encoder_attention"].checks(qkv, offsets, heads, scale, for_c=True)
+        out = np.empty((qkv.shape[0], qkv.shape[1] // 3), np.float32)
+        return self._run("encoder_attention", out, qkv, offsets, offsets.size - 1, heads, out.shape[1] // heads,
+                         scale)
+
     # ---- decoder rows, in ggml's float order (csrc/decoder_kernels.c)
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -294,37 +240,26 @@ class KernelLibrary(LibrarySettings):
 
     def qmatmul(self, blocks: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int, in_features: int,
                 out: np.ndarray | None = None) -> np.ndarray:
-        """x @ W.T for W stored as GGML blocks, which are read in place (never expanded to floats).
+        """x @ W.T for W stored as GGML blocks, read in place (never expanded to floats): blocks uint8
+        (out_features, bytes_per_row), e.g. a zero-copy view of a GGUF tensor (read-only, unaligned and rows further
+        apart than their bytes are fine); ggml_type an id or GGMLType (see `supports`); x float32 C-contiguous
+        (n, in_features) or (in_features,); out an optional float32 array of the result's shape, returned.
 
         x is quantized once per call to the activation format ggml pairs with the type (Q8_0, Q8_1 or Q8_K),
         then every output is integer dot products per block, scaled and summed in float32, in the order
         llama.cpp's CPU backend uses for that product (on x86 the K-quants' order depends on the weight's row
         count and on n, as llama.cpp's does: see vt_order in csrc/vt_internal.h and votive.quant.llama_orders).
-        The same bits for any thread count, and, for a given n, whatever x's other rows hold. To multiply by
-        the same weight many times (a decoder), `matrix` checks the weight once instead of per call.
-
-        Args:
-            blocks: uint8 (out_features, bytes_per_row), e.g. a zero-copy view of a GGUF tensor; read-only and
-                unaligned is fine, rows may be further apart than their bytes.
-            ggml_type: GGML type id of the weight, or its GGMLType (see `supports`).
-            x: float32 C-contiguous (n, in_features), or (in_features,) for one row.
-            out_features, in_features: the weight's shape.
-            out: optional float32 C-contiguous writable array of the result's shape, returned.
-
-        Returns:
-            float32 (n, out_features), or (out_features,) for a 1-D x. A NaN or inf in a row of x (in one
-            32- or 256-element block of it) makes that output row NaN.
+        The same bits for any thread count, and, for a given n, whatever x's other rows hold; a NaN or inf in a
+        row of x makes that output row NaN. `matrix` checks the weight once for many calls (a decoder).
         """
         type_id, stride, n, out = OPS["qmatmul"].checks(self.qmatmul_types, blocks, ggml_type, x, out_features,
                                                         in_features, out)
         return self._run("qmatmul", out, blocks, type_id, stride, x, n, out_features, in_features)
 
     def matrix(self, blocks: np.ndarray, ggml_type: int, out_features: int, in_features: int) -> QuantMatrix:
-        """The weight checked once and bound to qmatmul: `m = lib.matrix(...)`, then `m(x)` or `m(x, out)`.
-
-        A decoder multiplies by ~200 matrices per token, each call taking tens of microseconds: checking the
-        weight's layout every time would cost a noticeable share. The QuantMatrix keeps `blocks` alive.
-        """
+        """The weight checked once and bound to qmatmul: `m = lib.matrix(...)`, then `m(x)` or `m(x, out)` (a
+        decoder multiplies by ~200 matrices per token: checking each every time would cost a noticeable share).
+        The QuantMatrix keeps `blocks` alive."""
         weights = OPS["qmatmul_group"].checks(self.qmatmul_types, [(blocks, ggml_type, out_features)], in_features)
         return QuantMatrix(self._entries["qmatmul_group"], weights, in_features)
 
@@ -345,19 +280,11 @@ class KernelLibrary(LibrarySettings):
 
     def get_rows(self, blocks: np.ndarray, ggml_type: int, ids, in_features: int,
                  out: np.ndarray | None = None) -> np.ndarray:
-        """Rows `ids` of a GGML-stored matrix as float32, bit for bit ggml's dequantization (embedding lookup).
-
-        Args:
-            blocks: the matrix as stored: uint8 (rows, bytes_per_row) for block formats, or for F32 / F16 / BF16
-                an array of that element type (float32, float16, uint16 bits) of shape (rows, in_features).
-            ggml_type: GGML type id or GGMLType (quantized types of `supports`, and F32 0, F16 1, BF16 30).
-            ids: integer row ids, 1-D (a scalar gives one row); each in [0, rows).
-            in_features: elements per row.
-            out: optional float32 C-contiguous writable (len(ids), in_features), returned.
-
-        Returns:
-            float32 (len(ids), in_features).
-        """
+        """Rows `ids` (integers in [0, rows), 1-D or a scalar) of a GGML-stored matrix as float32 (len(ids),
+        in_features), bit for bit ggml's dequantization (embedding lookup). blocks: uint8 (rows, bytes_per_row) for
+        block formats, or for F32 / F16 / BF16 an array of that element type (float32, float16, uint16 bits);
+        ggml_type: an id or GGMLType (quantized types of `supports`, and F32 0, F16 1, BF16 30); out: optional
+        float32 C-contiguous writable (len(ids), in_features), returned."""
         type_id, stride, rows, ids, out = OPS["get_rows"].checks(self.get_rows_types, blocks, ggml_type, ids,
                                                                  in_features, out)
         status = self._call("get_rows", out, blocks, type_id, stride, rows, ids, ids.shape[0], in_features)
@@ -381,10 +308,8 @@ class KernelLibrary(LibrarySettings):
         return self._run("half_matmul", out, w, type_id, stride, x, n, out_features, in_features)
 
     def quantize_rows(self, x: np.ndarray, act_type: int) -> np.ndarray:
-        """Rows of x quantized to Q8_0 (8), Q8_1 (9) or Q8_K (15) as `qmatmul` does, in ggml's block layout.
-
-        Returns uint8 (rows, bytes_per_row): the bytes of votive.quant.codecs.quantize for that type.
-        """
+        """Rows of x quantized to Q8_0 (8), Q8_1 (9) or Q8_K (15) as `qmatmul` does, in ggml's block layout: uint8
+        (rows, bytes_per_row), the bytes of votive.quant.codecs.quantize for that type."""
         x, out = OPS["quantize_rows"].checks(x, act_type)
         return self._run("quantize_rows", out, act_type, x, *x.shape)
 
@@ -437,6 +362,30 @@ def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
 def softmax(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
     """Softmax over the last axis of x * scale + mask, in place: C when it takes x, else `softmax_ref`."""
     return _c_or_twin("softmax", (x, mask, scale), written=(x,))
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x @ weight.T + bias, a new array: C when it takes x and weight as they are (float32, C-contiguous), else
+    `linear_ref` (numpy's BLAS). See KernelLibrary.linear."""
+    lib = get()
+    if lib is not None and _c_input(x) and _c_input(weight):
+        return lib.linear(x, weight, bias)
+    row = OPS["linear"]
+    return row.twin(*row.checks(x, weight, bias, for_c=False))
+
+
+def encoder_attention(qkv: np.ndarray, offsets, heads: int, scale: float) -> np.ndarray:
+    """Attention of packed sequences: C when it takes qkv as it is, else `encoder_attention_ref`. See
+    KernelLibrary.encoder_attention."""
+    lib = get()
+    if lib is not None and _c_input(qkv):
+        return lib.encoder_attention(qkv, offsets, heads, scale)
+    row = OPS["encoder_attention"]
+    return row.twin(*row.checks(qkv, offsets, heads, scale, for_c=False))
+
+
+def _c_input(a) -> bool:
+    return type(a) is np.ndarray and a.dtype is kernel_args.FLOAT32 and a.flags.c_contiguous
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:

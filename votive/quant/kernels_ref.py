@@ -99,6 +99,31 @@ def softmax_ref(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.
 _QMATMUL_BAND = 256
 
 
+def linear_ref(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x @ weight.T + bias (nn.Linear; weight (out, in)) by numpy's BLAS: vt_linear's twin, within float rounding
+    of it (each output the same dot product, its terms summed in another order)."""
+    y = x @ weight.T  # (..., out)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def encoder_attention_ref(qkv: np.ndarray, offsets: np.ndarray, heads: int, scale: float) -> np.ndarray:
+    """vt_encoder_attention's twin: per packed sequence (rows offsets[s] .. offsets[s + 1] - 1 of qkv, each row
+    q | k | v of heads * dh) and head, softmax(q k^T * scale) v -> (rows, heads * dh)."""
+    d = qkv.shape[1] // 3
+    out = np.empty((qkv.shape[0], d), np.float32)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        if a == b:
+            continue
+        q, k, v = (qkv[a:b, i * d : (i + 1) * d].reshape(b - a, heads, -1).transpose(1, 0, 2) for i in range(3))
+        scores = (q @ k.transpose(0, 2, 1)) * np.float32(scale)  # (heads, len, len)
+        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        out[a:b] = (probs @ v).transpose(1, 0, 2).reshape(b - a, d)
+    return out
+
+
 def qmatmul_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """x @ W.T as ggml computes it for W in GGML blocks: each row of x quantized to the format ggml pairs with
     `ggml_type` (quants.quantize_q8), then quants.vec_dot against every weight row.

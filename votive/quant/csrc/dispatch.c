@@ -222,6 +222,88 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
     return VT_OK;
 }
 
+/* ---- dense products (dense_kernels.c) --------------------------------------------------------------------- */
+
+/* Blocks of M_BLOCK rows of x by N_PANEL rows of W: the rows of x (M_BLOCK * k floats, ~300 KB at k = 1536) stay
+ * in L2 while the panels pass; consecutive units share their rows of x. */
+#define M_BLOCK 48
+#define N_PANEL 16
+/* multiply-adds per grain: a few microseconds on one core (the pool's granularity) */
+#define DENSE_GRAIN_MACS 131072
+
+struct dense_job {
+    const struct vt_nn_kernels *k;
+    float *y;
+    const float *x, *w, *b;
+    int64_t m, n, cols, panels;
+};
+
+static void dense_part(void *arg, int64_t begin, int64_t end) {
+    struct dense_job *j = arg;
+    for (int64_t u = begin; u < end; u++) {
+        int64_t r0 = u / j->panels * M_BLOCK, n0 = u % j->panels * N_PANEL;
+        int64_t r1 = r0 + M_BLOCK < j->m ? r0 + M_BLOCK : j->m, n1 = n0 + N_PANEL < j->n ? n0 + N_PANEL : j->n;
+        j->k->dense_block(j->y, j->x, j->w, j->b, j->n, j->cols, r0, r1, n0, n1);
+    }
+}
+
+VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k) {
+    if (m < 0 || n < 0 || k < 0 || (m * n > 0 && !y) || (m * k > 0 && !x) || (n * k > 0 && !w))
+        return VT_EINVAL;
+    if (m == 0 || n == 0)
+        return VT_OK;
+    struct dense_job job = {vt_nn(), y, x, w, b, m, n, k, (n + N_PANEL - 1) / N_PANEL};
+    int64_t rows = m < M_BLOCK ? m : M_BLOCK, unit = rows * N_PANEL * (k > 0 ? k : 1);
+    vt_parallel_for((m + M_BLOCK - 1) / M_BLOCK * job.panels, 1 + DENSE_GRAIN_MACS / unit, dense_part, &job);
+    return VT_OK;
+}
+
+struct encoder_attention_job {
+    const struct vt_nn_kernels *k;
+    float *out;
+    const float *qkv;
+    const int64_t *offsets;
+    int64_t heads, dh, scratch;
+    float scale;
+    atomic_int failed; /* a part could not have its scratch */
+};
+
+static void encoder_attention_part(void *arg, int64_t begin, int64_t end) {
+    struct encoder_attention_job *j = arg;
+    float *scratch = malloc((size_t)j->scratch * sizeof(float));
+    if (!scratch) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    const int64_t dim = j->heads * j->dh;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t s = u / j->heads, h = u % j->heads;
+        j->k->encoder_attend(j->out, j->qkv, j->qkv + dim, j->qkv + 2 * dim, 3 * dim, j->heads, j->dh,
+                             j->offsets[s], j->offsets[s + 1] - j->offsets[s], h, j->scale, scratch);
+    }
+    free(scratch);
+}
+
+VT_API int vt_encoder_attention(float *out, const float *qkv, const int64_t *offsets, int64_t n_seqs, int64_t heads,
+                                int64_t dh, float scale) {
+    if (n_seqs < 0 || heads < 1 || dh < 1 || !offsets || !(scale == scale) || offsets[0] != 0)
+        return VT_EINVAL;
+    int64_t longest = 0;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        const int64_t len = offsets[s + 1] - offsets[s];
+        if (len < 0)
+            return VT_EINVAL;
+        longest = len > longest ? len : longest;
+    }
+    if (offsets[n_seqs] > 0 && (!out || !qkv))
+        return VT_EINVAL;
+    const int64_t len_p = longest + 64; /* rounded up to a vector, with room */
+    struct encoder_attention_job job = {vt_nn(), out, qkv, offsets, heads, dh, dh * len_p + len_p, scale, 0};
+    const int64_t mean = n_seqs ? offsets[n_seqs] / n_seqs : 0, cost = mean * mean * dh + 1;
+    vt_parallel_for(n_seqs * heads, 1 + 16384 / cost, encoder_attention_part, &job);
+    return atomic_load(&job.failed) ? VT_ENOMEM : VT_OK;
+}
+
 /* ---- decoder kernels (decoder_kernels.c) ---------------------------------------------------------------- */
 
 #define DECODER_GRAIN 8192 /* elements */

@@ -1,5 +1,6 @@
-/* encoder_q8.c: Q8_0 weights times float activations for the encoders (votive.models.bert quantized at load),
- * as a tiled matrix product on AVX512-VNNI. The decoders' Q8_0 kernel (quant_kernels.c) follows ggml's
+/* encoder_q8.c: the encoders' int8 products on AVX512-VNNI (votive.models.bert quantized at load): Q8_0 weights
+ * (vt_eq8_matmul, here first) and int8 weights with one scale per row (vt_i8_matmul, below), times float
+ * activations quantized on the way, as tiled matrix products. The decoders' Q8_0 kernel (quant_kernels.c) follows ggml's
  * summation order so a GGUF decoder gives llama.cpp's logits bit for bit; it handles one weight block at a time
  * in 256-bit vectors. An encoder batch is a real matrix product (hundreds of rows), and its reference is the float
  * model, so here the same numbers (the weights' Q8_0 blocks, the activations quantized to Q8_0 blocks as ggml
@@ -182,6 +183,194 @@ EQ8_TARGET static void matmul_part(void *arg, int64_t begin, int64_t end) {
     }
 }
 
+/* ---- per-channel int8: one scale per weight row and one per activation row ----------------------------------
+ *
+ *   y[r][n] = s_a[r] * s_w[n] * (sum over k of q_a[r][k] * q_w[n][k]) + b[n]
+ *
+ * q_w = round(W / s_w), s_w = max|W[n]| / 127, made once at load (votive.backends.numpy_linears.EncoderI8Linear);
+ * q_a likewise per row of x, here, on every call. The whole row's integer sum is exact (dpbusd on the activations
+ * offset by 128, 128 * sum(q_w[n]) taken off at the end), so one conversion to float per output, where Q8_0 pays
+ * one per 32 products: four times the multiply-adds per instruction of a float product. Tiles of up to 6 activation
+ * rows by 4 weight rows (24 integer accumulators), blocked over m and n as vt_linear is. */
+
+#define I8_ROWS 4
+#define I8_M_BLOCK 64
+#define I8_N_PANEL 16
+#define I8_GRAIN_MACS 524288
+
+struct i8_quantize_job {
+    const float *x;
+    uint8_t *q;
+    float *s;
+    int64_t k;
+};
+
+/* s = max|x| / 127 and q = round-to-nearest-even(x * (127 / max|x|)) + 128, per row; a zero row: s = 0, q = 128;
+ * a row with inf or NaN: s = NaN */
+EQ8_TARGET static void i8_quantize_part(void *arg, int64_t begin, int64_t end) {
+    const struct i8_quantize_job *j = arg;
+    const int64_t k = j->k;
+    for (int64_t r = begin; r < end; r++) {
+        const float *x = j->x + r * k;
+        __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps(); /* bad: x * 0, NaN where x is inf or NaN */
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
+        }
+        const float amax = _mm512_reduce_max_ps(m), inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        /* a row holding inf or NaN gets a NaN scale, so its outputs are NaN (max alone would drop a NaN) */
+        j->s[r] = _mm512_reduce_add_ps(bad) == 0.0f ? amax / 127.0f : NAN;
+        const __m512 scale = _mm512_set1_ps(inv);
+        uint8_t *q = j->q + r * k;
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), scale);
+            __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
+            _mm_mask_storeu_epi8(q + i, lanes, _mm512_cvtepi32_epi8(_mm512_add_epi32(qi, _mm512_set1_epi32(128))));
+        }
+    }
+}
+
+struct i8_job {
+    const int8_t *wq;
+    const float *ws, *b;
+    const int32_t *wsum;
+    const uint8_t *aq;
+    const float *as;
+    float *y;
+    int64_t m, n, k, panels;
+};
+
+/* eq8_sum4 for integer lanes: [sum a[0], .., sum a[3]], exact */
+EQ8_TARGET static inline __m128i i8_sum4(const __m512i a[4]) {
+    __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpackhi_epi32(a[0], a[1]));
+    __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2], a[3]), _mm512_unpackhi_epi32(a[2], a[3]));
+    __m512i q = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(q), _mm512_extracti64x4_epi64(q, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+/* R rows of activation quants a (row stride k) by C rows of weight quants w, 64 bytes of k from each; the tail
+ * step loads only the bytes left (`bytes`), zeros beyond them adding nothing */
+#define I8_STEP(LOAD)                                                                                              \
+    do {                                                                                                           \
+        __m512i wv[4];                                                                                             \
+        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) wv[c] = LOAD(w + c * k + i);                           \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                                      \
+            const __m512i av = LOAD(a + r * k + i);                                                                \
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], av, wv[c]); \
+        }                                                                                                          \
+    } while (0)
+#define I8_FULL(p) _mm512_loadu_si512((const void *)(p))
+#define I8_TAIL(p) _mm512_maskz_loadu_epi8(bytes, (const void *)(p))
+
+/* R activation rows from r0 by C weight rows from n0, the whole k, into y; pf: the next weight rows to fetch
+ * into cache alongside, or NULL */
+EQ8_TARGET static inline __attribute__((always_inline)) void i8_tile(const struct i8_job *j, int64_t r0, int64_t n0,
+                                                                    const int8_t *pf, const int R, const int C) {
+    const int64_t k = j->k;
+    const uint8_t *a = j->aq + r0 * k;
+    const int8_t *w = j->wq + n0 * k;
+    __m512i acc[I8_ROWS][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++)
+            acc[r][c] = _mm512_setzero_si512();
+    int64_t i = 0;
+    if (pf)
+        for (; i + 64 <= k; i += 64) {
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                __builtin_prefetch(pf + c * k + i);
+            I8_STEP(I8_FULL);
+        }
+    for (; i + 64 <= k; i += 64)
+        I8_STEP(I8_FULL);
+    if (i < k) {
+        const __mmask64 bytes = ((__mmask64)1 << (k - i)) - 1;
+        I8_STEP(I8_TAIL);
+    }
+    const __mmask8 cols = (__mmask8)((1u << C) - 1);
+    const __m128i offset = _mm_slli_epi32(_mm_maskz_loadu_epi32(cols, j->wsum + n0), 7); /* 128 * sum(q_w) */
+    const __m128 ws = _mm_maskz_loadu_ps(cols, j->ws + n0);
+    const __m128 bias = j->b ? _mm_maskz_loadu_ps(cols, j->b + n0) : _mm_setzero_ps();
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(i8_sum4(acc[r]), offset));
+        v = _mm_mul_ps(v, _mm_mul_ps(_mm_set1_ps(j->as[r0 + r]), ws));
+        if (j->b)
+            v = _mm_add_ps(v, bias);
+        _mm_mask_storeu_ps(j->y + (r0 + r) * j->n + n0, cols, v);
+    }
+}
+
+#define I8_TILE_CASE(R, C)                                                                                         \
+    case R: i8_tile(j, r, n0, pf, (R) <= I8_ROWS ? (R) : 1, C); break
+#define I8_ROWS_AGAINST(C)                                                                                         \
+    do {                                                                                                           \
+        const int8_t *pf = n0 + 8 <= j->n ? j->wq + (n0 + 4) * j->k : NULL;                                        \
+        const int64_t rows = r1 - r0, tiles = (rows + I8_ROWS - 1) / I8_ROWS;                                      \
+        for (int64_t t = 0, r = r0; t < tiles; t++, pf = NULL) {                                                   \
+            const int64_t h = rows / tiles + (t < rows % tiles);                                                   \
+            switch (h) {                                                                                           \
+                I8_TILE_CASE(6, C);                                                                                \
+                I8_TILE_CASE(5, C);                                                                                \
+                I8_TILE_CASE(4, C);                                                                                \
+                I8_TILE_CASE(3, C);                                                                                \
+                I8_TILE_CASE(2, C);                                                                                \
+            default: i8_tile(j, r, n0, pf, 1, C); break;                                                           \
+            }                                                                                                      \
+            r += h;                                                                                                \
+        }                                                                                                          \
+    } while (0)
+
+EQ8_TARGET static void i8_part(void *arg, int64_t begin, int64_t end) {
+    const struct i8_job *j = arg;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t r0 = u / j->panels * I8_M_BLOCK, r1 = r0 + I8_M_BLOCK < j->m ? r0 + I8_M_BLOCK : j->m;
+        const int64_t p0 = u % j->panels * I8_N_PANEL, p1 = p0 + I8_N_PANEL < j->n ? p0 + I8_N_PANEL : j->n;
+        for (int64_t n0 = p0; n0 < p1; n0 += 4) {
+            switch (p1 - n0 < 4 ? p1 - n0 : 4) {
+            case 4: I8_ROWS_AGAINST(4); break;
+            case 3: I8_ROWS_AGAINST(3); break;
+            case 2: I8_ROWS_AGAINST(2); break;
+            default: I8_ROWS_AGAINST(1); break;
+            }
+        }
+    }
+}
+
+/* y (m, n) = x (m, k) times the int8 weight (wq (n, k), row scales ws (n,), row sums of quants wsum (n,))
+ * transposed, + b (n,) or NULL. VT_EUNSUPPORTED without AVX512-VNNI, VT_ENOMEM when the scratch cannot be had. */
+VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+                        int64_t m, const float *b, float *y) {
+    if (n < 0 || k < 0 || m < 0 || k > (1 << 24) || ((n * k > 0) && !wq) || (n > 0 && (!ws || !wsum)) ||
+        (m * k > 0 && !x) || (m * n > 0 && !y))
+        return VT_EINVAL;
+    if (!eq8_cpu())
+        return VT_EUNSUPPORTED;
+    if (m == 0 || n == 0)
+        return VT_OK;
+    uint8_t *aq = malloc((size_t)(m * (k > 0 ? k : 1)));
+    float *as = malloc((size_t)m * sizeof(float));
+    if (!aq || !as) {
+        free(aq);
+        free(as);
+        return VT_ENOMEM;
+    }
+    struct i8_quantize_job qj = {x, aq, as, k};
+    vt_parallel_for(m, 1 + 16384 / (k > 0 ? k : 1), i8_quantize_part, &qj);
+    struct i8_job job = {wq, ws, b, wsum, aq, as, y, m, n, k, (n + I8_N_PANEL - 1) / I8_N_PANEL};
+    const int64_t rows = m < I8_M_BLOCK ? m : I8_M_BLOCK, unit = rows * I8_N_PANEL * (k > 0 ? k : 1);
+    vt_parallel_for((m + I8_M_BLOCK - 1) / I8_M_BLOCK * job.panels, 1 + I8_GRAIN_MACS / unit, i8_part, &job);
+    free(aq);
+    free(as);
+    return VT_OK;
+}
+
 VT_API int vt_eq8_supported(void) { return eq8_cpu(); }
 
 /* y (m, n) = x (m, k) times the Q8_0 weight (wq (n, k) int8, wd (n, k / 32) float) transposed; we (n, k / 32) is
@@ -217,6 +406,12 @@ VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int
 }
 
 #else /* not x86-64: the Python side keeps the decoders' Q8_0 kernel */
+
+VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+                        int64_t m, const float *b, float *y) {
+    (void)wq, (void)ws, (void)wsum, (void)n, (void)k, (void)x, (void)m, (void)b, (void)y;
+    return VT_EUNSUPPORTED;
+}
 
 VT_API int vt_eq8_supported(void) { return 0; }
 

@@ -13,6 +13,7 @@
  *                   the split of rows over threads; the arithmetic lives in the per-ISA files).
  *   simd.h          one vector type and the vector math (exp, normal tail) on GCC vector extensions.
  *   nn_kernels.c    elementwise and row kernels (GELU, LayerNorm, softmax), compiled once per ISA.
+ *   dense_kernels.c float matrix products x W^T (the encoders' linears), compiled once per ISA.
  *   quant_kernels.c products of GGML-quantized matrices with float activations and row gathers, compiled
  *                   once per ISA; its SIMD dot products live in quant_x86.h and quant_neon.h.
  *   half_kernels.c  products with F16 / BF16 matrices in llama.cpp's order, compiled once per ISA; their
@@ -34,7 +35,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 6
+#define VT_ABI_VERSION 7
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -94,6 +95,16 @@ VT_API int vt_layer_norm(float *out, const float *x, const float *residual, cons
  * A row whose every entry is -inf comes out NaN, as numpy and PyTorch give. */
 VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                       int64_t rows, int64_t cols);
+
+/* y (m, n) = x (m, k) W^T + b, for W (n, k) as nn.Linear stores it and b (n,) or NULL; all float32, C order.
+ * Each output is a dot product summed in a fixed order per ISA (not BLAS's order: within float rounding of it). */
+VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k);
+
+/* Bidirectional attention of packed sequences (an encoder's batch without its padding): qkv (rows, 3 * heads * dh)
+ * holds each row's q | k | v; sequence s is rows offsets[s] .. offsets[s + 1] - 1 (offsets: n_seqs + 1 entries,
+ * non-decreasing from 0). out (rows, heads * dh) = softmax(q k^T * scale) v per sequence and head. */
+VT_API int vt_encoder_attention(float *out, const float *qkv, const int64_t *offsets, int64_t n_seqs, int64_t heads,
+                                int64_t dh, float scale);
 
 /* ---- decoder row kernels, in ggml's float order (decoder_kernels.c says why) ------------------------- */
 
@@ -230,6 +241,12 @@ VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_laye
 VT_API int vt_eq8_supported(void);
 VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int64_t n, int64_t k, const float *x,
                          int64_t n_rows, float *y);
+
+/* y (m, n) = x (m, k) times an int8 weight with one scale per row (wq (n, k) int8, ws (n,) scales, wsum (n,) sums
+ * of each row's quants) transposed, + b (n,) or NULL; x quantized per row to int8 (scale max|x| / 127) on the way,
+ * every output's integer sum exact (csrc/encoder_q8.c). VT_EUNSUPPORTED where vt_eq8_supported() is 0. */
+VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+                        int64_t m, const float *b, float *y);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
  * "neon", "neon+dotprod" or "scalar". */

@@ -36,6 +36,12 @@ struct vt_nn_kernels {
     /* first_row is the index of row 0 of x in the whole job, for picking its mask row */
     void (*softmax_rows)(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                          int64_t first_row, int64_t rows, int64_t cols);
+    /* y[r0:r1, n0:n1] of y (m, n) = x (m, k) W (n, k)^T + b (b may be NULL): dense_kernels.c */
+    void (*dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k, int64_t r0,
+                        int64_t r1, int64_t n0, int64_t n1);
+    /* one head of one packed sequence's bidirectional attention: dense_kernels.c */
+    void (*encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride, int64_t heads,
+                           int64_t dh, int64_t row0, int64_t len, int64_t h, float scale, float *scratch);
 };
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,0 +1,181 @@
+/* dense_kernels.c: y = x W^T + b for float32 x (m, k) and W (n, k) as nn.Linear stores it, the encoders' matrix
+ * products. Compiled once per ISA (see simd.h); dispatch.c's vt_linear splits the work over threads.
+ *
+ * Every output is the dot product of two contiguous rows, so W is read in place (a memory-mapped checkpoint is
+ * never packed or copied). A tile of TILE_ROWS rows of x by TILE_COLS rows of W keeps one accumulator vector per
+ * output: each step loads TILE_ROWS + TILE_COLS vectors for TILE_ROWS * TILE_COLS multiply-adds, and each tile's
+ * lane sums are taken once, at the end of k. The slow twin: x @ W.T + b in numpy (kernels_ref.linear_ref).
+ *
+ * Work is cut into blocks of M_BLOCK rows of x by N_PANEL rows of W. A block's rows of x stay in L2 while the
+ * panels pass; within a panel each group of TILE_COLS rows of W stays in L1 while the block's tiles pass.
+ * Float sums are in a fixed order per ISA (lanes, then lanes summed), independent of the threads' split.
+ */
+#include "simd.h"
+#include "vt_internal.h"
+
+#if VT_VEC_BYTES == 64 || defined(__aarch64__)
+#define TILE_ROWS 6 /* 24 accumulators + 6 rows of x + 1 of W: 31 of 32 vector registers */
+#else
+#define TILE_ROWS 3 /* 16 registers (AVX2, SSE2): 12 accumulators + 3 + 1 */
+#endif
+#define TILE_COLS 4
+
+/* The lane sums of four accumulators. */
+static inline void sum4(const vf acc[TILE_COLS], float out[TILE_COLS]) {
+#if defined(VT_ISA_AVX512)
+    const __m512 a0 = (__m512)acc[0], a1 = (__m512)acc[1], a2 = (__m512)acc[2], a3 = (__m512)acc[3];
+    __m512 a01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 a23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    /* per 128-bit quarter: a01 = [x0, x1, x0, x1], a23 = [x2, x3, x2, x3] (partial sums) */
+    __m512 q = _mm512_add_ps(_mm512_shuffle_ps(a01, a23, 0x44), _mm512_shuffle_ps(a01, a23, 0xee));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(q), _mm512_extractf32x8_ps(q, 1));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+#elif defined(VT_ISA_AVX2)
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps((__m256)acc[0], (__m256)acc[1]),
+                              _mm256_hadd_ps((__m256)acc[2], (__m256)acc[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+#else
+    for (int c = 0; c < TILE_COLS; c++)
+        out[c] = v_hsum(acc[c]);
+#endif
+}
+
+/* R rows of x (from x) by C rows of W (from w), the whole k, into y (row stride ldy); b: C biases or NULL.
+ * pf: the next TILE_COLS rows of W, fetched into cache alongside (NULL: none). R and C are constants where it is
+ * inlined, so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void tile(const float *x, const float *w, const float *b, float *y,
+                                                       const float *pf, int64_t k, int64_t ldy, const int R,
+                                                       const int C) {
+    vf acc[TILE_ROWS][TILE_COLS];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < TILE_COLS; c++) /* all four: sum4 reads four */
+            acc[r][c] = v_splat(0.0f);
+    int64_t i = 0;
+    for (; i + VT_LANES <= k; i += VT_LANES) {
+        vf xv[TILE_ROWS];
+        if (pf)
+#pragma GCC unroll 4
+            for (int c = 0; c < TILE_COLS; c++)
+                __builtin_prefetch(pf + c * k + i);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            xv[r] = v_load(x + r * k + i);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const vf wv = v_load(w + c * k + i);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)
+                acc[r][c] += xv[r] * wv; /* contracted to a multiply-add where the ISA has one */
+        }
+    }
+    if (i < k) { /* the tail, zero-padded: zeros add nothing */
+        vf xv[TILE_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            xv[r] = v_load_tail(x + r * k + i, k - i, 0.0f);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++) {
+            const vf wv = v_load_tail(w + c * k + i, k - i, 0.0f);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)
+                acc[r][c] += xv[r] * wv; /* contracted to a multiply-add where the ISA has one */
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        float s[TILE_COLS];
+        sum4(acc[r], s);
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            y[r * ldy + c] = b ? s[c] + b[c] : s[c];
+    }
+}
+
+/* rows [r0, r1) of x against C rows of W starting at n0, in tiles of as even a height as TILE_ROWS allows (20
+ * rows: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2, whose last tile loads almost as much as it multiplies). The first
+ * tile fetches the next group's rows of W: a short text's product streams W from memory once, faster than the
+ * hardware prefetcher alone brings it. */
+#define TILE_CASE(R, C)                                                                                            \
+    case R: tile(x + r * k, wn, bn, y + r * n + n0, pf, k, n, (R) <= TILE_ROWS ? (R) : 1, C); break
+#define ROWS_AGAINST(C)                                                                                            \
+    do {                                                                                                           \
+        const float *pf = n0 + 2 * TILE_COLS <= n ? wn + TILE_COLS * k : NULL;                                     \
+        const int64_t rows = r1 - r0, tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;                                  \
+        for (int64_t t = 0, r = r0; t < tiles; t++, pf = NULL) {                                                   \
+            const int64_t h = rows / tiles + (t < rows % tiles);                                                   \
+            switch (h) {                                                                                           \
+                TILE_CASE(6, C);                                                                                   \
+                TILE_CASE(5, C);                                                                                   \
+                TILE_CASE(4, C);                                                                                   \
+                TILE_CASE(3, C);                                                                                   \
+                TILE_CASE(2, C);                                                                                   \
+            default: tile(x + r * k, wn, bn, y + r * n + n0, pf, k, n, 1, C); break;                               \
+            }                                                                                                      \
+            r += h;                                                                                                \
+        }                                                                                                          \
+    } while (0)
+
+/* y[r0:r1, n0:n1] of y = x W^T + b (b may be NULL); y has n columns. */
+static void dense_block(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k, int64_t r0,
+                        int64_t r1, int64_t n0, int64_t n1) {
+    for (; n0 < n1; n0 += TILE_COLS) {
+        const float *wn = w + n0 * k, *bn = b ? b + n0 : NULL;
+        switch (n1 - n0 < TILE_COLS ? n1 - n0 : TILE_COLS) {
+        case 4: ROWS_AGAINST(4); break;
+        case 3: ROWS_AGAINST(3); break;
+        case 2: ROWS_AGAINST(2); break;
+        default: ROWS_AGAINST(1); break;
+        }
+    }
+}
+
+void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k,
+                               int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
+    dense_block(y, x, w, b, n, k, r0, r1, n0, n1);
+}
+
+/* ---- bidirectional attention of packed sequences (the encoders') --------------------------------------------
+ * One head of one sequence: rows row0 .. row0 + len - 1 of q, k and v (each row `stride` floats apart, the head's
+ * dh values at column h * dh), no padding anywhere, so no mask: softmax(q k^T * scale) v into out (row stride
+ * heads * dh). The keys are first laid out transposed in scratch (dh rows of len_p = len rounded up to a vector),
+ * so each query's scores come a vector of keys at a time; the lanes past len are -inf, which exp sends to 0.
+ * scratch: dh * len_p + len_p floats. The slow twin: kernels_ref.encoder_attention_ref. */
+void VT_SUFFIX(vt_encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride,
+                                  int64_t heads, int64_t dh, int64_t row0, int64_t len, int64_t h, float scale,
+                                  float *scratch) {
+    const int64_t len_p = (len + VT_LANES - 1) / VT_LANES * VT_LANES;
+    float *kt = scratch, *p = scratch + dh * len_p;
+    for (int64_t j = 0; j < len_p; j++)
+        for (int64_t d = 0; d < dh; d++)
+            kt[d * len_p + j] = j < len ? k[(row0 + j) * stride + h * dh + d] : 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        const float *qi = q + (row0 + i) * stride + h * dh;
+        vf mx = v_splat(-INFINITY);
+        for (int64_t j = 0; j < len_p; j += VT_LANES) {
+            vf s = v_splat(0.0f);
+            for (int64_t d = 0; d < dh; d++)
+                s += v_splat(qi[d]) * v_load(kt + d * len_p + j);
+            s = v_keep_first(s * scale, len - j, -INFINITY);
+            v_store(p + j, s);
+            mx = v_max(mx, s);
+        }
+        const float top = v_hmax(mx);
+        vf total = v_splat(0.0f);
+        for (int64_t j = 0; j < len_p; j += VT_LANES) {
+            vf e = v_exp(v_load(p + j) - top);
+            v_store(p + j, e);
+            total += e;
+        }
+        const float inv = 1.0f / v_hsum(total);
+        float *o = out + (row0 + i) * heads * dh + h * dh;
+        for (int64_t d = 0; d < dh; d += VT_LANES) {
+            const int64_t n = v_left(d, dh);
+            vf acc = v_splat(0.0f);
+            for (int64_t j = 0; j < len; j++)
+                acc += v_splat(p[j]) * v_load_n(v + (row0 + j) * stride + h * dh + d, n, 0.0f);
+            v_store_n(o + d, acc * inv, n);
+        }
+    }
+}
