@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -40,6 +41,10 @@ PASS_SENTENCES = {1: 16, 32: 64}
 INT8_ONNX = eb.WORK_DIR / "minilm-int8.onnx"
 # ORT's quantizer needs `onnx`, which only venv-st has: links to it (and ml_dtypes, which it imports) go here.
 ONNX_TOOLS = eb.WORK_DIR / "onnx-tools"
+# Idle time before each pass, so that it starts on free cores: a worker's threads go on spinning after its own pass
+# (ONNX Runtime's pool by default, votive's for 100 us), and without a pause the next stack's pass shares the cores
+# with them, as it never would in a function serving one model.
+SETTLE_S = 0.05
 # A quantized stack is a different computation; below this cosine to its float reference its speed means nothing.
 MIN_QUANT_COSINE = 0.9
 
@@ -55,6 +60,7 @@ def start(stack: eb.Stack, model: str, min_cosine: float = eb.MIN_COSINE) -> tup
 
 
 def one_pass(proc: subprocess.Popen, batch: int) -> float:
+    time.sleep(SETTLE_S)
     proc.stdin.write(f"{batch} {PASS_SENTENCES[batch]}\n")
     proc.stdin.flush()
     return float(proc.stdout.readline())

@@ -139,27 +139,69 @@ void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const f
 /* ---- bidirectional attention of packed sequences (the encoders') --------------------------------------------
  * One head of one sequence: rows row0 .. row0 + len - 1 of q, k and v (each row `stride` floats apart, the head's
  * dh values at column h * dh), no padding anywhere, so no mask: softmax(q k^T * scale) v into out (row stride
- * heads * dh). The keys are first laid out transposed in scratch (dh rows of len_p = len rounded up to a vector),
- * so each query's scores come a vector of keys at a time; the lanes past len are -inf, which exp sends to 0.
- * scratch: dh * len_p + len_p floats. The slow twin: kernels_ref.encoder_attention_ref. */
+ * heads * dh). The keys are first laid out transposed in scratch (dh rows of len_p = len rounded up to a
+ * vector), so each query's scores come several vectors of keys at a time; the lanes past len are -inf, which
+ * exp sends to 0. scratch: dh * len_p + len_p floats. The slow twin: kernels_ref.encoder_attention_ref. */
+#define ATT_BLOCKS 4 /* vectors of keys whose scores are held in registers at once */
+#define ATT_CHAINS 4 /* partial sums of the output over keys: independent multiply-adds in flight */
+
+/* s in every lane (simd.h's v_splat adds 0, which a compiler may not drop: -0 + 0 is +0) */
+static inline vf broadcast(float s) {
+    vf v;
+    for (int l = 0; l < VT_LANES; l++)
+        v[l] = s;
+    return v;
+}
+
+/* Scores of one query against keys j0 .. j0 + B vectors (B constant where inlined: the sums stay in registers),
+ * scaled, -inf past len, into p; their running max into mx. */
+static inline __attribute__((always_inline)) void score_keys(const float *qi, const float *kt, int64_t len_p,
+                                                             int64_t j0, int64_t dh, float scale, int64_t len,
+                                                             float *p, vf *mx, const int B) {
+    vf s[ATT_BLOCKS];
+#pragma GCC unroll 4
+    for (int b = 0; b < B; b++)
+        s[b] = v_splat(0.0f);
+    for (int64_t d = 0; d < dh; d++) {
+        const vf qd = broadcast(qi[d]);
+        const float *row = kt + d * len_p + j0;
+#pragma GCC unroll 4
+        for (int b = 0; b < B; b++)
+            s[b] += qd * v_load(row + b * VT_LANES);
+    }
+#pragma GCC unroll 4
+    for (int b = 0; b < B; b++) {
+        const int64_t left = len - j0 - b * VT_LANES;
+        const vf sb = left >= VT_LANES ? s[b] * scale : v_keep_first(s[b] * scale, left, -INFINITY);
+        v_store(p + j0 + b * VT_LANES, sb);
+        *mx = v_max(*mx, sb);
+    }
+}
+
 void VT_SUFFIX(vt_encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride,
                                   int64_t heads, int64_t dh, int64_t row0, int64_t len, int64_t h, float scale,
                                   float *scratch) {
-    const int64_t len_p = (len + VT_LANES - 1) / VT_LANES * VT_LANES;
+    const int64_t len_p = (len + VT_LANES - 1) / VT_LANES * VT_LANES, step = ATT_BLOCKS * VT_LANES;
     float *kt = scratch, *p = scratch + dh * len_p;
-    for (int64_t j = 0; j < len_p; j++)
+    for (int64_t j = 0; j < len; j++) { /* each key's row read once, whole */
+        const float *kj = k + (row0 + j) * stride + h * dh;
         for (int64_t d = 0; d < dh; d++)
-            kt[d * len_p + j] = j < len ? k[(row0 + j) * stride + h * dh + d] : 0.0f;
+            kt[d * len_p + j] = kj[d];
+    }
+    for (int64_t d = 0; d < dh; d++)
+        for (int64_t j = len; j < len_p; j++)
+            kt[d * len_p + j] = 0.0f;
     for (int64_t i = 0; i < len; i++) {
         const float *qi = q + (row0 + i) * stride + h * dh;
+        /* scores, up to ATT_BLOCKS vectors of keys at a time: each q[d] broadcast once for all of them */
         vf mx = v_splat(-INFINITY);
-        for (int64_t j = 0; j < len_p; j += VT_LANES) {
-            vf s = v_splat(0.0f);
-            for (int64_t d = 0; d < dh; d++)
-                s += v_splat(qi[d]) * v_load(kt + d * len_p + j);
-            s = v_keep_first(s * scale, len - j, -INFINITY);
-            v_store(p + j, s);
-            mx = v_max(mx, s);
+        for (int64_t j0 = 0; j0 < len_p; j0 += step) {
+            switch (len_p - j0 >= step ? ATT_BLOCKS : (len_p - j0) / VT_LANES) {
+            case 4: score_keys(qi, kt, len_p, j0, dh, scale, len, p, &mx, 4); break;
+            case 3: score_keys(qi, kt, len_p, j0, dh, scale, len, p, &mx, 3); break;
+            case 2: score_keys(qi, kt, len_p, j0, dh, scale, len, p, &mx, 2); break;
+            default: score_keys(qi, kt, len_p, j0, dh, scale, len, p, &mx, 1); break;
+            }
         }
         const float top = v_hmax(mx);
         vf total = v_splat(0.0f);
@@ -172,10 +214,19 @@ void VT_SUFFIX(vt_encoder_attend)(float *out, const float *q, const float *k, co
         float *o = out + (row0 + i) * heads * dh + h * dh;
         for (int64_t d = 0; d < dh; d += VT_LANES) {
             const int64_t n = v_left(d, dh);
-            vf acc = v_splat(0.0f);
-            for (int64_t j = 0; j < len; j++)
-                acc += v_splat(p[j]) * v_load_n(v + (row0 + j) * stride + h * dh + d, n, 0.0f);
-            v_store_n(o + d, acc * inv, n);
+            const float *vd = v + row0 * stride + h * dh + d;
+            vf acc[ATT_CHAINS];
+#pragma GCC unroll 4
+            for (int c = 0; c < ATT_CHAINS; c++)
+                acc[c] = v_splat(0.0f);
+            int64_t j = 0;
+            for (; j + ATT_CHAINS <= len; j += ATT_CHAINS)
+#pragma GCC unroll 4
+                for (int c = 0; c < ATT_CHAINS; c++)
+                    acc[c] += broadcast(p[j + c]) * v_load_n(vd + (j + c) * stride, n, 0.0f);
+            for (; j < len; j++)
+                acc[0] += broadcast(p[j]) * v_load_n(vd + j * stride, n, 0.0f);
+            v_store_n(o + d, ((acc[0] + acc[1]) + (acc[2] + acc[3])) * inv, n);
         }
     }
 }
