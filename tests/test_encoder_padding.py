@@ -1,7 +1,9 @@
-"""BERT's padding left out of the products (issue 15): a batch of texts of mixed lengths runs its linears, norms and
-GELU on the tokens' rows only (`bert.token_rows`), the padding put back as zeros for attention alone. Every
-token's hidden state must be the padded run's bit for bit, float and Q8_0 alike; a batch without padding takes
-the plain path. No timing is asserted."""
+"""BERT's padding left out of the products (issue 15): a batch of texts of mixed lengths runs its linears, norms,
+GELU and (with the numpy backend's `encoder_attention`) attention on the tokens' rows only (`bert.token_rows`,
+`bert.run_layers`), each text attending to its own rows. Every token's hidden state must be the padded, masked
+run's to float rounding (a float model), and the embeddings the same to a cosine of 1 - 1e-5 (0.999 for Q8_0,
+whose activation quants a rounding difference can move by a step); a batch without padding takes the plain path. No
+timing is asserted."""
 
 from __future__ import annotations
 
@@ -11,14 +13,21 @@ import numpy as np
 import pytest
 
 import votive
-from votive.backends import get_backend
+from votive.backends import get_backend, numpy_backend
 from votive.models import bert
+
+
+def _padded(monkeypatch):
+    """Every position computed, the padding masked in each block's attention (the path of backends without
+    `encoder_attention`)."""
+    monkeypatch.setattr(bert, "token_rows", lambda ops, mask: None)
+    monkeypatch.delattr(numpy_backend, "encoder_attention")
 
 
 def _hidden(encoder, texts, padded: bool, monkeypatch):
     """The encoder's last hidden states and mask for `texts`, padding skipped or (padded=True) computed."""
     if padded:
-        monkeypatch.setattr(bert, "token_rows", lambda ops, mask: None)
+        _padded(monkeypatch)
     ids = encoder.tokenize(texts)
     T = max(len(i) for i in ids)
     mask = np.array([[1] * len(i) + [0] * (T - len(i)) for i in ids], np.int64)
@@ -37,11 +46,15 @@ def test_skipping_the_padding_gives_each_token_the_padded_runs_numbers(minilm_di
     packed, mask = _hidden(enc, texts, False, monkeypatch)
     padded, _ = _hidden(enc, texts, True, monkeypatch)
     keep = mask.astype(bool)
-    assert np.array_equal(packed[keep], padded[keep])
+    if quantize is None:
+        assert np.abs(packed[keep] - padded[keep]).max() <= 2e-6 * np.abs(padded[keep]).max()
     assert not packed[~keep].any()  # the padding's states are zeros now, never read by pooling
     got = enc.embed(texts)
-    monkeypatch.setattr(bert, "token_rows", lambda ops, mask: None)
-    assert np.array_equal(got, enc.embed(texts))
+    _padded(monkeypatch)
+    want = enc.embed(texts)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    # Q8_0: a rounding difference moves an activation's quant by a step; still far closer than to the float model
+    assert cos.min() >= (1 - 1e-5 if quantize is None else 0.999)
 
 
 def test_token_rows_lists_the_tokens_and_is_none_without_padding():

@@ -521,6 +521,8 @@ def test_the_table_says_which_kernels_work_in_place(lib, rng):
         "qmatmul": (blocks, 8, np.zeros((2, 32), np.float32), 4, 32),
         "get_rows": (blocks, 8, [1], 32), "quantize_rows": (np.zeros((2, 32), np.float32), 8),
         "half_matmul": (np.zeros((4, 32), np.float16), 1, np.zeros((2, 32), np.float32), 4, 32),
+        "linear": (np.zeros((2, 8), np.float32), np.zeros((3, 8), np.float32)),
+        "encoder_attention": (np.zeros((3, 12), np.float32), [0, 1, 3], 2, 0.5),
     }
     assert set(calls) == set(kernels.OPS) - {"qmatmul_group"}  # that one runs behind matrix and group
     for op, args in calls.items():

@@ -77,13 +77,10 @@ encoder_linear = qlinear.EncoderQ8Linear.make
 # An encoder's float matrix quantized at load to int8 with one scale per row (`quantize="int8"`), multiplied by
 # csrc/encoder_q8.c's vt_i8_matmul (AVX512-VNNI) or its twin; also optional, looked up with getattr.
 encoder_int8_linear = qlinear.EncoderI8Linear
-
-
-def encoder_attention(qkv, offsets, heads: int, scale: float):
-    """Bidirectional attention of packed texts (`kernels.encoder_attention`, csrc/dense_kernels.c): qkv (N, 3D),
-    each row q | k | v; text s is rows offsets[s] .. offsets[s + 1] - 1 -> (N, D). An optional op like
-    `encoder_linear`: an encoder's batch runs without its padding end to end (votive.models.bert.run_layers)."""
-    return kernels.encoder_attention(np.ascontiguousarray(qkv, np.float32), offsets, heads, scale)
+# Bidirectional attention of packed texts (csrc/dense_kernels.c): qkv (N, 3D), each row q | k | v, text s at rows
+# offsets[s] .. offsets[s + 1] - 1 -> (N, D). Optional too: with it an encoder's batch runs without its padding
+# end to end (votive.models.bert.run_layers).
+encoder_attention = kernels.encoder_attention
 
 
 def embedding(table, ids):

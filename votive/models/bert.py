@@ -19,6 +19,7 @@ come from its config.json.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -266,8 +267,8 @@ def run_layers(ops, layers: list, x, mask, mask_bias):
     rows = token_rows(ops, mask)  # None: no padding (a single text, or texts of one length)
     attend = getattr(ops, "encoder_attention", None)  # an optional op, outside the OpSet every backend offers
     if attend is not None:
-        lengths = ops.to_numpy(mask).astype(bool).sum(axis=1)  # host data: the tokenizer's mask
-        offsets = ops.concatenate([ops.asarray([0], ops.int64), ops.asarray(lengths.cumsum(), ops.int64)])  # (B+1,)
+        lengths = ops.to_numpy(mask).astype(bool).sum(axis=1) if rows is not None else [T] * B  # host data
+        offsets = ops.asarray([0, *itertools.accumulate(int(n) for n in lengths)], ops.int64)  # (B+1,)
         packed = x.reshape(B * T, -1) if rows is None else x.reshape(B * T, -1)[rows]  # (N, D)
         for layer in layers:
             packed = layer.packed(packed, offsets, attend)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
-from votive.models.bert import LAYER_WEIGHTS, EncoderLayer, extended_mask
+from votive.models.bert import LAYER_WEIGHTS, EncoderLayer, extended_mask, run_layers
 from votive.text.tokenizer_json import read_json
 
 MODEL_TYPES = ("xlm-roberta", "roberta")  # config.json model_type values read here (the same math)
@@ -127,9 +127,7 @@ class XLMRobertaModel:
         x += w["type_embed"][0]  # the one token type
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
         mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T): 0 for tokens, finfo(float32).min for padding
-        for layer in self.layers:
-            x = layer(x, mask_bias)
-        return x
+        return run_layers(ops, self.layers, x, mask, mask_bias)  # (B, T, D): BERT's blocks, padding left out
 
     @property
     def hidden_size(self) -> int:

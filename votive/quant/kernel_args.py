@@ -79,6 +79,8 @@ def vector(op: str, name: str, v, length: int) -> np.ndarray | None:
     """An optional (length,) float operand as float32 C-contiguous (None stays None)."""
     if v is None:
         return None
+    if type(v) is np.ndarray and v.dtype is FLOAT32 and v.shape == (length,) and v.flags.c_contiguous:
+        return v  # as the kernel takes it (every call of an encoder's layers): no conversion to check
     v = np.asarray(v)
     if v.shape != (length,) or not np.issubdtype(v.dtype, np.floating):
         raise KernelError(f"{op}: {name} must be a float vector of shape ({length},), found {describe(v)}")
@@ -87,6 +89,8 @@ def vector(op: str, name: str, v, length: int) -> np.ndarray | None:
 
 def like(op: str, name: str, a, shape: tuple) -> np.ndarray:
     """A float operand of `shape` as float32 C-contiguous."""
+    if type(a) is np.ndarray and a.dtype is FLOAT32 and a.shape == shape and a.flags.c_contiguous:
+        return a
     a = np.asarray(a)
     if a.shape != shape or not np.issubdtype(a.dtype, np.floating):
         raise KernelError(f"{op}: {name} must be a float array of shape {shape}, found {describe(a)}")
@@ -151,7 +155,7 @@ def output(op: str, out, shape: tuple, for_c: bool = True, reads: tuple = (), sa
     if out.shape != shape:
         raise KernelError(f"{op}: out must have shape {shape}, found {out.shape}")
     for name, a in reads:
-        if a is None or not np.may_share_memory(out, a):
+        if a is None or (same_ok and a is out) or not np.may_share_memory(out, a):
             continue
         if not (same_ok and out.ctypes.data == a.ctypes.data and out.shape == a.shape and out.strides == a.strides):
             raise KernelError(f"{op}: out overlaps {name}" + (" without being the same array" if same_ok else ""))
