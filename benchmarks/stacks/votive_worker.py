@@ -33,7 +33,9 @@ class VotiveStack:
         seen, total = set(), 0
         for w in [model.w, *(layer.w for layer in model.layers)]:
             for value in w.values():
-                parts = [getattr(value, name, None) for name in ("quants", "scales", "offsets", "sums", "blocks", "weight")]
+                names = ("packed" if hasattr(value, "packed") else "quants", "scales", "offsets", "sums", "blocks",
+                         "weight")  # int8's quants are held packed only
+                parts = [getattr(value, name, None) for name in names]
                 for arr in [a for a in parts if a is not None] or [value]:
                     if id(arr) not in seen:
                         seen.add(id(arr))

@@ -208,16 +208,25 @@ class EncoderI8Linear:
 
         self.name = name
         self.out_features, self.in_features = weight.shape
-        self.scales, self.quants = quantize_rows_i8(np.asarray(weight, np.float32))  # (out,), (out, in) int8
-        self.sums = self.quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
+        self.scales, quants = quantize_rows_i8(np.asarray(weight, np.float32))  # (out,), (out, in) int8
+        self.sums = quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
+        self.packed = pack_i8(quants)  # the kernel's layout, the only copy of the quants kept
         lib = kernels.get()
         self._entry = None if lib is None else lib.vnni_entry("vt_i8_matmul")
+
+    @property
+    def quants(self) -> np.ndarray:
+        """The weight's quants (out, in) int8, from the packed layout (the twin and tests read them)."""
+        return unpack_i8(self.packed, self.out_features, self.in_features)
 
     @classmethod
     def concatenate(cls, linears: list):
         """The linears' rows stacked as one (an encoder's q, k and v: one product, one quantization of x), each
         output the same number as its own linear's; None unless all are EncoderI8Linear of one width."""
-        return _stacked(cls, linears, ("quants", "scales", "sums"))
+        fused = _stacked(cls, linears, ("scales", "sums"))
+        if fused is not None:  # rows stacked, then packed afresh (a part's rows need not fill its last block)
+            fused.packed = pack_i8(np.concatenate([lin.quants for lin in linears]))
+        return fused
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         from votive.quant.kernel_args import data_address, refusal
@@ -226,7 +235,7 @@ class EncoderI8Linear:
         if self._entry is None:
             return encoder_i8_reference(self.quants, self.scales, x)
         y = np.empty((x.shape[0], self.out_features), np.float32)  # (n, out)
-        status = self._entry(data_address(self.quants), data_address(self.scales), data_address(self.sums),
+        status = self._entry(data_address(self.packed), data_address(self.scales), data_address(self.sums),
                              self.out_features, self.in_features, data_address(x), x.shape[0], None,
                              data_address(y))
         if status != 0:
@@ -244,6 +253,20 @@ def quantize_rows_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scales = np.where(finite, amax / np.float32(127), np.float32(np.nan)).astype(np.float32)
         quants = np.rint(np.where(finite[:, None], x, 0) * inv[:, None]).astype(np.int8)  # ties to even
     return scales, quants
+
+
+def pack_i8(quants: np.ndarray) -> np.ndarray:
+    """(out, in) int8 quants in vt_i8_matmul's layout: blocks of 16 rows (output columns), and in each, for every 4
+    consecutive inputs, the 16 rows' 4 bytes (out / 16, in / 4, 16, 4), both padded with zero quants."""
+    out, k = quants.shape
+    padded = np.zeros((-(-out // 16) * 16, -(-k // 4) * 4), np.int8)
+    padded[:out, :k] = quants
+    return np.ascontiguousarray(padded.reshape(-1, 16, padded.shape[1] // 4, 4).transpose(0, 2, 1, 3))
+
+
+def unpack_i8(packed: np.ndarray, out: int, k: int) -> np.ndarray:
+    """`pack_i8`'s inverse: the (out, in) quants."""
+    return packed.transpose(0, 2, 1, 3).reshape(packed.shape[0] * 16, -1)[:out, :k]
 
 
 def encoder_i8_reference(quants: np.ndarray, scales: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -190,23 +190,28 @@ EQ8_TARGET static void matmul_part(void *arg, int64_t begin, int64_t end) {
  * q_w = round(W / s_w), s_w = max|W[n]| / 127, made once at load (votive.backends.numpy_linears.EncoderI8Linear);
  * q_a likewise per row of x, here, on every call. The whole row's integer sum is exact (dpbusd on the activations
  * offset by 128, 128 * sum(q_w[n]) taken off at the end), so one conversion to float per output, where Q8_0 pays
- * one per 32 products: four times the multiply-adds per instruction of a float product. Tiles of up to 6 activation
- * rows by 4 weight rows (24 integer accumulators), blocked over m and n as vt_linear is. */
+ * one per 32 products.
+ *
+ * The weight comes packed at load so that each 32-bit lane is one output column: blocks of 16 columns, and within
+ * a block, for each 4 consecutive k, the 16 columns' 4 bytes (wp[n / 16][k / 4][16][4], k and n padded with zero
+ * quants to multiples of 4 and 16). One dpbusd then adds 4 products to each of 16 outputs, with 4 bytes of an
+ * activation row broadcast to every lane: no sums across lanes at the end. Tiles of 4 activation rows by 4 blocks
+ * (64 columns): 16 accumulators, 4 weight loads and 4 broadcasts per 16 dpbusd (6 rows spill registers). */
 
 #define I8_ROWS 4
-#define I8_M_BLOCK 64
-#define I8_N_PANEL 16
+#define I8_BLOCKS 4 /* blocks of 16 columns per tile */
+#define I8_M_BLOCK 48
 #define I8_GRAIN_MACS 524288
 
 struct i8_quantize_job {
     const float *x;
     uint8_t *q;
     float *s;
-    int64_t k;
+    int64_t k, k4;
 };
 
-/* s = max|x| / 127 and q = round-to-nearest-even(x * (127 / max|x|)) + 128, per row; a zero row: s = 0, q = 128;
- * a row with inf or NaN: s = NaN */
+/* s = max|x| / 127 and q = round-to-nearest-even(x * (127 / max|x|)) + 128, per row (k4 bytes apart, the bytes past
+ * k set to 128, whose weights are zero); a zero row: s = 0, q = 128; a row with inf or NaN: s = NaN */
 EQ8_TARGET static void i8_quantize_part(void *arg, int64_t begin, int64_t end) {
     const struct i8_quantize_job *j = arg;
     const int64_t k = j->k;
@@ -223,148 +228,132 @@ EQ8_TARGET static void i8_quantize_part(void *arg, int64_t begin, int64_t end) {
         /* a row holding inf or NaN gets a NaN scale, so its outputs are NaN (max alone would drop a NaN) */
         j->s[r] = _mm512_reduce_add_ps(bad) == 0.0f ? amax / 127.0f : NAN;
         const __m512 scale = _mm512_set1_ps(inv);
-        uint8_t *q = j->q + r * k;
+        uint8_t *q = j->q + r * j->k4;
         for (int64_t i = 0; i < k; i += 16) {
             const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
             __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), scale);
             __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
             _mm_mask_storeu_epi8(q + i, lanes, _mm512_cvtepi32_epi8(_mm512_add_epi32(qi, _mm512_set1_epi32(128))));
         }
+        for (int64_t i = k; i < j->k4; i++)
+            q[i] = 128;
     }
 }
 
 struct i8_job {
-    const int8_t *wq;
+    const int8_t *wp;
     const float *ws, *b;
     const int32_t *wsum;
     const uint8_t *aq;
     const float *as;
     float *y;
-    int64_t m, n, k, panels;
+    int64_t m, n, k4, blocks, panels;
 };
 
-/* eq8_sum4 for integer lanes: [sum a[0], .., sum a[3]], exact */
-EQ8_TARGET static inline __m128i i8_sum4(const __m512i a[4]) {
-    __m512i a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpackhi_epi32(a[0], a[1]));
-    __m512i a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2], a[3]), _mm512_unpackhi_epi32(a[2], a[3]));
-    __m512i q = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
-    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(q), _mm512_extracti64x4_epi64(q, 1));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-
-/* R rows of activation quants a (row stride k) by C rows of weight quants w, 64 bytes of k from each; the tail
- * step loads only the bytes left (`bytes`), zeros beyond them adding nothing */
-#define I8_STEP(LOAD)                                                                                              \
-    do {                                                                                                           \
-        __m512i wv[4];                                                                                             \
-        _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) wv[c] = LOAD(w + c * k + i);                           \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                                      \
-            const __m512i av = LOAD(a + r * k + i);                                                                \
-            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], av, wv[c]); \
-        }                                                                                                          \
-    } while (0)
-#define I8_FULL(p) _mm512_loadu_si512((const void *)(p))
-#define I8_TAIL(p) _mm512_maskz_loadu_epi8(bytes, (const void *)(p))
-
-/* R activation rows from r0 by C weight rows from n0, the whole k, into y; pf: the next weight rows to fetch
- * into cache alongside, or NULL */
-EQ8_TARGET static inline __attribute__((always_inline)) void i8_tile(const struct i8_job *j, int64_t r0, int64_t n0,
-                                                                    const int8_t *pf, const int R, const int C) {
-    const int64_t k = j->k;
-    const uint8_t *a = j->aq + r0 * k;
-    const int8_t *w = j->wq + n0 * k;
-    __m512i acc[I8_ROWS][4];
+/* R activation rows from r0 by B blocks of 16 columns from block c0, the whole k, into y (R and B constants where
+ * inlined: the accumulators stay in registers) */
+EQ8_TARGET static inline __attribute__((always_inline)) void i8_tile(const struct i8_job *j, int64_t r0, int64_t c0,
+                                                                    const int R, const int B) {
+    const int64_t k4 = j->k4, groups = k4 / 4;
+    const uint8_t *a = j->aq + r0 * k4;
+    const int8_t *w = j->wp + c0 * 16 * k4; /* block c0's bytes, then block c0 + 1's, ... (16 * k4 bytes each) */
+    __m512i acc[I8_ROWS][I8_BLOCKS];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++)
+        for (int c = 0; c < B; c++)
             acc[r][c] = _mm512_setzero_si512();
-    int64_t i = 0;
-    if (pf)
-        for (; i + 64 <= k; i += 64) {
+    for (int64_t g = 0; g < groups; g++) {
+        __m512i wv[I8_BLOCKS];
 #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
-                __builtin_prefetch(pf + c * k + i);
-            I8_STEP(I8_FULL);
-        }
-    for (; i + 64 <= k; i += 64)
-        I8_STEP(I8_FULL);
-    if (i < k) {
-        const __mmask64 bytes = ((__mmask64)1 << (k - i)) - 1;
-        I8_STEP(I8_TAIL);
-    }
-    const __mmask8 cols = (__mmask8)((1u << C) - 1);
-    const __m128i offset = _mm_slli_epi32(_mm_maskz_loadu_epi32(cols, j->wsum + n0), 7); /* 128 * sum(q_w) */
-    const __m128 ws = _mm_maskz_loadu_ps(cols, j->ws + n0);
-    const __m128 bias = j->b ? _mm_maskz_loadu_ps(cols, j->b + n0) : _mm_setzero_ps();
+        for (int c = 0; c < B; c++)
+            wv[c] = _mm512_loadu_si512((const void *)(w + c * 16 * k4 + g * 64));
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        __m128 v = _mm_cvtepi32_ps(_mm_sub_epi32(i8_sum4(acc[r]), offset));
-        v = _mm_mul_ps(v, _mm_mul_ps(_mm_set1_ps(j->as[r0 + r]), ws));
-        if (j->b)
-            v = _mm_add_ps(v, bias);
-        _mm_mask_storeu_ps(j->y + (r0 + r) * j->n + n0, cols, v);
+        for (int r = 0; r < R; r++) {
+            const __m512i av = _mm512_set1_epi32(*(const int32_t *)(const void *)(a + r * k4 + g * 4));
+#pragma GCC unroll 4
+            for (int c = 0; c < B; c++)
+                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], av, wv[c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < B; c++) {
+        const int64_t n0 = (c0 + c) * 16, left = j->n - n0;
+        const __mmask16 cols = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __m512i offset = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cols, j->wsum + n0), 7); /* 128 sum q_w */
+        const __m512 ws = _mm512_maskz_loadu_ps(cols, j->ws + n0);
+        const __m512 bias = j->b ? _mm512_maskz_loadu_ps(cols, j->b + n0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][c], offset));
+            v = _mm512_mul_ps(v, _mm512_mul_ps(_mm512_set1_ps(j->as[r0 + r]), ws));
+            if (j->b)
+                v = _mm512_add_ps(v, bias);
+            _mm512_mask_storeu_ps(j->y + (r0 + r) * j->n + n0, cols, v);
+        }
     }
 }
 
-#define I8_TILE_CASE(R, C)                                                                                         \
-    case R: i8_tile(j, r, n0, pf, (R) <= I8_ROWS ? (R) : 1, C); break
-#define I8_ROWS_AGAINST(C)                                                                                         \
+#define I8_TILE_CASE(R, B)                                                                                         \
+    case R: i8_tile(j, r, c0, (R) <= I8_ROWS ? (R) : 1, B); break
+/* rows [r0, r1) against B blocks from c0, in tiles of as even a height as I8_ROWS allows */
+#define I8_ROWS_AGAINST(B)                                                                                         \
     do {                                                                                                           \
-        const int8_t *pf = n0 + 8 <= j->n ? j->wq + (n0 + 4) * j->k : NULL;                                        \
         const int64_t rows = r1 - r0, tiles = (rows + I8_ROWS - 1) / I8_ROWS;                                      \
-        for (int64_t t = 0, r = r0; t < tiles; t++, pf = NULL) {                                                   \
+        for (int64_t t = 0, r = r0; t < tiles; t++) {                                                              \
             const int64_t h = rows / tiles + (t < rows % tiles);                                                   \
             switch (h) {                                                                                           \
-                I8_TILE_CASE(6, C);                                                                                \
-                I8_TILE_CASE(5, C);                                                                                \
-                I8_TILE_CASE(4, C);                                                                                \
-                I8_TILE_CASE(3, C);                                                                                \
-                I8_TILE_CASE(2, C);                                                                                \
-            default: i8_tile(j, r, n0, pf, 1, C); break;                                                           \
+                I8_TILE_CASE(6, B);                                                                                \
+                I8_TILE_CASE(5, B);                                                                                \
+                I8_TILE_CASE(4, B);                                                                                \
+                I8_TILE_CASE(3, B);                                                                                \
+                I8_TILE_CASE(2, B);                                                                                \
+            default: i8_tile(j, r, c0, 1, B); break;                                                               \
             }                                                                                                      \
             r += h;                                                                                                \
         }                                                                                                          \
     } while (0)
 
+/* units: (a block of I8_M_BLOCK rows, a panel of I8_BLOCKS blocks of 16 columns) */
 EQ8_TARGET static void i8_part(void *arg, int64_t begin, int64_t end) {
     const struct i8_job *j = arg;
     for (int64_t u = begin; u < end; u++) {
         const int64_t r0 = u / j->panels * I8_M_BLOCK, r1 = r0 + I8_M_BLOCK < j->m ? r0 + I8_M_BLOCK : j->m;
-        const int64_t p0 = u % j->panels * I8_N_PANEL, p1 = p0 + I8_N_PANEL < j->n ? p0 + I8_N_PANEL : j->n;
-        for (int64_t n0 = p0; n0 < p1; n0 += 4) {
-            switch (p1 - n0 < 4 ? p1 - n0 : 4) {
-            case 4: I8_ROWS_AGAINST(4); break;
-            case 3: I8_ROWS_AGAINST(3); break;
-            case 2: I8_ROWS_AGAINST(2); break;
-            default: I8_ROWS_AGAINST(1); break;
-            }
+        const int64_t c0 = u % j->panels * I8_BLOCKS;
+        switch (j->blocks - c0 < I8_BLOCKS ? j->blocks - c0 : I8_BLOCKS) {
+        case 4: I8_ROWS_AGAINST(4); break;
+        case 3: I8_ROWS_AGAINST(3); break;
+        case 2: I8_ROWS_AGAINST(2); break;
+        default: I8_ROWS_AGAINST(1); break;
         }
     }
 }
 
-/* y (m, n) = x (m, k) times the int8 weight (wq (n, k), row scales ws (n,), row sums of quants wsum (n,))
- * transposed, + b (n,) or NULL. VT_EUNSUPPORTED without AVX512-VNNI, VT_ENOMEM when the scratch cannot be had. */
-VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+/* y (m, n) = x (m, k) times the int8 weight (wp packed as above from quants (n, k); row scales ws (n,); row sums of
+ * quants wsum (n,)) transposed, + b (n,) or NULL. VT_EUNSUPPORTED without AVX512-VNNI, VT_ENOMEM when the scratch
+ * cannot be had. */
+VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
                         int64_t m, const float *b, float *y) {
-    if (n < 0 || k < 0 || m < 0 || k > (1 << 24) || ((n * k > 0) && !wq) || (n > 0 && (!ws || !wsum)) ||
+    if (n < 0 || k < 0 || m < 0 || k > (1 << 24) || ((n * k > 0) && !wp) || (n > 0 && (!ws || !wsum)) ||
         (m * k > 0 && !x) || (m * n > 0 && !y))
         return VT_EINVAL;
     if (!eq8_cpu())
         return VT_EUNSUPPORTED;
     if (m == 0 || n == 0)
         return VT_OK;
-    uint8_t *aq = malloc((size_t)(m * (k > 0 ? k : 1)));
+    const int64_t k4 = (k + 3) / 4 * 4;
+    uint8_t *aq = malloc((size_t)(m * (k4 > 0 ? k4 : 1)));
     float *as = malloc((size_t)m * sizeof(float));
     if (!aq || !as) {
         free(aq);
         free(as);
         return VT_ENOMEM;
     }
-    struct i8_quantize_job qj = {x, aq, as, k};
+    struct i8_quantize_job qj = {x, aq, as, k, k4};
     vt_parallel_for(m, 1 + 16384 / (k > 0 ? k : 1), i8_quantize_part, &qj);
-    struct i8_job job = {wq, ws, b, wsum, aq, as, y, m, n, k, (n + I8_N_PANEL - 1) / I8_N_PANEL};
-    const int64_t rows = m < I8_M_BLOCK ? m : I8_M_BLOCK, unit = rows * I8_N_PANEL * (k > 0 ? k : 1);
+    const int64_t blocks = (n + 15) / 16;
+    struct i8_job job = {wp, ws, b, wsum, aq, as, y, m, n, k4, blocks, (blocks + I8_BLOCKS - 1) / I8_BLOCKS};
+    const int64_t rows = m < I8_M_BLOCK ? m : I8_M_BLOCK, unit = rows * I8_BLOCKS * 16 * (k4 > 0 ? k4 : 1);
     vt_parallel_for((m + I8_M_BLOCK - 1) / I8_M_BLOCK * job.panels, 1 + I8_GRAIN_MACS / unit, i8_part, &job);
     free(aq);
     free(as);
@@ -407,9 +396,9 @@ VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int
 
 #else /* not x86-64: the Python side keeps the decoders' Q8_0 kernel */
 
-VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
                         int64_t m, const float *b, float *y) {
-    (void)wq, (void)ws, (void)wsum, (void)n, (void)k, (void)x, (void)m, (void)b, (void)y;
+    (void)wp, (void)ws, (void)wsum, (void)n, (void)k, (void)x, (void)m, (void)b, (void)y;
     return VT_EUNSUPPORTED;
 }
 

@@ -242,10 +242,11 @@ VT_API int vt_eq8_supported(void);
 VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int64_t n, int64_t k, const float *x,
                          int64_t n_rows, float *y);
 
-/* y (m, n) = x (m, k) times an int8 weight with one scale per row (wq (n, k) int8, ws (n,) scales, wsum (n,) sums
- * of each row's quants) transposed, + b (n,) or NULL; x quantized per row to int8 (scale max|x| / 127) on the way,
- * every output's integer sum exact (csrc/encoder_q8.c). VT_EUNSUPPORTED where vt_eq8_supported() is 0. */
-VT_API int vt_i8_matmul(const int8_t *wq, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
+/* y (m, n) = x (m, k) times an int8 weight with one scale per row transposed, + b (n,) or NULL: wp its quants
+ * packed a lane per column (wp[n / 16][k / 4][16][4], k and n padded with zeros to multiples of 4 and 16; see
+ * csrc/encoder_q8.c), ws (n,) its scales, wsum (n,) the sums of each row's quants; x quantized per row to int8
+ * (scale max|x| / 127) on the way, every output's integer sum exact. VT_EUNSUPPORTED where vt_eq8_supported() is 0. */
+VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
                         int64_t m, const float *b, float *y);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
