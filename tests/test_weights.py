@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import mmap
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -151,7 +153,33 @@ def test_real_minilm_folder_matches_safetensors_library(minilm_dir):
         assert got.dtype == expected.dtype and np.array_equal(got, expected), name
         assert reaches_mmap(got), name
     assert store.conversions == 0
-    store.advise_willneed()  # a hint only; must not fail
+    store.advise_rows("embeddings.word_embeddings.weight")  # a hint only; must not fail
+
+
+def test_token_table_is_marked_read_by_rows(minilm_dir):
+    """An encoder's token table gets MADV_RANDOM (smaps: VmFlags rr) over its pages, the rest of the file not: a
+    cold start's lookups then read only their rows' pages, not megabytes of read-around each."""
+    import votive
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/smaps")
+    model = votive.load(str(minilm_dir), backend="numpy")
+    table = WeightStore(minilm_dir).raw("embeddings.word_embeddings.weight").nbytes
+    target = str((minilm_dir / "model.safetensors").resolve())
+    spans, current = [], None
+    for line in open("/proc/self/smaps").read().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line: range, perms, offset, dev, inode, path
+            lo, hi = (int(v, 16) for v in fields[0].split("-"))
+            current = [hi - lo, False] if fields[-1] == target else None
+            if current is not None:
+                spans.append(current)
+        elif current is not None and fields[0] == "VmFlags:":
+            current[1] = "rr" in fields[1:]
+    random = [size for size, rr in spans if rr]
+    assert len(random) == 1 and table <= random[0] <= table + 2 * mmap.PAGESIZE, spans
+    assert any(not rr for _, rr in spans)  # the layers keep the default read-around
+    assert model.embed(["still answers"]).shape == (1, 384)
 
 
 # ---------------------------------------------------------------------------------------------------------------

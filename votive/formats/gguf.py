@@ -263,10 +263,12 @@ class GGUFFile:
         arr = np.frombuffer(self._map, dtype=dtype, count=t.nbytes // dtype.itemsize, offset=t.offset)
         return arr.reshape(t.view_shape)
 
-    def advise_willneed(self) -> None:
-        """Ask the kernel to start reading the whole file in the background (cheap; a hint only)."""
-        if hasattr(mmap, "MADV_WILLNEED"):
-            self._map.madvise(mmap.MADV_WILLNEED)
+    def advise_rows(self, name: str) -> None:
+        """Tensor `name` is read a few rows at a time (a token table): votive.formats.safetensors.advise_rows."""
+        from votive.formats.safetensors import advise_rows
+
+        t = self.tensors[name]
+        advise_rows(self._map, t.offset, t.nbytes)
 
     # -- metadata
 

@@ -133,9 +133,10 @@ class WeightStore:
             self.converted_bytes += out.nbytes
         return self._converted[name]
 
-    def advise_willneed(self) -> None:
-        for f in self._files.values():
-            f.advise_willneed()
+    def advise_rows(self, name: str) -> None:
+        """Tensor `name` is read a few rows at a time (a token table): a cold start reads only the pages of the
+        rows it looks up (votive.formats.safetensors.advise_rows). A float32 tensor only: a converted one is a copy."""
+        self._file_of(name).advise_rows(name)
 
 
 def _weights_in_folder(folder: Path) -> Path:

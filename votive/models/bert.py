@@ -385,6 +385,8 @@ class BertModel:
                 # a backend's tiled product for a batch's many rows, where it has one (numpy: AVX512-VNNI)
                 batched = getattr(ops, "encoder_linear", None)
                 return batched(ops.make_linear(blocks, name)) if batched else ops.make_linear(blocks, name)
+            if ours == "tok_embed":
+                store.advise_rows(name)  # a cold start reads the rows a text looks up, not the whole table
             return ops.asarray(store.get(name, shape=shapes.get(ours)))
 
         weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}
@@ -422,6 +424,8 @@ class BertModel:
                 raise ModelConfigError(f"{f.path}: tensor {theirs!r} has shape {info.shape}, expected "
                                        f"{shapes[ours]} from the bert.* metadata")
             used.add(theirs)
+            if ours == "tok_embed":
+                f.advise_rows(theirs)  # read by rows only (the encoder has no output matrix)
             if ours in MATRICES or ours == "tok_embed":
                 return ops.make_linear(f, theirs)
             data = f[theirs] if info.ggml_type.dtype == "float32" else dequantize(f[theirs], info.ggml_type)

@@ -152,6 +152,8 @@ class XLMRobertaModel:
 
         def fetch(ours: str, theirs: str):
             used.add(prefix + theirs)
+            if ours == "tok_embed":
+                store.advise_rows(prefix + theirs)  # 250k rows; a cold start reads those a text looks up
             return ops.asarray(store.get(prefix + theirs, shape=shapes[ours]))
 
         weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}
