@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import math
-import mmap
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
