@@ -131,7 +131,7 @@ VT_API int64_t vt_spin_us(void) { return vt_pool_spin_us(); }
 /* The smallest chunk worth handing to another thread, about 4 microseconds of work on one AVX2 core;
  * jobs of up to 4 of these stay on the calling thread (see vt_parallel_for). */
 #define GELU_BLOCK 1024 /* elements; a multiple of every vector width */
-#define GELU_GRAIN 8192 /* elements */
+#define GELU_GRAIN 4096 /* elements */
 #define LAYER_NORM_GRAIN 8192
 #define SOFTMAX_GRAIN 4096
 
