@@ -12,7 +12,7 @@ import pytest
 
 import votive
 from votive.backends import numpy_backend
-from votive.backends.numpy_linears import EncoderI8Linear, encoder_i8_reference, quantize_rows_i8
+from votive.backends.numpy_linears import EncoderI8Linear, encoder_i8_reference, pack_i8, quantize_rows_i8, unpack_i8
 from votive.errors import InputError
 
 needs_kernel = pytest.mark.skipif(EncoderI8Linear(np.ones((1, 1), np.float32))._entry is None,
@@ -44,6 +44,20 @@ def test_kernel_equals_its_twin_bit_for_bit(m, n, k):
     bound = k * (np.abs(x).max(1)[:, None] * np.abs(w).max(1)[None, :]) / 254 * 2
     assert np.all(np.abs(got - exact) <= bound)
     assert lin(np.zeros((0, k), np.float32)).shape == (0, n)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, k", [(1, 1), (5, 7), (17, 33), (1536, 384), (20, 100)])
+def test_weights_packed_in_c_equal_numpys_quants(n, k):
+    rng = np.random.default_rng(n + k)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    if n > 4:
+        w[3, k // 2], w[4] = np.nan, 0  # a NaN row (scale NaN, quants 0) and a zero row (scale 0)
+    lin = EncoderI8Linear(w)  # C: vt_i8_pack
+    scales, quants = quantize_rows_i8(w)
+    assert np.array_equal(lin.scales, scales, equal_nan=True) and np.array_equal(lin.packed, pack_i8(quants))
+    assert np.array_equal(lin.sums, quants.sum(axis=1, dtype=np.int32))
+    assert np.array_equal(unpack_i8(lin.packed, n, k), quants)
 
 
 @needs_kernel

@@ -208,11 +208,14 @@ class EncoderI8Linear:
 
         self.name = name
         self.out_features, self.in_features = weight.shape
+        lib = kernels.get()
+        self._entry = None if lib is None else lib.vnni_entry("vt_i8_matmul")
+        if self._entry is not None:  # C quantizes and packs in one pass (numpy's way below: ~8x slower at load)
+            self.scales, self.sums, self.packed = _pack_in_c(lib, np.ascontiguousarray(weight, np.float32))
+            return
         self.scales, quants = quantize_rows_i8(np.asarray(weight, np.float32))  # (out,), (out, in) int8
         self.sums = quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
         self.packed = pack_i8(quants)  # the kernel's layout, the only copy of the quants kept
-        lib = kernels.get()
-        self._entry = None if lib is None else lib.vnni_entry("vt_i8_matmul")
 
     @property
     def quants(self) -> np.ndarray:
@@ -253,6 +256,20 @@ def quantize_rows_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scales = np.where(finite, amax / np.float32(127), np.float32(np.nan)).astype(np.float32)
         quants = np.rint(np.where(finite[:, None], x, 0) * inv[:, None]).astype(np.int8)  # ties to even
     return scales, quants
+
+
+def _pack_in_c(lib, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vt_i8_pack: the same scales, sums and packed quants as quantize_rows_i8 + pack_i8, from float32 w (out, in)."""
+    from votive.quant.kernel_args import data_address, refusal
+
+    out, k = w.shape
+    packed = np.zeros((-(-out // 16), -(-k // 4), 16, 4), np.int8)
+    scales, sums = np.empty(out, np.float32), np.empty(out, np.int32)
+    status = lib.vnni_entry("vt_i8_pack")(data_address(w), out, k, data_address(packed), data_address(scales),
+                                          data_address(sums))
+    if status != 0:
+        raise refusal("vt_i8_pack", status)
+    return scales, sums, packed
 
 
 def pack_i8(quants: np.ndarray) -> np.ndarray:

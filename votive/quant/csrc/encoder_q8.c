@@ -329,6 +329,66 @@ EQ8_TARGET static void i8_part(void *arg, int64_t begin, int64_t end) {
     }
 }
 
+/* ---- the weight quantized and packed at load, rows split over the threads ---------------------------------- */
+
+struct i8_pack_job {
+    const float *w;
+    int8_t *wp;
+    float *ws;
+    int32_t *wsum;
+    int64_t k, k4;
+};
+
+/* Row n of w (n_rows, k): scale max|row| / 127 (NaN for a row holding inf or NaN, whose quants stay 0), quants
+ * round-to-nearest-even(row * (127 / max|row|)) into the packed layout (already zeroed), their sum. The same
+ * float32 arithmetic as the activations' rows above and numpy_linears.quantize_rows_i8. */
+EQ8_TARGET static void i8_pack_part(void *arg, int64_t begin, int64_t end) {
+    const struct i8_pack_job *j = arg;
+    const int64_t k = j->k, groups = j->k4 / 4;
+    for (int64_t n = begin; n < end; n++) {
+        const float *x = j->w + n * k;
+        __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps();
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+            const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
+        }
+        const float amax = _mm512_reduce_max_ps(m);
+        int32_t sum = 0;
+        if (_mm512_reduce_add_ps(bad) != 0.0f) {
+            j->ws[n] = NAN;
+        } else {
+            j->ws[n] = amax / 127.0f;
+            const __m512 scale = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+            int8_t *block = j->wp + (n / 16) * groups * 64 + (n % 16) * 4; /* this row's 4 bytes of group 0 */
+            for (int64_t i = 0; i < k; i += 16) {
+                const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+                const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), scale);
+                const __m512i qi = _mm512_maskz_cvtps_epi32(lanes, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
+                sum += _mm512_reduce_add_epi32(qi);
+                int32_t words[4];
+                _mm_storeu_si128((__m128i *)(void *)words, _mm512_cvtepi32_epi8(qi)); /* 16 quants, 4 per group */
+                for (int g = 0; g < 4 && i + 4 * g < k; g++)
+                    memcpy(block + (i / 4 + g) * 64, &words[g], 4);
+            }
+        }
+        j->wsum[n] = sum;
+    }
+}
+
+/* w (n, k) float32 quantized per row to int8 and packed for vt_i8_matmul: wp (zeroed, n / 16 * k / 4 * 64 bytes,
+ * both rounded up), ws (n,) scales, wsum (n,) sums of the quants. VT_EUNSUPPORTED where vt_eq8_supported() is 0. */
+VT_API int vt_i8_pack(const float *w, int64_t n, int64_t k, int8_t *wp, float *ws, int32_t *wsum) {
+    if (n < 0 || k < 0 || k > (1 << 24) || (n * k > 0 && (!w || !wp)) || (n > 0 && (!ws || !wsum)))
+        return VT_EINVAL;
+    if (!eq8_cpu())
+        return VT_EUNSUPPORTED;
+    struct i8_pack_job job = {w, wp, ws, wsum, k, (k + 3) / 4 * 4};
+    vt_parallel_for(n, 1 + 16384 / (k > 0 ? k : 1), i8_pack_part, &job);
+    return VT_OK;
+}
+
 /* y (m, n) = x (m, k) times the int8 weight (wp packed as above from quants (n, k); row scales ws (n,); row sums of
  * quants wsum (n,)) transposed, + b (n,) or NULL. VT_EUNSUPPORTED without AVX512-VNNI, VT_ENOMEM when the scratch
  * cannot be had. */
@@ -395,6 +455,11 @@ VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int
 }
 
 #else /* not x86-64: the Python side keeps the decoders' Q8_0 kernel */
+
+VT_API int vt_i8_pack(const float *w, int64_t n, int64_t k, int8_t *wp, float *ws, int32_t *wsum) {
+    (void)w, (void)n, (void)k, (void)wp, (void)ws, (void)wsum;
+    return VT_EUNSUPPORTED;
+}
 
 VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
                         int64_t m, const float *b, float *y) {

@@ -248,6 +248,10 @@ VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int
  * (scale max|x| / 127) on the way, every output's integer sum exact. VT_EUNSUPPORTED where vt_eq8_supported() is 0. */
 VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, int64_t n, int64_t k, const float *x,
                         int64_t m, const float *b, float *y);
+/* w (n, k) float32 quantized per row (scale max|row| / 127, round to nearest even) and packed as vt_i8_matmul takes
+ * it: wp zeroed beforehand (n and k rounded up to 16 and 4: n16 / 16 * k4 / 4 * 64 bytes), ws (n,) the scales (NaN
+ * for a row holding inf or NaN), wsum (n,) the sums of each row's quants. */
+VT_API int vt_i8_pack(const float *w, int64_t n, int64_t k, int8_t *wp, float *ws, int32_t *wsum);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
  * "neon", "neon+dotprod" or "scalar". */
