@@ -176,8 +176,8 @@ def test_token_table_is_marked_read_by_rows(minilm_dir):
                 spans.append(current)
         elif current is not None and fields[0] == "VmFlags:":
             current[1] = "rr" in fields[1:]
-    random = [size for size, rr in spans if rr]
-    assert len(random) == 1 and table <= random[0] <= table + 2 * mmap.PAGESIZE, spans
+    random = [size for size, rr in spans if rr]  # one per mapping of the file (other tests' models may hold theirs)
+    assert random and all(table <= size <= table + 2 * mmap.PAGESIZE for size in random), spans
     assert any(not rr for _, rr in spans)  # the layers keep the default read-around
     assert model.embed(["still answers"]).shape == (1, 384)
 
