@@ -99,7 +99,12 @@ def test_handler_error_comes_back_in_lambda_error_shape_and_output_is_forwarded(
     assert error["errorMessage"] == "boom: /x"
     assert error["requestId"] == outcome.request_id
     assert any("fake_handlers.py" in frame and "in boom" in frame for frame in error["stackTrace"])
-    assert "[ERROR] ValueError: boom: /x" in caplog.text  # the runtime's own log line reached ours
+    # the runtime's own log line reaches ours through the emulator's reader of its output, which may come a moment
+    # after the error's HTTP answer: waited for, up to 10 s
+    deadline = time.monotonic() + 10
+    while "[ERROR] ValueError: boom: /x" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "[ERROR] ValueError: boom: /x" in caplog.text
 
     server = FunctionUrlServer(function, port=0)
     server.start()
