@@ -210,6 +210,28 @@ struct i8_quantize_job {
     int64_t k, k4;
 };
 
+/* A row's int8 scale, max|x| / 127, and (*inv) the multiplier before rounding, 127 / max|x| (0 for a zero row);
+ * the scale is NaN where the row holds inf or NaN, so that its outputs are NaN (max alone would drop a NaN). */
+EQ8_TARGET static inline float i8_row_scale(const float *x, int64_t k, float *inv) {
+    __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps(); /* bad: x * 0, NaN where x is inf or NaN */
+    for (int64_t i = 0; i < k; i += 16) {
+        const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
+    }
+    const float amax = _mm512_reduce_max_ps(m);
+    *inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+    return _mm512_reduce_add_ps(bad) == 0.0f ? amax / 127.0f : NAN;
+}
+
+/* round-to-nearest-even(x[i .. i + 16) * inv) as 16 int32 lanes, 0 past k */
+EQ8_TARGET static inline __m512i i8_round16(const float *x, int64_t i, int64_t k, __m512 inv) {
+    const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), inv);
+    return _mm512_maskz_cvtps_epi32(lanes, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
 /* s = max|x| / 127 and q = round-to-nearest-even(x * (127 / max|x|)) + 128, per row (k4 bytes apart, the bytes past
  * k set to 128, whose weights are zero); a zero row: s = 0, q = 128; a row with inf or NaN: s = NaN */
 EQ8_TARGET static void i8_quantize_part(void *arg, int64_t begin, int64_t end) {
@@ -217,22 +239,12 @@ EQ8_TARGET static void i8_quantize_part(void *arg, int64_t begin, int64_t end) {
     const int64_t k = j->k;
     for (int64_t r = begin; r < end; r++) {
         const float *x = j->x + r * k;
-        __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps(); /* bad: x * 0, NaN where x is inf or NaN */
-        for (int64_t i = 0; i < k; i += 16) {
-            const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
-            const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
-            m = _mm512_max_ps(m, _mm512_abs_ps(v));
-            bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
-        }
-        const float amax = _mm512_reduce_max_ps(m), inv = amax != 0.0f ? 127.0f / amax : 0.0f;
-        /* a row holding inf or NaN gets a NaN scale, so its outputs are NaN (max alone would drop a NaN) */
-        j->s[r] = _mm512_reduce_add_ps(bad) == 0.0f ? amax / 127.0f : NAN;
-        const __m512 scale = _mm512_set1_ps(inv);
+        float inv;
+        j->s[r] = i8_row_scale(x, k, &inv);
         uint8_t *q = j->q + r * j->k4;
         for (int64_t i = 0; i < k; i += 16) {
             const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
-            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), scale);
-            __m512i qi = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
+            const __m512i qi = i8_round16(x, i, k, _mm512_set1_ps(inv));
             _mm_mask_storeu_epi8(q + i, lanes, _mm512_cvtepi32_epi8(_mm512_add_epi32(qi, _mm512_set1_epi32(128))));
         }
         for (int64_t i = k; i < j->k4; i++)
@@ -347,25 +359,13 @@ EQ8_TARGET static void i8_pack_part(void *arg, int64_t begin, int64_t end) {
     const int64_t k = j->k, groups = j->k4 / 4;
     for (int64_t n = begin; n < end; n++) {
         const float *x = j->w + n * k;
-        __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps();
-        for (int64_t i = 0; i < k; i += 16) {
-            const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
-            const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
-            m = _mm512_max_ps(m, _mm512_abs_ps(v));
-            bad = _mm512_add_ps(bad, _mm512_mul_ps(v, _mm512_setzero_ps()));
-        }
-        const float amax = _mm512_reduce_max_ps(m);
+        float inv;
         int32_t sum = 0;
-        if (_mm512_reduce_add_ps(bad) != 0.0f) {
-            j->ws[n] = NAN;
-        } else {
-            j->ws[n] = amax / 127.0f;
-            const __m512 scale = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        j->ws[n] = i8_row_scale(x, k, &inv);
+        if (j->ws[n] == j->ws[n]) { /* a NaN scale (inf or NaN in the row) leaves the quants 0 */
             int8_t *block = j->wp + (n / 16) * groups * 64 + (n % 16) * 4; /* this row's 4 bytes of group 0 */
             for (int64_t i = 0; i < k; i += 16) {
-                const __mmask16 lanes = k - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - i)) - 1);
-                const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x + i), scale);
-                const __m512i qi = _mm512_maskz_cvtps_epi32(lanes, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT));
+                const __m512i qi = i8_round16(x, i, k, _mm512_set1_ps(inv));
                 sum += _mm512_reduce_add_epi32(qi);
                 int32_t words[4];
                 _mm_storeu_si128((__m128i *)(void *)words, _mm512_cvtepi32_epi8(qi)); /* 16 quants, 4 per group */
