@@ -330,11 +330,12 @@ HALF_TYPES = _types_taken(lambda t: t in (1, 30))  # F16 and BF16: what half_mat
 # ------------------------------------------------------------------------------- the module functions
 
 
-def _c_or_twin(op: str, args: tuple, written: tuple = ()):
+def _c_or_twin(op: str, args: tuple, written: tuple = (), taken: tuple = ()):
     """`op` on args in C when the library is loaded and takes `written` (the arrays the kernel writes) as they
-    are: float32, C-contiguous and writable, since a converted copy would not be the caller's array. Else its
-    numpy twin, after the same checks."""
-    if all(a is None or _c_ready(a) for a in written):
+    are: float32, C-contiguous and writable, since a converted copy would not be the caller's array; and `taken`
+    (large operands, such as a checkpoint's read-only weight, that C reads in place) float32 and C-contiguous.
+    Else its numpy twin, after the same checks."""
+    if all(a is None or _c_ready(a) for a in written) and all(_c_input(a) for a in taken):
         lib = get()
         if lib is not None:
             return getattr(lib, op)(*args)
@@ -342,8 +343,12 @@ def _c_or_twin(op: str, args: tuple, written: tuple = ()):
     return row.twin(*row.checks(*args, for_c=False))
 
 
+def _c_input(a) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous
+
+
 def _c_ready(a) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    return _c_input(a) and a.flags.writeable
 
 
 def gelu(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -368,25 +373,13 @@ def softmax(x: np.ndarray, mask: np.ndarray | None = None, scale: float = 1.0) -
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """x @ weight.T + bias, a new array: C when it takes x and weight as they are (float32, C-contiguous), else
     `linear_ref` (numpy's BLAS). See KernelLibrary.linear."""
-    lib = get()
-    if lib is not None and _c_input(x) and _c_input(weight):
-        return lib.linear(x, weight, bias)
-    row = OPS["linear"]
-    return row.twin(*row.checks(x, weight, bias, for_c=False))
+    return _c_or_twin("linear", (x, weight, bias), taken=(x, weight))
 
 
 def encoder_attention(qkv: np.ndarray, offsets, heads: int, scale: float) -> np.ndarray:
     """Attention of packed sequences: C when it takes qkv as it is, else `encoder_attention_ref`. See
     KernelLibrary.encoder_attention."""
-    lib = get()
-    if lib is not None and _c_input(qkv):
-        return lib.encoder_attention(qkv, offsets, heads, scale)
-    row = OPS["encoder_attention"]
-    return row.twin(*row.checks(qkv, offsets, heads, scale, for_c=False))
-
-
-def _c_input(a) -> bool:
-    return type(a) is np.ndarray and a.dtype is kernel_args.FLOAT32 and a.flags.c_contiguous
+    return _c_or_twin("encoder_attention", (qkv, offsets, heads, scale), taken=(qkv,))
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
