@@ -12,11 +12,11 @@ import pytest
 
 import votive
 from votive.backends import get_backend, numpy_backend
-from votive.backends.numpy_linears import EncoderQ8Linear, QuantLinear, _eq8_entry, encoder_q8_reference
+from votive.backends.numpy_linears import EncoderQ8Linear, QuantLinear, _vnni_entry, encoder_q8_reference
 from votive.models.hf_checkpoint import quantize_rows
 from votive.quant.ggml_types import GGMLType
 
-needs_kernel = pytest.mark.skipif(_eq8_entry() is None, reason="no AVX512-VNNI CPU or no C library")
+needs_kernel = pytest.mark.skipif(_vnni_entry("vt_eq8_matmul") is None, reason="no AVX512-VNNI CPU or no C library")
 
 
 def _quant_linear(rng, out, inp):
@@ -53,7 +53,7 @@ def test_make_keeps_what_the_kernel_does_not_take():
     assert EncoderQ8Linear.make(q5) is q5
     dense = np.ones((4, 4), np.float32)
     assert EncoderQ8Linear.make(dense) is dense
-    if _eq8_entry() is None:  # no kernel here: the Q8_0 linear comes back as it was
+    if _vnni_entry("vt_eq8_matmul") is None:  # no kernel here: the Q8_0 linear comes back as it was
         _, q8 = _quant_linear(rng, 8, 64)
         assert EncoderQ8Linear.make(q8) is q8
 

@@ -142,7 +142,7 @@ class EncoderQ8Linear(QuantLinear):
 
         if not (isinstance(lin, QuantLinear) and lin.ggml_type == GGMLType.Q8_0 and lin._matrix is not None):
             return lin
-        entry = _eq8_entry()
+        entry = _vnni_entry("vt_eq8_matmul")
         return cls(lin, entry) if entry is not None else lin
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -171,12 +171,13 @@ def _stacked(cls, linears: list, arrays: tuple):
     return fused
 
 
-def _eq8_entry():
-    """vt_eq8_matmul typed for ctypes (KernelLibrary.vnni_entry), or None without the library or AVX512-VNNI."""
+def _vnni_entry(name: str):
+    """The C entry `name` of csrc/encoder_q8.c typed for ctypes (KernelLibrary.vnni_entry), or None without the
+    library or AVX512-VNNI."""
     from votive.quant import kernels
 
     lib = kernels.get()
-    return None if lib is None else lib.vnni_entry("vt_eq8_matmul")
+    return None if lib is None else lib.vnni_entry(name)
 
 
 def encoder_q8_reference(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -204,14 +205,11 @@ class EncoderI8Linear:
     twin, `encoder_i8_reference`, gives the same bits. A row of x holding inf or NaN gives NaN outputs."""
 
     def __init__(self, weight: np.ndarray, name: str = ""):
-        from votive.quant import kernels
-
         self.name = name
         self.out_features, self.in_features = weight.shape
-        lib = kernels.get()
-        self._entry = None if lib is None else lib.vnni_entry("vt_i8_matmul")
+        self._entry = _vnni_entry("vt_i8_matmul")
         if self._entry is not None:  # C quantizes and packs in one pass (numpy's way below: ~8x slower at load)
-            self.scales, self.sums, self.packed = _pack_in_c(lib, np.ascontiguousarray(weight, np.float32))
+            self.scales, self.sums, self.packed = _pack_in_c(np.ascontiguousarray(weight, np.float32))
             return
         self.scales, quants = quantize_rows_i8(np.asarray(weight, np.float32))  # (out,), (out, in) int8
         self.sums = quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
@@ -258,15 +256,15 @@ def quantize_rows_i8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scales, quants
 
 
-def _pack_in_c(lib, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pack_in_c(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """vt_i8_pack: the same scales, sums and packed quants as quantize_rows_i8 + pack_i8, from float32 w (out, in)."""
     from votive.quant.kernel_args import data_address, refusal
 
     out, k = w.shape
     packed = np.zeros((-(-out // 16), -(-k // 4), 16, 4), np.int8)
     scales, sums = np.empty(out, np.float32), np.empty(out, np.int32)
-    status = lib.vnni_entry("vt_i8_pack")(data_address(w), out, k, data_address(packed), data_address(scales),
-                                          data_address(sums))
+    status = _vnni_entry("vt_i8_pack")(data_address(w), out, k, data_address(packed), data_address(scales),
+                                       data_address(sums))
     if status != 0:
         raise refusal("vt_i8_pack", status)
     return scales, sums, packed

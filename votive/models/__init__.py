@@ -103,7 +103,7 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
 
     from votive.formats.weights import WeightStore
     from votive.models.config_checks import check_config_json
-    from votive.models.hf_checkpoint import HFConfig, HFWeights
+    from votive.models.hf_checkpoint import ENCODER_INT8, HFConfig, HFWeights
     from votive.text.hf_tokenizer import HFTokenizer
 
     hf = HFConfig(folder)
@@ -115,7 +115,7 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
     module, name = HF_DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     store = WeightStore(folder) if store is None else store
-    if quantize == "int8":  # hf_checkpoint.ENCODER_INT8
+    if quantize == ENCODER_INT8:
         raise InputError(f"{folder}: quantize='int8' (one scale per row) is for embedding encoders; a decoder "
                          "quantizes to q8_0 or q4_k_m, the types llama.cpp runs")
     if isinstance(quantize, str):  # a llama.cpp mixture (q4_k_m): a type per matrix, as its GGUF tensor gets
