@@ -118,8 +118,8 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
     } while (0)
 
 /* y[r0:r1, n0:n1] of y = x W^T + b (b may be NULL); y has n columns. */
-static void dense_block(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k, int64_t r0,
-                        int64_t r1, int64_t n0, int64_t n1) {
+void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k,
+                               int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
     for (; n0 < n1; n0 += TILE_COLS) {
         const float *wn = w + n0 * k, *bn = b ? b + n0 : NULL;
         switch (n1 - n0 < TILE_COLS ? n1 - n0 : TILE_COLS) {
@@ -129,11 +129,6 @@ static void dense_block(float *y, const float *x, const float *w, const float *b
         default: ROWS_AGAINST(1); break;
         }
     }
-}
-
-void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k,
-                               int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
-    dense_block(y, x, w, b, n, k, r0, r1, n0, n1);
 }
 
 /* ---- bidirectional attention of packed sequences (the encoders') --------------------------------------------
