@@ -298,7 +298,8 @@ VT_API int vt_encoder_attention(float *out, const float *qkv, const int64_t *off
     if (offsets[n_seqs] > 0 && (!out || !qkv))
         return VT_EINVAL;
     const int64_t len_p = longest + 16; /* rounded up to a vector of any ISA (16 floats at most) */
-    struct encoder_attention_job job = {vt_nn(), out, qkv, offsets, heads, dh, dh * len_p + len_p, scale, 0};
+    struct encoder_attention_job job = {vt_nn(), out, qkv, offsets, heads, dh,
+                                        (dh + VT_ATTEND_QUERIES) * len_p, scale, 0};
     const int64_t mean = n_seqs ? offsets[n_seqs] / n_seqs : 0, cost = mean * mean * dh + 1;
     vt_parallel_for(n_seqs * heads, 1 + 16384 / cost, encoder_attention_part, &job);
     return atomic_load(&job.failed) ? VT_ENOMEM : VT_OK;

@@ -25,6 +25,8 @@ int64_t vt_pool_spin_us(void);
 
 /* ---- per-ISA kernel tables ------------------------------------------------------------------------ */
 
+#define VT_ATTEND_QUERIES 4 /* queries encoder_attend takes at once, at most (its scratch holds their scores) */
+
 /* nn_kernels.c is compiled once per instruction set; each build fills one of these. The functions are
  * single-threaded and work on the rows (or, for gelu_span, the elements) they are given. */
 struct vt_nn_kernels {
@@ -39,7 +41,8 @@ struct vt_nn_kernels {
     /* y[r0:r1, n0:n1] of y (m, n) = x (m, k) W (n, k)^T + b (b may be NULL): dense_kernels.c */
     void (*dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k, int64_t r0,
                         int64_t r1, int64_t n0, int64_t n1);
-    /* one head of one packed sequence's bidirectional attention: dense_kernels.c */
+    /* one head of one packed sequence's bidirectional attention: dense_kernels.c; scratch: dh * len_p +
+     * VT_ATTEND_QUERIES * len_p floats, len_p = len rounded up to a vector */
     void (*encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride, int64_t heads,
                            int64_t dh, int64_t row0, int64_t len, int64_t h, float scale, float *scratch);
 };
