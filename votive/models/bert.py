@@ -27,6 +27,7 @@ from pathlib import Path
 from votive.errors import InputError, ModelConfigError
 from votive.formats.weights import WeightStore
 from votive.models.config_checks import check_fields
+from votive.models.encoder_pass import encoder_pass_for
 from votive.quant.ggml_types import GGMLType
 from votive.text.tokenizer_json import read_json
 
@@ -259,10 +260,11 @@ class EncoderLayer:
         return ops.layer_norm(out, w["ffn_norm.w"], w["ffn_norm.b"], eps, residual=flat)
 
 
-def run_layers(ops, layers: list, x, mask, mask_bias):
+def run_layers(ops, layers: list, x, mask, mask_bias, whole=None):
     """x (B, T, D) through the blocks -> (B, T, D), zeros at the padding. Padding is left out of every product
     (`token_rows`); with the backend's `encoder_attention` the texts' rows go through packed end to end, else
-    they are put back in the padded layout for the masked attention of each block."""
+    they are put back in the padded layout for the masked attention of each block. whole: the layers'
+    `encoder_pass.EncoderPass` (all of them in one C call, the packed path's bits) or None."""
     B, T = mask.shape
     rows = token_rows(ops, mask)  # None: no padding (a single text, or texts of one length)
     attend = getattr(ops, "encoder_attention", None)  # an optional op, outside the OpSet every backend offers
@@ -270,8 +272,11 @@ def run_layers(ops, layers: list, x, mask, mask_bias):
         lengths = ops.to_numpy(mask).astype(bool).sum(axis=1) if rows is not None else [T] * B  # host data
         offsets = ops.asarray([0, *itertools.accumulate(int(n) for n in lengths)], ops.int64)  # (B+1,)
         packed = x.reshape(B * T, -1) if rows is None else x.reshape(B * T, -1)[rows]  # (N, D)
-        for layer in layers:
-            packed = layer.packed(packed, offsets, attend)
+        if whole is not None:
+            packed = whole(packed, offsets)
+        else:
+            for layer in layers:
+                packed = layer.packed(packed, offsets, attend)
     elif rows is None:
         for layer in layers:
             x = layer(x, mask_bias)
@@ -325,6 +330,7 @@ class BertModel:
         self.ops, self.cfg = ops, cfg
         self.w = weights  # WEIGHTS names -> arrays
         self.layers = [EncoderLayer(ops, lw, cfg) for lw in layers]
+        self.whole = encoder_pass_for(ops, self.layers)  # every layer in one C call, or None
 
     def forward(self, ids, mask, token_types=None):
         """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states. token_types: (B, T) segment ids
@@ -338,7 +344,7 @@ class BertModel:
         else:
             x += ops.embedding(w["type_embed"], token_types)  # (B, T, D)
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
-        return run_layers(ops, self.layers, x, mask, extended_mask(ops, mask))  # (B, T, D)
+        return run_layers(ops, self.layers, x, mask, extended_mask(ops, mask), self.whole)  # (B, T, D)
 
     @property
     def hidden_size(self) -> int:

@@ -150,7 +150,7 @@ def decode_step_for(model) -> DecodeStep | None:
         rope = _rope_table(model, fields)
         if rope is not None and getattr(rope, "shape", None) != (model.n_ctx, model.cfg.head_dim):
             return None
-    return DecodeStep(model, lib.decode_step_entry())
+    return DecodeStep(model, lib.step_entry("vt_decode_step"))
 
 
 def _rope_table(model, fields: dict):

@@ -22,6 +22,7 @@ from pathlib import Path
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
 from votive.models.bert import LAYER_WEIGHTS, EncoderLayer, extended_mask, run_layers
+from votive.models.encoder_pass import encoder_pass_for
 from votive.text.tokenizer_json import read_json
 
 MODEL_TYPES = ("xlm-roberta", "roberta")  # config.json model_type values read here (the same math)
@@ -117,6 +118,7 @@ class XLMRobertaModel:
         self.ops, self.cfg = ops, cfg
         self.w = weights  # WEIGHTS names -> arrays
         self.layers = [EncoderLayer(ops, lw, cfg) for lw in layers]
+        self.whole = encoder_pass_for(ops, self.layers)  # every layer in one C call, or None
 
     def forward(self, ids, mask):
         """ids, mask: (B, T) integer arrays -> (B, T, D) float32 hidden states."""
@@ -127,7 +129,7 @@ class XLMRobertaModel:
         x += w["type_embed"][0]  # the one token type
         x = ops.layer_norm(x, w["embed_norm.w"], w["embed_norm.b"], cfg.layer_norm_eps)  # (B, T, D)
         mask_bias = extended_mask(ops, mask)  # (B, 1, 1, T): 0 for tokens, finfo(float32).min for padding
-        return run_layers(ops, self.layers, x, mask, mask_bias)  # (B, T, D): BERT's blocks, padding left out
+        return run_layers(ops, self.layers, x, mask, mask_bias, self.whole)  # (B, T, D): BERT's blocks, no padding
 
     @property
     def hidden_size(self) -> int:

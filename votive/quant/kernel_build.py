@@ -34,7 +34,7 @@ SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 LIBRARY_NAME = "libvotive.so"
 SELFTEST_NAME = "votive-selftest"
 
-COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "half_matmul.c",
+COMMON_SOURCES = ("threadpool.c", "dispatch.c", "decode_step.c", "encoder_pass.c", "half_matmul.c",
                   "encoder_q8.c")  # compiled once, for the baseline (encoder_q8.c: its AVX-512 by target attribute)
 ISA_SOURCES = ("nn_kernels.c", "dense_kernels.c", "quant_kernels.c", "decoder_kernels.c",
                "half_kernels.c")  # compiled once per entry of ISA_FLAGS[arch]

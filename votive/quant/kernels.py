@@ -68,7 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 7  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 8  # VT_ABI_VERSION in csrc/votive.h
 
 class KernelLibrary(LibrarySettings):
     """libvotive opened with ctypes: a method per row of OPS that checks every argument before C sees it, and
@@ -102,11 +102,15 @@ class KernelLibrary(LibrarySettings):
             raise refusal(op, status)
         return args[0]
 
-    def decode_step_entry(self):
-        """vt_decode_step (csrc/decode_step.c) typed for ctypes: votive.models.decode_step builds its arguments
-        (a decoder's layer table, checked once) and is its only caller."""
-        fn = self._lib.vt_decode_step
-        fn.argtypes, fn.restype = [PTR] * 6 + [I64], INT
+    # Whole passes through a model's layers (csrc/decode_step.c, csrc/encoder_pass.c) and their parameters:
+    # votive.models.decode_step and votive.models.encoder_pass build the arguments (a layer table, checked once)
+    # and are their only callers.
+    STEP_ENTRIES = {"vt_decode_step": [PTR] * 6 + [I64], "vt_encoder_pass": [PTR, PTR, PTR, I64, PTR, PTR]}
+
+    def step_entry(self, name: str):
+        """`name`, a STEP_ENTRIES key, typed for ctypes."""
+        fn = getattr(self._lib, name)
+        fn.argtypes, fn.restype = self.STEP_ENTRIES[name], INT
         return fn
 
     # The AVX512-VNNI products of csrc/encoder_q8.c and their parameters; the encoders' quantized linears

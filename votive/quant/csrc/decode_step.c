@@ -16,7 +16,7 @@
 
 #include "half.h"
 #include "votive.h"
-#include "vt_internal.h" /* vt_parallel_for */
+#include "vt_internal.h" /* vt_parallel_for, VT_CHECK */
 
 /* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
  * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32) */
@@ -73,17 +73,10 @@ static void store_values(uint16_t *v, const float *x, int64_t kv_heads, int64_t 
             v[(g * dims + e) * capacity + pos] = f32_to_f16(x[g * dims + e]);
 }
 
-#define CHECK(call)                                                                                                 \
-    do {                                                                                                            \
-        const int status_ = (call);                                                                                 \
-        if (status_ != VT_OK)                                                                                       \
-            return status_;                                                                                         \
-    } while (0)
-
 /* x += rms_norm(o, weight), or x += o when weight is NULL: a block's output into the residual stream */
 static int add_block(float *x, float *o, float *normed, const float *weight, int64_t dim, float eps) {
     if (weight) {
-        CHECK(vt_rms_norm(normed, o, weight, 1, dim, eps));
+        VT_CHECK(vt_rms_norm(normed, o, weight, 1, dim, eps));
         o = normed;
     }
     add_into(x, o, dim);
@@ -110,8 +103,8 @@ VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_laye
         if (L->window < 0)
             return VT_EINVAL;
         /* attention block */
-        CHECK(vt_rms_norm(h, x, L->attn_norm, 1, dim, d->eps));
-        CHECK(vt_qmatmul_group(qkv, L->qkv, 3, h, 1, dim));
+        VT_CHECK(vt_rms_norm(h, x, L->attn_norm, 1, dim, d->eps));
+        VT_CHECK(vt_qmatmul_group(qkv, L->qkv, 3, h, 1, dim));
         float *q = qkv, *k = qkv + q_size, *v = k + kv_size;
         if (L->q_bias)
             add_into(q, L->q_bias, q_size);
@@ -120,33 +113,33 @@ VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_laye
         if (L->v_bias)
             add_into(v, L->v_bias, kv_size);
         if (L->q_norm) {
-            CHECK(vt_rms_norm(normed, q, L->q_norm, H, Dh, d->eps));
+            VT_CHECK(vt_rms_norm(normed, q, L->q_norm, H, Dh, d->eps));
             q = normed;
         }
         if (L->k_norm) {
-            CHECK(vt_rms_norm(normed + q_size, k, L->k_norm, Hkv, Dh, d->eps));
+            VT_CHECK(vt_rms_norm(normed + q_size, k, L->k_norm, Hkv, Dh, d->eps));
             k = normed + q_size;
         }
         if (L->rope_table) {
-            CHECK(vt_rope(q, L->rope_table + pos * Dh, 1, H, Dh, (int)d->neox));
-            CHECK(vt_rope(k, L->rope_table + pos * Dh, 1, Hkv, Dh, (int)d->neox));
+            VT_CHECK(vt_rope(q, L->rope_table + pos * Dh, 1, H, Dh, (int)d->neox));
+            VT_CHECK(vt_rope(k, L->rope_table + pos * Dh, 1, Hkv, Dh, (int)d->neox));
         }
         if (L->q_scale != 1.0f)
             scale_into(q, L->q_scale, q_size);
         store_keys(keys, k, Hkv, d->capacity, Dh, pos);
         store_values(values, v, Hkv, d->capacity, Dh, pos);
-        CHECK(vt_attention_f16(att, q, keys, values, 1, H, Hkv, Dh, pos, d->capacity, L->window, L->scale));
-        CHECK(vt_qmatmul_group(o, L->wo, 1, att, 1, q_size));
-        CHECK(add_block(x, o, h, L->post_attn_norm, dim, d->eps));
+        VT_CHECK(vt_attention_f16(att, q, keys, values, 1, H, Hkv, Dh, pos, d->capacity, L->window, L->scale));
+        VT_CHECK(vt_qmatmul_group(o, L->wo, 1, att, 1, q_size));
+        VT_CHECK(add_block(x, o, h, L->post_attn_norm, dim, d->eps));
         /* feed-forward block */
-        CHECK(vt_rms_norm(h, x, L->ffn_norm, 1, dim, d->eps));
-        CHECK(vt_qmatmul_group(gate_up, L->gate_up, 2, h, 1, dim));
+        VT_CHECK(vt_rms_norm(h, x, L->ffn_norm, 1, dim, d->eps));
+        VT_CHECK(vt_qmatmul_group(gate_up, L->gate_up, 2, h, 1, dim));
         if (L->gelu_table)
             geglu_into(gate_up, gate_up + ffn, L->gelu_table, ffn);
         else
-            CHECK(vt_swiglu(gate_up, gate_up, gate_up + ffn, 1, ffn));
-        CHECK(vt_qmatmul_group(o, L->down, 1, gate_up, 1, ffn));
-        CHECK(add_block(x, o, h, L->post_ffn_norm, dim, d->eps));
+            VT_CHECK(vt_swiglu(gate_up, gate_up, gate_up + ffn, 1, ffn));
+        VT_CHECK(vt_qmatmul_group(o, L->down, 1, gate_up, 1, ffn));
+        VT_CHECK(add_block(x, o, h, L->post_ffn_norm, dim, d->eps));
     }
     return VT_OK;
 }

@@ -19,6 +19,7 @@
  *   half_kernels.c  products with F16 / BF16 matrices in llama.cpp's order, compiled once per ISA; their
  *                   export, vt_half_matmul, is in half_matmul.c (half_kernels.h says the orders).
  *   decode_step.c   one decoded token through a LLaMA-style decoder's layers, calling the entries below.
+ *   encoder_pass.c  a packed batch through a BERT-style encoder's layers, calling the entries below.
  *   selftest.c      a standalone program checking every kernel on every ISA against scalar loops.
  *
  * Adding a kernel: write its single-threaded body over a range of rows in an ISA-compiled file, add a
@@ -35,7 +36,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 7
+#define VT_ABI_VERSION 8
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -233,6 +234,37 @@ struct vt_decoder_dims {
  * above that votive/models/llama.py's forward calls for one position. */
 VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_layer *layers,
                           const struct vt_decoder_dims *dims, uint16_t *k_cache, uint16_t *v_cache, int64_t pos);
+
+/* One product of an encoder layer (vt_encoder_pass): a float32 weight (n, k) as nn.Linear stores it, or, with w
+ * NULL, vt_i8_matmul's int8 weight (packed quants, row scales, row sums of quants); bias (n) or NULL. */
+struct vt_encoder_matrix {
+    const float *w;
+    const int8_t *packed;
+    const float *scales;
+    const int32_t *sums;
+    const float *bias;
+};
+
+/* One post-norm BERT layer: x = LN(x + attention(x) W_o^T + b_o); x = LN(x + GELU(x W_up^T + up_bias) W_down^T +
+ * b_down). qkv: q, k and v stacked (3 dim, dim), its bias with them. */
+struct vt_encoder_layer {
+    struct vt_encoder_matrix qkv, wo, up, down; /* up.bias NULL: up_bias goes in with the GELU */
+    const float *up_bias;                       /* (ffn) */
+    const float *attn_norm_w, *attn_norm_b;     /* (dim) LayerNorm after the attention block; NULL: 1 and 0 */
+    const float *ffn_norm_w, *ffn_norm_b;       /* (dim) after the feed-forward block */
+};
+
+struct vt_encoder_dims {
+    int64_t n_layers, dim, heads, ffn;
+    float eps;   /* LayerNorm's */
+    float scale; /* attention scores times this (1 / sqrt(head_dim)) */
+};
+
+/* The packed rows x (offsets[n_seqs], dim) of n_seqs texts (text s at rows offsets[s] .. offsets[s + 1] - 1)
+ * through every layer, in place. scratch: rows * (5 dim + ffn) floats. Bit for bit the entries above in the order
+ * votive/models/bert.py's EncoderLayer.packed calls them. */
+VT_API int vt_encoder_pass(float *x, float *scratch, const int64_t *offsets, int64_t n_seqs,
+                           const struct vt_encoder_layer *layers, const struct vt_encoder_dims *dims);
 
 /* Q8_0 weights times float activations for the encoders, tiled on AVX512-VNNI (encoder_q8.c): y (n_rows, n) =
  * x (n_rows, k) @ W.T for W's quants wq (n, k) int8, its block scales wd (n, k / 32) and offsets we (n, k / 32,

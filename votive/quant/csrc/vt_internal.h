@@ -23,6 +23,15 @@ int vt_pool_threads(void);
 void vt_pool_set_spin_us(int64_t us);
 int64_t vt_pool_spin_us(void);
 
+/* Return a call's status from the calling function unless it is VT_OK (the whole-model passes: decode_step.c,
+ * encoder_pass.c). */
+#define VT_CHECK(call)                                                                                             \
+    do {                                                                                                           \
+        const int status_ = (call);                                                                                \
+        if (status_ != VT_OK)                                                                                      \
+            return status_;                                                                                        \
+    } while (0)
+
 /* ---- per-ISA kernel tables ------------------------------------------------------------------------ */
 
 #define VT_ATTEND_QUERIES 4 /* queries encoder_attend takes at once, at most (its scratch holds their scores) */
