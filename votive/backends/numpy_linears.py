@@ -215,6 +215,31 @@ class EncoderI8Linear:
         self.sums = quants.sum(axis=1, dtype=np.int32)  # (out,): takes off the kernel's +128 offset of x
         self.packed = pack_i8(quants)  # the kernel's layout, the only copy of the quants kept
 
+    @classmethod
+    def from_quants(cls, quants: np.ndarray, scales: np.ndarray, name: str = "") -> "EncoderI8Linear":
+        """The linear of stored quants (out, in) int8 and their row scales (out,) float32, as a model converted by
+        `votive convert --type int8` holds them: the same linear `EncoderI8Linear(weight)` makes of the float
+        weight they were quantized from, without the float weight."""
+        lin = object.__new__(cls)
+        lin.name = name
+        lin.out_features, lin.in_features = quants.shape
+        lin._entry = _vnni_entry("vt_i8_matmul")
+        lin.scales = np.ascontiguousarray(scales, np.float32)
+        repack = _vnni_entry("vt_i8_pack_quants")
+        if repack is None:
+            lin.sums, lin.packed = quants.sum(axis=1, dtype=np.int32), pack_i8(quants)
+            return lin
+        from votive.quant.kernel_args import data_address, refusal
+
+        quants = np.ascontiguousarray(quants, np.int8)
+        lin.packed = np.zeros((-(-lin.out_features // 16), -(-lin.in_features // 4), 16, 4), np.int8)
+        lin.sums = np.empty(lin.out_features, np.int32)
+        status = repack(data_address(quants), lin.out_features, lin.in_features, data_address(lin.packed),
+                        data_address(lin.sums))
+        if status != 0:
+            raise refusal("vt_i8_pack_quants", status)
+        return lin
+
     @property
     def quants(self) -> np.ndarray:
         """The weight's quants (out, in) int8, from the packed layout (the twin and tests read them)."""
@@ -225,7 +250,11 @@ class EncoderI8Linear:
         """The linears' rows stacked as one (an encoder's q, k and v: one product, one quantization of x), each
         output the same number as its own linear's; None unless all are EncoderI8Linear of one width."""
         fused = _stacked(cls, linears, ("scales", "sums"))
-        if fused is not None:  # rows stacked, then packed afresh (a part's rows need not fill its last block)
+        if fused is None:
+            return None
+        if all(lin.out_features % 16 == 0 for lin in linears):  # whole blocks of 16 rows: the packings stack
+            fused.packed = np.concatenate([lin.packed for lin in linears])
+        else:  # rows stacked, then packed afresh (a part's last block is not full)
             fused.packed = pack_i8(np.concatenate([lin.quants for lin in linears]))
         return fused
 

@@ -11,7 +11,8 @@ What a build writes into its output folder:
     manifest.json                         every artifact with sha256 and sizes, the target, the limits checked
 
 With `quantize` ("q8_0", ...), a Hugging Face decoder folder is converted in the build's work area and its one
-GGUF file is packed instead of the folder's files (`votive.builders.model_files.quantize_model`); the manifest's
+GGUF file is packed instead of the folder's files (a BERT encoder with "int8": the folder written again with int8
+matrices) (`votive.builders.model_files.quantize_model`); the manifest's
 weights.quantized says from what, to what, and the bytes before and after.
 
 Lambda unpacks layers under /opt (so /opt/python is on the import path and the model is at /opt/model) and the
@@ -74,7 +75,8 @@ class LambdaTarget:
         stream: run votive's streaming runtime loop through a wrapper script (RESPONSE_STREAM function URL);
             for models whose handler streams (generation).
         quantize: convert a Hugging Face decoder folder to one GGUF file of this type ("q8_0", "f16", "f32") and
-            pack that instead of the folder's weights; None packs the model's files as they are.
+            pack that instead of the folder's weights (a BERT encoder also takes "int8": a folder with int8
+            matrices); None packs the model's files as they are.
     """
 
     arch: str = "x86_64"

@@ -8,7 +8,8 @@ With `--quantize` (`quantize_model`), a Hugging Face decoder folder is converted
 work area (votive.builders.gguf_convert) and that file is packed in place of the folder's weights and tokenizer
 files: the GGUF carries the tokenizer and chat template. A BERT encoder folder becomes llama.cpp's `bert` GGUF
 (votive.builders.gguf_convert_bert: WordPiece vocabulary and pooling type inside), served by the embeddings
-handler.
+handler; with `--quantize int8` it stays a folder, its layers' matrices int8 with one scale per row
+(votive.builders.int8_convert), what `quantize="int8"` would make of it at every load.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from votive.errors import InputError, ModelSourceError, PackagingError
+from votive.models.hf_checkpoint import ENCODER_INT8 as INT8
 from votive.sources import SHARD_INDEX, choose_files, resolve_source, shards_named_by
 
 
@@ -161,7 +163,8 @@ def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
     """
     from votive.builders.gguf_convert import convert_type
 
-    convert_type(type_name, "--quantize")
+    if type_name != INT8:
+        convert_type(type_name, "--quantize")
     if model_files.weights:
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is a GGUF file ({model_files.weights}), "
                          "already converted; --quantize converts a Hugging Face decoder folder: build the file "
@@ -174,9 +177,12 @@ def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
             raise InputError(f"--quantize {type_name}: {model_files.model_id} is an encoder model that is not BERT "
                              "(config.json model_type 'bert'); --quantize converts decoder folders (...ForCausalLM) "
                              "and BERT encoders only: build it without --quantize")
-        if type_name not in UNIFORM_TYPES:
+        if type_name not in (*UNIFORM_TYPES, INT8):
             raise InputError(f"--quantize {type_name}: {model_files.model_id} is a BERT encoder, converted to "
-                             f"{', '.join(UNIFORM_TYPES)} only ({type_name} is a decoder's mixture of types)")
+                             f"{', '.join((*UNIFORM_TYPES, INT8))} only ({type_name} is a decoder's mixture of types)")
+    elif type_name == INT8:
+        raise InputError(f"--quantize int8: {model_files.model_id} is not a BERT encoder; int8 (one scale per row) "
+                         "is for BERT embedding encoders: use q8_0, f16, f32 or q4_k_m")
     elif model_files.kind.name != "decoder":
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is an {model_files.kind.name} model; "
                          "--quantize converts Hugging Face decoder folders (...ForCausalLM) and BERT encoders "
@@ -200,11 +206,21 @@ def quantize_model(model_files: ModelFiles, type_name: str, work: Path) -> tuple
     check_quantizable(model_files, type_name)
     folder = dict(model_files.files)["config.json"].parent  # a Hugging Face folder always has its config.json
     work.mkdir(parents=True, exist_ok=True)
+    source = {"files": [name for name, _ in model_files.files], "bytes": model_files.total_bytes}
+    if type_name == INT8:  # a folder again, its matrices int8 (votive.builders.int8_convert)
+        from votive.builders.int8_convert import convert_bert_int8
+
+        done = convert_bert_int8(folder, work / f"{model_files.folder_name}.int8")
+        packed = replace(collect_model(str(done.path)), source=model_files.source, model_id=model_files.model_id)
+        return packed, {"type": INT8, "architecture": "bert",
+                        "from": {**source, "safetensors_bytes": done.folder_bytes},
+                        "to": {"file": f"{len(packed.files)} files", "bytes": packed.total_bytes,
+                               "safetensors_bytes": done.weights_bytes},
+                        "fallbacks": {}}
     result = convert_folder(folder, work / f"{model_files.folder_name}.{type_name}.gguf", type_name)
     packed = replace(collect_model(str(result.path)), source=model_files.source, model_id=model_files.model_id)
     record = {"type": type_name, "architecture": result.architecture,
-              "from": {"files": [name for name, _ in model_files.files], "bytes": model_files.total_bytes,
-                       "safetensors_bytes": result.folder_bytes},
+              "from": {**source, "safetensors_bytes": result.folder_bytes},
               "to": {"file": result.path.name, "bytes": result.gguf_bytes},
               "fallbacks": dict(result.fallbacks)}  # matrix -> its type, its rows not whole blocks of `type`
     return packed, record

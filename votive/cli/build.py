@@ -18,7 +18,8 @@ def add_build(parser: argparse.ArgumentParser) -> None:
     # target so that image and modal refuse it with that one line too, not argparse's usage text.
     common.add_argument("--quantize", metavar="TYPE",
                         help="lambda only: convert a Hugging Face decoder folder to one GGUF file of TYPE (q8_0, "
-                             "f16, f32, q4_k_m) and ship that instead of its weights")
+                             "f16, f32, q4_k_m) and ship that instead of its weights; a BERT encoder also takes "
+                             "int8 (its matrices int8, one scale per row)")
 
     lam = targets.add_parser("lambda", parents=[common], help="Lambda layers, function zip and manifest",
                              description="Build Lambda layers (runtime, model), a function zip and manifest.json.")

@@ -1,4 +1,5 @@
-"""`votive convert`: a Hugging Face decoder folder written as a GGUF file that llama.cpp and votive load."""
+"""`votive convert`: a Hugging Face decoder or BERT folder written as a GGUF file that llama.cpp and votive load, or a
+BERT folder as a folder with int8 matrices (votive.builders.int8_convert)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,26 @@ import sys
 def add_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="FOLDER", help="Hugging Face decoder or BERT encoder folder (config.json, "
                                                          "safetensors, tokenizer.json)")
-    parser.add_argument("--to", required=True, metavar="FILE", help="the GGUF file to write")
+    parser.add_argument("--to", required=True, metavar="OUT", help="the GGUF file to write (--type int8: a folder)")
     # A plain string, not argparse choices: a bad type gets one line naming the choices, exit 2.
     parser.add_argument("--type", default="q8_0", metavar="TYPE",
                         help="matrix type: q8_0 (default), f16, f32, or q4_k_m (llama.cpp's Q4_K_M mixture: the "
-                             "types and blocks its llama-quantize writes)")
-    parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+                             "types and blocks its llama-quantize writes); int8 (BERT encoders: a model folder "
+                             "with int8 matrices and one scale per row, what quantize='int8' runs)")
+    parser.add_argument("--force", action="store_true", help="replace an existing OUT")
     parser.set_defaults(run=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from votive.builders.gguf_convert import convert_folder
 
+    if args.type == "int8":
+        from votive.builders.int8_convert import convert_bert_int8
+
+        done = convert_bert_int8(args.folder, args.to, overwrite=args.force)
+        print(f"votive: wrote {done.path} (bert, int8: {done.matrices} matrices): model.safetensors "
+              f"{done.weights_bytes:,} bytes from {done.folder_bytes:,} bytes of safetensors", file=sys.stderr)
+        return 0
     result = convert_folder(args.folder, args.to, args.type, overwrite=args.force)
     print(f"votive: wrote {result.path} ({result.architecture}, {result.type_name}): {result.gguf_bytes:,} bytes "
           f"from {result.folder_bytes:,} bytes of safetensors", file=sys.stderr)

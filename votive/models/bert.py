@@ -56,6 +56,11 @@ class Config:
         model_type = raw.get("model_type", "bert")
         if model_type != "bert":
             raise ModelConfigError(f"{path}: model_type {model_type!r} is not a BERT encoder")
+        stored = raw.get("quantization_config")
+        method = stored.get("quant_method") if isinstance(stored, dict) else stored
+        if stored is not None and method != INT8_METHOD:
+            raise ModelConfigError(f"{path}: quantization_config {str(method)[:60]!r} is not a quantization votive "
+                                   f"runs (only {INT8_METHOD!r}, what `votive convert --type int8` writes)")
         cfg = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
         check_fields(cfg, path)  # every size positive, layer_norm_eps finite and > 0, each named by its key
         if cfg.hidden_act != "gelu":
@@ -149,6 +154,11 @@ GGUF_LAYER_WEIGHTS = {
 }  # fmt: skip
 # The matrices quantized at load (`quantize=`) and run as linears: the bulk of the multiplications.
 MATRICES = ("wq", "wk", "wv", "wo", "w_up", "w_down")
+# config.json's quantization_config.quant_method of a folder whose MATRICES are stored as int8 quants (I8, out x in)
+# with one float32 scale per row beside each (`<name>_scale`, (out,)): what `votive convert --type int8` writes,
+# the quants and scales `quantize="int8"` makes at load (votive.builders.int8_convert).
+INT8_METHOD = "votive-int8"
+INT8_SCALE = "_scale"
 
 # In the checkpoint but not used by the encoder itself: the [CLS] pooler and a sequence classifier (read by
 # votive.models.cross_encoder when the model reranks), MLM heads, and the position_ids buffer older transformers
@@ -305,6 +315,27 @@ def _scatter_rows(ops, x, rows, n):
     return out
 
 
+def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
+    """Matrix `name` stored as int8 quants with its row scales (INT8_METHOD) as the backend's int8 linear: the one
+    `quantize="int8"` makes of the float matrix. Refused on a backend without that linear, with another
+    `quantize` (the float weights are gone), or when the scales are missing or malformed."""
+    scale = name + INT8_SCALE
+    int8 = getattr(ops, "encoder_int8_linear", None)
+    if int8 is None:
+        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}), which runs on the numpy backend "
+                         f"only, not {ops.name}")
+    if quantize not in (None, "int8"):
+        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}); quantize={str(quantize)!r} needs "
+                         "the float weights: load it without quantize, or quantize the float model")
+    quants = store.raw(name)
+    if quants.shape != tuple(shape):
+        raise ModelConfigError(f"{store.path}: tensor {name!r} has shape {quants.shape}, expected {tuple(shape)}")
+    if scale not in store or store.dtype_of(scale) != "F32" or store.raw(scale).shape != (shape[0],):
+        raise ModelConfigError(f"{store.path}: int8 matrix {name!r} needs its row scales {scale!r}, F32 of shape "
+                               f"({shape[0]},)")
+    return int8.from_quants(quants, store.raw(scale), name)
+
+
 def _fused_qkv(ops, w: dict):
     """q, k and v as one (3D, D) matrix and one (3D,) bias, made once at load: one product per layer instead of
     three (at batch 1 each product costs mostly its dispatch and OpenBLAS's packing). The rows are the stored
@@ -384,6 +415,9 @@ class BertModel:
         def fetch(ours: str, theirs: str):
             name = _lookup(store, prefix + theirs)
             used.add(name)
+            if ours in MATRICES and store.dtype_of(name) == "I8":
+                used.add(name + INT8_SCALE)
+                return _stored_int8(ops, store, name, shapes[ours], quantize if int8 is None else "int8")
             if int8 is not None and ours in MATRICES:
                 return int8(store.get(name, shape=shapes[ours]), name)
             if blocks is not None and ours in MATRICES:

@@ -68,7 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 8  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 9  # VT_ABI_VERSION in csrc/votive.h
 
 class KernelLibrary(LibrarySettings):
     """libvotive opened with ctypes: a method per row of OPS that checks every argument before C sees it, and
@@ -117,7 +117,7 @@ class KernelLibrary(LibrarySettings):
     # (votive.backends.numpy_linears) lay their weights out once and are their only callers.
     VNNI_ENTRIES = {"vt_eq8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR],
                     "vt_i8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR, PTR],
-                    "vt_i8_pack": [PTR, I64, I64, PTR, PTR, PTR]}
+                    "vt_i8_pack": [PTR, I64, I64, PTR, PTR, PTR], "vt_i8_pack_quants": [PTR, I64, I64, PTR, PTR]}
 
     def vnni_entry(self, name: str):
         """`name`, a VNNI_ENTRIES key, typed for ctypes; None where this CPU lacks AVX512-VNNI."""

@@ -299,14 +299,7 @@ def bert_tensors(rng, vocab: int, positions: int, types: int, D: int, F: int, L:
 
 
 def _write_safetensors(path: Path, tensors: dict) -> None:
-    """float32 tensors in the safetensors layout: 8-byte header length, JSON header, data in order."""
-    header, offset = {}, 0
-    for name, t in tensors.items():
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as out:
-        out.write(len(text).to_bytes(8, "little") + text)
-        for t in tensors.values():
-            out.write(np.ascontiguousarray(t, "<f4").tobytes())
+    """The tensors as float32 in a safetensors file (votive.formats.safetensors_write), replacing any file there."""
+    from votive.formats.safetensors_write import write_safetensors
+
+    write_safetensors(path, {name: np.asarray(t, np.float32) for name, t in tensors.items()}, overwrite=True)

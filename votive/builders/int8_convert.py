@@ -1,0 +1,130 @@
+"""`votive convert FOLDER --to OUT --type int8`: a BERT encoder folder written again with its layers' matrices as
+int8, the artifact of `quantize="int8"` (and what `votive build lambda FOLDER --quantize int8` packs).
+
+`votive.load(folder, quantize="int8")` quantizes the six matrices of each layer at every load, reading the whole
+float file (MiniLM: 91 MB) to do it. Here that happens once: each matrix W (out, in) is stored as its quants,
+I8 (out, in), q = round-half-even(W[n] * 127 / max|W[n]|), beside its row scales `<name>_scale`, F32 (out,),
+max|W[n]| / 127 (votive.backends.numpy_linears.quantize_rows_i8, the numpy twin of the C quantizer the load-time
+path runs, bit for bit). Every other tensor (token, position and type tables, norms, biases) is kept as stored.
+A load of the written folder builds the same int8 linears from the stored quants, so its embeddings are the
+load-time int8 model's bit for bit, from a quarter of the layers' bytes.
+
+config.json gains `quantization_config: {"quant_method": "votive-int8", ...}` (votive.models.bert.INT8_METHOD):
+votive reads the tensors, and transformers and sentence-transformers refuse the folder (an unknown quant_method)
+rather than load int8 quants as float weights. Every other file of the folder (tokenizer, modules.json, pooling and
+normalize configs, README) is copied; weight files (safetensors, PyTorch, ONNX, ...) are not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from votive.errors import InputError, ModelConfigError
+
+# Files of a model folder that hold weights: the converted safetensors replaces them, the rest is not copied.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot",
+                   ".tflite", ".gguf", ".ckpt")
+WEIGHT_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """What `convert_bert_int8` wrote."""
+
+    path: Path  # the folder
+    folder_bytes: int  # the source folder's safetensors files
+    weights_bytes: int  # the written model.safetensors
+    matrices: int  # matrices stored as int8
+
+
+def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
+    """Write the BERT encoder in `folder` into the new folder `out` with int8 matrices (see the module docstring).
+
+    Args:
+        folder (str or Path): a sentence-transformers / Hugging Face BERT folder (config.json model_type "bert",
+            safetensors, tokenizer files).
+        out (str or Path): the folder to write; it appears only once complete.
+        overwrite (bool): replace an existing `out` (a folder this wrote, or anything there).
+
+    Raises:
+        InputError: `out` exists and overwrite is False, or `out` is `folder` or inside it.
+        ModelConfigError: not a BERT folder votive runs, or one already stored as int8.
+        WeightFileError: a malformed safetensors file.
+    """
+    import numpy as np
+
+    from votive.backends.numpy_linears import quantize_rows_i8
+    from votive.builders.gguf_convert_bert import is_bert_folder
+    from votive.formats.safetensors_write import write_safetensors
+    from votive.formats.weights import WeightStore
+    from votive.models import bert
+
+    folder, out = Path(folder), Path(out)
+    if not is_bert_folder(folder):
+        raise ModelConfigError(f"{folder}: --type int8 converts BERT encoder folders (config.json model_type "
+                               "'bert'); for other models use q8_0, f16 or f32")
+    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
+        raise InputError(f"{out}: the converted folder must be outside {folder}")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass --force (overwrite=True) to replace it")
+    raw_config = json.loads((folder / "config.json").read_bytes())
+    if raw_config.get("quantization_config") is not None:
+        raise ModelConfigError(f"{folder}: already quantized (config.json has a quantization_config); convert the "
+                               "float model")
+    cfg = bert.Config.from_json(folder / "config.json")  # refuses what BertModel cannot run, naming the key
+    store = WeightStore(folder)
+    prefix = "bert." if "bert." + bert.WEIGHTS["tok_embed"] in store else ""
+    matrices = {prefix + bert.LAYER_WEIGHTS[m].format(i=i) for m in bert.MATRICES
+                for i in range(cfg.num_hidden_layers)}
+    missing = sorted(matrices - set(store.keys()))
+    if missing:
+        raise ModelConfigError(f"{folder}: missing tensor {missing[0]!r} (config says {cfg.num_hidden_layers} layers)")
+    tensors, dtypes = {}, {}
+    for name in sorted(store.keys()):
+        if name in matrices:
+            scales, quants = quantize_rows_i8(store.get(name))
+            if not np.isfinite(scales).all():
+                raise ModelConfigError(f"{folder}: {name} holds inf or NaN; it has no int8 form")
+            tensors[name], tensors[name + bert.INT8_SCALE] = quants, scales
+        else:
+            tensors[name], dtypes[name] = store.raw(name), store.dtype_of(name)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _copy_other_files(folder, work)
+        raw_config["quantization_config"] = {
+            "quant_method": bert.INT8_METHOD, "bits": 8,
+            "weights": "per output row, symmetric: scale max|row| / 127, quants round half to even",
+            "activations": "per row at run time, the same way", "modules": sorted(bert.MATRICES)}
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)  # a folder as any other the user makes (mkdtemp's is private)
+        (work / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n")
+        written = write_safetensors(work / "model.safetensors", tensors, dtypes=dtypes,
+                                    metadata={"format": "pt", "quantization": bert.INT8_METHOD})
+        weights_bytes = written.stat().st_size
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    folder_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return Int8Result(out, folder_bytes, weights_bytes, len(matrices))
+
+
+def _copy_other_files(folder: Path, to: Path) -> None:
+    """Every file of `folder` but its weights and hidden files, subfolders kept (1_Pooling/config.json, ...)."""
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if path.name.endswith(WEIGHT_SUFFIXES) or path.name in WEIGHT_NAMES or rel == Path("config.json"):
+            continue
+        (to / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, to / rel)
