@@ -10,13 +10,14 @@ is recorded every round. Figures are printed, never asserted.
     .venv/bin/python benchmarks/embedding_ab.py --baseline-tree /tmp/old  # + votive from /tmp/old/votive
     .venv/bin/python benchmarks/embedding_ab.py --quantized               # + votive q8_0 / int8 vs ORT int8
 
---quantized adds three stacks: `votive-q8_0` (votive.load(model, quantize="q8_0"): the six matrices of each layer
-quantized to Q8_0 at load), `votive-int8` (quantize="int8": int8 with one scale per row) and `ort-int8`
+--quantized adds four stacks: `votive-q8_0` (votive.load(model, quantize="q8_0"): the six matrices of each layer
+quantized to Q8_0 at load), `votive-int8` (quantize="int8": int8 with one scale per row), `votive-int8-stored`
+(the same int8 model from the folder `votive convert --type int8` writes, .work/minilm-int8) and `ort-int8`
 (onnxruntime.quantization.quantize_dynamic of .work/minilm.onnx with its defaults, QInt8 weights with one scale
 per tensor, made once into .work/minilm-int8.onnx). It prints their ratios, each stack's mean / min cosine over
 the 256 bench sentences to votive fp32's output (the reference: votive fp32 matches sentence-transformers to a
 cosine of 1 - 1e-7, see the preflight), the weights' size (the ONNX file; votive's weights as held in memory after
-load) and the cold start (spawn to exit of a process that imports, loads and embeds one sentence; median of
+load), the artifact's size (the ONNX file; the model.safetensors votive reads) and the cold start (spawn to exit of a process that imports, loads and embeds one sentence; median of
 --cold-reps, stacks interleaved).
 """
 
@@ -39,6 +40,7 @@ import embedding_bench as eb  # noqa: E402
 # batch size -> sentences per pass: about a quarter of a second each on an idle 2-core machine
 PASS_SENTENCES = {1: 16, 32: 64}
 INT8_ONNX = eb.WORK_DIR / "minilm-int8.onnx"
+INT8_FOLDER = eb.WORK_DIR / "minilm-int8"  # `votive convert --type int8` of the model, once
 # ORT's quantizer needs `onnx`, which only venv-st has: links to it (and ml_dtypes, which it imports) go here.
 ONNX_TOOLS = eb.WORK_DIR / "onnx-tools"
 # Idle time before each pass, so that it starts on free cores: a worker's threads go on spinning after its own pass
@@ -93,12 +95,31 @@ def make_int8_onnx() -> None:
                    check=True, env=env)
 
 
+def make_int8_folder(python: Path) -> None:
+    """The model converted by this tree's `votive convert --type int8` (made afresh each run: the format is this
+    tree's)."""
+    cli = [str(python), "-c", "import sys; from votive.cli import main; sys.exit(main(sys.argv[1:]))"]
+    subprocess.run([*cli, "convert", str(eb.model_dir()), "--to", str(INT8_FOLDER), "--type", "int8", "--force"],
+                   check=True, cwd=eb.REPO_DIR)
+
+
 def quantized_stacks(stacks: dict[str, eb.Stack]) -> list[eb.Stack]:
     make_int8_onnx()
     v, o = stacks["votive"], stacks["ort"]
+    make_int8_folder(v.python)
     return [eb.Stack("votive-q8_0", "votive q8_0", v.python, v.worker, extra=["q8_0"], env=v.env),
             eb.Stack("votive-int8", "votive int8", v.python, v.worker, extra=["int8"], env=v.env),
+            eb.Stack("votive-int8-stored", "votive int8 (converted folder)", v.python, v.worker,
+                     extra=["stored", str(INT8_FOLDER)], env=v.env),
             eb.Stack("ort-int8", "ONNX Runtime int8", o.python, o.worker, extra=[str(INT8_ONNX)])]
+
+
+def artifact_mb(chosen: list[eb.Stack]) -> dict[str, float]:
+    """Bytes on disk of the weights each stack loads: the ONNX file, or the safetensors of votive's folder (the
+    float model's for the stacks quantizing at load)."""
+    float_weights = Path(eb.model_dir()) / "model.safetensors"
+    files = {"ort": eb.ONNX_PATH, "ort-int8": INT8_ONNX, "votive-int8-stored": INT8_FOLDER / "model.safetensors"}
+    return {s.name: files.get(s.name, float_weights).stat().st_size / eb.MB for s in chosen}
 
 
 def cold_starts(chosen: list[eb.Stack], reps: int) -> dict[str, float]:
@@ -157,6 +178,7 @@ def main() -> int:
         cos = {n: (v * ref).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1)) for n, v in vecs.items()}
         result["cosine_to_votive_fp32"] = {n: {"mean": float(c.mean()), "min": float(c.min())} for n, c in cos.items()}
         result["weights_mb"] = {n: first.get("weights_bytes", 0) / eb.MB for n, (_, first) in started.items()}
+        result["artifact_mb"] = artifact_mb(chosen)
     for proc in procs.values():
         proc.stdin.close()
         proc.wait()
@@ -169,13 +191,16 @@ def main() -> int:
         line = [f"batch {b}:"] + [f"{n} {sps[n][b]:.1f}/s" for n in sps]
         line += [f"{n}/ort {sps[n][b] / sps['ort'][b]:.3f}x" for n in sps if n not in ("ort", "ort-int8")]
         if quantized:
-            line += [f"{n}/ort-int8 {sps[n][b] / sps['ort-int8'][b]:.3f}x" for n in ("votive-q8_0", "votive-int8")]
+            line += [f"{n}/ort-int8 {sps[n][b] / sps['ort-int8'][b]:.3f}x"
+                     for n in ("votive-q8_0", "votive-int8", "votive-int8-stored")]
         print(" ".join(line))
     if quantized:
         print("cosine to votive fp32 over the 256 bench sentences (mean / min): " + ", ".join(
             f"{n} {c['mean']:.6f} / {c['min']:.6f}" for n, c in result["cosine_to_votive_fp32"].items()))
         print("weights (MB; ONNX file, votive as held after load): " + ", ".join(
             f"{n} {mb:.1f}" for n, mb in result["weights_mb"].items()))
+        print("artifact (MB on disk: the ONNX file, votive's model.safetensors): " + ", ".join(
+            f"{n} {mb:.1f}" for n, mb in result["artifact_mb"].items()))
         if "cold_start_s" in result:
             print(f"cold start (s, median of {args.cold_reps}): " + ", ".join(
                 f"{n} {s:.3f}" for n, s in result["cold_start_s"].items()))

@@ -1,7 +1,7 @@
 """The stored int8 encoder (issue 15): `votive convert FOLDER --to OUT --type int8` writes a BERT folder whose
-layers' matrices are int8 quants with one float32 scale per row (votive.builders.int8_convert), and loading it
-gives `votive.load(FOLDER, quantize="int8")`'s embeddings bit for bit, from a file a third smaller (MiniLM: the
-layers' 43 MB of floats become 11 MB). `votive build lambda FOLDER --quantize int8` packs that folder. Folders
+layers' matrices are stored as the int8 kernel reads them (quants in its layout, a float32 scale and a quant sum
+per row: votive.builders.int8_convert), and loading it gives `votive.load(FOLDER, quantize="int8")`'s embeddings
+bit for bit, from a file a third smaller (MiniLM: the layers' 43 MB of floats become 11 MB). `votive build lambda FOLDER --quantize int8` packs that folder. Folders
 votive cannot run exactly are refused, naming what is missing. No timing is asserted (the cold starts are in
 benchmarks/embedding_ab.py's output)."""
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_build_quantize import _with_merges, hf_folders
 from test_packaging_units import FakeToolchain
 
 import votive
@@ -25,6 +26,7 @@ from votive.errors import InputError, ModelConfigError
 from votive.formats.safetensors import SafetensorsFile
 from votive.formats.safetensors_write import write_safetensors
 from votive.formats.weights import WeightStore
+from votive.backends.numpy_linears import EncoderI8Linear, unpack_i8
 from votive.models import bert
 
 
@@ -60,18 +62,21 @@ def test_the_stored_int8_model_embeds_as_load_time_int8_bit_for_bit(converted, m
     assert cos.min() >= 0.99
 
 
-def test_the_folder_holds_int8_matrices_with_row_scales_and_every_other_file(converted, minilm_dir):
+def test_the_folder_holds_the_int8_kernels_arrays_and_every_other_file(converted, minilm_dir):
     weights = SafetensorsFile(converted / "model.safetensors")
     source = WeightStore(minilm_dir)
     matrices = {bert.LAYER_WEIGHTS[m].format(i=i) for m in bert.MATRICES for i in range(6)}
-    assert set(weights.info) == set(source.keys()) | {m + "_scale" for m in matrices}
+    assert set(weights.info) == set(source.keys()) | {m + p for m in matrices for p in ("_scale", "_sum")}
     for name in matrices:
-        quants, scales = weights[name], weights[name + "_scale"]
-        assert weights.info[name].dtype == "I8" and quants.shape == source.raw(name).shape
-        assert weights.info[name + "_scale"].dtype == "F32" and scales.shape == (quants.shape[0],)
+        packed, scales, sums = weights[name], weights[name + "_scale"], weights[name + "_sum"]
         w = source.get(name)
+        out, k = w.shape
+        assert weights.info[name].dtype == "I8" and packed.shape == (out // 16, k // 4, 16, 4)
+        quants = unpack_i8(packed, out, k)
         np.testing.assert_array_equal(scales, np.abs(w).max(axis=1) / np.float32(127))
+        np.testing.assert_array_equal(sums, quants.sum(axis=1, dtype=np.int32))
         assert np.abs(quants.astype(np.float32) * scales[:, None] - w).max() <= scales.max() / 2 * 1.0001
+        assert weights.info[name + "_sum"].dtype == "I32" and weights.info[name + "_scale"].dtype == "F32"
     for name in set(source.keys()) - matrices:  # tables, norms, biases: as stored
         np.testing.assert_array_equal(weights[name], source.raw(name))
     config = json.loads((converted / "config.json").read_text())
@@ -120,7 +125,8 @@ def test_what_cannot_be_converted_or_run_exactly_is_refused(converted, minilm_di
     tensors = {n: f[n] for n in f.info if n != "encoder.layer.3.output.dense.weight_scale"}
     write_safetensors(broken / "model.safetensors", tensors, overwrite=True,
                       dtypes={n: f.info[n].dtype for n in tensors})
-    with pytest.raises(ModelConfigError, match=r"encoder.layer.3.output.dense.weight.*needs its row scales"):
+    with pytest.raises(ModelConfigError, match=r"'encoder.layer.3.output.dense.weight'.*needs "
+                                               r"'encoder.layer.3.output.dense.weight_scale', F32 of shape \(384,\)"):
         votive.load(str(broken), backend="numpy")
     other = tmp_path / "other"
     shutil.copytree(converted, other)
@@ -143,8 +149,18 @@ def test_build_lambda_quantize_int8_packs_the_converted_folder(minilm_dir, conve
         zf.extractall(tmp_path / "unzipped")
     (weights,) = (tmp_path / "unzipped").rglob("model.safetensors")
     assert weights.read_bytes() == (converted / "model.safetensors").read_bytes()
+    decoder = _with_merges(hf_folders.SPECS["qwen3"], tmp_path / "qwen3")
     with pytest.raises(InputError, match="--quantize int8: .* is not a BERT encoder"):
-        from test_build_quantize import _with_merges, hf_folders
-
-        decoder = _with_merges(hf_folders.SPECS["qwen3"], tmp_path / "qwen3")
         build_lambda(str(decoder), tmp_path / "out2", LambdaTarget(quantize="int8"), tools=FakeToolchain().tools())
+
+
+@pytest.mark.parametrize("n, k", [(48, 32), (37, 13), (5, 3)])
+def test_a_linear_from_stored_arrays_multiplies_as_the_one_made_at_load(n, k):
+    """from_packed takes the arrays an EncoderI8Linear made of a float weight (what the converter stores), odd
+    shapes included (rows and columns padded in the packing), and gives its products bit for bit."""
+    rng = np.random.default_rng(n * 100 + k)
+    made = EncoderI8Linear(rng.standard_normal((n, k)).astype(np.float32), "w")
+    stored = EncoderI8Linear.from_packed((n, k), made.packed, made.scales, made.sums, "w")
+    x = rng.standard_normal((7, k)).astype(np.float32)
+    np.testing.assert_array_equal(stored(x), made(x))
+    np.testing.assert_array_equal(stored.quants, made.quants)

@@ -5,12 +5,12 @@ float32 array`, then calls `main(ThatClass)`. The driver (benchmarks/embedding_b
 fresh processes and times them from outside; the in-process phase times printed here are only a breakdown.
 
 Modes (argv[1]):
-    cold MODEL_DIR SENTENCE [EXTRA]
+    cold MODEL_DIR SENTENCE [EXTRA...]
         import, load, embed one sentence, print {"phases": ..., "dim": ..., "norm": ...} and exit.
-    throughput MODEL_DIR REFERENCE_DIR BATCHES PASSES [EXTRA]
+    throughput MODEL_DIR REFERENCE_DIR BATCHES PASSES [EXTRA...]
         load, check against the reference, one warm-up pass per batch size, then PASSES passes over the
         256 bench sentences at each batch size (interleaved), print the seconds of every pass.
-    check MODEL_DIR REFERENCE_DIR [EXTRA]
+    check MODEL_DIR REFERENCE_DIR [EXTRA...]
         load and print {"min_cosine": ...} against the reference embeddings.
     serve MODEL_DIR REFERENCE_DIR [EXTRA]
         load, print {"min_cosine": ...}, then for each stdin line "BATCH COUNT" embed the first COUNT bench
@@ -94,19 +94,19 @@ def main(stack_class):
     if not args:
         raise SystemExit(usage)
     mode, rest = args[0], args[1:]
-    if mode == "cold" and len(rest) in (2, 3):
+    if mode == "cold" and len(rest) >= 2:
         stack = stack_class(*rest[2:])
         result = _cold(stack, rest[0], rest[1])
-    elif mode == "throughput" and len(rest) in (4, 5):
+    elif mode == "throughput" and len(rest) >= 4:
         stack = stack_class(*rest[4:])
         batches = [int(b) for b in rest[2].split(",")]
         result = _throughput(stack, rest[0], rest[1], batches, int(rest[3]))
-    elif mode == "check" and len(rest) in (2, 3):
+    elif mode == "check" and len(rest) >= 2:
         stack = stack_class(*rest[2:])
         stack.import_libs()
         stack.load(rest[0])
         result = {"min_cosine": min_cosine(stack, rest[1])}
-    elif mode == "serve" and len(rest) in (2, 3):
+    elif mode == "serve" and len(rest) >= 2:
         stack = stack_class(*rest[2:])
         stack.import_libs()
         stack.load(rest[0])

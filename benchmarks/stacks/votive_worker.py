@@ -1,15 +1,16 @@
 """votive stack: votive.load + Model.embed; thread count is votive's own choice (available cores).
 
 EXTRA (optional): a `quantize=` type for votive.load, e.g. q8_0 (the encoder's six matrices per layer quantized at
-load and multiplied by votive's C kernels).
+load and multiplied by votive's C kernels); or `stored FOLDER`: load FOLDER instead of the model given (a model
+converted by `votive convert --type int8`, whose embeddings equal quantize="int8"'s).
 """
 
 import harness
 
 
 class VotiveStack:
-    def __init__(self, quantize=None):
-        self.quantize = quantize
+    def __init__(self, quantize=None, folder=None):
+        self.quantize, self.folder = (None, folder) if quantize == "stored" else (quantize, None)
 
     def import_libs(self):
         import votive
@@ -17,7 +18,9 @@ class VotiveStack:
         self.votive = votive
 
     def load(self, model_dir):
-        if self.quantize:
+        if self.folder:
+            self.model = self.votive.load(self.folder)
+        elif self.quantize:
             self.model = self.votive.load(model_dir, quantize=self.quantize)
         else:
             self.model = self.votive.load(model_dir)

@@ -216,28 +216,15 @@ class EncoderI8Linear:
         self.packed = pack_i8(quants)  # the kernel's layout, the only copy of the quants kept
 
     @classmethod
-    def from_quants(cls, quants: np.ndarray, scales: np.ndarray, name: str = "") -> "EncoderI8Linear":
-        """The linear of stored quants (out, in) int8 and their row scales (out,) float32, as a model converted by
-        `votive convert --type int8` holds them: the same linear `EncoderI8Linear(weight)` makes of the float
-        weight they were quantized from, without the float weight."""
+    def from_packed(cls, shape: tuple[int, int], packed: np.ndarray, scales: np.ndarray, sums: np.ndarray,
+                    name: str = "") -> "EncoderI8Linear":
+        """The linear of a weight of `shape` (out, in) from its arrays as a model converted by `votive convert --type
+        int8` stores them (`packed`, `scales`, `sums` of the EncoderI8Linear made of the float weight), read in
+        place: a memory-mapped file's views are the weight, nothing is computed or copied at load."""
         lin = object.__new__(cls)
-        lin.name = name
-        lin.out_features, lin.in_features = quants.shape
+        lin.name, lin.packed, lin.scales, lin.sums = name, packed, scales, sums
+        lin.out_features, lin.in_features = shape
         lin._entry = _vnni_entry("vt_i8_matmul")
-        lin.scales = np.ascontiguousarray(scales, np.float32)
-        repack = _vnni_entry("vt_i8_pack_quants")
-        if repack is None:
-            lin.sums, lin.packed = quants.sum(axis=1, dtype=np.int32), pack_i8(quants)
-            return lin
-        from votive.quant.kernel_args import data_address, refusal
-
-        quants = np.ascontiguousarray(quants, np.int8)
-        lin.packed = np.zeros((-(-lin.out_features // 16), -(-lin.in_features // 4), 16, 4), np.int8)
-        lin.sums = np.empty(lin.out_features, np.int32)
-        status = repack(data_address(quants), lin.out_features, lin.in_features, data_address(lin.packed),
-                        data_address(lin.sums))
-        if status != 0:
-            raise refusal("vt_i8_pack_quants", status)
         return lin
 
     @property

@@ -2,12 +2,13 @@
 int8, the artifact of `quantize="int8"` (and what `votive build lambda FOLDER --quantize int8` packs).
 
 `votive.load(folder, quantize="int8")` quantizes the six matrices of each layer at every load, reading the whole
-float file (MiniLM: 91 MB) to do it. Here that happens once: each matrix W (out, in) is stored as its quants,
-I8 (out, in), q = round-half-even(W[n] * 127 / max|W[n]|), beside its row scales `<name>_scale`, F32 (out,),
-max|W[n]| / 127 (votive.backends.numpy_linears.quantize_rows_i8, the numpy twin of the C quantizer the load-time
-path runs, bit for bit). Every other tensor (token, position and type tables, norms, biases) is kept as stored.
-A load of the written folder builds the same int8 linears from the stored quants, so its embeddings are the
-load-time int8 model's bit for bit, from a quarter of the layers' bytes.
+float file (MiniLM: 91 MB) to do it. Here that happens once: each matrix W (out, in) is quantized as that load
+does it (votive.backends.numpy_linears.EncoderI8Linear: q = round-half-even(W[n] * 127 / max|W[n]|), scale
+max|W[n]| / 127) and stored as the arrays the int8 kernel reads: `<name>` the quants in its layout, I8 (out / 16,
+in / 4, 16, 4) rounded up with zeros; `<name>_scale` F32 (out,); `<name>_sum` I32 (out,), each row's quant sum.
+A load maps them and multiplies by them in place, computing and copying nothing, so its embeddings are the
+load-time int8 model's bit for bit, from a quarter of the layers' bytes. Every other tensor (token, position and
+type tables, norms, biases) is kept as stored.
 
 config.json gains `quantization_config: {"quant_method": "votive-int8", ...}` (votive.models.bert.INT8_METHOD):
 votive reads the tensors, and transformers and sentence-transformers refuse the folder (an unknown quant_method)
@@ -58,7 +59,7 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     """
     import numpy as np
 
-    from votive.backends.numpy_linears import quantize_rows_i8
+    from votive.backends.numpy_linears import EncoderI8Linear
     from votive.builders.gguf_convert_bert import is_bert_folder
     from votive.formats.safetensors_write import write_safetensors
     from votive.formats.weights import WeightStore
@@ -87,10 +88,11 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     tensors, dtypes = {}, {}
     for name in sorted(store.keys()):
         if name in matrices:
-            scales, quants = quantize_rows_i8(store.get(name))
-            if not np.isfinite(scales).all():
+            lin = EncoderI8Linear(store.get(name), name)
+            if not np.isfinite(lin.scales).all():
                 raise ModelConfigError(f"{folder}: {name} holds inf or NaN; it has no int8 form")
-            tensors[name], tensors[name + bert.INT8_SCALE] = quants, scales
+            tensors[name], tensors[name + bert.INT8_SCALE], tensors[name + bert.INT8_SUM] = \
+                lin.packed, lin.scales, lin.sums
         else:
             tensors[name], dtypes[name] = store.raw(name), store.dtype_of(name)
 

@@ -154,11 +154,11 @@ GGUF_LAYER_WEIGHTS = {
 }  # fmt: skip
 # The matrices quantized at load (`quantize=`) and run as linears: the bulk of the multiplications.
 MATRICES = ("wq", "wk", "wv", "wo", "w_up", "w_down")
-# config.json's quantization_config.quant_method of a folder whose MATRICES are stored as int8 quants (I8, out x in)
-# with one float32 scale per row beside each (`<name>_scale`, (out,)): what `votive convert --type int8` writes,
-# the quants and scales `quantize="int8"` makes at load (votive.builders.int8_convert).
+# config.json's quantization_config.quant_method of a folder whose MATRICES are stored as int8, each as its quants
+# in the int8 kernel's layout, one float32 scale and one quant sum per row (`_stored_int8`): what `votive convert
+# --type int8` writes, the arrays `quantize="int8"` makes at load (votive.builders.int8_convert).
 INT8_METHOD = "votive-int8"
-INT8_SCALE = "_scale"
+INT8_SCALE, INT8_SUM = "_scale", "_sum"
 
 # In the checkpoint but not used by the encoder itself: the [CLS] pooler and a sequence classifier (read by
 # votive.models.cross_encoder when the model reranks), MLM heads, and the position_ids buffer older transformers
@@ -316,10 +316,11 @@ def _scatter_rows(ops, x, rows, n):
 
 
 def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
-    """Matrix `name` stored as int8 quants with its row scales (INT8_METHOD) as the backend's int8 linear: the one
-    `quantize="int8"` makes of the float matrix. Refused on a backend without that linear, with another
-    `quantize` (the float weights are gone), or when the scales are missing or malformed."""
-    scale = name + INT8_SCALE
+    """Matrix `name` (out, in) stored as INT8_METHOD lays it out (`<name>` its quants packed for the int8 kernel,
+    I8 (out / 16, in / 4, 16, 4) rounded up; `<name>_scale` F32 (out,); `<name>_sum` I32 (out,), the quants' row
+    sums) as the backend's int8 linear, read in place: the one `quantize="int8"` makes of the float matrix. Refused on
+    a backend without that linear, with another `quantize` (the float weights are gone), or when a part is missing
+    or malformed."""
     int8 = getattr(ops, "encoder_int8_linear", None)
     if int8 is None:
         raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}), which runs on the numpy backend "
@@ -327,13 +328,14 @@ def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
     if quantize not in (None, "int8"):
         raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}); quantize={str(quantize)!r} needs "
                          "the float weights: load it without quantize, or quantize the float model")
-    quants = store.raw(name)
-    if quants.shape != tuple(shape):
-        raise ModelConfigError(f"{store.path}: tensor {name!r} has shape {quants.shape}, expected {tuple(shape)}")
-    if scale not in store or store.dtype_of(scale) != "F32" or store.raw(scale).shape != (shape[0],):
-        raise ModelConfigError(f"{store.path}: int8 matrix {name!r} needs its row scales {scale!r}, F32 of shape "
-                               f"({shape[0]},)")
-    return int8.from_quants(quants, store.raw(scale), name)
+    out, k = shape
+    parts = {name: ("I8", (-(-out // 16), -(-k // 4), 16, 4)), name + INT8_SCALE: ("F32", (out,)),
+             name + INT8_SUM: ("I32", (out,))}
+    for part, (dtype, want) in parts.items():
+        if part not in store or store.dtype_of(part) != dtype or store.raw(part).shape != want:
+            raise ModelConfigError(f"{store.path}: int8 matrix {name!r} of shape {tuple(shape)} needs {part!r}, "
+                                   f"{dtype} of shape {want} ({INT8_METHOD})")
+    return int8.from_packed(shape, *(store.raw(part) for part in parts), name)
 
 
 def _fused_qkv(ops, w: dict):
@@ -416,7 +418,7 @@ class BertModel:
             name = _lookup(store, prefix + theirs)
             used.add(name)
             if ours in MATRICES and store.dtype_of(name) == "I8":
-                used.add(name + INT8_SCALE)
+                used.update((name + INT8_SCALE, name + INT8_SUM))
                 return _stored_int8(ops, store, name, shapes[ours], quantize if int8 is None else "int8")
             if int8 is not None and ours in MATRICES:
                 return int8(store.get(name, shape=shapes[ours]), name)

@@ -117,7 +117,7 @@ class KernelLibrary(LibrarySettings):
     # (votive.backends.numpy_linears) lay their weights out once and are their only callers.
     VNNI_ENTRIES = {"vt_eq8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR],
                     "vt_i8_matmul": [PTR, PTR, PTR, I64, I64, PTR, I64, PTR, PTR],
-                    "vt_i8_pack": [PTR, I64, I64, PTR, PTR, PTR], "vt_i8_pack_quants": [PTR, I64, I64, PTR, PTR]}
+                    "vt_i8_pack": [PTR, I64, I64, PTR, PTR, PTR]}
 
     def vnni_entry(self, name: str):
         """`name`, a VNNI_ENTRIES key, typed for ctypes; None where this CPU lacks AVX512-VNNI."""

@@ -476,37 +476,3 @@ VT_API int vt_eq8_matmul(const int8_t *wq, const float *wd, const float *we, int
 }
 
 #endif
-
-/* ---- int8 quants stored by a converted model (votive convert --type int8), packed at load ---------------------
- * Portable: only the layout, no arithmetic beyond the integer row sums. */
-
-struct i8_repack_job {
-    const int8_t *q;
-    int8_t *wp;
-    int32_t *wsum;
-    int64_t k, groups;
-};
-
-static void i8_repack_part(void *arg, int64_t begin, int64_t end) {
-    const struct i8_repack_job *j = arg;
-    for (int64_t n = begin; n < end; n++) {
-        const int8_t *row = j->q + n * j->k;
-        int8_t *block = j->wp + (n / 16) * j->groups * 64 + (n % 16) * 4; /* this row's 4 bytes of group 0 */
-        int32_t sum = 0;
-        for (int64_t i = 0; i < j->k; i++) {
-            block[(i / 4) * 64 + i % 4] = row[i];
-            sum += row[i];
-        }
-        j->wsum[n] = sum;
-    }
-}
-
-/* q (n, k) int8 quants into vt_i8_matmul's layout: wp zeroed beforehand (as vt_i8_pack's), wsum (n,) their row
- * sums. The scales are the stored ones: nothing to compute. */
-VT_API int vt_i8_pack_quants(const int8_t *q, int64_t n, int64_t k, int8_t *wp, int32_t *wsum) {
-    if (n < 0 || k < 0 || k > (1 << 24) || (n * k > 0 && (!q || !wp)) || (n > 0 && !wsum))
-        return VT_EINVAL;
-    struct i8_repack_job job = {q, wp, wsum, k, (k + 3) / 4};
-    vt_parallel_for(n, 1 + 65536 / (k > 0 ? k : 1), i8_repack_part, &job);
-    return VT_OK;
-}

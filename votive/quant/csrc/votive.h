@@ -284,9 +284,6 @@ VT_API int vt_i8_matmul(const int8_t *wp, const float *ws, const int32_t *wsum, 
  * it: wp zeroed beforehand (n and k rounded up to 16 and 4: n16 / 16 * k4 / 4 * 64 bytes), ws (n,) the scales (NaN
  * for a row holding inf or NaN), wsum (n,) the sums of each row's quants. */
 VT_API int vt_i8_pack(const float *w, int64_t n, int64_t k, int8_t *wp, float *ws, int32_t *wsum);
-/* q (n, k) int8 quants stored by a converted model packed as vt_i8_pack packs its own (wp zeroed beforehand), wsum
- * (n,) their row sums. Any CPU. */
-VT_API int vt_i8_pack_quants(const int8_t *q, int64_t n, int64_t k, int8_t *wp, int32_t *wsum);
 
 /* The int8 dot-product instructions the active quantized kernels use: "avx2", "avx2+vnni", "avx512+vnni",
  * "neon", "neon+dotprod" or "scalar". */
