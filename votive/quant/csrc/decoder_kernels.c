@@ -26,6 +26,18 @@
 /* A float rounded to the nearest half (ties to even), as F16C's vcvtps2ph and ggml's FP32_TO_FP16 round. */
 static inline float round_to_half(float f) { return f16_to_f32(f32_to_f16(f)); }
 
+/* out[i] = round_to_half(x[i]) for n floats (16 to an instruction pair on AVX-512: the same conversion). */
+static void round_row_to_half(float *out, const float *x, int64_t n) {
+    int64_t i = 0;
+#if defined(VT_ISA_AVX512)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i),
+                                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+#endif
+    for (; i < n; i++)
+        out[i] = round_to_half(x[i]);
+}
+
 /* ---- ggml's exp and SiLU ------------------------------------------------------------------------------------ */
 
 /* ggml_v_expf: e^x as 2^n * p(b), n = round(x / ln 2), b the reduced argument, p a degree-5 polynomial. */
@@ -201,6 +213,96 @@ static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
         out[i] = f16_to_f32(h[i]);
 }
 
+#if defined(VT_ISA_AVX512)
+/* The lanes of keys g .. g + 15 inside [lo, hi) (g >= lo rounded down to 16, g < hi). */
+static inline __mmask16 window_mask(int64_t g, int64_t lo, int64_t hi) {
+    unsigned m = 0xffffu;
+    if (lo > g)
+        m &= 0xffffu << (lo - g);
+    if (hi - g < LANES)
+        m &= 0xffffu >> (LANES - (hi - g));
+    return (__mmask16)m;
+}
+
+/* 2^e for integer-valued e in [-126, 127] (the exponent bits of a normal float). */
+static inline vf pow2_normal(vf e) { return (vf)((__builtin_convertvector(e, vi) + 127) << 23); }
+
+/* ggml_expf lane by lane, the same operations (a vector select for each of its branches): the same bits. */
+static inline vf ggml_expf_v(vf x) {
+    const vf r = v_splat(0x1.8p23f);
+    const vf z = v_fma(x, v_splat(0x1.715476p+0f), r);
+    const vf n = z - r;
+    const vf b = v_fma(-n, v_splat(0x1.7f7d1cp-20f), v_fma(-n, v_splat(0x1.62e4p-1f), x));
+    const vf u = b * b;
+    const vf j = v_fma(v_fma(v_fma(v_splat(0x1.0e4020p-7f), b, v_splat(0x1.573e2ep-5f)), u,
+                             v_fma(v_splat(0x1.555e66p-3f), b, v_splat(0x1.fffdb6p-2f))),
+                       u, v_fma(v_splat(0x1.ffffecp-1f), b, v_splat(1.0f)));
+    const vi low = n < -126.0f, high = n > 127.0f;
+    /* inside [-126, 127]: j * 2^n; outside, ldexpf's one rounding as an exact scaling by 2^(n +- 100 or 127) then
+     * one product that rounds (n in [-192, 127) or (127, 192]: each factor a normal float) */
+    const vf normal = j * pow2_normal(v_select(low | high, v_splat(0.0f), n));
+    const vf below = (j * pow2_normal(v_select(low, n + 100.0f, v_splat(0.0f)))) * 0x1p-100f;
+    const vf above = (j * pow2_normal(v_select(high, n - 127.0f, v_splat(0.0f)))) * 0x1p127f;
+    vf e = v_select(low, below, v_select(high, above, normal));
+    e = v_select(v_abs(n) > 192.0f, v_select(n <= 0.0f, v_splat(0.0f), v_splat(INFINITY)), e);
+    return v_select(n != n, n, e); /* x NaN */
+}
+#endif
+
+/* The scores row[lo, hi) (unscaled) become their probabilities rounded to half, as ggml's soft_max_ext (scale,
+ * then the -inf mask of keys outside [lo, hi), whose exps are exact zeros) and its conversion for the product with
+ * V: the exps summed in double, 16 keys at a time from a multiple of 16 (row[] is written up to hi rounded up to
+ * 16, with zeros past hi). On AVX-512 the same operations 16 keys to a vector: the same bits (the maximum is the
+ * same float whatever the order, but for the sign of a zero, which no exp below sees). */
+static void softmax_window(float *row, int64_t lo, int64_t hi, float scale) {
+#if defined(VT_ISA_AVX512)
+    const int64_t g0 = lo / LANES * LANES;
+    vf top = v_splat(-INFINITY);
+    for (int64_t g = g0; g < hi; g += LANES) {
+        const __mmask16 in = window_mask(g, lo, hi);
+        const __m512 x = _mm512_mask_mul_ps(_mm512_loadu_ps(row + g), in, _mm512_loadu_ps(row + g),
+                                            _mm512_set1_ps(scale));
+        _mm512_storeu_ps(row + g, x);
+        top = (vf)_mm512_mask_mov_ps((__m512)top, _mm512_cmp_ps_mask(x, (__m512)top, _CMP_GT_OQ) & in, x);
+    }
+    float lanes[LANES], mx = -INFINITY;
+    v_store(lanes, top);
+    for (int l = 0; l < LANES; l++)
+        mx = lanes[l] > mx ? lanes[l] : mx;
+    double sum = 0.0;
+    for (int64_t g = g0; g < hi; g += LANES) {
+        vf e = (vf)_mm512_maskz_mov_ps(window_mask(g, lo, hi), (__m512)ggml_expf_v(v_load(row + g) - mx));
+        v_store(row + g, e);
+        sum += (double)acc16_reduce(&e);
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int64_t g = g0; g < hi; g += LANES) {
+        const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(row + g), inv);
+        const __m512 h = _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm512_storeu_ps(row + g, _mm512_mask_mov_ps(_mm512_loadu_ps(row + g), window_mask(g, lo, hi), h));
+    }
+#else
+    float mx = -INFINITY;
+    for (int64_t j = lo; j < hi; j++) {
+        row[j] *= scale;
+        mx = row[j] > mx ? row[j] : mx;
+    }
+    double sum = 0.0;
+    for (int64_t g = lo / LANES * LANES; g < hi; g += LANES) {
+        float e[LANES];
+        for (int l = 0; l < LANES; l++) {
+            const int64_t i = g + l;
+            e[l] = i >= lo && i < hi ? ggml_expf(row[i] - mx) : 0.0f;
+            row[i] = e[l];
+        }
+        sum += (double)reduce16(e);
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = lo; j < hi; j++)
+        row[j] = round_to_half(row[j] * inv);
+#endif
+}
+
 /* One query vector against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v
  * (dims rows v_stride apart, v_stride >= hi rounded up to 64, finite values) hold halves' values as floats; see
  * vt_attention_f16 in votive.h. scratch holds dims + (hi rounded up to 64) floats. Keys before lo are outside the
@@ -209,8 +311,7 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
                    int64_t lo, int64_t hi, float scale, int batched, float *scratch) {
     const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
     float *qh = scratch, *row = scratch + dims;
-    for (int64_t d = 0; d < dims; d++)
-        qh[d] = round_to_half(q[d]);
+    round_row_to_half(qh, q, dims);
 
     /* scores, then softmax over [lo, hi): keys outside are ggml's -inf mask, so exp gives exact zeros */
     for (int64_t j = 0; j < span; j++)
@@ -222,24 +323,7 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
     }
     for (; j < hi; j++)
         row[j] = dot_halves(qh, k + j * dims, dims, batched);
-    float mx = -INFINITY;
-    for (j = lo; j < hi; j++) {
-        row[j] *= scale;
-        mx = row[j] > mx ? row[j] : mx;
-    }
-    double sum = 0.0;
-    for (int64_t g = lo / LANES * LANES; g < hi; g += LANES) { /* 16 keys at a time from a multiple of 16 */
-        float e[LANES];
-        for (int l = 0; l < LANES; l++) {
-            const int64_t i = g + l;
-            e[l] = i >= lo && i < hi ? ggml_expf(row[i] - mx) : 0.0f;
-            row[i] = e[l];
-        }
-        sum += (double)reduce16(e);
-    }
-    const float inv = (float)(1.0 / sum);
-    for (j = lo; j < hi; j++)
-        row[j] = round_to_half(row[j] * inv);
+    softmax_window(row, lo, hi, scale);
 
     /* out[d] = probabilities . V[d, :], over whole 64-key groups: the probabilities outside [lo, hi) are 0, and 0
      * times a finite value adds nothing (ggml multiplies its masked zeros too) */
@@ -258,6 +342,123 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
         out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, batched);
 }
 
+#if ACC_VECS == 1
+/* ---- several queries of one head at once (a prompt) ----------------------------------------------------------
+ * ATTEND_Q queries of one KV head, each with its own keys [lo[r], hi[r]) (a prompt's consecutive positions), as
+ * attend computes them batched: every score and every output element is the same one-chain dot product in key or
+ * dimension order, reduced by acc16_reduce, so the bits are attend's. The tiles only let ATTEND_Q x ATTEND_C chains
+ * run side by side, each vector of queries, keys, probabilities or values loaded once for all of them (one query's
+ * four chains alone wait on the multiply-add latency and load more than they multiply).
+ *
+ * A query's product with V runs over the tile's common range of keys [F, E) instead of its own [first, end): its
+ * probabilities outside [lo, hi) are +0, and a chain that starts at +0 and adds (+0) * (a finite value) stays +0
+ * (+0 + -0 is +0), so the extra leading and trailing terms leave every lane's bits as they are (attend's own
+ * comment on the trailing groups says the same; ggml multiplies all of them). Only on 16-lane vectors (AVX-512),
+ * where 16 chains fit the registers; the other ISAs call attend per query. */
+#define ATTEND_Q 4
+#define ATTEND_C 4
+_Static_assert(ATTEND_Q <= VT_DECODER_QUERIES, "the dispatcher's scratch holds VT_DECODER_QUERIES queries");
+
+/* acc[r][c] = the dot products of a[r] and b[c] over n (a multiple of 16) for R x C pairs (constants where
+ * inlined), each one chain as dot_halves(batched) sums it. */
+static inline __attribute__((always_inline)) void dot_tile(const float *const *a, const float *const *b, int64_t n,
+                                                           float out[ATTEND_Q][ATTEND_C], const int R, const int C) {
+    vf acc[ATTEND_Q][ATTEND_C];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            acc[r][c] = v_splat(0.0f);
+    for (int64_t k = 0; k < n; k += LANES) {
+        vf bv[ATTEND_C];
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            bv[c] = v_load(b[c] + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const vf av = v_load(a[r] + k);
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++)
+                acc[r][c] = v_fma(av, bv[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < C; c++)
+            out[r][c] = acc16_reduce(&acc[r][c]);
+}
+
+static void dot_tile_any(const float *const *a, const float *const *b, int64_t n, float out[ATTEND_Q][ATTEND_C],
+                         int rows, int cols) {
+    if (rows == ATTEND_Q && cols == ATTEND_C)
+        dot_tile(a, b, n, out, ATTEND_Q, ATTEND_C);
+    else if (cols == ATTEND_C)
+        switch (rows) {
+        case 3: dot_tile(a, b, n, out, 3, ATTEND_C); break;
+        case 2: dot_tile(a, b, n, out, 2, ATTEND_C); break;
+        default: dot_tile(a, b, n, out, 1, ATTEND_C); break;
+        }
+    else
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                float one[ATTEND_Q][ATTEND_C];
+                dot_tile(a + r, b + c, n, one, 1, 1);
+                out[r][c] = one[0][0];
+            }
+}
+
+/* nq (<= ATTEND_Q) queries q + r * q_stride against keys [lo[r], hi[r]) into out + r * out_stride; k, v, v_stride,
+ * dims, scale as attend's, dims a multiple of 16. scratch: ATTEND_Q * (dims + v_stride) floats. */
+static void attend_queries(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
+                           const float *v, int64_t v_stride, int64_t dims, const int64_t *lo, const int64_t *hi,
+                           int nq, float scale, float *scratch) {
+    int64_t jlo = lo[0], jhi = hi[0], first = lo[0] / (4 * LANES) * (4 * LANES), end = 0;
+    const float *qh[ATTEND_Q];
+    float *row[ATTEND_Q];
+    for (int r = 0; r < nq; r++) {
+        float *h = scratch + r * (dims + v_stride);
+        round_row_to_half(h, q + r * q_stride, dims);
+        qh[r] = h;
+        row[r] = h + dims;
+        for (int64_t j = 0; j < v_stride; j++)
+            row[r][j] = 0.0f;
+        jlo = lo[r] < jlo ? lo[r] : jlo;
+        jhi = hi[r] > jhi ? hi[r] : jhi;
+        const int64_t f = lo[r] / (4 * LANES) * (4 * LANES), e = (hi[r] + LANES - 1) / LANES * LANES;
+        first = f < first ? f : first;
+        end = e > end ? e : end;
+    }
+    float s[ATTEND_Q][ATTEND_C];
+    for (int64_t j = jlo; j < jhi; j += ATTEND_C) {
+        const int cols = jhi - j < ATTEND_C ? (int)(jhi - j) : ATTEND_C;
+        const float *keys[ATTEND_C];
+        for (int c = 0; c < cols; c++)
+            keys[c] = k + (j + c) * dims;
+        dot_tile_any(qh, keys, dims, s, nq, cols);
+        for (int r = 0; r < nq; r++)
+            for (int c = 0; c < cols; c++)
+                if (j + c >= lo[r] && j + c < hi[r])
+                    row[r][j + c] = s[r][c];
+    }
+    for (int r = 0; r < nq; r++)
+        softmax_window(row[r], lo[r], hi[r], scale);
+    const float *probs[ATTEND_Q];
+    for (int r = 0; r < nq; r++)
+        probs[r] = row[r] + first;
+    for (int64_t d = 0; d < dims; d += ATTEND_C) {
+        const int cols = dims - d < ATTEND_C ? (int)(dims - d) : ATTEND_C;
+        const float *vals[ATTEND_C];
+        for (int c = 0; c < cols; c++)
+            vals[c] = v + (d + c) * v_stride + first;
+        dot_tile_any(probs, vals, end - first, s, nq, cols);
+        for (int r = 0; r < nq; r++)
+            for (int c = 0; c < cols; c++)
+                out[r * out_stride + d + c] = s[r][c];
+    }
+}
+#endif
+
 const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
     .rms_norm_rows = rms_norm_rows,
     .rope_cache_rows = rope_cache_rows,
@@ -265,4 +466,7 @@ const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
     .swiglu_rows = swiglu_rows,
     .halves_to_floats = halves_to_floats,
     .attend = attend,
+#if ACC_VECS == 1
+    .attend_queries = attend_queries,
+#endif
 };

@@ -378,7 +378,7 @@ static int64_t attention_span(int64_t filled) { return (filled + 63) / 64 * 64; 
 /* attention_part's buffer for queries over `filled` keys: its scratch, and the keys and values as floats. */
 static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
     const int64_t span = attention_span(filled);
-    return sizeof(float) * (size_t)(dims + span + filled * dims + dims * span);
+    return sizeof(float) * (size_t)(VT_DECODER_QUERIES * (dims + span) + filled * dims + dims * span);
 }
 
 /* The calling thread's attention buffer, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per
@@ -426,9 +426,10 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
         return;
     }
     /* scratch, keys (filled, dims), values (dims, span): V's rows padded with zeros to whole 64-key groups */
-    float *scratch = buf, *kf = buf + j->dims + span, *vf = kf + filled * j->dims;
+    float *scratch = buf, *kf = buf + VT_DECODER_QUERIES * (j->dims + span), *vf = kf + filled * j->dims;
+    const int together = j->batched && dk->attend_queries && j->dims % 16 == 0; /* a prompt's queries, tiled */
     int64_t loaded = -1;
-    for (int64_t u = begin; u < end; u++) {
+    for (int64_t u = begin, step; u < end; u += step) {
         const int64_t h = u / n, i = u % n, g = h / (j->heads / j->kv_heads);
         if (g != loaded) {
             dk->halves_to_floats(kf, j->k + g * j->capacity * j->dims, filled * j->dims);
@@ -438,9 +439,22 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
             }
             loaded = g;
         }
-        const int64_t pos = j->q_start + i, lo = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
-        dk->attend(j->out + (i * j->heads + h) * j->dims, j->q + (i * j->heads + h) * j->dims, kf, vf, span,
-                   j->dims, lo, pos + 1, j->scale, j->batched, scratch);
+        /* up to VT_DECODER_QUERIES consecutive queries of head h in this part */
+        step = together ? (end - u < n - i ? end - u : n - i) : 1;
+        step = step < VT_DECODER_QUERIES ? step : VT_DECODER_QUERIES;
+        int64_t lo[VT_DECODER_QUERIES], hi[VT_DECODER_QUERIES];
+        for (int64_t r = 0; r < step; r++) {
+            const int64_t pos = j->q_start + i + r;
+            lo[r] = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
+            hi[r] = pos + 1;
+        }
+        float *out = j->out + (i * j->heads + h) * j->dims;
+        const float *q = j->q + (i * j->heads + h) * j->dims;
+        if (together)
+            dk->attend_queries(out, j->heads * j->dims, q, j->heads * j->dims, kf, vf, span, j->dims, lo, hi,
+                               (int)step, j->scale, scratch);
+        else
+            dk->attend(out, q, kf, vf, span, j->dims, lo[0], hi[0], j->scale, j->batched, scratch);
     }
     attention_buffer_done(buf);
 }

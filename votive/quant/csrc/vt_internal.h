@@ -35,6 +35,7 @@ int64_t vt_pool_spin_us(void);
 /* ---- per-ISA kernel tables ------------------------------------------------------------------------ */
 
 #define VT_ATTEND_QUERIES 4 /* queries encoder_attend takes at once, at most (its scratch holds their scores) */
+#define VT_DECODER_QUERIES 4 /* queries attend_queries takes at once, at most */
 
 /* nn_kernels.c is compiled once per instruction set; each build fills one of these. The functions are
  * single-threaded and work on the rows (or, for gelu_span, the elements) they are given. */
@@ -79,6 +80,11 @@ struct vt_decoder_kernels {
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, int batched, float *scratch);
+    /* up to VT_DECODER_QUERIES queries of one head, batched, attend's bits; NULL where the ISA lacks it. scratch:
+     * VT_DECODER_QUERIES * (dims + v_stride) floats */
+    void (*attend_queries)(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
+                           const float *v, int64_t v_stride, int64_t dims, const int64_t *lo, const int64_t *hi,
+                           int nq, float scale, float *scratch);
 };
 
 #if defined(VT_X86_64)
