@@ -21,6 +21,7 @@ average is printed beside them.
 
     .venv/bin/python benchmarks/cold_start_bench.py                   # MiniLM stacks and Gemma 3, 3 rounds
     .venv/bin/python benchmarks/cold_start_bench.py --what embed --rounds 5
+    .venv/bin/python benchmarks/cold_start_bench.py --what embed --stacks votive,votive-int8,ort  # + the int8 folder
     .venv/bin/python benchmarks/cold_start_bench.py --what llm --llm-model smollm2
 
 Writes benchmarks/.work/cold_start_results.json and .md.
@@ -159,6 +160,16 @@ def embed_cases(stack_names: list[str], alt_tree: Path | None = None) -> list[Ca
     stacks = eb.make_stacks(eb.REPO_DIR / ".venv" / "bin" / "python")
     cases = []
     for name in stack_names:
+        if name == "votive-int8":  # the int8 folder `votive convert --type int8` writes (embedding_ab.py makes it)
+            import embedding_ab as ab
+
+            s = stacks["votive"]
+            ab.make_int8_folder(s.python)
+            os.sync()  # just written: dirty pages stay cached through DONTNEED until they are on disk
+            cases.append(Case("embed", name, s.python, s.worker,
+                              ["cold", model, eb.COLD_SENTENCE, "stored", str(ab.INT8_FOLDER)], eb.worker_env(s),
+                              [str(ab.INT8_FOLDER)]))
+            continue
         s = stacks[name]
         paths = [model] + ([str(eb.ONNX_PATH)] if name == "ort" else [])
         cases.append(Case("embed", name, s.python, s.worker, ["cold", model, eb.COLD_SENTENCE, *s.extra],
@@ -207,7 +218,7 @@ def measure(cases: list[Case], rounds: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
-TITLES = {"votive": "votive", "votive-alt": "votive (--votive-alt tree)", "ort": "ONNX Runtime", "st": "sentence-transformers", "llamacpp": "llama.cpp"}
+TITLES = {"votive": "votive", "votive-alt": "votive (--votive-alt tree)", "votive-int8": "votive int8 (converted folder)", "ort": "ONNX Runtime", "st": "sentence-transformers", "llamacpp": "llama.cpp"}
 
 
 def markdown(results: dict) -> str:
