@@ -75,13 +75,16 @@ def test_one_text_alone_and_in_a_batch_are_the_same(minilm_dir, reference_dir):
 
 
 @needs_c
-def test_the_callers_array_is_not_written(minilm_dir):
-    enc = votive.load(str(minilm_dir), backend="numpy")
+def test_a_read_only_array_is_copied_and_rows_must_match_the_offsets(minilm_dir):
+    whole = votive.load(str(minilm_dir), backend="numpy").model.whole
     x = np.random.default_rng(0).standard_normal((7, 384)).astype(np.float32)
     x.flags.writeable = False
-    offsets = np.array([0, 3, 7])
-    y = enc.model.whole(x, offsets)
-    assert y is not x and y.shape == (7, 384) and np.isfinite(y).all()
+    kept = x.copy()
+    y = whole(x, np.array([0, 3, 7]))
+    assert y is not x and y.shape == (7, 384) and np.isfinite(y).all() and np.array_equal(x, kept)
+    for offsets, rows in (([0, 3, 8], x), ([0, 7], x[:, :100]), ([7], x)):
+        with pytest.raises(KernelError, match="do not match"):
+            whole(np.ascontiguousarray(rows), np.array(offsets))
 
 
 @needs_c

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from votive.errors import KernelError
 from votive.quant.kernel_args import data_address
 
 _P, _I64, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -58,9 +59,11 @@ class EncoderPass:
 
     def __call__(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         offsets = np.ascontiguousarray(offsets, np.int64)
-        if x.shape != (int(offsets[-1]), self.dim) or x.dtype != np.float32 or not (x.flags.c_contiguous and
-                                                                                     x.flags.writeable):
-            x = np.array(x, np.float32, order="C")  # the caller's array is never written
+        if offsets.ndim != 1 or offsets.size < 2 or x.shape != (int(offsets[-1]), self.dim):
+            raise KernelError(f"encoder_pass: rows {getattr(x, 'shape', None)} do not match offsets ending at "
+                              f"{offsets.ravel()[-1:]} and width {self.dim}")
+        if x.dtype != np.float32 or not (x.flags.c_contiguous and x.flags.writeable):
+            x = np.array(x, np.float32, order="C")  # a read-only or other array is copied, never written
         scratch = np.empty(x.shape[0] * (5 * self.dim + self.ffn), np.float32)
         status = self._entry(data_address(x), data_address(scratch), data_address(offsets), offsets.size - 1,
                              ctypes.addressof(self._layers), ctypes.addressof(self._dims))
