@@ -132,3 +132,42 @@ def test_an_app_module_that_does_not_construct_is_reported(tmp_path):
     deployer = ModalDeployer(state=StateStore(tmp_path / "s"), sdk=OfflineSdk(), say=lambda line: None)
     with pytest.raises(DeployError, match="the Modal app does not construct: RuntimeError: broken on purpose"):
         deployer.deploy(str(tmp_path))
+
+
+def test_web_url_looks_up_the_class_method_or_the_function_by_name(monkeypatch):
+    """ModalSdk.web_url itself, with only modal's lookups by name answered here: a class endpoint is found as
+    `votive map` finds the method it calls (client.modal_map.ModalSdk.method), a function endpoint by its name."""
+    looked_up = []
+
+    class Method:
+        def __init__(self, where):
+            self.where = where
+
+        def get_web_url(self):
+            return f"https://{self.where}.modal.run"
+
+    class Cls:
+        def __init__(self, app, name, environment):
+            self.app, self.name, self.environment = app, name, environment
+
+        def __call__(self):
+            return self
+
+        def __getattr__(self, method):
+            return Method(f"{self.app}-{self.name}-{method}-{self.environment}")
+
+    def cls_from_name(app, name, environment_name=None):
+        looked_up.append(("cls", app, name, environment_name))
+        return Cls(app, name, environment_name)
+
+    def function_from_name(app, name, environment_name=None):
+        looked_up.append(("function", app, name, environment_name))
+        return Method(f"{app}-{name}-{environment_name}")
+
+    monkeypatch.setattr(modal.Cls, "from_name", cls_from_name)
+    monkeypatch.setattr(modal.Function, "from_name", function_from_name)
+    sdk = ModalSdk()
+    assert sdk.web_url("embed", "dev", {"class": "Endpoint", "method": "web"}) == \
+        "https://embed-Endpoint-web-dev.modal.run"
+    assert sdk.web_url("embed", None, {"function": "serve"}) == "https://embed-serve-None.modal.run"
+    assert looked_up == [("cls", "embed", "Endpoint", "dev"), ("function", "embed", "serve", None)]

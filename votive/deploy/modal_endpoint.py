@@ -49,12 +49,14 @@ class ModalSdk:
         app.deploy(name=name, environment_name=environment)
 
     def web_url(self, name: str, environment: str | None, endpoint: dict) -> str:
-        """The URL of the deployed endpoint: {"class": C, "method": M} or {"function": F}."""
+        """The URL of the deployed endpoint: {"class": C, "method": M} (looked up as `votive map` looks up the
+        method it calls) or {"function": F}."""
+        if "class" in endpoint:
+            from votive.client.modal_map import ModalSdk as ClientSdk
+
+            return ClientSdk().method(name, environment, endpoint).get_web_url()
         import modal
 
-        if "class" in endpoint:
-            cls = modal.Cls.from_name(name, endpoint["class"], environment_name=environment)
-            return getattr(cls(), endpoint["method"]).get_web_url()
         return modal.Function.from_name(name, endpoint["function"], environment_name=environment).get_web_url()
 
     def stop(self, name: str, environment: str | None) -> None:
