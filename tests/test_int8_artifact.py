@@ -149,6 +149,10 @@ def test_build_lambda_quantize_int8_packs_the_converted_folder(minilm_dir, conve
         zf.extractall(tmp_path / "unzipped")
     (weights,) = (tmp_path / "unzipped").rglob("model.safetensors")
     assert weights.read_bytes() == (converted / "model.safetensors").read_bytes()
+    with pytest.raises(InputError, match="--quantize int8 runs on x86_64's AVX512-VNNI; on arm64"):
+        build_lambda(str(minilm_dir), tmp_path / "arm", LambdaTarget(arch="arm64", quantize="int8"),
+                     tools=FakeToolchain().tools())
+    assert not (tmp_path / "arm").exists()
     decoder = _with_merges(hf_folders.SPECS["qwen3"], tmp_path / "qwen3")
     with pytest.raises(InputError, match="--quantize int8: .* is not a BERT encoder"):
         build_lambda(str(decoder), tmp_path / "out2", LambdaTarget(quantize="int8"), tools=FakeToolchain().tools())
