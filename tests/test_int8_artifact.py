@@ -106,6 +106,8 @@ def test_cli_converts_and_refuses_to_overwrite_without_force(minilm_dir, tmp_pat
 
 
 def test_what_cannot_be_converted_or_run_exactly_is_refused(converted, minilm_dir, tmp_path):
+    with pytest.raises(InputError, match="no config.json there"):
+        convert_bert_int8(tmp_path / "nowhere", tmp_path / "y")
     with pytest.raises(InputError, match="must be outside"):
         convert_bert_int8(minilm_dir, minilm_dir / "inside")
     with pytest.raises(ModelConfigError, match="already quantized"):

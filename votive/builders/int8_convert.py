@@ -53,7 +53,7 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
         overwrite (bool): replace an existing `out` (a folder this wrote, or anything there).
 
     Raises:
-        InputError: `out` exists and overwrite is False, or `out` is `folder` or inside it.
+        InputError: no config.json in `folder`, `out` exists and overwrite is False, or `out` is `folder` or inside it.
         ModelConfigError: not a BERT folder votive runs, or one already stored as int8.
         WeightFileError: a malformed safetensors file.
     """
@@ -66,6 +66,8 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     from votive.models import bert
 
     folder, out = Path(folder), Path(out)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: no config.json there; --type int8 converts a BERT encoder folder")
     if not is_bert_folder(folder):
         raise ModelConfigError(f"{folder}: --type int8 converts BERT encoder folders (config.json model_type "
                                "'bert'); for other models use q8_0, f16 or f32")
