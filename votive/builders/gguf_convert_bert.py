@@ -121,7 +121,7 @@ def convert_bert_folder(folder, out, type_name: str = "q8_0", *, overwrite: bool
 def _tensor_names(store: WeightStore, cfg) -> dict[str, tuple[str, str]]:
     """GGUF name -> (our name, checkpoint name), embeddings then layers, every shape checked against config.json;
     a checkpoint tensor the encoder does not use (beyond bert.UNUSED_PREFIXES) is refused, naming it."""
-    prefix = "bert." if "bert." + bert.WEIGHTS["tok_embed"] in store else ""
+    prefix = bert.checkpoint_prefix(store)
     shapes = bert._weight_shapes(cfg)
     names = {}
     pairs = [(ours, bert.GGUF_WEIGHTS[ours], theirs) for ours, theirs in bert.WEIGHTS.items()]

@@ -81,7 +81,7 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
                                "float model")
     cfg = bert.Config.from_json(folder / "config.json")  # refuses what BertModel cannot run, naming the key
     store = WeightStore(folder)
-    prefix = "bert." if "bert." + bert.WEIGHTS["tok_embed"] in store else ""
+    prefix = bert.checkpoint_prefix(store)
     matrices = {prefix + bert.LAYER_WEIGHTS[m].format(i=i) for m in bert.MATRICES
                 for i in range(cfg.num_hidden_layers)}
     missing = sorted(matrices - set(store.keys()))

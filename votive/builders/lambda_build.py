@@ -40,14 +40,14 @@ from votive.builders import size_limits as limits
 from votive.builders.archive import ArchiveInfo, Member, tree_members, write_zip
 from votive.builders.bytecode import compile_tree
 from votive.builders.dependencies import DependencyTarget
-from votive.builders.model_files import INT8, ModelFiles, check_quantizable, collect_model, quantize_model
+from votive.builders.model_files import ModelFiles, check_quantizable, collect_model, quantize_model
 from votive.builders.output import MANIFEST_FORMAT, MANIFEST_NAME, check_destination, staged_output, write_json
 from votive.builders.runtime_tree import build_runtime_tree
 from votive.builders.slim import GPU_ONLY_RULES
 from votive.builders.stream_wrapper import STREAMING_HANDLERS, WRAPPER_NAME, wrapper_environment, wrapper_script
 from votive.builders.targets import LAMBDA_LIMITS, MB, architecture, lambda_runtime
 from votive.builders.tools import BuildTools
-from votive.errors import InputError, PackagingError
+from votive.errors import PackagingError
 from votive.files import sha256_file
 from votive.handlers.entry import CONFIG_NAME, ENTRY_MODULE, ENTRY_SOURCE
 
@@ -127,10 +127,7 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
     check_destination(out, force)  # before any work: an existing output is refused at once
     model_files = collect_model(model)
     if target.quantize is not None:
-        check_quantizable(model_files, target.quantize)  # refused before any work, as the other settings
-        if target.quantize == INT8 and target.arch == "arm64":
-            raise InputError("--quantize int8 runs on x86_64's AVX512-VNNI; on arm64 votive would multiply through "
-                             "its exact but slow numpy twin: build arm64 without --quantize, or with q8_0")
+        check_quantizable(model_files, target.quantize, target.arch)  # refused before any work, as the others
     if target.stream and model_files.kind.handler not in STREAMING_HANDLERS:
         raise PackagingError(f"--stream: {model_files.model_id} is served by {model_files.kind.handler}, which answers "
                              "whole (only generation streams); build without --stream")

@@ -153,16 +153,20 @@ def collect_model(source: str, *, resolve=resolve_source) -> ModelFiles:
     return ModelFiles(str(source), resolved.model_id, kind, files, weights, extras, note)
 
 
-def check_quantizable(model_files: ModelFiles, type_name: str) -> None:
+def check_quantizable(model_files: ModelFiles, type_name: str, arch: str | None = None) -> None:
     """Refuse `--quantize type_name` before any work: a type the converter does not write, a GGUF file (already
     converted), or a model that is neither a Hugging Face decoder folder nor a BERT encoder folder (converted to
-    llama.cpp's `bert` GGUF by votive.builders.gguf_convert_bert, f32 / f16 / q8_0).
+    llama.cpp's `bert` GGUF by votive.builders.gguf_convert_bert, f32 / f16 / q8_0, or int8 by
+    votive.builders.int8_convert); int8 for an `arch` without AVX512-VNNI (arm64).
 
     Raises:
         InputError: naming the flag, the model and what is supported.
     """
     from votive.builders.gguf_convert import convert_type
 
+    if type_name == INT8 and arch == "arm64":
+        raise InputError("--quantize int8 runs on x86_64's AVX512-VNNI; on arm64 votive would multiply through its "
+                         "exact but slow numpy twin: build arm64 without --quantize, or with q8_0")
     if type_name != INT8:
         convert_type(type_name, "--quantize")
     if model_files.weights:

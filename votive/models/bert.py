@@ -319,15 +319,16 @@ def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
     """Matrix `name` (out, in) stored as INT8_METHOD lays it out (`<name>` its quants packed for the int8 kernel,
     I8 (out / 16, in / 4, 16, 4) rounded up; `<name>_scale` F32 (out,); `<name>_sum` I32 (out,), the quants' row
     sums) as the backend's int8 linear, read in place: the one `quantize="int8"` makes of the float matrix. Refused on
-    a backend without that linear, with another `quantize` (the float weights are gone), or when a part is missing
-    or malformed."""
+    a backend without that linear, with a GGML type to quantize to (`quantize`, None when none or int8 was asked:
+    the float weights are gone), or when a part is missing or malformed."""
     int8 = getattr(ops, "encoder_int8_linear", None)
     if int8 is None:
         raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}), which runs on the numpy backend "
                          f"only, not {ops.name}")
-    if quantize not in (None, "int8"):
-        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}); quantize={str(quantize)!r} needs "
-                         "the float weights: load it without quantize, or quantize the float model")
+    if quantize is not None:
+        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}); quantize="
+                         f"{getattr(quantize, 'name', str(quantize)).lower()!r} needs the float weights: load it "
+                         "without quantize, or quantize the float model")
     out, k = shape
     parts = {name: ("I8", (-(-out // 16), -(-k // 4), 16, 4)), name + INT8_SCALE: ("F32", (out,)),
              name + INT8_SUM: ("I32", (out,))}
@@ -400,7 +401,7 @@ class BertModel:
         `quantize`: a GGML type (votive.models.hf_checkpoint.QUANTIZE_TYPES) the MATRICES are quantized to at
         load (a matrix whose rows are not whole blocks stays float), "int8" (one scale per row: the backend's
         `encoder_int8_linear`), or None to keep every tensor as stored."""
-        prefix = "bert." if "bert." + WEIGHTS["tok_embed"] in store else ""
+        prefix = checkpoint_prefix(store)
         shapes = _weight_shapes(cfg)
         used = set()
         int8 = None
@@ -419,7 +420,7 @@ class BertModel:
             used.add(name)
             if ours in MATRICES and store.dtype_of(name) == "I8":
                 used.update((name + INT8_SCALE, name + INT8_SUM))
-                return _stored_int8(ops, store, name, shapes[ours], quantize if int8 is None else "int8")
+                return _stored_int8(ops, store, name, shapes[ours], quantize)
             if int8 is not None and ours in MATRICES:
                 return int8(store.get(name, shape=shapes[ours]), name)
             if blocks is not None and ours in MATRICES:
@@ -510,6 +511,12 @@ class _QuantizedMatrices:
         if info.ggml_type == GGMLType.F32:
             return as_float32(self.store.raw(name), dtype)
         return quantize_rows(self.store.raw(name), dtype, info.ggml_type)  # (rows, row_bytes) uint8
+
+
+def checkpoint_prefix(store: WeightStore) -> str:
+    """"bert." where the checkpoint names its tensors as BertFor...'s `bert` submodule does (a classifier's or an MLM
+    checkpoint), else "" (a bare BertModel's)."""
+    return "bert." if "bert." + WEIGHTS["tok_embed"] in store else ""
 
 
 def _lookup(store: WeightStore, name: str) -> str:

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from votive.errors import KernelError
-from votive.quant.kernel_args import data_address
+from votive.quant.kernel_args import data_address, kept_address
 
 STANDS_IN_FOR = ("qkv", "rotate", "attention", "fuse", "forward", "step_fields")
 _P, _I64, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -85,13 +85,8 @@ class DecodeStep:
                 and x.shape == (1, self._dims["dim"]) and x.dtype == np.float32 and x.flags.c_contiguous
                 and x.flags.writeable)
 
-    def _keep(self, a) -> np.ndarray:
-        a = np.ascontiguousarray(a, np.float32)
-        self._kept.append(a)
-        return a
-
     def _vector(self, a) -> int | None:
-        return None if a is None else data_address(self._keep(np.ravel(a)))
+        return kept_address(self._kept, a)
 
     def _table(self, bound) -> int:
         self._kept.append(bound)

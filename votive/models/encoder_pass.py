@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from votive.errors import KernelError
-from votive.quant.kernel_args import data_address
+from votive.quant.kernel_args import data_address, kept_address
 
 _P, _I64, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 
@@ -74,18 +74,13 @@ class EncoderPass:
         return x
 
     def _vector(self, a) -> int | None:
-        if a is None:
-            return None
-        a = np.ascontiguousarray(np.ravel(a), np.float32)
-        self._kept.append(a)
-        return data_address(a)
+        return kept_address(self._kept, a)
 
     def _matrix(self, weight, bias) -> Matrix:
         bias = self._vector(bias)
+        self._kept.append(weight)  # an array, or an EncoderI8Linear, whose arrays live as long as it does
         if isinstance(weight, np.ndarray):
-            self._kept.append(weight)
             return Matrix(w=data_address(weight), bias=bias)
-        self._kept.append(weight)  # an EncoderI8Linear: its arrays live as long as it does
         return Matrix(packed=data_address(weight.packed), scales=data_address(weight.scales),
                       sums=data_address(weight.sums), bias=bias)
 

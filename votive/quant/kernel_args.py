@@ -396,3 +396,15 @@ def _address_reader():
 
 
 data_address = _address_reader()
+
+
+def kept_address(kept: list, a) -> int | None:
+    """The address of `a` as C reads a float vector (float32, C-contiguous, flattened; converted where it is not),
+    the array appended to `kept`, which its owner holds for as long as a C structure points into it; None (a NULL
+    pointer) for None. The whole-model passes build their layer tables so (models/decode_step.py,
+    models/encoder_pass.py)."""
+    if a is None:
+        return None
+    a = np.ascontiguousarray(np.ravel(a), np.float32)
+    kept.append(a)
+    return data_address(a)
