@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
@@ -212,7 +213,12 @@ class EncoderLayer:
         self.w = w  # LAYER_WEIGHTS names -> arrays, shapes as listed there
         self.n_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.qkv = _fused_qkv(ops, w)  # q, k, v as one matrix; None when quantized and not fusable
+
+    @cached_property
+    def qkv(self) -> dict | None:
+        """q, k, v as one matrix and bias (`_fused_qkv`); None when quantized and not fusable. Made on first use:
+        the C pass (encoder_pass) multiplies float q, k and v as stored, so a model it runs never copies them."""
+        return _fused_qkv(self.ops, self.w)
 
     def __call__(self, x, mask_bias, rows=None):
         """x: (B, T, D) hidden states; mask_bias: (B, 1, 1, T), 0 for tokens and a large negative for padding.

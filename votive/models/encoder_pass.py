@@ -9,7 +9,8 @@ take.
 A model takes the pass on the numpy backend with the C library when each layer's products are what the packed
 method would hand to C anyway: float32 C-contiguous matrices (`kernels.linear`'s C path, a memory-mapped
 checkpoint's views included) or int8 linears with their AVX512-VNNI kernel (`quantize="int8"`). GGUF-held and
-Q8_0 linears keep the per-op path.
+Q8_0 linears keep the per-op path. Float q, k and v are read as stored and multiplied as one matrix on the C side
+(the method stacks them into a copy, `EncoderLayer.qkv`, made only when the method runs).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Matrix(ctypes.Structure):
 class Layer(ctypes.Structure):
     """struct vt_encoder_layer (csrc/votive.h)."""
 
-    _fields_ = [("qkv", Matrix), ("wo", Matrix), ("up", Matrix), ("down", Matrix), ("up_bias", _P),
+    _fields_ = [("q", Matrix), ("k", Matrix), ("v", Matrix), ("wo", Matrix), ("up", Matrix), ("down", Matrix),
+                ("up_bias", _P),
                 ("attn_norm_w", _P), ("attn_norm_b", _P), ("ffn_norm_w", _P), ("ffn_norm_b", _P)]
 
 
@@ -86,7 +88,11 @@ class EncoderPass:
 
     def _layer(self, layer) -> Layer:
         w = layer.w
-        return Layer(qkv=self._matrix(layer.qkv["wqkv"], layer.qkv["bqkv"]), wo=self._matrix(w["wo"], w["bo"]),
+        if _float_qkv(w):  # read as stored: the C side multiplies the three as one
+            q, k, v = (self._matrix(w[m], w[b]) for m, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
+        else:  # int8, stacked at load (EncoderI8Linear.concatenate)
+            q, k, v = self._matrix(layer.qkv["wqkv"], layer.qkv["bqkv"]), Matrix(), Matrix()
+        return Layer(q=q, k=k, v=v, wo=self._matrix(w["wo"], w["bo"]),
                      up=self._matrix(w["w_up"], None), down=self._matrix(w["w_down"], w["b_down"]),
                      up_bias=self._vector(w["b_up"]), attn_norm_w=self._vector(w["attn_norm.w"]),
                      attn_norm_b=self._vector(w["attn_norm.b"]), ffn_norm_w=self._vector(w["ffn_norm.w"]),
@@ -101,13 +107,24 @@ def encoder_pass_for(ops, layers: list) -> EncoderPass | None:
     from votive.quant import kernels
 
     lib = kernels.get()
-    if lib is None or any(layer.qkv is None for layer in layers):
+    if lib is None:
         return None
     for layer in layers:
         w = layer.w
-        if not all(_taken(m) for m in (layer.qkv["wqkv"], w["wo"], w["w_up"], w["w_down"])):
+        if _float_qkv(w):
+            qkv = [w["wq"], w["wk"], w["wv"]]
+        elif layer.qkv is not None:
+            qkv = [layer.qkv["wqkv"]]
+        else:
+            return None
+        if not all(_taken(m) for m in (*qkv, w["wo"], w["w_up"], w["w_down"])):
             return None
     return EncoderPass(layers, lib.step_entry("vt_encoder_pass"))
+
+
+def _float_qkv(w: dict) -> bool:
+    """q, k and v are float arrays (not linears), which the pass reads where they are."""
+    return all(isinstance(w[m], np.ndarray) for m in ("wq", "wk", "wv"))
 
 
 def _taken(weight) -> bool:

@@ -68,7 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 9  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 10  # VT_ABI_VERSION in csrc/votive.h
 
 class KernelLibrary(LibrarySettings):
     """libvotive opened with ctypes: a method per row of OPS that checks every argument before C sees it, and

@@ -101,10 +101,10 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
  * over the group's time, not issued in one burst: a short text's product streams W from memory once, faster than
  * the hardware prefetcher alone brings it. */
 #define TILE_CASE(R, C)                                                                                            \
-    case R: tile(x + r * k, wn, bn, y + r * n + n0, pft, npf, k, n, (R) <= TILE_ROWS ? (R) : 1, C); break
+    case R: tile(x + r * k, wn, bn, y + r * ldy + n0, pft, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C); break
 #define ROWS_AGAINST(C)                                                                                            \
     do {                                                                                                           \
-        const float *pf = n0 + 2 * TILE_COLS <= n ? wn + TILE_COLS * k : NULL;                                     \
+        const float *pf = n0 + 2 * TILE_COLS <= ahead ? wn + TILE_COLS * k : NULL;                                 \
         const int64_t rows = r1 - r0, tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;                                  \
         for (int64_t t = 0, r = r0; t < tiles; t++) {                                                              \
             const int64_t h = rows / tiles + (t < rows % tiles);                                                   \
@@ -117,16 +117,17 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
                 TILE_CASE(4, C);                                                                                   \
                 TILE_CASE(3, C);                                                                                   \
                 TILE_CASE(2, C);                                                                                   \
-            default: tile(x + r * k, wn, bn, y + r * n + n0, pft, npf, k, n, 1, C); break;                         \
+            default: tile(x + r * k, wn, bn, y + r * ldy + n0, pft, npf, k, ldy, 1, C); break;                     \
             }                                                                                                      \
             r += h;                                                                                                \
         }                                                                                                          \
     } while (0)
 
-/* y[r0:r1, n0:n1] of y = x W^T + b (b may be NULL); y has n columns. */
-void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k,
-                               int64_t r0, int64_t r1, int64_t n0, int64_t n1) {
-    for (; n0 < n1; n0 += TILE_COLS) {
+/* Rows [r0, r1) of y = x W^T + b for `cols` rows of W from w (b: their biases, or NULL), into y's columns from its
+ * pointer (row stride ldy). ahead: the rows of W from w on that exist (cols or more), which the tiles may fetch. */
+void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
+                               int64_t r0, int64_t r1, int64_t cols, int64_t ahead) {
+    for (int64_t n0 = 0, n1 = cols; n0 < n1; n0 += TILE_COLS) {
         const float *wn = w + n0 * k, *bn = b ? b + n0 : NULL;
         switch (n1 - n0 < TILE_COLS ? n1 - n0 : TILE_COLS) {
         case 4: ROWS_AGAINST(4); break;

@@ -234,28 +234,41 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
 struct dense_job {
     const struct vt_nn_kernels *k;
     float *y;
-    const float *x, *w, *b;
-    int64_t m, n, cols, panels;
+    const float *x;
+    const float *const *w, *const *b; /* the parts' rows of W and biases (a bias NULL: none) */
+    int64_t m, n, cols, parts, panels; /* n rows of W a part; panels a part */
 };
 
+/* units: (a block of M_BLOCK rows of x, a part, a panel of N_PANEL of its rows of W); a part's outputs are the n
+ * columns after the previous part's, so parts stored apart multiply as one matrix would, bit for bit. */
 static void dense_part(void *arg, int64_t begin, int64_t end) {
     struct dense_job *j = arg;
+    const int64_t per_block = j->parts * j->panels;
     for (int64_t u = begin; u < end; u++) {
-        int64_t r0 = u / j->panels * M_BLOCK, n0 = u % j->panels * N_PANEL;
-        int64_t r1 = r0 + M_BLOCK < j->m ? r0 + M_BLOCK : j->m, n1 = n0 + N_PANEL < j->n ? n0 + N_PANEL : j->n;
-        j->k->dense_block(j->y, j->x, j->w, j->b, j->n, j->cols, r0, r1, n0, n1);
+        const int64_t r0 = u / per_block * M_BLOCK, p = u % per_block / j->panels, n0 = u % j->panels * N_PANEL;
+        const int64_t r1 = r0 + M_BLOCK < j->m ? r0 + M_BLOCK : j->m, n1 = n0 + N_PANEL < j->n ? n0 + N_PANEL : j->n;
+        j->k->dense_block(j->y + p * j->n + n0, j->parts * j->n, j->x, j->w[p] + n0 * j->cols,
+                          j->b[p] ? j->b[p] + n0 : NULL, j->cols, r0, r1, n1 - n0, j->n - n0);
     }
 }
 
-VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k) {
-    if (m < 0 || n < 0 || k < 0 || (m * n > 0 && !y) || (m * k > 0 && !x) || (n * k > 0 && !w))
+int vt_linear_parts(float *y, const float *x, const float *const *w, const float *const *b, int64_t parts, int64_t m,
+                    int64_t n, int64_t k) {
+    if (parts < 1 || m < 0 || n < 0 || k < 0 || !w || !b || (m * n > 0 && !y) || (m * k > 0 && !x))
         return VT_EINVAL;
+    for (int64_t p = 0; p < parts; p++)
+        if (n * k > 0 && !w[p])
+            return VT_EINVAL;
     if (m == 0 || n == 0)
         return VT_OK;
-    struct dense_job job = {vt_nn(), y, x, w, b, m, n, k, (n + N_PANEL - 1) / N_PANEL};
+    struct dense_job job = {vt_nn(), y, x, w, b, m, n, k, parts, (n + N_PANEL - 1) / N_PANEL};
     int64_t rows = m < M_BLOCK ? m : M_BLOCK, unit = rows * N_PANEL * (k > 0 ? k : 1);
-    vt_parallel_for((m + M_BLOCK - 1) / M_BLOCK * job.panels, 1 + DENSE_GRAIN_MACS / unit, dense_part, &job);
+    vt_parallel_for((m + M_BLOCK - 1) / M_BLOCK * parts * job.panels, 1 + DENSE_GRAIN_MACS / unit, dense_part, &job);
     return VT_OK;
+}
+
+VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k) {
+    return vt_linear_parts(y, x, &w, &b, 1, m, n, k);
 }
 
 struct encoder_attention_job {

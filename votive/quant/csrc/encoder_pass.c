@@ -5,7 +5,8 @@
  * its time there. This runs the same entry points (vt_linear or vt_i8_matmul, vt_encoder_attention, vt_gelu,
  * vt_layer_norm) with the same arguments, in the same order, as votive/models/bert.py's EncoderLayer.packed, so
  * its results are that method's bit for bit: its slow twin is that method, which tests/test_encoder_pass.py
- * compares it with. */
+ * compares it with. One difference of means, not of bits: the method multiplies a float q | k | v stacked in one
+ * matrix; here the three stored matrices are multiplied as that one (vt_linear_parts), so a load makes no copy. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,17 @@ static int product(float *y, const float *x, const struct vt_encoder_matrix *m, 
     return vt_i8_matmul(m->packed, m->scales, m->sums, n, k, x, rows, m->bias, y);
 }
 
+/* qkv (rows, 3 dim) = q | k | v: the three float matrices as one product (vt_linear_parts: vt_linear's bits for the
+ * stacked matrix), or the int8 one stacked at load */
+static int qkv_product(float *qkv, const float *x, const struct vt_encoder_layer *L, int64_t rows, int64_t dim) {
+    if (!L->q.w)
+        return L->k.w || L->v.w || L->k.packed || L->v.packed ? VT_EINVAL : product(qkv, x, &L->q, rows, 3 * dim, dim);
+    if (!L->k.w || !L->v.w)
+        return VT_EINVAL;
+    const float *w[3] = {L->q.w, L->k.w, L->v.w}, *b[3] = {L->q.bias, L->k.bias, L->v.bias};
+    return vt_linear_parts(qkv, x, w, b, 3, rows, dim, dim);
+}
+
 VT_API int vt_encoder_pass(float *x, float *scratch, const int64_t *offsets, int64_t n_seqs,
                            const struct vt_encoder_layer *layers, const struct vt_encoder_dims *d) {
     if (!x || !scratch || !offsets || !layers || !d || n_seqs < 1 || d->n_layers < 1 || d->dim < 1 ||
@@ -38,7 +50,7 @@ VT_API int vt_encoder_pass(float *x, float *scratch, const int64_t *offsets, int
     float *up = h + rows * dim;        /* (rows, ffn) */
     for (int64_t i = 0; i < d->n_layers; i++) {
         const struct vt_encoder_layer *L = &layers[i];
-        VT_CHECK(product(qkv, x, &L->qkv, rows, 3 * dim, dim));
+        VT_CHECK(qkv_product(qkv, x, L, rows, dim));
         VT_CHECK(vt_encoder_attention(ctx, qkv, offsets, n_seqs, d->heads, dim / d->heads, d->scale));
         VT_CHECK(product(h, ctx, &L->wo, rows, dim, dim));
         VT_CHECK(vt_layer_norm(h, h, x, L->attn_norm_w, L->attn_norm_b, rows, dim, d->eps));

@@ -142,8 +142,8 @@ static void softmax_rows(float *x, const float *mask, int64_t mask_div, int64_t 
     }
 }
 
-void VT_SUFFIX(vt_dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k,
-                               int64_t r0, int64_t r1, int64_t n0, int64_t n1); /* dense_kernels.c, this ISA's build */
+void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
+                               int64_t r0, int64_t r1, int64_t cols, int64_t ahead); /* dense_kernels.c, this ISA's */
 void VT_SUFFIX(vt_encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride,
                                   int64_t heads, int64_t dh, int64_t row0, int64_t len, int64_t h, float scale,
                                   float *scratch);

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 9
+#define VT_ABI_VERSION 10
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -246,9 +246,10 @@ struct vt_encoder_matrix {
 };
 
 /* One post-norm BERT layer: x = LN(x + attention(x) W_o^T + b_o); x = LN(x + GELU(x W_up^T + up_bias) W_down^T +
- * b_down). qkv: q, k and v stacked (3 dim, dim), its bias with them. */
+ * b_down). q, k, v: three float (dim, dim) matrices as stored, multiplied as one into q | k | v; or an int8 q | k | v
+ * stacked in q (3 dim rows, its bias with it), k and v all NULL. */
 struct vt_encoder_layer {
-    struct vt_encoder_matrix qkv, wo, up, down; /* up.bias NULL: up_bias goes in with the GELU */
+    struct vt_encoder_matrix q, k, v, wo, up, down; /* up.bias NULL: up_bias goes in with the GELU */
     const float *up_bias;                       /* (ffn) */
     const float *attn_norm_w, *attn_norm_b;     /* (dim) LayerNorm after the attention block; NULL: 1 and 0 */
     const float *ffn_norm_w, *ffn_norm_b;       /* (dim) after the feed-forward block */

@@ -48,9 +48,10 @@ struct vt_nn_kernels {
     /* first_row is the index of row 0 of x in the whole job, for picking its mask row */
     void (*softmax_rows)(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                          int64_t first_row, int64_t rows, int64_t cols);
-    /* y[r0:r1, n0:n1] of y (m, n) = x (m, k) W (n, k)^T + b (b may be NULL): dense_kernels.c */
-    void (*dense_block)(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t k, int64_t r0,
-                        int64_t r1, int64_t n0, int64_t n1);
+    /* rows [r0, r1) of y = x (m, k) W^T + b for `cols` rows of W from w (b: theirs, or NULL), into y's columns
+     * from its pointer, row stride ldy; ahead: W's rows from w on that may be fetched (>= cols): dense_kernels.c */
+    void (*dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k, int64_t r0,
+                        int64_t r1, int64_t cols, int64_t ahead);
     /* one head of one packed sequence's bidirectional attention: dense_kernels.c; scratch: dh * len_p +
      * VT_ATTEND_QUERIES * len_p floats, len_p = len rounded up to a vector */
     void (*encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride, int64_t heads,
@@ -65,6 +66,11 @@ extern const struct vt_nn_kernels vt_nn_neon;
 #else
 extern const struct vt_nn_kernels vt_nn_generic;
 #endif
+
+/* y (m, parts * n) = x (m, k) times the rows of `parts` matrices (w[p]: n rows of k; b[p]: n biases or NULL) one
+ * after another, transposed: vt_linear (dispatch.c) of the stacked matrix, bit for bit, without stacking it. */
+int vt_linear_parts(float *y, const float *x, const float *const *w, const float *const *b, int64_t parts, int64_t m,
+                    int64_t n, int64_t k);
 
 /* The table for the active ISA (dispatch.c). */
 const struct vt_nn_kernels *vt_nn(void);
