@@ -148,6 +148,9 @@ class Case:
     def __init__(self, kind: str, name: str, python: Path, worker: str, args: list[str], env: dict,
                  model_paths: list[str]):
         self.kind, self.name, self.python, self.worker, self.args, self.env = kind, name, python, worker, args, env
+        if not Path(python).exists():
+            raise SystemExit(f"cold_start_bench: {python} missing: run benchmarks/setup_peers.py (and "
+                             "setup_llm_peers.py for the LLMs)")
         self.files = sum((model_files(p) for p in model_paths), [])
         self.files = sorted(set(self.files + runtime_files(self.cmd(), env, f"{kind}-{name}".replace(":", "-"))))
 
@@ -157,7 +160,7 @@ class Case:
 
 def embed_cases(stack_names: list[str], alt_tree: Path | None = None) -> list[Case]:
     model = eb.model_dir()
-    stacks = eb.make_stacks(eb.REPO_DIR / ".venv" / "bin" / "python")
+    stacks = eb.make_stacks(eb.VOTIVE_PYTHON)
     cases = []
     for name in stack_names:
         if name == "votive-int8":  # the int8 folder `votive convert --type int8` writes (embedding_ab.py makes it)
@@ -182,7 +185,7 @@ def embed_cases(stack_names: list[str], alt_tree: Path | None = None) -> list[Ca
 
 def llm_cases(model_key: str) -> list[Case]:
     path = lb.model_path(lb.MODELS[model_key])
-    stacks = lb.make_stacks(eb.REPO_DIR / ".venv" / "bin" / "python")
+    stacks = lb.make_stacks(eb.VOTIVE_PYTHON)
     cases = []
     for name, s in stacks.items():
         env = {k: v for k, v in os.environ.items() if k not in eb.THREAD_VARS}

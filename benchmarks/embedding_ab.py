@@ -145,7 +145,7 @@ def main() -> int:
     parser.add_argument("--cold-reps", type=int, default=3, help="cold starts per stack with --quantized (0: none)")
     parser.add_argument("--out", type=Path, default=eb.WORK_DIR / "embedding_ab.json")
     args = parser.parse_args()
-    stacks = eb.make_stacks(eb.REPO_DIR / ".venv" / "bin" / "python")
+    stacks = eb.make_stacks(eb.VOTIVE_PYTHON)
     chosen = [stacks["votive"], stacks["ort"]]
     if args.baseline_tree:
         base = eb.Stack("baseline", "votive baseline", stacks["votive"].python, "votive_worker.py",

@@ -45,6 +45,7 @@ from pathlib import Path
 
 # The embedding benchmark's process runner and table formatting serve here unchanged.
 from embedding_bench import (
+    VOTIVE_PYTHON,
     BenchError,
     ProcessResult,
     Stack,
@@ -368,7 +369,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="5 first-token processes, 1 speed process x 3 passes")
     parser.add_argument("--keep-mismatched", action="store_true",
                         help="measure a stack even when it disagrees with the reference tokens")
-    parser.add_argument("--votive-python", type=Path, default=REPO_DIR / ".venv" / "bin" / "python")
+    parser.add_argument("--votive-python", type=Path, default=VOTIVE_PYTHON)
     parser.add_argument("--note", default="", help="free text stored with the results (e.g. 'machine busy')")
     parser.add_argument("--out", type=Path, default=WORK_DIR / "llm_results.json")
     args = parser.parse_args()

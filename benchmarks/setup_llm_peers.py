@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from llm_bench import LLAMA_VENV, MODELS, READ_BW, REFERENCE_DIR, model_path
-from setup_peers import STACKS_DIR, WORK_DIR, SetupError, ensure_venv, installed_versions, run, venv_python
+from setup_peers import (STACKS_DIR, WORK_DIR, SetupError, ensure_venv, installed_versions, run, setup_votive_venv,
+                         venv_python)
 
 LLAMA_VERSION = "0.3.36"
 LLAMA_PIN = f"llama-cpp-python=={LLAMA_VERSION}"
@@ -116,6 +117,7 @@ def main() -> int:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     try:
         versions = build_llama(args.force_build)
+        setup_votive_venv()
         build_read_bw()
         paths = {key: model_path(model) for key, model in MODELS.items()}
         info = check_llama(paths)

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import os
 
 from votive.errors import BackendError
-
-log = logging.getLogger("votive")
 
 BACKENDS = {"numpy": "votive.backends.numpy_backend", "cupy": "votive.backends.cupy_backend"}
 CHOICES = (*BACKENDS, "auto")
@@ -45,7 +42,9 @@ def get_backend(name: str | None = None, *, gpu_visible=gpu_visible):
         try:
             return _import("cupy")
         except BackendError as err:
-            log.warning("votive: a GPU is present but the cupy backend cannot start (%s); using numpy", err)
+            import logging  # only here: a library load would otherwise import logging for this one warning
+
+            logging.getLogger("votive").warning("votive: a GPU is present but the cupy backend cannot start (%s); using numpy", err)
             return _import("numpy")
     return _import(name)
 

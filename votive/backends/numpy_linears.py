@@ -10,11 +10,7 @@ does (x rounded to the weight's type, ggml's summation orders: `votive.quant.ker
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger("votive")
 
 # Rows dequantized per step on the numpy path: bounds the scratch buffer (rows x cols float32).
 _BAND_ROWS = 1024

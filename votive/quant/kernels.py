@@ -43,7 +43,6 @@ for $VOTIVE_SPIN_US (or `KernelLibrary.set_spin_us`; default 100) microseconds, 
 from __future__ import annotations
 
 import ctypes
-import logging
 import math
 import threading
 from pathlib import Path
@@ -65,7 +64,6 @@ __all__ = [
     "attention_f16", "qmatmul", "get_rows", "half_matmul",
 ]
 
-log = logging.getLogger(__name__)
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
 ABI_VERSION = 10  # VT_ABI_VERSION in csrc/votive.h
@@ -534,5 +532,7 @@ def _warn_once(path: Path, reason: str) -> None:
     if str(path) in _warned:
         return
     _warned.add(str(path))
-    log.warning("votive C kernels unavailable (%s); using the slower numpy path. Build them with "
+    import logging  # only here: loading a model would otherwise import logging for this one warning
+
+    logging.getLogger(__name__).warning("votive C kernels unavailable (%s); using the slower numpy path. Build them with "
                 "`python -m votive.quant.kernel_build` (needs a C compiler) or reinstall votive.", reason)
