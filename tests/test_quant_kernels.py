@@ -223,8 +223,12 @@ def test_qmatmul_against_the_float_product(lib, rng, ggml_type):
     (2, 8, 9, ("repack",) * 9),
     (13, 7, 1, ("vec_dot",)),  # Q5_K below 8 activation rows: ggml_vec_dot_q5_K_q8_K, mins beside the lanes
     (13, 16, 5, ("vec_dot",) * 5),
+    (6, 21, 9, ("vec_dot",) * 9),  # Q5_0: weight rows two at a time (the last alone), a tile of 8 and one row
+    (6, 2, 1, ("vec_dot",)),
+    (8, 5, 3, ("vec_dot",) * 3),  # Q8_0
 ], ids=["q4_K-gemv", "q4_K-gemv3", "q4_K-gemm6", "q4_K-gemm11", "q4_K-tiled", "q3_K-tiled", "q5_K-tiled",
-        "q6_K-tiled", "q4_0-gemv", "q4_0-gemm7", "q4_0-gemm9", "q5_K-vec_dot", "q5_K-vec_dot5"])
+        "q6_K-tiled", "q4_0-gemv", "q4_0-gemm7", "q4_0-gemm9", "q5_K-vec_dot", "q5_K-vec_dot5", "q5_0-pairs",
+        "q5_0-gemv", "q8_0-vec_dot"])
 def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows, n, orders):
     # these orders are what makes Q4_K_M, Q5_K_M and Q4_0 decoders give llama.cpp's logits bit for bit
     # (tests/test_decoders.py, tests/test_decoder_families.py)

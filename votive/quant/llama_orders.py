@@ -21,8 +21,11 @@ routines, as vendored by llama-cpp-python 0.3.36, which made the reference outpu
               in ggml/src/ggml-cpu/arch/x86/tiled-kernel.cpp): Q3_K..Q6_K (Q4_K where not repacked) times 8
               activation rows or more. Per block, the integer sum times d, less dmin times the min sum (fused),
               is multiply-added into the output with the activation's d.
-    vec_dot   ggml_vec_dot_q5_K_q8_K, x86 AVX2 (ggml/src/ggml-cpu/arch/x86/quants.c): Q5_K times fewer than 8
-              rows. Per block, the 8 int32 lanes of the scaled integer sums (lane l holding elements 4l..4l+3 of
+    vec_dot   ggml_vec_dot_q5_0_q8_0 and ggml_vec_dot_q8_0_q8_0, x86 AVX2 (ggml/src/ggml-cpu/arch/x86/quants.c):
+              per block the 8 int32 sums of 4 adjacent products (lane l: elements 4l..4l+3), as floats,
+              multiply-added into 8 float lanes with the weight's d times the activation's d; the lanes summed at
+              the end (hsum_float_8).
+              ggml_vec_dot_q5_K_q8_K, same file: Q5_K times fewer than 8 rows. Per block, the 8 int32 lanes of the scaled integer sums (lane l holding elements 4l..4l+3 of
               every 32) are multiply-added into 8 float lanes with d times the activation's d; the mins' sum is
               multiply-added (fused, as the compiler contracts `summs += dmin * sum`) into one float with
               -(the activation's d times dmin). At the end the lanes are summed (hsum_float_8) and that float
@@ -43,7 +46,7 @@ ORDERS = {
     "repack": (2, 12),  # Q4_0, Q4_K
     "repack_4": (12,),
     "tiled": (11, 12, 13, 14),  # Q3_K, Q4_K, Q5_K, Q6_K
-    "vec_dot": (13,),  # Q5_K
+    "vec_dot": (6, 8, 13),  # Q5_0, Q8_0, Q5_K
 }
 # float steps per 256-element block, where not one
 STEPS = {"repack_4": 4}
@@ -69,7 +72,7 @@ def llama_cpp_order_ref(blocks: np.ndarray, ggml_type: int, x: np.ndarray, order
     if ggml_type == 2:
         return _q4_0_repack(blocks, x)
     if order == "vec_dot":
-        return _q5_K_vec_dot(blocks, x)
+        return _q5_K_vec_dot(blocks, x) if ggml_type == 13 else _dot32_vec_dot(blocks, ggml_type, x)
     return _k_quant(blocks, ggml_type, x, order)
 
 
@@ -137,6 +140,31 @@ def _k_quant(blocks: np.ndarray, ggml_type: int, x: np.ndarray, order: str) -> n
     return out - out_min
 
 
+def _dot32_vec_dot(blocks: np.ndarray, ggml_type: int, x: np.ndarray) -> np.ndarray:
+    """ggml_vec_dot_q5_0_q8_0 / ggml_vec_dot_q8_0_q8_0 on x86: 8 float lanes, one multiply-add per block."""
+    from votive.quant.codecs import FORMATS, quantize_q8
+
+    fmt = FORMATS[ggml_type]
+    rows, nb, n = blocks.shape[0], x.shape[1] // 32, x.shape[0]
+    b = blocks.view(fmt.layout).reshape(rows, nb)
+    q = fmt.unpack(b.reshape(-1)).astype(np.int64).reshape(rows, nb, 8, 4)
+    act = quantize_q8(x, ggml_type).view(FORMATS[8].layout).reshape(n, nb)
+    qa = act["qs"].astype(np.int64).reshape(n, nb, 8, 4)
+    lanes = np.einsum("rble,nble->nrbl", q, qa).astype(np.float32)  # (n, rows, nb, 8), exact integers
+    d, da = b["d"].astype(np.float32), act["d"].astype(np.float32)  # (rows, nb), (n, nb)
+    acc = np.zeros((n, rows, 8), np.float32)
+    for k in range(nb):
+        acc = fma32((d[None, :, k] * da[:, None, k])[..., None], lanes[:, :, k], acc)
+    return _hsum_float_8(acc)
+
+
+def _hsum_float_8(acc: np.ndarray) -> np.ndarray:
+    """hsum_float_8 over the last axis of 8 lanes: the upper four onto the lower, then pairs, then the last two."""
+    four = acc[..., 4:] + acc[..., :4]
+    two = four[..., :2] + four[..., 2:]
+    return two[..., 0] + two[..., 1]
+
+
 def _q5_K_vec_dot(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
     """ggml_vec_dot_q5_K_q8_K on x86: 8 float lanes of the scaled sums, the mins' term in one float beside them."""
     b, q, scales, mins, qa, da = _k_quant_parts(blocks, 13, x)
@@ -152,7 +180,4 @@ def _q5_K_vec_dot(blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
     for k in range(nb):
         acc = fma32((da[:, None, k] * d[None, :, k])[..., None], lanes[:, :, k], acc)
         summs = fma32(-(da[:, None, k] * dmin[None, :, k]), msum[:, :, k], summs)
-    # hsum_float_8: the upper four lanes onto the lower, then pairs, then the last two
-    four = acc[..., 4:] + acc[..., :4]
-    two = four[..., :2] + four[..., 2:]
-    return (two[..., 0] + two[..., 1]) + summs
+    return _hsum_float_8(acc) + summs

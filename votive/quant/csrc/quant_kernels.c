@@ -140,6 +140,11 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_
         d[b] = f16_to_f32(f32_to_f16(db));
         s[b] = q8_1 ? f16_to_f32(f32_to_f16((float)hsum_int(sum) * db)) : (float)hsum_int(sum) * d[b];
     }
+    if (q8_1)
+        return;
+    int32_t *offsets = (int32_t *)(s + nb); /* VT_Q5_0_OFFSETS; a NaN block's quants are 0, and so its offsets */
+    for (int64_t i = 0; i < nb * 8; i++)
+        offsets[i] = -16 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
 }
 
 /* Q8_K per 256 elements: the value of largest magnitude (the first of equals) maps to -127, as ggml's
@@ -518,6 +523,32 @@ typedef void (*tile_fn)(int tile, int64_t nb, const uint8_t *w, const uint8_t *a
 _Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4, or 1..8");
 #endif
 
+/* A kernel of two weight rows (at w and w + w_stride) times `tile` activation rows -> out[t * out_stride] and the
+ * float after it: the same outputs as its tile_fn called on each row, bit for bit, with each activation block read
+ * once for both. */
+typedef void (*pair_fn)(int tile, int64_t nb, const uint8_t *w, int64_t w_stride, const uint8_t *act,
+                        int64_t act_stride, float *out, int64_t out_stride);
+#define PAIR_KERNEL(name, body)                                                                                    \
+    static void name(int tile, int64_t nb, const uint8_t *w, int64_t w_stride, const uint8_t *act,                 \
+                     int64_t act_stride, float *out, int64_t out_stride) {                                         \
+        switch (tile) {                                                                                             \
+        PAIR_CASES_ABOVE_4(body)                                                                                    \
+        case 4: body(4, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
+        case 3: body(3, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
+        case 2: body(2, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
+        default: body(1, nb, w, w_stride, act, act_stride, out, out_stride);                                       \
+        }                                                                                                           \
+    }
+#if TILE == 8
+#define PAIR_CASES_ABOVE_4(body)                                                                                   \
+    case 8: body(8, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
+    case 7: body(7, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
+    case 6: body(6, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
+    case 5: body(5, nb, w, w_stride, act, act_stride, out, out_stride); break;
+#else
+#define PAIR_CASES_ABOVE_4(body)
+#endif
+
 /* The kernels of one implementation, by GGML type: NAME(q4_0) names its Q4_0 kernel, and so on. */
 #define KERNEL_TABLE(NAME)                                                                                         \
     {                                                                                                              \
@@ -551,6 +582,11 @@ static tile_fn kernel_for(int type, int order) {
     return plain_kernels[type];
 }
 
+static pair_fn pair_kernel_for(int type, int order) {
+    (void)type, (void)order;
+    return NULL;
+}
+
 static const char *dot_isa(void) { return "scalar"; }
 
 static int set_dot_isa(const char *name) { return strcmp(name, "scalar") == 0 ? VT_OK : VT_EUNSUPPORTED; }
@@ -570,14 +606,22 @@ static void matmul_rows(int type, int order, const uint8_t *w, int64_t w_stride,
     /* llama.cpp's repacked matrices take activation rows in fours but the last n % 4 (vt_internal.h) */
     const int64_t fours = order == VT_ORDER_REPACK && n > 3 ? n - n % 4 : 0;
     const tile_fn kernel_4 = fours ? kernel_for(type, VT_ORDER_REPACK_4) : kernel;
+    const pair_fn pair = fours ? NULL : pair_kernel_for(type, order);
     for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {
         int64_t group_end = group + ROW_GROUP < r_end ? group + ROW_GROUP : r_end;
         for (int64_t c = 0; c < n;) {
             int64_t end = c < fours ? fours : n;
             int tile = end - c < TILE ? (int)(end - c) : TILE;
-            for (int64_t r = group; r < group_end; r++)
+            for (int64_t r = group; r < group_end; r++) {
+                if (pair && r + 1 < group_end) {
+                    pair(tile, nb, w + r * w_stride, w_stride, act + c * act_stride, act_stride,
+                         out + c * out_stride + r, out_stride);
+                    r++;
+                    continue;
+                }
                 (c < fours ? kernel_4 : kernel)(tile, nb, w + r * w_stride, act + c * act_stride, act_stride,
                                                 out + c * out_stride + r, out_stride);
+            }
             c += tile;
         }
     }

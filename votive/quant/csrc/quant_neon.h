@@ -190,6 +190,11 @@ static tile_fn kernel_for(int type, int order) {
     return (neon_use_dotprod() ? neon_sdot_kernels : neon_mull_kernels)[type];
 }
 
+static pair_fn pair_kernel_for(int type, int order) { /* one weight row at a time */
+    (void)type, (void)order;
+    return NULL;
+}
+
 static const char *dot_isa(void) { return neon_use_dotprod() ? "neon+dotprod" : "neon"; }
 
 static int set_dot_isa(const char *name) {

@@ -153,9 +153,10 @@ static inline __m256 x86_floats8(const float *p, int count) {
 
 /* ---- the kernels, once per way of summing u8 x s8 products -------------------------------------------- */
 
-/* Sums of 4 adjacent u8 x s8 products -> 8 int32. */
-static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+/* acc + the sums of 4 adjacent u8 x s8 products -> 8 int32 (maddubs' pairs cannot saturate here: u <= 31 where
+ * s is a full int8, |s| <= 16 where u is one). */
+static inline __m256i x86_dot4_mad(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
 #define X86_DOT4 x86_dot4_mad
@@ -173,7 +174,7 @@ static inline __m256i x86_dot4_mad(__m256i u, __m256i s) {
 #define X86_VNNI_NAME "avx512+vnni"
 #pragma GCC push_options
 #pragma GCC target("avx512vnni,avx512vl")
-static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+static inline __m256i x86_dot4_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
 static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
     return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, x86_load(y)), scales);
 }
@@ -182,9 +183,7 @@ static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *
 #define X86_VNNI_NAME "avx2+vnni"
 #pragma GCC push_options
 #pragma GCC target("avxvnni")
-static inline __m256i x86_dot4_vnni(__m256i u, __m256i s) {
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-}
+static inline __m256i x86_dot4_vnni(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *y, __m256i scales) {
     return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, x86_load(y)), scales);
 }
@@ -231,6 +230,13 @@ static int x86_use_vnni(void) { return x86_has_vnni() && __atomic_load_n(&x86_vn
 static tile_fn kernel_for(int type, int order) {
     const tile_fn(*kernels)[N_KERNELS] = x86_kernels[x86_use_vnni()];
     return kernels[order][type] ? kernels[order][type] : kernels[VT_ORDER_VEC_DOT][type];
+}
+
+/* Q5_0 in vec_dot order has a kernel of two weight rows (its activations' offsets serve both); NULL elsewhere */
+static pair_fn pair_kernel_for(int type, int order) {
+    if (type != VT_Q5_0 || (kernel_for(type, order) != x86_q5_0_mad && kernel_for(type, order) != x86_q5_0_vnni))
+        return NULL;
+    return x86_use_vnni() ? x86_q5_0_pair_vnni : x86_q5_0_pair_mad;
 }
 
 static const char *dot_isa(void) { return x86_use_vnni() ? X86_VNNI_NAME : VT_ISA_NAME; }

@@ -1,5 +1,5 @@
 /* quant_x86_kernels.h: the x86 block products, included by quant_x86.h once per way of summing u8 x s8
- * products: X86_DOT4(u, s) gives the 8 int32 sums of 4 adjacent products, X86_SCALED_DOT(acc, u, y, scales)
+ * products: X86_DOT4(acc, u, s) adds the 8 int32 sums of 4 adjacent products to acc, X86_SCALED_DOT(acc, u, y, scales)
  * adds the sums of maddubs' pairs times int16 scales to acc, X86_NAME(name) names this copy's functions. Not a header to include anywhere else.
  */
 
@@ -9,7 +9,9 @@
  * block, the 8 int32 sums of 4 adjacent products, as floats, are multiply-added into an 8-lane accumulator with
  * d_w * d_a; the lanes are summed at the end (x86_hsum, ggml's hsum_float_8). Q4_1 and Q5_1 add the blocks' min
  * terms m * s one after the other to a separate float, added last. The signed formats (Q4_0, Q5_0, Q8_0) go
- * through maddubs / VNNI as |w| times a with w's signs, so every block's integer sum is exact.
+ * through maddubs / VNNI as |w| times a with w's signs, so every block's integer sum is exact; Q5_0 as its
+ * unsigned q (0..31) times a, onto -16 times a's sums of 4 (VT_Q5_0_OFFSETS, made with the activations): the same
+ * integers, one instruction fewer per block and row.
  *
  * Blocks go in groups of 8: their scales are widened from half with one instruction and multiplied with the 8
  * activation scales as one vector; each block then takes its lane of those products.
@@ -19,17 +21,16 @@
  * integer sum is multiply-added with d_w * d_a, block after block (llama_orders.py, "repack").
  */
 
-/* Quants of the 32-element block at x as bytes: unsigned for Q4_1 / Q5_1, signed (value minus offset) else. */
+/* Quants of the 32-element block at x as bytes: unsigned for Q4_1 / Q5_1 and Q5_0 (whose offset 16 the activations'
+ * VT_Q5_0_OFFSETS take off), signed (value minus offset) else. */
 VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
     switch (type) {
     case VT_Q4_0:
         return _mm256_sub_epi8(x86_nibbles(x + offsetof(block_q4_0, qs)), _mm256_set1_epi8(8));
     case VT_Q4_1:
         return x86_nibbles(x + offsetof(block_q4_1, qs));
-    case VT_Q5_0: /* nibble | fifth bit << 4, minus 16 */
-        return _mm256_sub_epi8(
-            x86_with_fifth_bits(x + offsetof(block_q5_0, qs), x + offsetof(block_q5_0, qh), 0x10, 0),
-            _mm256_set1_epi8(16));
+    case VT_Q5_0: /* nibble | fifth bit << 4 */
+        return x86_with_fifth_bits(x + offsetof(block_q5_0, qs), x + offsetof(block_q5_0, qh), 0x10, 0);
     case VT_Q5_1:
         return x86_with_fifth_bits(x + offsetof(block_q5_1, qs), x + offsetof(block_q5_1, qh), 0x10, 0);
     default: /* VT_Q8_0 */
@@ -44,7 +45,8 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
                             : type == VT_Q5_0 ? sizeof(block_q5_0)
                             : type == VT_Q5_1 ? sizeof(block_q5_1)
                                               : sizeof(block_q8_0));
-    const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
+    const int has_min = type == VT_Q4_1 || type == VT_Q5_1, offset16 = type == VT_Q5_0;
+    const int64_t offsets_from_quants = (const uint8_t *)VT_Q5_0_OFFSETS(act, nb) - act;
     __m256 acc[TILE];
     float summs[TILE], sum[TILE]; /* sum: the repack order's float */
     #pragma GCC unroll 8
@@ -74,11 +76,15 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             const uint8_t *x = x0 + k * bytes;
             prefetch_weights(x, bytes);
             const __m256i q = X86_NAME(x86_quants32)(type, x);
-            const __m256i u = has_min ? q : _mm256_sign_epi8(q, q);
+            const __m256i u = has_min || offset16 ? q : _mm256_sign_epi8(q, q);
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
-                const __m256i a = x86_load(ACT_ROW(t) + (b0 + k) * 32);
-                const __m256i sums = X86_DOT4(u, has_min ? a : _mm256_sign_epi8(a, q));
+                const uint8_t *at = ACT_ROW(t) + (b0 + k) * 32;
+                const __m256i a = x86_load(at);
+                /* the block's offsets lie a row's nb * 40 bytes after its quants: one register for all rows */
+                const __m256i sums =
+                    offset16 ? X86_DOT4(x86_load(at + offsets_from_quants), u, a)
+                             : X86_DOT4(_mm256_setzero_si256(), u, has_min ? a : _mm256_sign_epi8(a, q));
                 if (order == VT_ORDER_REPACK) /* the block's exact integer sum into the one float */
                     sum[t] = fmaf((float)x86_hsum_int(sums), scales[t][k], sum[t]);
                 else
@@ -89,6 +95,52 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
         out[t * out_stride] = order == VT_ORDER_REPACK ? sum[t] : x86_hsum(acc[t]) + summs[t];
+}
+
+/* Q5_0 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the next float): each block
+ * of activations and its offsets are loaded once for both rows. Every output's integer sums, scales and float
+ * order are x86_dot32's (vec_dot order), so are its bits. */
+VT_INLINE void X86_NAME(x86_q5_0_pair_body)(const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
+                                            const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
+    const int bytes = (int)sizeof(block_q5_0);
+    const int64_t offsets_from_quants = (const uint8_t *)VT_Q5_0_OFFSETS(act, nb) - act;
+    __m256 acc[2][TILE];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        const uint8_t *x0[2] = {w + b0 * bytes, w + w_stride + b0 * bytes};
+        const __m256 dx0 = x86_halves8(x0[0], bytes, count), dx1 = x86_halves8(x0[1], bytes, count);
+        float scales[2][TILE][8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const __m256 da = x86_floats8(ACT_D(t, 32) + b0, count);
+            _mm256_storeu_ps(scales[0][t], _mm256_mul_ps(dx0, da));
+            _mm256_storeu_ps(scales[1][t], _mm256_mul_ps(dx1, da));
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < count; k++) {
+            prefetch_weights(x0[0] + k * bytes, bytes);
+            prefetch_weights(x0[1] + k * bytes, bytes);
+            const __m256i u0 = X86_NAME(x86_quants32)(VT_Q5_0, x0[0] + k * bytes);
+            const __m256i u1 = X86_NAME(x86_quants32)(VT_Q5_0, x0[1] + k * bytes);
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const uint8_t *at = ACT_ROW(t) + (b0 + k) * 32;
+                const __m256i a = x86_load(at), offsets = x86_load(at + offsets_from_quants);
+                acc[0][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[0][t][k]),
+                                            _mm256_cvtepi32_ps(X86_DOT4(offsets, u0, a)), acc[0][t]);
+                acc[1][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[1][t][k]),
+                                            _mm256_cvtepi32_ps(X86_DOT4(offsets, u1, a)), acc[1][t]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        out[t * out_stride] = x86_hsum(acc[0][t]);
+        out[t * out_stride + 1] = x86_hsum(acc[1][t]);
+    }
 }
 
 /* ---- K-quants ------------------------------------------------------------------------------------------
@@ -378,6 +430,7 @@ X86_ORDERED(x86_q236_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
 #undef X86_ORDERED
 
+PAIR_KERNEL(X86_NAME(x86_q5_0_pair), X86_NAME(x86_q5_0_pair_body))
 TILE_KERNEL(X86_NAME(x86_q4_0), X86_NAME(x86_dot32_vec_dot), VT_Q4_0)
 TILE_KERNEL(X86_NAME(x86_q4_1), X86_NAME(x86_dot32_vec_dot), VT_Q4_1)
 TILE_KERNEL(X86_NAME(x86_q5_0), X86_NAME(x86_dot32_vec_dot), VT_Q5_0)
