@@ -528,25 +528,25 @@ _Static_assert(TILE == 4, "TILE_KERNEL spells out tiles 1..4, or 1..8");
  * once for both. */
 typedef void (*pair_fn)(int tile, int64_t nb, const uint8_t *w, int64_t w_stride, const uint8_t *act,
                         int64_t act_stride, float *out, int64_t out_stride);
-#define PAIR_KERNEL(name, body)                                                                                    \
+#define PAIR_KERNEL(name, body, type)                                                                              \
     static void name(int tile, int64_t nb, const uint8_t *w, int64_t w_stride, const uint8_t *act,                 \
                      int64_t act_stride, float *out, int64_t out_stride) {                                         \
         switch (tile) {                                                                                             \
-        PAIR_CASES_ABOVE_4(body)                                                                                    \
-        case 4: body(4, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
-        case 3: body(3, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
-        case 2: body(2, nb, w, w_stride, act, act_stride, out, out_stride); break;                                 \
-        default: body(1, nb, w, w_stride, act, act_stride, out, out_stride);                                       \
+        PAIR_CASES_ABOVE_4(body, type)                                                                              \
+        case 4: body(type, 4, nb, w, w_stride, act, act_stride, out, out_stride); break;                           \
+        case 3: body(type, 3, nb, w, w_stride, act, act_stride, out, out_stride); break;                           \
+        case 2: body(type, 2, nb, w, w_stride, act, act_stride, out, out_stride); break;                           \
+        default: body(type, 1, nb, w, w_stride, act, act_stride, out, out_stride);                                 \
         }                                                                                                           \
     }
 #if TILE == 8
-#define PAIR_CASES_ABOVE_4(body)                                                                                   \
-    case 8: body(8, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
-    case 7: body(7, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
-    case 6: body(6, nb, w, w_stride, act, act_stride, out, out_stride); break;                                     \
-    case 5: body(5, nb, w, w_stride, act, act_stride, out, out_stride); break;
+#define PAIR_CASES_ABOVE_4(body, type)                                                                             \
+    case 8: body(type, 8, nb, w, w_stride, act, act_stride, out, out_stride); break;                               \
+    case 7: body(type, 7, nb, w, w_stride, act, act_stride, out, out_stride); break;                               \
+    case 6: body(type, 6, nb, w, w_stride, act, act_stride, out, out_stride); break;                               \
+    case 5: body(type, 5, nb, w, w_stride, act, act_stride, out, out_stride); break;
 #else
-#define PAIR_CASES_ABOVE_4(body)
+#define PAIR_CASES_ABOVE_4(body, type)
 #endif
 
 /* The kernels of one implementation, by GGML type: NAME(q4_0) names its Q4_0 kernel, and so on. */

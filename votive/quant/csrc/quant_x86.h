@@ -162,10 +162,12 @@ static inline __m256i x86_dot4_mad(__m256i acc, __m256i u, __m256i s) {
 #define X86_DOT4 x86_dot4_mad
 #define X86_SCALED_DOT x86_scaled_dot_mad
 #define X86_NAME(name) name##_mad
+#define X86_FULL_BYTES 0
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_SCALED_DOT
 #undef X86_NAME
+#undef X86_FULL_BYTES
 
 /* VNNI's dpbusd: the 4 products summed straight into int32 (AVX512-VNNI with VL for the avx512 build, the
  * VEX-encoded AVX-VNNI for the avx2 build: Alder Lake and later, Zen 5). */
@@ -191,10 +193,12 @@ static inline __m256i x86_scaled_dot_vnni(__m256i acc, __m256i u, const int8_t *
 #define X86_DOT4 x86_dot4_vnni
 #define X86_SCALED_DOT x86_scaled_dot_vnni
 #define X86_NAME(name) name##_vnni
+#define X86_FULL_BYTES 1
 #include "quant_x86_kernels.h"
 #undef X86_DOT4
 #undef X86_SCALED_DOT
 #undef X86_NAME
+#undef X86_FULL_BYTES
 #pragma GCC pop_options
 
 /* By dot-product instructions (maddubs, VNNI), order (vt_order) and GGML type; NULL: the vec_dot kernel. Repacked
@@ -232,11 +236,13 @@ static tile_fn kernel_for(int type, int order) {
     return kernels[order][type] ? kernels[order][type] : kernels[VT_ORDER_VEC_DOT][type];
 }
 
-/* Q5_0 in vec_dot order has a kernel of two weight rows (its activations' offsets serve both); NULL elsewhere */
+/* Q5_0 and (with VNNI) Q8_0 in vec_dot order have kernels of two weight rows (the activations' offsets serve
+ * both); NULL elsewhere */
 static pair_fn pair_kernel_for(int type, int order) {
-    if (type != VT_Q5_0 || (kernel_for(type, order) != x86_q5_0_mad && kernel_for(type, order) != x86_q5_0_vnni))
-        return NULL;
-    return x86_use_vnni() ? x86_q5_0_pair_vnni : x86_q5_0_pair_mad;
+    const tile_fn single = kernel_for(type, order);
+    if (single == x86_q5_0_mad || single == x86_q5_0_vnni)
+        return x86_use_vnni() ? x86_q5_0_pair_vnni : x86_q5_0_pair_mad;
+    return single == x86_q8_0_vnni ? x86_q8_0_pair_vnni : NULL;
 }
 
 static const char *dot_isa(void) { return x86_use_vnni() ? X86_VNNI_NAME : VT_ISA_NAME; }

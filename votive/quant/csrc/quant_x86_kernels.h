@@ -1,5 +1,6 @@
 /* quant_x86_kernels.h: the x86 block products, included by quant_x86.h once per way of summing u8 x s8
- * products: X86_DOT4(acc, u, s) adds the 8 int32 sums of 4 adjacent products to acc, X86_SCALED_DOT(acc, u, y, scales)
+ * products: X86_DOT4(acc, u, s) adds the 8 int32 sums of 4 adjacent products to acc (X86_FULL_BYTES: exactly for any
+ * unsigned u, else for u <= 31), X86_SCALED_DOT(acc, u, y, scales)
  * adds the sums of maddubs' pairs times int16 scales to acc, X86_NAME(name) names this copy's functions. Not a header to include anywhere else.
  */
 
@@ -97,12 +98,15 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         out[t * out_stride] = order == VT_ORDER_REPACK ? sum[t] : x86_hsum(acc[t]) + summs[t];
 }
 
-/* Q5_0 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the next float): each block
- * of activations and its offsets are loaded once for both rows. Every output's integer sums, scales and float
- * order are x86_dot32's (vec_dot order), so are its bits. */
-VT_INLINE void X86_NAME(x86_q5_0_pair_body)(const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
-                                            const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
-    const int bytes = (int)sizeof(block_q5_0);
+/* Q5_0 and Q8_0 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the next float):
+ * each block of activations and its offsets are loaded once for both rows. The weights' quants are multiplied as
+ * unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' VT_Q5_0_OFFSETS times 1 or 8 (-16 or -128 times
+ * each 4 activations' sum), which gives the integers ggml's sign trick gives; every output's scales and float
+ * order are x86_dot32's (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI only
+ * (maddubs' pairs would saturate). */
+VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
+                                       const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
+    const int bytes = (int)(type == VT_Q5_0 ? sizeof(block_q5_0) : sizeof(block_q8_0));
     const int64_t offsets_from_quants = (const uint8_t *)VT_Q5_0_OFFSETS(act, nb) - act;
     __m256 acc[2][TILE];
     #pragma GCC unroll 8
@@ -123,12 +127,17 @@ VT_INLINE void X86_NAME(x86_q5_0_pair_body)(const int T, int64_t nb, const uint8
         for (int k = 0; k < count; k++) {
             prefetch_weights(x0[0] + k * bytes, bytes);
             prefetch_weights(x0[1] + k * bytes, bytes);
-            const __m256i u0 = X86_NAME(x86_quants32)(VT_Q5_0, x0[0] + k * bytes);
-            const __m256i u1 = X86_NAME(x86_quants32)(VT_Q5_0, x0[1] + k * bytes);
+            __m256i u0 = X86_NAME(x86_quants32)(type, x0[0] + k * bytes);
+            __m256i u1 = X86_NAME(x86_quants32)(type, x0[1] + k * bytes);
+            if (type == VT_Q8_0) { /* q + 128 */
+                u0 = _mm256_xor_si256(u0, _mm256_set1_epi8(-128));
+                u1 = _mm256_xor_si256(u1, _mm256_set1_epi8(-128));
+            }
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const uint8_t *at = ACT_ROW(t) + (b0 + k) * 32;
-                const __m256i a = x86_load(at), offsets = x86_load(at + offsets_from_quants);
+                const __m256i a = x86_load(at), offsets16 = x86_load(at + offsets_from_quants);
+                const __m256i offsets = type == VT_Q8_0 ? _mm256_slli_epi32(offsets16, 3) : offsets16;
                 acc[0][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[0][t][k]),
                                             _mm256_cvtepi32_ps(X86_DOT4(offsets, u0, a)), acc[0][t]);
                 acc[1][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[1][t][k]),
@@ -430,7 +439,10 @@ X86_ORDERED(x86_q236_K, _vec_dot, VT_ORDER_VEC_DOT)
 X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
 #undef X86_ORDERED
 
-PAIR_KERNEL(X86_NAME(x86_q5_0_pair), X86_NAME(x86_q5_0_pair_body))
+PAIR_KERNEL(X86_NAME(x86_q5_0_pair), X86_NAME(x86_pair_body), VT_Q5_0)
+#if X86_FULL_BYTES /* unsigned bytes up to 255: VNNI's dpbusd, not maddubs */
+PAIR_KERNEL(X86_NAME(x86_q8_0_pair), X86_NAME(x86_pair_body), VT_Q8_0)
+#endif
 TILE_KERNEL(X86_NAME(x86_q4_0), X86_NAME(x86_dot32_vec_dot), VT_Q4_0)
 TILE_KERNEL(X86_NAME(x86_q4_1), X86_NAME(x86_dot32_vec_dot), VT_Q4_1)
 TILE_KERNEL(X86_NAME(x86_q5_0), X86_NAME(x86_dot32_vec_dot), VT_Q5_0)
