@@ -395,3 +395,38 @@ def test_directory_and_fifo_are_refused_without_blocking(tmp_path):
         with pytest.raises(WeightFileError) as e:
             SafetensorsFile(path)
         assert str(e.value) == f"{path}: not a regular file"
+
+
+# ------------------------------------------------------------------------------------------------ read-ahead
+@pytest.mark.parametrize("spans, threads", [
+    ([(0, 10_000), (10_000, 50_000), (90_001, 130_000)], 4),  # adjacent spans merge; a gap stays a gap
+    ([(5, 6)], 4),  # one byte: one page, one share
+    ([(4096 * 3, 4096 * 30 + 1), (0, 100)], 3),  # out of order; a byte past a page boundary takes that page
+    ([(0, 4096 * 7)], 2),  # 7 pages in 2 shares: 4 and 3
+    ([(10, 10), (20, 5)], 4),  # empty spans: nothing to read
+])
+def test_read_ahead_shares_cover_every_page_once(spans, threads):
+    from votive.formats.safetensors import read_ahead_shares
+
+    page = 4096
+    shares = read_ahead_shares(spans, threads, page)
+    wanted = {p for b, e in spans for p in range(b // page, -(-e // page)) if e > b}
+    got = [p for share in shares for b, e in share for p in range(b // page, -(-e // page))]
+    assert sorted(got) == sorted(wanted) and len(got) == len(set(got))
+    assert len(shares) <= threads
+    sizes = [sum(-(-(e - b) // page) for b, e in share) for share in shares]  # in pages
+    assert len(set(sizes[:-1])) <= 1 and sizes[-1:] <= sizes[:1]  # equal shares, the last no larger (or none)
+    assert all(share == sorted(share) for share in shares)
+
+
+def test_read_ahead_reads_in_the_background_and_leaves_the_tensors_as_they_were(golden):
+    import threading
+
+    f = SafetensorsFile(golden[0])
+    before = {name: f[name].copy() for name in f.keys()}
+    f.read_ahead(list(f.keys()))
+    for t in [t for t in threading.enumerate() if t.name == "votive-read-ahead"]:
+        t.join(timeout=10)
+        assert not t.is_alive()
+    for name, value in before.items():
+        np.testing.assert_array_equal(f[name], value)

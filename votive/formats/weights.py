@@ -133,6 +133,15 @@ class WeightStore:
             self.converted_bytes += out.nbytes
         return self._converted[name]
 
+    def read_ahead(self, names) -> None:
+        """Start faulting in tensors `names` from background threads, a few per file
+        (votive.formats.safetensors.read_ahead): what a model's first call reads whole. Returns at once."""
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            by_file.setdefault(str(self._file_of(name).path), []).append(name)
+        for path, group in by_file.items():
+            self._files[path].read_ahead(group)
+
     def advise_rows(self, name: str) -> None:
         """Tensor `name` is read a few rows at a time (a token table): a cold start reads only the pages of the
         rows it looks up (votive.formats.safetensors.advise_rows). A float32 tensor only: a converted one is a copy."""

@@ -408,6 +408,9 @@ class BertModel:
         load (a matrix whose rows are not whole blocks stays float), "int8" (one scale per row: the backend's
         `encoder_int8_linear`), or None to keep every tensor as stored."""
         prefix = checkpoint_prefix(store)
+        # the first text (or quantizing at load) reads every layer whole: their pages start coming in now, from
+        # background threads; the token table is read a few rows at a time (advise_rows)
+        store.read_ahead([n for n in store.keys() if n.startswith(prefix + "encoder.")])
         shapes = _weight_shapes(cfg)
         used = set()
         int8 = None
