@@ -269,6 +269,13 @@ class GGUFFile:
         t = self.tensors[name]
         advise_rows(self._map, t.offset, t.nbytes)
 
+    def read_ahead(self, names) -> None:
+        """Start faulting in tensors `names` from background threads (votive.formats.safetensors.read_ahead)."""
+        from votive.formats.safetensors import read_ahead
+
+        read_ahead(self._map, [(self.tensors[n].offset, self.tensors[n].offset + self.tensors[n].nbytes)
+                               for n in names])
+
     # -- metadata
 
     def get(self, key: str, default=None):

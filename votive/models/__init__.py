@@ -90,6 +90,10 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
     arch = f.architecture
     if arch not in DECODERS:
         raise ModelConfigError(f"{path}: architecture {arch!r} is not supported (supported: {', '.join(DECODERS)})")
+    # the first token reads every matrix whole (a tied token table too, as the output): their pages start coming in
+    # now, from background threads; an untied token table is read a few rows at a time
+    tied = "output.weight" not in f.tensors
+    f.read_ahead([n for n in f.tensors if tied or n != "token_embd.weight"])
     module, name = DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     return cls.from_gguf(f, ops, GGUFTokenizer.from_gguf(f), n_ctx=n_ctx, model_id=model_id or path.stem)
