@@ -91,7 +91,7 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
     if arch not in DECODERS:
         raise ModelConfigError(f"{path}: architecture {arch!r} is not supported (supported: {', '.join(DECODERS)})")
     # the first token reads every matrix whole (a tied token table too, as the output): their pages start coming in
-    # now, from background threads; an untied token table is read a few rows at a time
+    # now, from background threads (votive.formats.safetensors.read_ahead); an untied token table goes by rows
     tied = "output.weight" not in f.tensors
     f.read_ahead([n for n in f.tensors if tied or n != "token_embd.weight"])
     module, name = DECODERS[arch]
@@ -119,6 +119,9 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
     module, name = HF_DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     store = WeightStore(folder) if store is None else store
+    # as load_gguf: every matrix starts coming in now, from background threads; an untied token table goes by rows
+    untied = "lm_head.weight" in store
+    store.read_ahead([n for n in store.keys() if not (untied and n == "model.embed_tokens.weight")])
     if quantize == ENCODER_INT8:
         raise InputError(f"{folder}: quantize='int8' (one scale per row) is for embedding encoders; a decoder "
                          "quantizes to q8_0 or q4_k_m, the types llama.cpp runs")

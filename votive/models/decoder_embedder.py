@@ -163,6 +163,9 @@ class PrefixedStore:
     def get(self, name: str, shape=None):
         return self.store.get(self._names.get(name, name), shape)
 
+    def read_ahead(self, names) -> None:
+        self.store.read_ahead([self._names.get(name, name) for name in names])
+
     def __getattr__(self, name):
         return getattr(self.store, name)
 
