@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import setup_peers as sp  # benchmarks/ is the script's folder, first on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
@@ -82,7 +84,9 @@ def make_stacks(votive_python: Path) -> dict[str, Stack]:
             # The working tree first on the path: the benchmark measures this checkout, and an editable install
             # made before votive/__init__.py existed would otherwise resolve `votive` as a namespace package.
             env={"PYTHONPATH": str(REPO_DIR)},
-            deploy_roots="votive", versions_of=("numpy", "tokenizers"),
+            # votive itself is the working tree, not installed there: its dependencies are the deploy set
+            deploy_roots=",".join(sp.requirement_name(r) for r in sp.votive_requirements(extras=())),
+            versions_of=("numpy", "tokenizers"),
         ),
         "st": Stack(
             "st", "sentence-transformers", WORK_DIR / "venv-st" / "bin" / "python", "st_worker.py",

@@ -2,8 +2,8 @@
 
     venv-st   torch 2.13.0 CPU (the local wheel in /opt/wheels) + sentence-transformers 6.2.0 (+ onnx, to export)
     venv-ort  onnxruntime + tokenizers + numpy, and nothing else, so its deploy set can be measured
-    venv-votive  votive's runtime dependencies (pyproject.toml's), numpy at the project venv's version, and nothing
-              else; votive itself comes from this checkout (the stacks put it on PYTHONPATH). Every stack then
+    venv-votive  votive's runtime dependencies (pyproject.toml's, with its tokenizers extra), numpy at the project
+              venv's version, and nothing else; votive itself comes from this checkout (the stacks put it on PYTHONPATH). Every stack then
               starts from a venv that holds its own packages, as a Lambda layer does: the project venv, with the
               test tools, the peers' packages and an editable install's path hook, costs 12 ms more to start
               Python than a plain one (22.5 vs 10.7 ms measured here)
@@ -111,19 +111,36 @@ def setup_ort_venv() -> dict[str, str]:
     return versions
 
 
-def setup_votive_venv() -> dict[str, str]:
-    """venv-votive: pyproject.toml's [project] dependencies, numpy pinned to the version this interpreter (the
-    project venv) has, so both run the same numpy."""
+def votive_requirements(extras: tuple[str, ...] = ("tokenizers",)) -> list[str]:
+    """pyproject.toml's [project] dependencies and those of `extras`. votive's stack installs the `tokenizers`
+    extra too: the byte-level BPE vocabularies of SmolLM2 and other GGUFs need it (a build adds it for such models,
+    not for MiniLM's WordPiece, whose deploy set therefore leaves it out)."""
     import tomllib
 
-    import numpy
+    project = tomllib.loads((BENCH_DIR.parent / "pyproject.toml").read_text())["project"]
+    return project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]
 
-    deps = tomllib.loads((BENCH_DIR.parent / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = [re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0]).lower() for d in deps]
-    wanted = [f"numpy=={numpy.__version__}" if name == "numpy" else d for name, d in zip(names, deps)]
+
+def requirement_name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]).lower()
+
+
+def setup_votive_venv() -> dict[str, str]:
+    """venv-votive: `votive_requirements()`, each at the version this interpreter (the project venv, which the
+    tests run) has where it has one, so both run the same numpy and tokenizers."""
+    import importlib.metadata as metadata
+
+    def pinned(requirement: str) -> str:
+        try:
+            return f"{requirement_name(requirement)}=={metadata.version(requirement_name(requirement))}"
+        except metadata.PackageNotFoundError:
+            return requirement
+
+    wanted = [pinned(d) for d in votive_requirements()]
     py = ensure_venv(VOTIVE_VENV)
     versions = installed_versions(py)
-    if versions.get("numpy") != numpy.__version__ or any(name not in versions for name in names):
+    if any(versions.get(w.split("==")[0]) != w.split("==")[1] for w in wanted if "==" in w) or any(
+            requirement_name(w) not in versions for w in wanted):
         run([py, "-m", "pip", "install", *wanted], "installing votive's runtime dependencies")
         versions = installed_versions(py)
     return versions
