@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
@@ -240,6 +239,8 @@ class BertNormalizer:
 
 def _nfd(text: str, patterns: _UnicodePatterns) -> str:
     """NFD as tokenizers' tables do it: characters they do not know are left alone and bound what is reordered."""
+    import unicodedata  # here: ASCII texts, the common case, never need it, and a cold start reads 1.2 MB for it
+
     if patterns.nfd_unknown.search(text) is None:
         return unicodedata.normalize("NFD", text)
     parts = patterns.nfd_unknown.split(text)  # text, unknown, text, unknown, ..., text
