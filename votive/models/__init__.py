@@ -80,7 +80,9 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
     raise ModelConfigError(f"{path}: not a model votive can serve (a model folder with config.json, or a .gguf)")
 
 
-def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
+def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = "", rows_only: bool = False):
+    """A decoder GGUF as its family's model. rows_only: the caller looks up rows of the token table and computes
+    no logits over it (an embedder), so not even a tied table is read ahead."""
     import importlib
 
     from votive.formats.gguf import GGUFFile
@@ -92,17 +94,20 @@ def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = ""):
         raise ModelConfigError(f"{path}: architecture {arch!r} is not supported (supported: {', '.join(DECODERS)})")
     # the first token reads every matrix whole (a tied token table too, as the output): their pages start coming in
     # now, from background threads (votive.formats.safetensors.read_ahead); an untied token table goes by rows
-    tied = "output.weight" not in f.tensors
-    f.read_ahead([n for n in f.tensors if tied or n != "token_embd.weight"])
+    by_rows = {"token_embd.weight", "output.weight"} if rows_only else (
+        {"token_embd.weight"} if "output.weight" in f.tensors else set())
+    f.read_ahead([n for n in f.tensors if n not in by_rows])
     module, name = DECODERS[arch]
     cls = getattr(importlib.import_module(module), name)
     return cls.from_gguf(f, ops, GGUFTokenizer.from_gguf(f), n_ctx=n_ctx, model_id=model_id or path.stem)
 
 
-def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None, store=None):
+def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: str = "", quantize=None, store=None,
+                    rows_only: bool = False):
     """A Hugging Face decoder folder (config.json, safetensors, tokenizer.json) as its family's model; `quantize`
     is a GGML type to quantize matrices to at load, a llama.cpp mixture's name ("q4_k_m"), or None
-    (votive/models/hf_checkpoint.py). `store`: the folder's tensors seen another way (default its WeightStore)."""
+    (votive/models/hf_checkpoint.py). `store`: the folder's tensors seen another way (default its WeightStore).
+    rows_only: as load_gguf's (an embedder, a reranker scoring a few tokens)."""
     import importlib
 
     from votive.formats.weights import WeightStore
@@ -120,8 +125,9 @@ def load_hf_decoder(folder: Path, ops, *, n_ctx: int | None = None, model_id: st
     cls = getattr(importlib.import_module(module), name)
     store = WeightStore(folder) if store is None else store
     # as load_gguf: every matrix starts coming in now, from background threads; an untied token table goes by rows
-    untied = "lm_head.weight" in store
-    store.read_ahead([n for n in store.keys() if not (untied and n == "model.embed_tokens.weight")])
+    by_rows = {"model.embed_tokens.weight", "lm_head.weight"} if rows_only else (
+        {"model.embed_tokens.weight"} if "lm_head.weight" in store else set())
+    store.read_ahead([n for n in store.keys() if n not in by_rows])
     if quantize == ENCODER_INT8:
         raise InputError(f"{folder}: quantize='int8' (one scale per row) is for embedding encoders; a decoder "
                          "quantizes to q8_0 or q4_k_m, the types llama.cpp runs")

@@ -224,7 +224,7 @@ def from_folder(folder: Path, ops, model_id: str | None = None, quantize=None) -
     limit = HFConfig(folder).require("max_position_embeddings")
     max_len = _max_seq_length(folder, limit)
     decoder = load_hf_decoder(folder, ops, n_ctx=max_len, model_id=model_id or folder.name, quantize=quantize,
-                              store=_store(folder))
+                              store=_store(folder), rows_only=True)
     pooling = DecoderPooling.from_folder(folder)
     trunk = DecoderTrunk(decoder)
     dim = trunk.hidden_size * len(pooling.modes)
@@ -248,7 +248,7 @@ def from_gguf(path: Path, ops, model_id: str | None = None) -> SentenceEncoder:
     if f.get(f"{arch}.attention.causal", True) is not True:
         raise ModelConfigError(f"{path}: {arch}.attention.causal is false; votive's decoders attend causally")
     context = f.require(f"{arch}.context_length")
-    decoder = load_gguf(path, ops, n_ctx=context, model_id=model_id or path.stem)
+    decoder = load_gguf(path, ops, n_ctx=context, model_id=model_id or path.stem, rows_only=True)
     trunk = DecoderTrunk(decoder)
     return SentenceEncoder(trunk, GGUFTruncating(decoder.tokenizer, decoder.n_ctx),
                            DecoderPooling((GGUF_POOLING[pooling],), normalize=False), decoder.n_ctx, decoder.model_id)

@@ -146,7 +146,8 @@ def from_folder(folder: Path, ops, model_id: str | None = None, quantize=None) -
     folder = Path(folder)
     recipe = Recipe.from_folder(folder)
     max_len = min(recipe.max_length, HFConfig(folder).require("max_position_embeddings"))
-    decoder = load_hf_decoder(folder, ops, n_ctx=max_len, model_id=model_id or folder.name, quantize=quantize)
+    decoder = load_hf_decoder(folder, ops, n_ctx=max_len, model_id=model_id or folder.name, quantize=quantize,
+                              rows_only=True)  # scores a yes and a no row
     tok = decoder.tokenizer.tokenizer  # the `tokenizers` Tokenizer
     ids = {}
     for name in (recipe.true_token, recipe.false_token):

@@ -153,8 +153,9 @@ static inline __m256 x86_floats8(const float *p, int count) {
 
 /* ---- the kernels, once per way of summing u8 x s8 products -------------------------------------------- */
 
-/* acc + the sums of 4 adjacent u8 x s8 products -> 8 int32 (maddubs' pairs cannot saturate here: u <= 31 where
- * s is a full int8, |s| <= 16 where u is one). */
+/* acc + the sums of 4 adjacent u8 x s8 products -> 8 int32. maddubs' int16 pairs cannot saturate for the
+ * operands given here: |w| <= 128 against activations of |a| <= 127 (2 * 128 * 127 = 32512), or Q5_0's unsigned
+ * q <= 31 against a full int8; Q8_0's q + 128 (up to 255) goes to VNNI's dpbusd only (X86_FULL_BYTES). */
 static inline __m256i x86_dot4_mad(__m256i acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
