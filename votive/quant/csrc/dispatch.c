@@ -588,7 +588,7 @@ static void group_part(void *arg, int64_t begin, int64_t end) {
 }
 
 /* Activations of decode steps (a row of up to several thousand floats per format) are quantized on the stack:
- * a Q8_0 row takes 72 bytes per 32 floats (quants, d, s, VT_Q5_0_OFFSETS), 14336 floats in 32 KB. */
+ * a Q8_0 row takes about 68 bytes per 32 floats (quants, d, the Q5_0 offsets), some 15000 floats in 32 KB. */
 #define SMALL_ACT_BYTES 32768
 
 VT_API int vt_qmatmul_group(float *out, const struct vt_qmatrix *matrices, int count, const float *x, int64_t n,

@@ -115,18 +115,20 @@ static inline vi nearest_int(vf v) {
 }
 
 /* Q8_0 and Q8_1 per 32 elements as ggml's x86 code: d = max|x| / 127, q = x * (127 / max|x|) rounded half to
- * even (its reference C, for weights, rounds x * (1 / d) half away: activations follow the code llama.cpp runs); s as vt_internal.h
- * says (Q8_1's from the float32 d, as ggml computes it; Q8_0's from the stored one). */
+ * even (its reference C, for weights, rounds x * (1 / d) half away: activations follow the code llama.cpp runs);
+ * Q8_1's s from the float32 d, as ggml computes it, and Q8_0's Q5_0 offsets (vt_internal.h). */
 static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_1) {
     int8_t *q = (int8_t *)row;
-    float *d = (float *)(row + nb * 32), *s = d + nb;
+    float *d = (float *)(row + nb * 32), *s = q8_1 ? d + nb : NULL;
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * 32;
         int finite;
         float amax = abs_max(xb, 32, &finite);
         if (!finite) {
             memset(q + b * 32, 0, 32);
-            d[b] = s[b] = NAN;
+            d[b] = NAN;
+            if (s)
+                s[b] = NAN;
             continue;
         }
         float db = amax / 127.0f;
@@ -138,11 +140,12 @@ static void quantize_row_q8_32(const float *x, int64_t nb, uint8_t *row, int q8_
             sum += v;
         }
         d[b] = f16_to_f32(f32_to_f16(db));
-        s[b] = q8_1 ? f16_to_f32(f32_to_f16((float)hsum_int(sum) * db)) : (float)hsum_int(sum) * d[b];
+        if (s)
+            s[b] = f16_to_f32(f32_to_f16((float)hsum_int(sum) * db));
     }
     if (q8_1)
         return;
-    int32_t *offsets = (int32_t *)(s + nb); /* VT_Q5_0_OFFSETS; a NaN block's quants are 0, and so its offsets */
+    int32_t *offsets = (int32_t *)(row + vt_q5_0_offsets_at(nb)); /* a NaN block's quants are 0, and its offsets */
     for (int64_t i = 0; i < nb * 8; i++)
         offsets[i] = -16 * (q[4 * i] + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
 }

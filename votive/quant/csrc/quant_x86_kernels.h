@@ -1,7 +1,8 @@
 /* quant_x86_kernels.h: the x86 block products, included by quant_x86.h once per way of summing u8 x s8
- * products: X86_DOT4(acc, u, s) adds the 8 int32 sums of 4 adjacent products to acc (X86_FULL_BYTES: exactly for any
- * unsigned u, else for u <= 31), X86_SCALED_DOT(acc, u, y, scales)
- * adds the sums of maddubs' pairs times int16 scales to acc, X86_NAME(name) names this copy's functions. Not a header to include anywhere else.
+ * products: X86_DOT4(acc, u, s) adds the 8 int32 sums of 4 adjacent products to acc (X86_FULL_BYTES: exactly for
+ * any unsigned u, else for the operands quant_x86.h names), X86_SCALED_DOT(acc, u, y, scales) adds the sums of
+ * maddubs' pairs times int16 scales to acc, X86_NAME(name) names this copy's functions. Not a header to include
+ * anywhere else.
  */
 
 /* ---- 32-element formats ----------------------------------------------------------------------------------
@@ -11,8 +12,8 @@
  * d_w * d_a; the lanes are summed at the end (x86_hsum, ggml's hsum_float_8). Q4_1 and Q5_1 add the blocks' min
  * terms m * s one after the other to a separate float, added last. The signed formats (Q4_0, Q5_0, Q8_0) go
  * through maddubs / VNNI as |w| times a with w's signs, so every block's integer sum is exact; Q5_0 as its
- * unsigned q (0..31) times a, onto -16 times a's sums of 4 (VT_Q5_0_OFFSETS, made with the activations): the same
- * integers, one instruction fewer per block and row.
+ * unsigned q (0..31) times a, onto -16 times a's sums of 4 (made with the activations, at vt_q5_0_offsets_at):
+ * the same integers.
  *
  * Blocks go in groups of 8: their scales are widened from half with one instruction and multiplied with the 8
  * activation scales as one vector; each block then takes its lane of those products.
@@ -23,7 +24,7 @@
  */
 
 /* Quants of the 32-element block at x as bytes: unsigned for Q4_1 / Q5_1 and Q5_0 (whose offset 16 the activations'
- * VT_Q5_0_OFFSETS take off), signed (value minus offset) else. */
+ * vt_q5_0_offsets_at take off), signed (value minus offset) else. */
 VT_INLINE __m256i X86_NAME(x86_quants32)(const int type, const uint8_t *x) {
     switch (type) {
     case VT_Q4_0:
@@ -47,7 +48,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
                             : type == VT_Q5_1 ? sizeof(block_q5_1)
                                               : sizeof(block_q8_0));
     const int has_min = type == VT_Q4_1 || type == VT_Q5_1, offset16 = type == VT_Q5_0;
-    const int64_t offsets_from_quants = (const uint8_t *)VT_Q5_0_OFFSETS(act, nb) - act;
+    const int64_t offsets_from_quants = vt_q5_0_offsets_at(nb); /* from a row's first quant */
     __m256 acc[TILE];
     float summs[TILE], sum[TILE]; /* sum: the repack order's float */
     #pragma GCC unroll 8
@@ -82,7 +83,7 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
             for (int t = 0; t < T; t++) {
                 const uint8_t *at = ACT_ROW(t) + (b0 + k) * 32;
                 const __m256i a = x86_load(at);
-                /* the block's offsets lie a row's nb * 40 bytes after its quants: one register for all rows */
+                /* the block's offsets lie the same distance after its quants in every row: one register */
                 const __m256i sums =
                     offset16 ? X86_DOT4(x86_load(at + offsets_from_quants), u, a)
                              : X86_DOT4(_mm256_setzero_si256(), u, has_min ? a : _mm256_sign_epi8(a, q));
@@ -100,14 +101,14 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
 
 /* Q5_0 and Q8_0 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the next float):
  * each block of activations and its offsets are loaded once for both rows. The weights' quants are multiplied as
- * unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' VT_Q5_0_OFFSETS times 1 or 8 (-16 or -128 times
- * each 4 activations' sum), which gives the integers ggml's sign trick gives; every output's scales and float
- * order are x86_dot32's (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI only
- * (maddubs' pairs would saturate). */
+ * unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' offsets (vt_q5_0_offsets_at) times 1 or 8 (-16
+ * or -128 times each 4 activations' sum), which gives the integers ggml's sign trick gives; every output's scales
+ * and float order are x86_dot32's (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI
+ * only (maddubs' pairs would saturate). */
 VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
                                        const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = (int)(type == VT_Q5_0 ? sizeof(block_q5_0) : sizeof(block_q8_0));
-    const int64_t offsets_from_quants = (const uint8_t *)VT_Q5_0_OFFSETS(act, nb) - act;
+    const int64_t offsets_from_quants = vt_q5_0_offsets_at(nb); /* from a row's first quant */
     __m256 acc[2][TILE];
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++)

@@ -121,19 +121,20 @@ const struct vt_format *vt_format(int type);
 
 /* Quantized activation rows, in a layout of our own rather than ggml's (vt_quantize_rows converts): a row of
  * nb blocks holds the int8 quants of every block (32 or 256 per block), then one float scale d per block (for
- * Q8_0 and Q8_1 the half-rounded d that ggml stores), then per block either a float s = d * sum(q) (Q8_1:
- * rounded to half, as ggml stores it; Q8_0: float32, for kernels that multiply quants offset to unsigned), or
- * for Q8_K sixteen int16 sums of 16 consecutive quants. Q8_0 rows then hold, per block, eight int32: -16 times
- * the sum of each 4 consecutive quants (VT_Q5_0_OFFSETS), which a Q5_0 weight's quants q - 16 need when they are
- * multiplied as the unsigned q (sum (q - 16) a = sum q a - 16 sum a, per 4 lanes, exactly). Quants first keeps
- * them 32-byte aligned for vector loads; rows are VT_ACT_ALIGN bytes apart. A block with a NaN or an infinity
- * gets d = s = NaN, so its dot products come out NaN as a float product would. */
+ * Q8_0 and Q8_1 the half-rounded d that ggml stores), then per block: Q8_1's float s = d * sum(q), rounded to half
+ * as ggml stores it; Q8_K's sixteen int16 sums of 16 consecutive quants; Q8_0's eight int32 (at
+ * vt_q5_0_offsets_at), -16 times the sum of each 4 consecutive quants, which a Q5_0 weight's quants q - 16 need
+ * when they are multiplied as the unsigned q (sum (q - 16) a = sum q a - 16 sum a, per 4 lanes, exactly; Q8_0's
+ * q + 128 takes 8 times them). Quants first keeps them 32-byte aligned for vector loads; rows are VT_ACT_ALIGN
+ * bytes apart. A block with a NaN or an infinity gets d (and s) = NaN, so its dot products come out NaN as a float
+ * product would. */
 #define VT_ACT_ALIGN 64
-/* the Q5_0 offsets of a Q8_0 activation row of nb blocks: after its quants, d and s */
-#define VT_Q5_0_OFFSETS(row, nb) ((const int32_t *)((row) + (nb) * (32 + 4 + 4)))
+/* Where a Q8_0 activation row of nb blocks keeps its Q5_0 offsets: after its quants and d, at a multiple of 32
+ * bytes, so that the kernels' 32-byte loads of them never straddle a cache line (2-3% of a Q5_0 product). */
+static inline int64_t vt_q5_0_offsets_at(int64_t nb) { return nb * 32 + (nb * 4 + 31) / 32 * 32; }
 static inline int64_t vt_act_row_bytes(int act_type, int64_t cols) {
     int64_t bytes = act_type == VT_Q8_K   ? cols / 256 * (256 + 4 + 32)
-                    : act_type == VT_Q8_0 ? cols / 32 * (32 + 4 + 4 + 32)
+                    : act_type == VT_Q8_0 ? vt_q5_0_offsets_at(cols / 32) + cols / 32 * 32
                                           : cols / 32 * (32 + 4 + 4);
     return (bytes + VT_ACT_ALIGN - 1) / VT_ACT_ALIGN * VT_ACT_ALIGN;
 }
