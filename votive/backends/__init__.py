@@ -44,7 +44,8 @@ def get_backend(name: str | None = None, *, gpu_visible=gpu_visible):
         except BackendError as err:
             import logging  # only here: a library load would otherwise import logging for this one warning
 
-            logging.getLogger("votive").warning("votive: a GPU is present but the cupy backend cannot start (%s); using numpy", err)
+            logging.getLogger("votive").warning("votive: a GPU is present but the cupy backend cannot start (%s); "
+                                                "using numpy", err)
             return _import("numpy")
     return _import(name)
 

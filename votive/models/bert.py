@@ -346,8 +346,9 @@ def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
 
 
 def _fused_qkv(ops, w: dict):
-    """q, k and v as one (3D, D) matrix and one (3D,) bias, made once at load: one product per layer instead of
-    three (at batch 1 each product costs mostly its dispatch and OpenBLAS's packing). The rows are the stored
+    """q, k and v as one (3D, D) matrix and one (3D,) bias, made once, by the per-op path's first call
+    (`EncoderLayer.qkv`): one product per layer instead of three (at batch 1 each product costs mostly its
+    dispatch). The rows are the stored
     rows, so each output is the same dot product in the same order as before: bit for bit. None when the
     matrices are quantized or held as GGUF linears (callables), which keep their own products."""
     if any(callable(w[m]) for m in ("wq", "wk", "wv")):

@@ -36,8 +36,7 @@ class Layer(ctypes.Structure):
     """struct vt_encoder_layer (csrc/votive.h)."""
 
     _fields_ = [("q", Matrix), ("k", Matrix), ("v", Matrix), ("wo", Matrix), ("up", Matrix), ("down", Matrix),
-                ("up_bias", _P),
-                ("attn_norm_w", _P), ("attn_norm_b", _P), ("ffn_norm_w", _P), ("ffn_norm_b", _P)]
+                ("up_bias", _P), ("attn_norm_w", _P), ("attn_norm_b", _P), ("ffn_norm_w", _P), ("ffn_norm_b", _P)]
 
 
 class Dims(ctypes.Structure):
