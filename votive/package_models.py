@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import os
 import re
-import threading
+import _thread
 from pathlib import Path
 
 from votive.errors import ModelSourceError
@@ -87,7 +87,7 @@ def _assembled_model(module, module_name: str, cache_dir: Path) -> Path:
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{file_name}.{os.getpid()}-{threading.get_ident()}.partial"
+    partial = folder / f".{file_name}.{os.getpid()}-{_thread.get_ident()}.partial"
     try:
         module.assemble(partial)
         os.replace(partial, target)

@@ -30,7 +30,6 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -74,8 +73,7 @@ _HUB_REF = re.compile(
 _HUB_REPO_ID_MAX = 96  # the Hub refuses longer repo ids
 
 
-@dataclass(frozen=True)
-class ResolvedSource:
+class ResolvedSource(NamedTuple):
     """A model source made local.
 
     Attributes:
@@ -194,8 +192,7 @@ def resolve_source(
 # --- Hub ids -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HubRef:
+class HubRef(NamedTuple):
     """A parsed Hub source: `OWNER/NAME[@REVISION][/FILE]`."""
 
     repo_id: str  # OWNER/NAME
@@ -231,8 +228,7 @@ def parse_hub_ref(text: str) -> HubRef | None:
     return HubRef(repo_id, match["revision"], filename)
 
 
-@dataclass(frozen=True)
-class FileChoice:
+class FileChoice(NamedTuple):
     """What to fetch from a repo: `files`, among them `weights`, the file (or shard index) holding the weights."""
 
     files: tuple[str, ...]
@@ -328,8 +324,7 @@ def shards_named_by(index: object, *, where: str = SHARD_INDEX) -> list[str]:
     return sorted(set(weight_map.values()))
 
 
-@dataclass(frozen=True)
-class RepoListing:
+class RepoListing(NamedTuple):
     """The files of a repo at a revision, as `HubClient.list_files` found them."""
 
     files: tuple[str, ...]

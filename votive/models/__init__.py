@@ -70,14 +70,26 @@ def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, 
 
         return CrossEncoder.from_folder(path, ops, model_id=resolved.model_id)
     if path.is_dir() and (path / "config.json").is_file():
-        from votive.models import decoder_embedder
+        if is_decoder_folder(path):  # modules.json over a decoder (Qwen3-Embedding)
+            from votive.models import decoder_embedder
 
-        if decoder_embedder.is_decoder_folder(path):  # modules.json over a decoder (Qwen3-Embedding)
             return decoder_embedder.from_folder(path, ops, model_id=resolved.model_id, quantize=qtype)
         from votive.models.sentence_encoder import SentenceEncoder
 
         return SentenceEncoder.from_folder(path, ops, model_id=resolved.model_id, quantize=qtype)
     raise ModelConfigError(f"{path}: not a model votive can serve (a model folder with config.json, or a .gguf)")
+
+
+def is_decoder_folder(folder: Path) -> bool:
+    """Whether config.json names a decoder votive runs (HF_DECODERS) rather than an encoder; asked of every
+    embedding folder, so it lives here and not in decoder_embedder, which an encoder's load does not import."""
+    import json
+
+    try:
+        archs = json.loads((Path(folder) / "config.json").read_bytes()).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(archs, list) and any(a in HF_DECODERS for a in archs)
 
 
 def load_gguf(path: Path, ops, *, n_ctx: int | None = None, model_id: str = "", rows_only: bool = False):

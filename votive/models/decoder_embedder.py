@@ -22,7 +22,6 @@ padding on either side, so this is sentence-transformers' batch, row by row.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from votive.errors import ModelConfigError
@@ -44,18 +43,6 @@ SUPPORTED_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "lasttoken")  #
 # (votive.models.decoder_reranker): not sentence embeddings.
 GGUF_POOLING = {1: "mean", 2: "cls", 3: "lasttoken"}
 HIDDEN_FAMILIES = ("LlamaModel", "Qwen2Model", "Qwen3Model", "SmolLM3Model")  # forward = LlamaModel's blocks
-
-
-def is_decoder_folder(folder: Path) -> bool:
-    """Whether config.json names a decoder votive runs (models.HF_DECODERS) rather than an encoder."""
-    from votive.models import HF_DECODERS
-
-    path = Path(folder) / "config.json"
-    try:
-        archs = json.loads(path.read_bytes()).get("architectures")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(archs, list) and any(a in HF_DECODERS for a in archs)
 
 
 # ------------------------------------------------------------------------------------------------- pooling

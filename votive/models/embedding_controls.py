@@ -17,8 +17,9 @@ Decisions where sentence-transformers leaves a choice to its caller:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from votive.errors import InputError, ModelConfigError
 from votive.text.tokenizer_json import read_json
@@ -36,11 +37,10 @@ INPUT_TYPE_ALIASES = {"query": QUERY_NAMES, "search_query": QUERY_NAMES,
 
 
 # ------------------------------------------------------------------------------------------------- prompts
-@dataclass(frozen=True)
-class Prompts:
+class Prompts(NamedTuple):
     """config_sentence_transformers.json's `prompts` ({"query": "query: ", ...}) and `default_prompt_name`."""
 
-    prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> text put before every input
+    prompts: dict[str, str] = MappingProxyType({})  # prompt name -> text put before every input
     default_name: str | None = None  # the prompt used when the caller names none
 
     def resolve(self, prompt: str | None = None, prompt_name: str | None = None) -> str:

@@ -29,9 +29,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from functools import cached_property
+from typing import NamedTuple
 
 from votive.errors import QuantError
 
@@ -42,8 +40,7 @@ QK_K = 256  # elements in a k-quant super-block (ggml-common.h)
 FIELD_TYPES = {"half": 2, "f32": 4, "u8": 1, "i8": 1, "u16": 2, "i16": 2}
 
 
-@dataclass(frozen=True)
-class BlockField:
+class BlockField(NamedTuple):
     """One field of a block struct, as ggml-common.h declares it."""
 
     name: str  # as in ggml-common.h: "d", "qs", "scales", ...
@@ -56,9 +53,9 @@ class BlockField:
         return FIELD_TYPES[self.type] * self.count
 
 
-@dataclass(frozen=True)
-class GGMLType:
-    """One GGML tensor type."""
+class GGMLType(NamedTuple):
+    """One GGML tensor type. The records of this module are NamedTuples, not dataclasses: a frozen dataclass costs
+    half a millisecond to define, paid by every cold start that imports it."""
 
     id: int  # the ggml_type enum value stored in GGUF tensor infos
     name: str  # the enum name without GGML_TYPE_, e.g. "Q4_K"
@@ -66,14 +63,18 @@ class GGMLType:
     block_bytes: int  # bytes per block
     element: str | None  # numpy type string of one element of a plain type ("<f4"; BF16 "<u2"); None if quantized
     # the block struct's fields in order; () for plain types
-    fields: tuple[BlockField, ...] = dataclasses.field(default=(), repr=False)
+    fields: tuple[BlockField, ...] = ()
+
+    def __repr__(self) -> str:  # without the fields, which the name implies
+        return (f"GGMLType(id={self.id}, name={self.name!r}, block_size={self.block_size}, "
+                f"block_bytes={self.block_bytes}, element={self.element!r})")
 
     @property
     def quantized(self) -> bool:
         """True for block-quantized types, whose tensors are exposed as raw bytes."""
         return self.element is None
 
-    @cached_property
+    @property
     def dtype(self):
         """numpy dtype of one element for plain types (BF16 as its uint16 bits); None if quantized."""
         if self.element is None:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-import threading
+import _thread
 from pathlib import Path
 
 import numpy as np
@@ -467,7 +467,7 @@ def half_matmul(w: np.ndarray, ggml_type: int, x: np.ndarray, out_features: int,
 
 
 _warned: set[str] = set()
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _default: list[KernelLibrary | None] = []  # empty until the first get()
 
 

@@ -20,8 +20,7 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 # -------------------------------------------------------------------------------------------- character tables
 # Hex code points and inclusive ranges. Each table is what `tokenizers` 0.23 does, found over all code points.
@@ -210,8 +209,7 @@ SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 # ------------------------------------------------------------------------------------------------ normalizer
-@dataclass(frozen=True)
-class BertNormalizer:
+class BertNormalizer(NamedTuple):
     """tokenizer.json's {"type": "BertNormalizer", ...}: the steps run in this order."""
 
     clean_text: bool = True  # drop control characters, U+0000 and U+FFFD; whitespace becomes " "
