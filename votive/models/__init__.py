@@ -29,6 +29,9 @@ HF_DECODERS = {
 def load_model(source, *, backend: str | None = None, n_ctx: int | None = None, quantize: str | None = None):
     """Resolve `source` (see `votive.load`; a `ResolvedSource` is taken as it is) and build the model its files
     describe."""
+    from votive.models import import_ahead
+
+    import_ahead.start()  # before anything below imports numpy: a page-cold start reads its bytecode in parallel
     from votive.backends import get_backend
     from votive.sources import ResolvedSource, resolve_source
 
