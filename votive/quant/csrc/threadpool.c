@@ -236,13 +236,10 @@ static struct pool *pool_create(int n_threads) {
     return p;
 }
 
-void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
-    if (n <= 0)
-        return;
-    if (grain < 1)
-        grain = 1;
-    int64_t max_chunks = n / grain + (n % grain != 0);
-    if (max_chunks <= SERIAL_GRAINS || pthread_mutex_trylock(&dispatch_mu) != 0) {
+/* fn over [0, n) in at most max_chunks chunks, per_thread chunks for each thread taking part; `grains` (the job's
+ * work) decides whether it is split at all and whether sleeping workers are woken for it. */
+static void run_job(int64_t n, int64_t max_chunks, int per_thread, int64_t grains, vt_range_fn fn, void *ctx) {
+    if (grains <= SERIAL_GRAINS || max_chunks < 2 || pthread_mutex_trylock(&dispatch_mu) != 0) {
         fn(ctx, 0, n);
         return;
     }
@@ -251,7 +248,7 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
         pool_failed = pool == NULL;
     }
     struct pool *p = pool;
-    int wake = max_chunks >= WAKE_GRAINS;
+    int wake = grains >= WAKE_GRAINS;
     if (!p || (!wake && atomic_load(&p->sleepers) == p->n_threads - 1)) {
         pthread_mutex_unlock(&dispatch_mu);
         fn(ctx, 0, n);
@@ -259,7 +256,7 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
     }
 
     int threads = p->n_threads < max_chunks ? p->n_threads : (int)max_chunks;
-    int64_t n_chunks = (int64_t)threads * CHUNKS_PER_THREAD;
+    int64_t n_chunks = (int64_t)threads * per_thread;
     if (n_chunks > max_chunks)
         n_chunks = max_chunks;
     p->fn = fn;
@@ -288,6 +285,22 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
     while (atomic_load_explicit(&p->inside, memory_order_acquire) > 0)
         cpu_relax(); /* a worker that joined just now sees no chunk left and leaves at once */
     pthread_mutex_unlock(&dispatch_mu);
+}
+
+void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx) {
+    if (n <= 0)
+        return;
+    if (grain < 1)
+        grain = 1;
+    const int64_t chunks = n / grain + (n % grain != 0);
+    run_job(n, chunks, CHUNKS_PER_THREAD, chunks, fn, ctx);
+}
+
+void vt_parallel_for_units(int64_t n, int64_t unit_grains, vt_range_fn fn, void *ctx) {
+    if (n <= 0)
+        return;
+    /* one chunk per thread: units sharing set-up (the heads of one KV group) do it once per thread */
+    run_job(n, n, 1, unit_grains < 1 ? n : n * unit_grains, fn, ctx);
 }
 
 void vt_pool_set_threads(int n) {

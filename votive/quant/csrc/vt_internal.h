@@ -17,6 +17,11 @@ typedef void (*vt_range_fn)(void *ctx, int64_t begin, int64_t end);
  * a kernel) run on the calling thread alone. */
 void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx);
 
+/* Run fn over [0, n) where each unit is `unit_grains` grains of work and cannot be split: the units are shared out
+ * whole, even a few (an attention head over a long cache is tens of microseconds), in one contiguous chunk per
+ * thread. Serial and waking as vt_parallel_for is for a job of n * unit_grains grains. */
+void vt_parallel_for_units(int64_t n, int64_t unit_grains, vt_range_fn fn, void *ctx);
+
 void vt_pool_set_threads(int n);
 int vt_pool_threads(void);
 /* How long an idle worker spins before it sleeps, in microseconds (vt_set_spin_us). */
