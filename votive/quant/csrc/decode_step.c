@@ -18,15 +18,6 @@
 #include "votive.h"
 #include "vt_internal.h" /* vt_parallel_for, VT_CHECK */
 
-/* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
- * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32) */
-static void geglu_into(float *gate, const float *up, const float *table, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float g = gate[i];
-        gate[i] = g >= 10.0f ? g * up[i] : g <= -10.0f ? 0.0f : table[f32_to_f16(g)] * up[i];
-    }
-}
-
 /* vt_geglu over rows: the prompt's GeGLU, rows split over threads (each element alone, so any split gives the same) */
 struct geglu_job {
     float *gate;
@@ -36,7 +27,7 @@ struct geglu_job {
 
 static void geglu_part(void *arg, int64_t begin, int64_t end) {
     const struct geglu_job *j = arg;
-    geglu_into(j->gate + begin * j->cols, j->up + begin * j->cols, j->table, (end - begin) * j->cols);
+    vt_decoder()->geglu(j->gate + begin * j->cols, j->up + begin * j->cols, j->table, (end - begin) * j->cols);
 }
 
 VT_API int vt_geglu(float *gate, const float *up, const float *table, int64_t rows, int64_t cols) {
@@ -135,7 +126,7 @@ VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_laye
         VT_CHECK(vt_rms_norm(h, x, L->ffn_norm, 1, dim, d->eps));
         VT_CHECK(vt_qmatmul_group(gate_up, L->gate_up, 2, h, 1, dim));
         if (L->gelu_table)
-            geglu_into(gate_up, gate_up + ffn, L->gelu_table, ffn);
+            vt_decoder()->geglu(gate_up, gate_up + ffn, L->gelu_table, ffn);
         else
             VT_CHECK(vt_swiglu(gate_up, gate_up, gate_up + ffn, 1, ffn));
         VT_CHECK(vt_qmatmul_group(o, L->down, 1, gate_up, 1, ffn));

@@ -76,6 +76,31 @@ static void swiglu_rows(float *out, const float *gate, const float *up, int64_t 
     }
 }
 
+/* The half a GeGLU gate looks its GELU up at: f32_to_f16's, every NaN made the one quiet NaN of the portable
+ * f32_to_f16 (F16C keeps a NaN's payload), so that every ISA looks up the same entry. */
+static inline uint16_t gelu_index(uint16_t h) { return (h & 0x7fff) > 0x7c00 ? (uint16_t)((h & 0x8000) | 0x7e00) : h; }
+
+/* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
+ * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32). With F16C eight gates are rounded at once
+ * (to nearest even, as f32_to_f16 rounds): the software rounding was most of the time (5.7 ns a gate). */
+static void geglu(float *gate, const float *up, const float *table, int64_t n) {
+    int64_t i = 0;
+#if defined(VT_HALF_X86)
+    for (; i + 8 <= n; i += 8) {
+        uint16_t h[8];
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(gate + i), _MM_FROUND_TO_NEAREST_INT));
+        for (int l = 0; l < 8; l++) {
+            const float g = gate[i + l];
+            gate[i + l] = g >= 10.0f ? g * up[i + l] : g <= -10.0f ? 0.0f : table[gelu_index(h[l])] * up[i + l];
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = g >= 10.0f ? g * up[i] : g <= -10.0f ? 0.0f : table[gelu_index(f32_to_f16(g))] * up[i];
+    }
+}
+
 /* ---- RMSNorm ------------------------------------------------------------------------------------------------ */
 
 static void rms_norm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t cols, float eps) {
@@ -464,6 +489,7 @@ const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
     .rope_cache_rows = rope_cache_rows,
     .rope_rows = rope_rows,
     .swiglu_rows = swiglu_rows,
+    .geglu = geglu,
     .halves_to_floats = halves_to_floats,
     .attend = attend,
 #if ACC_VECS == 1

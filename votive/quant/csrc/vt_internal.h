@@ -88,6 +88,7 @@ struct vt_decoder_kernels {
                             float corr_high);
     void (*rope_rows)(float *x, const float *cache, int64_t rows, int64_t heads, int64_t dims, int neox);
     void (*swiglu_rows)(float *out, const float *gate, const float *up, int64_t rows, int64_t cols);
+    void (*geglu)(float *gate, const float *up, const float *table, int64_t n);
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, int batched, float *scratch);
