@@ -175,8 +175,9 @@ def test_nvrtc_refuses_a_cuda_struct_of_the_wrong_size():
 # ------------------------------------------------------------------------------------------- attention's buffer
 
 # Runs in a child process under an address-space limit that leaves room for everything but attention's scratch
-# buffer (about 8 * keys * dims bytes: 1 GiB here), so that its malloc in the worker part fails. The keys and values
-# are zeros never read: calloc maps them without touching a page.
+# buffer for two queries (a prompt's: the keys and values widened to floats, about 8 * keys * dims bytes: 1 GiB
+# here; one query reads the half cache itself and needs a few rows), so that its malloc in the worker part fails.
+# The keys and values are zeros never read: calloc maps them without touching a page.
 _ATTENTION_UNDER_A_LIMIT = textwrap.dedent("""
     import resource
     import numpy as np
@@ -192,7 +193,7 @@ _ATTENTION_UNDER_A_LIMIT = textwrap.dedent("""
     size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
     resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
     try:
-        kernels.attention_f16(q, k, v, keys - 1, 0.125)
+        kernels.attention_f16(np.ones((2, 1, 64), np.float32), k, v, keys - 2, 0.125)
         print("returned")
     except KernelError as err:
         print("raised:", err)

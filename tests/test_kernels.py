@@ -702,6 +702,24 @@ def test_attention_f16_matches_its_twin_bit_for_bit(lib, isa, rng, n, q_start, w
     np.testing.assert_allclose(got[i, h], vals @ (p / p.sum()), atol=5e-3)
 
 
+@pytest.mark.parametrize("q_start, window", [(98, None), (64, None), (63, 20), (0, None)])
+def test_decoded_tokens_attention_reads_only_the_filled_cache(lib, isa, rng, q_start, window):
+    """One query (a decoded token) takes each KV head's queries together on the half cache itself: the same bits as
+    the twin, with 4 heads to a KV head, a capacity that is not whole 64-key groups (filled 99 of 100: the last
+    group runs past the row), and NaN in every cache position not yet written."""
+    heads, kv_heads, dims, capacity = 8, 2, 64, 100
+    k = np.full((kv_heads, capacity, dims), np.nan, np.float16)
+    v = np.full((kv_heads, dims, capacity), np.nan, np.float16)
+    filled = q_start + 1
+    k[:, :filled] = rng.normal(0, 1, (kv_heads, filled, dims))
+    v[:, :, :filled] = rng.normal(0, 1, (kv_heads, dims, filled))
+    q = rng.normal(0, 1, (1, heads, dims)).astype(np.float32)
+    got = lib.attention_f16(q, k, v, q_start, 0.125, window)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got.view(np.uint32),
+                                  kernels_ref.attention_f16_ref(q, k, v, q_start, 0.125, window).view(np.uint32))
+
+
 def test_attention_f16_refuses_caches_that_do_not_fit(lib):
     q = np.zeros((1, 4, 8), np.float32)
     with pytest.raises(KernelError, match="float16"):

@@ -367,6 +367,38 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
         out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, batched);
 }
 
+/* attend, not batched (one query: a decoded token), for nq heads that share one KV head, on the half cache itself:
+ * keys k (hi, dims), values v (dims rows v_stride apart, positions [0, hi) filled, the rest of a row whatever it
+ * holds). Each key row and each value row is widened once, into a row-sized buffer, for all nq heads, and each
+ * head's sums are attend's (the same dot_halves calls on the same values): the same bits. Widening the whole cache
+ * into floats first, per head group, wrote and reread megabytes per token at a few thousand positions. q and out:
+ * nq vectors dims apart. scratch: nq * (dims + span) + dims + span floats, span = hi rounded up to 64. */
+static void attend_group(float *out, const float *q, int64_t nq, const uint16_t *k, const uint16_t *v,
+                         int64_t v_stride, int64_t dims, int64_t lo, int64_t hi, float scale, float *scratch) {
+    const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
+    float *qh = scratch, *rows = qh + nq * dims, *wide = rows + nq * span; /* wide: one key or value row */
+    for (int64_t r = 0; r < nq; r++) {
+        round_row_to_half(qh + r * dims, q + r * dims, dims);
+        for (int64_t j = 0; j < span; j++)
+            rows[r * span + j] = 0.0f;
+    }
+    for (int64_t j = lo; j < hi; j++) {
+        halves_to_floats(wide, k + j * dims, dims);
+        for (int64_t r = 0; r < nq; r++)
+            rows[r * span + j] = dot_halves(qh + r * dims, wide, dims, 0);
+    }
+    for (int64_t r = 0; r < nq; r++)
+        softmax_window(rows + r * span, lo, hi, scale);
+    const int64_t first = lo / (4 * LANES) * (4 * LANES); /* attend's range: the 64-key groups holding [lo, hi) */
+    for (int64_t d = 0; d < dims; d++) {
+        halves_to_floats(wide, v + d * v_stride + first, hi - first);
+        for (int64_t t = hi - first; t < span - first; t++)
+            wide[t] = 0.0f; /* past the filled positions: attend's zero padding */
+        for (int64_t r = 0; r < nq; r++)
+            out[r * dims + d] = dot_halves(rows + r * span + first, wide, span - first, 0);
+    }
+}
+
 #if ACC_VECS == 1
 /* ---- several queries of one head at once (a prompt) ----------------------------------------------------------
  * ATTEND_Q queries of one KV head, each with its own keys [lo[r], hi[r]) (a prompt's consecutive positions), as
@@ -492,6 +524,7 @@ const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
     .geglu = geglu,
     .halves_to_floats = halves_to_floats,
     .attend = attend,
+    .attend_group = attend_group,
 #if ACC_VECS == 1
     .attend_queries = attend_queries,
 #endif

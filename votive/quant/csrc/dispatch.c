@@ -433,6 +433,23 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
     struct attention_job *j = arg;
     const struct vt_decoder_kernels *dk = vt_decoder();
     const int64_t n = j->n, filled = j->q_start + n, span = attention_span(filled);
+    if (n == 1) { /* a decoded token: the heads [begin, end) of each KV head together, on the half cache */
+        const int64_t per_group = j->heads / j->kv_heads, pos = j->q_start;
+        const int64_t lo = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
+        float *buf = attention_buffer(sizeof(float) * (size_t)((end - begin + 1) * (j->dims + span)));
+        if (!buf) {
+            atomic_store(&j->out_of_memory, 1);
+            return;
+        }
+        for (int64_t h = begin, stop; h < end; h = stop) {
+            const int64_t g = h / per_group;
+            stop = (g + 1) * per_group < end ? (g + 1) * per_group : end;
+            dk->attend_group(j->out + h * j->dims, j->q + h * j->dims, stop - h, j->k + g * j->capacity * j->dims,
+                             j->v + g * j->dims * j->capacity, j->capacity, j->dims, lo, pos + 1, j->scale, buf);
+        }
+        attention_buffer_done(buf);
+        return;
+    }
     float *buf = attention_buffer(attention_buffer_bytes(j->dims, filled));
     if (!buf) {
         atomic_store(&j->out_of_memory, 1); /* vt_attention_f16 returns VT_ENOMEM */

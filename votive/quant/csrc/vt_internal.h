@@ -92,6 +92,9 @@ struct vt_decoder_kernels {
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, int batched, float *scratch);
+    /* attend, not batched, for nq heads sharing one KV head, on the half cache itself (decoder_kernels.c) */
+    void (*attend_group)(float *out, const float *q, int64_t nq, const uint16_t *k, const uint16_t *v,
+                         int64_t v_stride, int64_t dims, int64_t lo, int64_t hi, float scale, float *scratch);
     /* up to VT_DECODER_QUERIES queries of one head, batched, attend's bits; NULL where the ISA lacks it. scratch:
      * VT_DECODER_QUERIES * (dims + v_stride) floats */
     void (*attend_queries)(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
