@@ -328,12 +328,12 @@ static void softmax_window(float *row, int64_t lo, int64_t hi, float scale) {
 #endif
 }
 
-/* One query vector against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v
- * (dims rows v_stride apart, v_stride >= hi rounded up to 64, finite values) hold halves' values as floats; see
- * vt_attention_f16 in votive.h. scratch holds dims + (hi rounded up to 64) floats. Keys before lo are outside the
- * window: ggml masks them to -inf. */
+/* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is attend_group's) against keys
+ * [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows v_stride apart, v_stride >= hi
+ * rounded up to 64, finite values) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
+ * dims + (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
 static void attend(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
-                   int64_t lo, int64_t hi, float scale, int batched, float *scratch) {
+                   int64_t lo, int64_t hi, float scale, float *scratch) {
     const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
     float *qh = scratch, *row = scratch + dims;
     round_row_to_half(qh, q, dims);
@@ -344,27 +344,27 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
     int64_t j = lo;
     for (; j + 4 <= hi; j += 4) {
         const float *keys[4] = {k + j * dims, k + (j + 1) * dims, k + (j + 2) * dims, k + (j + 3) * dims};
-        dot_halves4(qh, keys, dims, batched, row + j);
+        dot_halves4(qh, keys, dims, 1, row + j);
     }
     for (; j < hi; j++)
-        row[j] = dot_halves(qh, k + j * dims, dims, batched);
+        row[j] = dot_halves(qh, k + j * dims, dims, 1);
     softmax_window(row, lo, hi, scale);
 
     /* out[d] = probabilities . V[d, :], over whole 64-key groups: the probabilities outside [lo, hi) are 0, and 0
      * times a finite value adds nothing (ggml multiplies its masked zeros too) */
     const int64_t first = lo / (4 * LANES) * (4 * LANES);
-    /* Batched, the one 16-lane accumulator stops after the 16 keys holding the last: the groups of 16 after it add
-     * only (+0) * (a finite value) to each lane, which leaves the lane's bits as they are (a lane is never -0: it
-     * starts at +0, and no product of two halves' values underflows to a zero). */
-    const int64_t end = batched ? (hi + LANES - 1) / LANES * LANES : span;
+    /* The one 16-lane accumulator stops after the 16 keys holding the last: the groups of 16 after it add only
+     * (+0) * (a finite value) to each lane, which leaves the lane's bits as they are (a lane is never -0: it starts
+     * at +0, and no product of two halves' values underflows to a zero). */
+    const int64_t end = (hi + LANES - 1) / LANES * LANES;
     int64_t d = 0;
     for (; d + 4 <= dims; d += 4) {
         const float *rows[4] = {v + d * v_stride + first, v + (d + 1) * v_stride + first,
                                 v + (d + 2) * v_stride + first, v + (d + 3) * v_stride + first};
-        dot_halves4(row + first, rows, end - first, batched, out + d);
+        dot_halves4(row + first, rows, end - first, 1, out + d);
     }
     for (; d < dims; d++)
-        out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, batched);
+        out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, 1);
 }
 
 /* attend, not batched (one query: a decoded token), for nq heads that share one KV head, on the half cache itself:

@@ -423,7 +423,6 @@ struct attention_job {
     const uint16_t *k, *v;
     int64_t heads, kv_heads, dims, q_start, capacity, window, n;
     float scale;
-    int batched;
     atomic_int out_of_memory; /* set by a part that could not allocate its buffer: its queries are not written */
 };
 
@@ -457,7 +456,7 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
     }
     /* scratch, keys (filled, dims), values (dims, span): V's rows padded with zeros to whole 64-key groups */
     float *scratch = buf, *kf = buf + VT_DECODER_QUERIES * (j->dims + span), *vf = kf + filled * j->dims;
-    const int together = j->batched && dk->attend_queries && j->dims % 16 == 0; /* a prompt's queries, tiled */
+    const int together = dk->attend_queries && j->dims % 16 == 0; /* a prompt's queries, tiled */
     int64_t loaded = -1;
     for (int64_t u = begin, step; u < end; u += step) {
         const int64_t h = u / n, i = u % n, g = h / (j->heads / j->kv_heads);
@@ -484,7 +483,7 @@ static void attention_part(void *arg, int64_t begin, int64_t end) {
             dk->attend_queries(out, j->heads * j->dims, q, j->heads * j->dims, kf, vf, span, j->dims, lo, hi,
                                (int)step, j->scale, scratch);
         else
-            dk->attend(out, q, kf, vf, span, j->dims, lo[0], hi[0], j->scale, j->batched, scratch);
+            dk->attend(out, q, kf, vf, span, j->dims, lo[0], hi[0], j->scale, scratch);
     }
     attention_buffer_done(buf);
 }
@@ -500,7 +499,7 @@ VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const
     if (n < 0 || heads < 1 || kv_heads < 1 || heads % kv_heads || dims < 1 || q_start < 0 || window < 0 ||
         q_start + n > capacity || (n > 0 && (!out || !q || !k || !v)))
         return VT_EINVAL;
-    struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, n > 1, 0};
+    struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, 0};
     /* whole heads to a thread (a few heads were one serial job of 4 grains or less: Gemma 3 270M's 4 heads on one
      * core, at every cache length); a head's grains, as vt_parallel_for's, are its queries against its keys */
     vt_parallel_for_units(heads, 1 + n * (q_start + n) * dims / 4096, attention_heads, &job);

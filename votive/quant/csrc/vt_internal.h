@@ -91,7 +91,7 @@ struct vt_decoder_kernels {
     void (*geglu)(float *gate, const float *up, const float *table, int64_t n);
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
-                   int64_t lo, int64_t hi, float scale, int batched, float *scratch);
+                   int64_t lo, int64_t hi, float scale, float *scratch);
     /* attend, not batched, for nq heads sharing one KV head, on the half cache itself (decoder_kernels.c) */
     void (*attend_group)(float *out, const float *q, int64_t nq, const uint16_t *k, const uint16_t *v,
                          int64_t v_stride, int64_t dims, int64_t lo, int64_t hi, float scale, float *scratch);
