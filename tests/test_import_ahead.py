@@ -57,8 +57,10 @@ def test_start_hands_numpys_bytecode_to_a_thread_only_before_numpy_is_imported(m
 
     monkeypatch.delitem(sys.modules, "numpy")
     import_ahead.start()
-    [(fn, (files,))] = started
-    assert fn is import_ahead.advise
     root = os.path.dirname(numpy.__file__)
-    assert files == import_ahead.bytecode_files(root, import_ahead.NUMPY_IMPORTS)
-    assert os.path.join(root, "_core", "__pycache__") in {os.path.dirname(f) for f in files}
+    assert started == [(import_ahead.advise_numpy, (root,))]
+    asked = []
+    monkeypatch.setattr(import_ahead, "advise", asked.append)
+    import_ahead.advise_numpy(root)  # what the thread runs
+    assert asked == [import_ahead.bytecode_files(root, import_ahead.NUMPY_IMPORTS)]
+    assert os.path.join(root, "_core", "__pycache__") in {os.path.dirname(f) for f in asked[0]}

@@ -30,7 +30,13 @@ def start() -> None:
     spec = find_spec("numpy")  # a top-level name: found without importing anything
     if spec is None or not spec.submodule_search_locations:
         return
-    _thread.start_new_thread(advise, (bytecode_files(spec.submodule_search_locations[0], NUMPY_IMPORTS),))
+    _thread.start_new_thread(advise_numpy, (spec.submodule_search_locations[0],))
+
+
+def advise_numpy(root: str) -> None:
+    """`advise` on numpy's bytecode under `root`, the folders listed here too: on a cold disk each listing is a read
+    the caller would otherwise wait for."""
+    advise(bytecode_files(root, NUMPY_IMPORTS))
 
 
 def bytecode_files(root: str, packages) -> list[str]:

@@ -80,25 +80,26 @@ static void swiglu_rows(float *out, const float *gate, const float *up, int64_t 
  * f32_to_f16 (F16C keeps a NaN's payload), so that every ISA looks up the same entry. */
 static inline uint16_t gelu_index(uint16_t h) { return (h & 0x7fff) > 0x7c00 ? (uint16_t)((h & 0x8000) | 0x7e00) : h; }
 
-/* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu: the table's GELU at gate rounded to
- * half, gate itself from 10 up and 0 from -10 down (ggml_vec_geglu_f32). With F16C eight gates are rounded at once
- * (to nearest even, as f32_to_f16 rounds): the software rounding was most of the time (5.7 ns a gate). */
+/* gelu(g) * u for a gate g whose half is h: the table's GELU at h, g itself from 10 up and 0 from -10 down
+ * (ggml_vec_geglu_f32) */
+static inline float geglu_one(float g, uint16_t h, float u, const float *table) {
+    return g >= 10.0f ? g * u : g <= -10.0f ? 0.0f : table[gelu_index(h)] * u;
+}
+
+/* gelu(gate) * up into gate, as votive/backends/numpy_backend.py's geglu. With F16C eight gates are rounded to half
+ * at once (to nearest even, as f32_to_f16 rounds): the rounding one at a time was a third of the time. */
 static void geglu(float *gate, const float *up, const float *table, int64_t n) {
     int64_t i = 0;
 #if defined(VT_HALF_X86)
     for (; i + 8 <= n; i += 8) {
         uint16_t h[8];
         _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(gate + i), _MM_FROUND_TO_NEAREST_INT));
-        for (int l = 0; l < 8; l++) {
-            const float g = gate[i + l];
-            gate[i + l] = g >= 10.0f ? g * up[i + l] : g <= -10.0f ? 0.0f : table[gelu_index(h[l])] * up[i + l];
-        }
+        for (int l = 0; l < 8; l++)
+            gate[i + l] = geglu_one(gate[i + l], h[l], up[i + l], table);
     }
 #endif
-    for (; i < n; i++) {
-        const float g = gate[i];
-        gate[i] = g >= 10.0f ? g * up[i] : g <= -10.0f ? 0.0f : table[gelu_index(f32_to_f16(g))] * up[i];
-    }
+    for (; i < n; i++)
+        gate[i] = geglu_one(gate[i], f32_to_f16(gate[i]), up[i], table);
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------------------------------ */
