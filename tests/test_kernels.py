@@ -720,6 +720,23 @@ def test_decoded_tokens_attention_reads_only_the_filled_cache(lib, isa, rng, q_s
                                   kernels_ref.attention_f16_ref(q, k, v, q_start, 0.125, window).view(np.uint32))
 
 
+@pytest.mark.parametrize("q_start, window", [(1400, None), (1400, 700)])
+def test_decoded_tokens_attention_splits_over_threads_with_the_same_bits(lib, isa, rng, q_start, window):
+    """A long cache is split over threads by keys, then by value dimensions: the twin's bits for any thread count,
+    with 3 heads to a KV head (a run of chains shorter than 4) and 80 dimensions (a tail past whole 64s)."""
+    heads, kv_heads, dims, capacity = 6, 2, 80, 1500
+    k = rng.normal(0, 1, (kv_heads, capacity, dims)).astype(np.float16)
+    v = rng.normal(0, 1, (kv_heads, dims, capacity)).astype(np.float16)
+    q = rng.normal(0, 1, (1, heads, dims)).astype(np.float32)
+    want = kernels_ref.attention_f16_ref(q, k, v, q_start, 0.11, window).view(np.uint32)
+    try:
+        for n in (1, 2, 3):
+            lib.set_num_threads(n)
+            np.testing.assert_array_equal(lib.attention_f16(q, k, v, q_start, 0.11, window).view(np.uint32), want)
+    finally:
+        lib.set_num_threads(None)
+
+
 def test_attention_f16_refuses_caches_that_do_not_fit(lib):
     q = np.zeros((1, 4, 8), np.float32)
     with pytest.raises(KernelError, match="float16"):

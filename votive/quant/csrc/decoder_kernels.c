@@ -212,6 +212,62 @@ static inline float dot_halves(const float *a, const float *b, int64_t n, int ba
     return (float)sum;
 }
 
+/* Products of nr <= SHARED_DOTS rows a[r] with one row b, out[r] = dot_halves(a[r], b, n, 0) each: every chain
+ * in its own unbatched order, the rows' chains side by side (one product's four chains alone wait on the
+ * multiply-add latency) and each vector of b loaded once for all of them. Inlined with nr a constant. */
+#define SHARED_DOTS (ACC_VECS == 1 ? 4 : ACC_VECS == 2 ? 2 : 1) /* the accumulators that fit the registers */
+static inline __attribute__((always_inline)) void dot_halves_shared(const float *const a[], const float *b,
+                                                                    int64_t n, int nr, float *out) {
+    vf acc[SHARED_DOTS][4][ACC_VECS];
+    #pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            #pragma GCC unroll 4
+            for (int v = 0; v < ACC_VECS; v++)
+                acc[r][j][v] = v_splat(0.0f);
+    const int64_t whole = n - n % (4 * LANES);
+    for (int64_t k = 0; k < whole; k += 4 * LANES)
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            #pragma GCC unroll 4
+            for (int r = 0; r < nr; r++)
+                acc16_fma(acc[r][j], a[r] + k + j * LANES, b + k + j * LANES);
+    #pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        for (int v = 0; v < ACC_VECS; v++)
+            acc[r][0][v] = (acc[r][0][v] + acc[r][2][v]) + (acc[r][1][v] + acc[r][3][v]);
+        double sum = acc16_reduce(acc[r][0]);
+        for (int64_t k = whole; k < n; k++)
+            sum += (double)(a[r][k] * b[k]);
+        out[r] = (float)sum;
+    }
+}
+
+/* dot_halves_shared for any number of rows: the rows in runs of SHARED_DOTS, rows stride floats apart */
+static void dot_halves_rows(const float *a, int64_t stride, int64_t nr, const float *b, int64_t n, float *out,
+                            int64_t out_stride) {
+    for (int64_t r = 0; r < nr; r += SHARED_DOTS) {
+        const float *rows[SHARED_DOTS];
+        float s[SHARED_DOTS];
+        const int take = nr - r < SHARED_DOTS ? (int)(nr - r) : SHARED_DOTS;
+        for (int t = 0; t < take; t++)
+            rows[t] = a + (r + t) * stride;
+        switch (take) {
+#if SHARED_DOTS >= 4
+        case 4: dot_halves_shared(rows, b, n, 4, s); break;
+        case 3: dot_halves_shared(rows, b, n, 3, s); break;
+#endif
+#if SHARED_DOTS >= 2
+        case 2: dot_halves_shared(rows, b, n, 2, s); break;
+#endif
+        default: dot_halves_shared(rows, b, n, 1, s);
+        }
+        for (int t = 0; t < take; t++)
+            out[(r + t) * out_stride] = s[t];
+    }
+}
+
 /* out[r] = a . b[r] for four vectors b[r], each summed exactly as dot_halves sums it: the four chains run side
  * by side (what keeps the FMA units busy), none of them in another order. */
 static inline void dot_halves4(const float *a, const float *const b[4], int64_t n, int batched, float out[4]) {
@@ -231,6 +287,10 @@ static inline void dot_halves4(const float *a, const float *const b[4], int64_t 
 /* Halves -> floats, exactly (the attention's K and V, converted once per call and KV head). */
 static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
     int64_t i = 0;
+#if defined(VT_ISA_AVX512)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + i))));
+#endif
 #if defined(VT_HALF_X86)
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
@@ -329,7 +389,7 @@ static void softmax_window(float *row, int64_t lo, int64_t hi, float scale) {
 #endif
 }
 
-/* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is attend_group's) against keys
+/* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is group_scores' and group_values') against keys
  * [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows v_stride apart, v_stride >= hi
  * rounded up to 64, finite values) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
  * dims + (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
@@ -368,35 +428,37 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
         out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, 1);
 }
 
-/* attend, not batched (one query: a decoded token), for nq heads that share one KV head, on the half cache itself:
- * keys k (hi, dims), values v (dims rows v_stride apart, positions [0, hi) filled, the rest of a row whatever it
- * holds). Each key row and each value row is widened once, into a row-sized buffer, for all nq heads, and each
- * head's sums are attend's (the same dot_halves calls on the same values): the same bits. Widening the whole cache
- * into floats first, per head group, wrote and reread megabytes per token at a few thousand positions. q and out:
- * nq vectors dims apart. scratch: nq * (dims + span) + dims + span floats, span = hi rounded up to 64. */
-static void attend_group(float *out, const float *q, int64_t nq, const uint16_t *k, const uint16_t *v,
-                         int64_t v_stride, int64_t dims, int64_t lo, int64_t hi, float scale, float *scratch) {
-    const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
-    float *qh = scratch, *rows = qh + nq * dims, *wide = rows + nq * span; /* wide: one key or value row */
-    for (int64_t r = 0; r < nq; r++) {
-        round_row_to_half(qh + r * dims, q + r * dims, dims);
-        for (int64_t j = 0; j < span; j++)
-            rows[r * span + j] = 0.0f;
-    }
-    for (int64_t j = lo; j < hi; j++) {
+/* A decoded token's attention: one query per head, every product in ggml_vec_dot_f16's unbatched order, on the half
+ * cache itself. It comes in three steps that the dispatcher (dispatch.c) can split over threads without changing a
+ * bit, since every score and every output element is one dot_halves of its own: group_scores for a range of keys,
+ * softmax_window for each head, group_values for a range of value dimensions. The nq heads sharing a KV head go
+ * together: each key row and value row is widened to floats once, into `wide`, for all of them (widening the whole
+ * cache first wrote and reread megabytes per token at a few thousand positions). Threads take disjoint keys, then
+ * disjoint dimensions, so the cache is read once per token whatever the thread count (giving each thread whole
+ * heads read all of it per thread). */
+
+/* rows[r * stride + j] = qh_r . key j for the keys [j0, j1) of keys k (rows of dims halves), and each of the nq
+ * query rows qh (rounded to half, dims apart); wide: dims floats */
+static void group_scores(float *rows, int64_t stride, const float *qh, int64_t nq, const uint16_t *k, int64_t dims,
+                         int64_t j0, int64_t j1, float *wide) {
+    for (int64_t j = j0; j < j1; j++) {
         halves_to_floats(wide, k + j * dims, dims);
-        for (int64_t r = 0; r < nq; r++)
-            rows[r * span + j] = dot_halves(qh + r * dims, wide, dims, 0);
+        dot_halves_rows(qh, dims, nq, wide, dims, rows + j, stride);
     }
-    for (int64_t r = 0; r < nq; r++)
-        softmax_window(rows + r * span, lo, hi, scale);
-    const int64_t first = lo / (4 * LANES) * (4 * LANES); /* attend's range: the 64-key groups holding [lo, hi) */
-    for (int64_t d = 0; d < dims; d++) {
+}
+
+/* out[r * dims + d] = probabilities r (rows[r * stride + first ..]) . value row d over [first, span), for the
+ * dimensions [d0, d1) of values v (rows v_stride apart, positions [first, hi) filled, the rest of a row whatever
+ * it holds: past hi the product takes attend's zero padding). The probabilities are zero outside the window, first
+ * is its start rounded down to 64 and span its end rounded up to 64: attend's range. wide: span - first floats. */
+static void group_values(float *out, const float *rows, int64_t stride, int64_t nq, const uint16_t *v,
+                         int64_t v_stride, int64_t dims, int64_t first, int64_t hi, int64_t span, int64_t d0,
+                         int64_t d1, float *wide) {
+    for (int64_t d = d0; d < d1; d++) {
         halves_to_floats(wide, v + d * v_stride + first, hi - first);
         for (int64_t t = hi - first; t < span - first; t++)
-            wide[t] = 0.0f; /* past the filled positions: attend's zero padding */
-        for (int64_t r = 0; r < nq; r++)
-            out[r * dims + d] = dot_halves(rows + r * span + first, wide, span - first, 0);
+            wide[t] = 0.0f;
+        dot_halves_rows(rows + first, stride, nq, wide, span - first, out + d, dims);
     }
 }
 
@@ -525,7 +587,10 @@ const struct vt_decoder_kernels VT_SUFFIX(vt_decoder) = {
     .geglu = geglu,
     .halves_to_floats = halves_to_floats,
     .attend = attend,
-    .attend_group = attend_group,
+    .round_to_halves = round_row_to_half,
+    .softmax_window = softmax_window,
+    .group_scores = group_scores,
+    .group_values = group_values,
 #if ACC_VECS == 1
     .attend_queries = attend_queries,
 #endif

@@ -394,28 +394,36 @@ static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
     return sizeof(float) * (size_t)(VT_DECODER_QUERIES * (dims + span) + filled * dims + dims * span);
 }
 
-/* The calling thread's attention buffer, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per
- * call (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more
- * than the attention itself. Larger ones (long contexts) are allocated per call and freed. */
+/* A thread's attention buffers, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per call
+ * (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more than
+ * the attention itself. Larger ones (long contexts) are allocated per call and freed. Each thread keeps two: the
+ * calling thread's shared buffer of a decoded token (its rounded queries and scores) and every thread's own row. */
 #define ATTENTION_KEPT ((size_t)8 << 20)
-static __thread float *attention_kept;
-static __thread size_t attention_kept_bytes;
+struct kept_buffer {
+    float *p;
+    size_t bytes;
+};
+static __thread struct kept_buffer attention_kept, row_kept;
 
-static float *attention_buffer(size_t bytes) {
+static float *kept_buffer(struct kept_buffer *kept, size_t bytes) {
     if (bytes > ATTENTION_KEPT)
         return malloc(bytes);
-    if (bytes > attention_kept_bytes) {
-        free(attention_kept);
-        attention_kept = malloc(bytes);
-        attention_kept_bytes = attention_kept ? bytes : 0;
+    if (bytes > kept->bytes) {
+        free(kept->p);
+        kept->p = malloc(bytes);
+        kept->bytes = kept->p ? bytes : 0;
     }
-    return attention_kept;
+    return kept->p;
 }
 
-static void attention_buffer_done(float *buf) {
-    if (buf != attention_kept)
+static void kept_buffer_done(struct kept_buffer *kept, float *buf) {
+    if (buf != kept->p)
         free(buf);
 }
+
+static float *attention_buffer(size_t bytes) { return kept_buffer(&attention_kept, bytes); }
+
+static void attention_buffer_done(float *buf) { kept_buffer_done(&attention_kept, buf); }
 
 struct attention_job {
     float *out;
@@ -426,29 +434,12 @@ struct attention_job {
     atomic_int out_of_memory; /* set by a part that could not allocate its buffer: its queries are not written */
 };
 
-/* Units u = (head h, query i), head-major, so that consecutive units share a KV head: its filled keys and values
- * are widened to floats once per chunk and head, not once per query. */
+/* A prompt's queries. Units u = (head h, query i), head-major, so that consecutive units share a KV head: its filled
+ * keys and values are widened to floats once per chunk and head, not once per query. */
 static void attention_part(void *arg, int64_t begin, int64_t end) {
     struct attention_job *j = arg;
     const struct vt_decoder_kernels *dk = vt_decoder();
     const int64_t n = j->n, filled = j->q_start + n, span = attention_span(filled);
-    if (n == 1) { /* a decoded token: the heads [begin, end) of each KV head together, on the half cache */
-        const int64_t per_group = j->heads / j->kv_heads, pos = j->q_start;
-        const int64_t lo = j->window > 0 && pos + 1 > j->window ? pos + 1 - j->window : 0;
-        float *buf = attention_buffer(sizeof(float) * (size_t)((end - begin + 1) * (j->dims + span)));
-        if (!buf) {
-            atomic_store(&j->out_of_memory, 1);
-            return;
-        }
-        for (int64_t h = begin, stop; h < end; h = stop) {
-            const int64_t g = h / per_group;
-            stop = (g + 1) * per_group < end ? (g + 1) * per_group : end;
-            dk->attend_group(j->out + h * j->dims, j->q + h * j->dims, stop - h, j->k + g * j->capacity * j->dims,
-                             j->v + g * j->dims * j->capacity, j->capacity, j->dims, lo, pos + 1, j->scale, buf);
-        }
-        attention_buffer_done(buf);
-        return;
-    }
     float *buf = attention_buffer(attention_buffer_bytes(j->dims, filled));
     if (!buf) {
         atomic_store(&j->out_of_memory, 1); /* vt_attention_f16 returns VT_ENOMEM */
@@ -493,12 +484,98 @@ static void attention_heads(void *arg, int64_t begin, int64_t end) {
     attention_part(arg, begin * j->n, end * j->n);
 }
 
+/* A decoded token (one query per head) in the three steps of decoder_kernels.c, each split over threads: the scores
+ * by keys, the softmax by heads, the outputs by value dimensions. Every score and output is one unbatched dot
+ * product whichever thread makes it: the same bits for any split. rows: heads x span scores, then probabilities. */
+struct decode_attention_job {
+    const struct vt_decoder_kernels *dk;
+    float *out, *qh, *rows;
+    const uint16_t *k, *v;
+    int64_t per_group, dims, capacity, lo, hi, first, span;
+    float scale;
+    atomic_int out_of_memory;
+};
+
+/* Multiply-adds per grain of the three steps, a few microseconds of work: a cache of a few dozen positions stays
+ * on the calling thread, a long one goes to every thread (grains of 4096 to 65536 measured within noise of each
+ * other on Gemma 3 270M's decode at 100, 500 and 2000 positions). */
+#define DECODE_ATTENTION_GRAIN_MACS 16384
+
+static void decode_scores_part(void *arg, int64_t begin, int64_t end) {
+    struct decode_attention_job *j = arg;
+    const int64_t keys = j->hi - j->lo;
+    float *wide = kept_buffer(&row_kept, sizeof(float) * (size_t)j->dims);
+    if (!wide) {
+        atomic_store(&j->out_of_memory, 1);
+        return;
+    }
+    for (int64_t u = begin, stop; u < end; u = stop) { /* unit u: key lo + u % keys of KV head u / keys */
+        const int64_t g = u / keys;
+        stop = (g + 1) * keys < end ? (g + 1) * keys : end;
+        j->dk->group_scores(j->rows + g * j->per_group * j->span, j->span, j->qh + g * j->per_group * j->dims,
+                            j->per_group, j->k + g * j->capacity * j->dims, j->dims, j->lo + u - g * keys,
+                            j->lo + stop - g * keys, wide);
+    }
+    kept_buffer_done(&row_kept, wide);
+}
+
+static void decode_softmax_part(void *arg, int64_t begin, int64_t end) {
+    struct decode_attention_job *j = arg;
+    for (int64_t h = begin; h < end; h++) {
+        float *row = j->rows + h * j->span;
+        /* the products with V read [first, span): zero outside the window, as attend's row */
+        memset(row + j->first, 0, sizeof(float) * (size_t)(j->lo - j->first));
+        memset(row + j->hi, 0, sizeof(float) * (size_t)(j->span - j->hi));
+        j->dk->softmax_window(row, j->lo, j->hi, j->scale);
+    }
+}
+
+static void decode_values_part(void *arg, int64_t begin, int64_t end) {
+    struct decode_attention_job *j = arg;
+    float *wide = kept_buffer(&row_kept, sizeof(float) * (size_t)(j->span - j->first));
+    if (!wide) {
+        atomic_store(&j->out_of_memory, 1);
+        return;
+    }
+    for (int64_t u = begin, stop; u < end; u = stop) { /* unit u: dimension u % dims of KV head u / dims */
+        const int64_t g = u / j->dims;
+        stop = (g + 1) * j->dims < end ? (g + 1) * j->dims : end;
+        j->dk->group_values(j->out + g * j->per_group * j->dims, j->rows + g * j->per_group * j->span, j->span,
+                            j->per_group, j->v + g * j->dims * j->capacity, j->capacity, j->dims, j->first, j->hi,
+                            j->span, u - g * j->dims, stop - g * j->dims, wide);
+    }
+    kept_buffer_done(&row_kept, wide);
+}
+
+static int decode_attention(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t heads,
+                            int64_t kv_heads, int64_t dims, int64_t pos, int64_t capacity, int64_t window,
+                            float scale) {
+    const int64_t lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0, hi = pos + 1;
+    const int64_t span = attention_span(hi), first = lo / 64 * 64, per_group = heads / kv_heads;
+    float *buf = attention_buffer(sizeof(float) * (size_t)(heads * (dims + span)));
+    if (!buf)
+        return VT_ENOMEM;
+    struct decode_attention_job job = {vt_decoder(), out, buf, buf + heads * dims, k, v, per_group, dims, capacity,
+                                       lo, hi, first, span, scale, 0};
+    job.dk->round_to_halves(job.qh, q, heads * dims);
+    const int64_t per_key = per_group * dims, per_dim = per_group * (span - first);
+    vt_parallel_for(kv_heads * (hi - lo), 1 + DECODE_ATTENTION_GRAIN_MACS / per_key, decode_scores_part, &job);
+    if (!atomic_load(&job.out_of_memory)) {
+        vt_parallel_for(heads, 1 + DECODE_ATTENTION_GRAIN_MACS / (8 * (hi - lo)), decode_softmax_part, &job);
+        vt_parallel_for(kv_heads * dims, 1 + DECODE_ATTENTION_GRAIN_MACS / per_dim, decode_values_part, &job);
+    }
+    attention_buffer_done(buf);
+    return atomic_load(&job.out_of_memory) ? VT_ENOMEM : VT_OK;
+}
+
 VT_API int vt_attention_f16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int64_t n,
                             int64_t heads, int64_t kv_heads, int64_t dims, int64_t q_start, int64_t capacity,
                             int64_t window, float scale) {
     if (n < 0 || heads < 1 || kv_heads < 1 || heads % kv_heads || dims < 1 || q_start < 0 || window < 0 ||
         q_start + n > capacity || (n > 0 && (!out || !q || !k || !v)))
         return VT_EINVAL;
+    if (n == 1)
+        return decode_attention(out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, scale);
     struct attention_job job = {out, q, k, v, heads, kv_heads, dims, q_start, capacity, window, n, scale, 0};
     /* whole heads to a thread (a few heads were one serial job of 4 grains or less: Gemma 3 270M's 4 heads on one
      * core, at every cache length); a head's grains, as vt_parallel_for's, are its queries against its keys */

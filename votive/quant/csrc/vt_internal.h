@@ -92,9 +92,16 @@ struct vt_decoder_kernels {
     void (*halves_to_floats)(float *out, const uint16_t *h, int64_t n);
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, float *scratch);
-    /* attend, not batched, for nq heads sharing one KV head, on the half cache itself (decoder_kernels.c) */
-    void (*attend_group)(float *out, const float *q, int64_t nq, const uint16_t *k, const uint16_t *v,
-                         int64_t v_stride, int64_t dims, int64_t lo, int64_t hi, float scale, float *scratch);
+    /* a decoded token's attention, not batched, in steps (decoder_kernels.c): queries rounded to half, the scores
+     * of keys [j0, j1) for the nq heads sharing a KV head, a head's softmax over the keys [lo, hi), the outputs of
+     * value dimensions [d0, d1) */
+    void (*round_to_halves)(float *out, const float *x, int64_t n);
+    void (*group_scores)(float *rows, int64_t stride, const float *qh, int64_t nq, const uint16_t *k, int64_t dims,
+                         int64_t j0, int64_t j1, float *wide);
+    void (*softmax_window)(float *row, int64_t lo, int64_t hi, float scale);
+    void (*group_values)(float *out, const float *rows, int64_t stride, int64_t nq, const uint16_t *v,
+                         int64_t v_stride, int64_t dims, int64_t first, int64_t hi, int64_t span, int64_t d0,
+                         int64_t d1, float *wide);
     /* up to VT_DECODER_QUERIES queries of one head, batched, attend's bits; NULL where the ISA lacks it. scratch:
      * VT_DECODER_QUERIES * (dims + v_stride) floats */
     void (*attend_queries)(float *out, int64_t out_stride, const float *q, int64_t q_stride, const float *k,
