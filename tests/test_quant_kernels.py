@@ -242,6 +242,35 @@ def test_x86_products_follow_llama_cpp_orders(lib, variant, rng, ggml_type, rows
         np.testing.assert_array_equal(got[i], llama_cpp_order_ref(w, ggml_type, x, order)[i], err_msg=f"{order} {i}")
 
 
+@pytest.mark.parametrize("ggml_type", [2, 3, 6, 7, 8], ids=["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
+@pytest.mark.parametrize("blocks_per_row", [8, 9, 17])
+def test_products_read_nothing_past_the_matrix(lib, variant, rng, ggml_type, blocks_per_row):
+    """The kernels read blocks in vectors, and their scales 8 blocks at a time: a matrix that ends where readable
+    memory ends, before a page that may not be read, gives the product it gives elsewhere (an over-read faults)."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    cols = blocks_per_row * 32
+    w = random_blocks(rng, ggml_type, 3, cols)
+    x = rng.normal(0, 1, (5, cols)).astype(np.float32)
+    area = mmap.mmap(-1, 2 * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(base + page), ctypes.c_size_t(page), 0) == 0  # PROT_NONE
+    try:
+        at_edge = np.frombuffer(area, np.uint8, w.nbytes, page - w.nbytes).view(w.dtype).reshape(w.shape)
+        at_edge[...] = w
+        for n in (1, 2, 5):  # one activation row (two weight rows at a time for Q5_0 and Q8_0), a tile, a tail
+            np.testing.assert_array_equal(lib.qmatmul(at_edge, ggml_type, x[:n], 3, cols),
+                                          lib.qmatmul(w, ggml_type, x[:n], 3, cols))
+        assert_close_to_reference(lib.qmatmul(w, ggml_type, x, 3, cols), w, ggml_type, x, exact=variant in EXACT)
+    finally:
+        del at_edge
+        libc.mprotect(ctypes.c_void_p(base + page), ctypes.c_size_t(page), 3)  # readable again, then unmapped
+        area.close()
+
+
 def test_llama_orders_refuse_products_llama_cpp_sums_otherwise(rng):
     x = rng.normal(0, 1, (2, 256)).astype(np.float32)
     with pytest.raises(KernelError, match=r"GGML types \(2, 12\) in the 'repack' order, not of type 13"):
