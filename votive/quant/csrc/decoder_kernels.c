@@ -214,10 +214,11 @@ static inline float dot_halves(const float *a, const float *b, int64_t n, int ba
 
 /* Products of nr <= SHARED_DOTS rows a[r] with one row b, out[r] = dot_halves(a[r], b, n, 0) each: every chain
  * in its own unbatched order, the rows' chains side by side (one product's four chains alone wait on the
- * multiply-add latency) and each vector of b loaded once for all of them. Inlined with nr a constant. */
+ * multiply-add latency) and each vector of b loaded once for all of them. Inlined with nr a constant.
+ * chains_shared leaves each row's four chains added together as dot_halves adds them, its lanes not yet summed. */
 #define SHARED_DOTS (ACC_VECS == 1 ? 4 : ACC_VECS == 2 ? 2 : 1) /* the accumulators that fit the registers */
-static inline __attribute__((always_inline)) void dot_halves_shared(const float *const a[], const float *b,
-                                                                    int64_t n, int nr, float *out) {
+static inline __attribute__((always_inline)) void chains_shared(const float *const a[], const float *b,
+                                                                int64_t whole, int nr, vf sums[][ACC_VECS]) {
     vf acc[SHARED_DOTS][4][ACC_VECS];
     #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
@@ -226,7 +227,6 @@ static inline __attribute__((always_inline)) void dot_halves_shared(const float 
             #pragma GCC unroll 4
             for (int v = 0; v < ACC_VECS; v++)
                 acc[r][j][v] = v_splat(0.0f);
-    const int64_t whole = n - n % (4 * LANES);
     for (int64_t k = 0; k < whole; k += 4 * LANES)
         #pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
@@ -234,22 +234,75 @@ static inline __attribute__((always_inline)) void dot_halves_shared(const float 
             for (int r = 0; r < nr; r++)
                 acc16_fma(acc[r][j], a[r] + k + j * LANES, b + k + j * LANES);
     #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
+    for (int r = 0; r < nr; r++)
+        #pragma GCC unroll 4
         for (int v = 0; v < ACC_VECS; v++)
-            acc[r][0][v] = (acc[r][0][v] + acc[r][2][v]) + (acc[r][1][v] + acc[r][3][v]);
-        double sum = acc16_reduce(acc[r][0]);
+            sums[r][v] = (acc[r][0][v] + acc[r][2][v]) + (acc[r][1][v] + acc[r][3][v]);
+}
+
+static inline __attribute__((always_inline)) void dot_halves_shared(const float *const a[], const float *b,
+                                                                    int64_t n, int nr, float *out) {
+    vf sums[SHARED_DOTS][ACC_VECS];
+    const int64_t whole = n - n % (4 * LANES);
+    chains_shared(a, b, whole, nr, sums);
+    #pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        double sum = acc16_reduce(sums[r]);
         for (int64_t k = whole; k < n; k++)
             sum += (double)(a[r][k] * b[k]);
         out[r] = (float)sum;
     }
 }
 
+#if ACC_VECS == 1
+/* chains_shared with b given as halves, each vector of them widened in a register where it is multiplied (once for
+ * all nr rows) instead of into a buffer first: b's halves before b_hi are read, the rest of the 64s taken as +0
+ * (masked loads: nothing from b_hi on is read). The same products and sums: the same bits. */
+static inline __attribute__((always_inline)) void chains_on_halves(const float *const a[], const uint16_t *b,
+                                                                   int64_t whole, int64_t b_hi, int nr,
+                                                                   vf sums[][1]) {
+    vf acc[SHARED_DOTS][4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            acc[r][j] = v_splat(0.0f);
+    for (int64_t k = 0; k < whole; k += 4 * LANES) {
+        vf bj[4];
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const int64_t at = k + j * LANES, left = b_hi - at;
+            const __mmask16 keep = left >= LANES ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            bj[j] = (vf)_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(keep, b + at));
+        }
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            #pragma GCC unroll 4
+            for (int r = 0; r < nr; r++)
+                acc[r][j] = v_fma(v_load(a[r] + k + j * LANES), bj[j], acc[r][j]);
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+        sums[r][0] = (acc[r][0] + acc[r][2]) + (acc[r][1] + acc[r][3]);
+}
+
+static void chains_halves_rows(const float *const a[], const uint16_t *b, int64_t whole, int64_t b_hi, int nr,
+                               vf sums[][1]) {
+    switch (nr) {
+    case 4: chains_on_halves(a, b, whole, b_hi, 4, sums); break;
+    case 3: chains_on_halves(a, b, whole, b_hi, 3, sums); break;
+    case 2: chains_on_halves(a, b, whole, b_hi, 2, sums); break;
+    default: chains_on_halves(a, b, whole, b_hi, 1, sums);
+    }
+}
+#endif
+
 /* dot_halves_shared for any number of rows: the rows in runs of SHARED_DOTS, rows stride floats apart */
 static void dot_halves_rows(const float *a, int64_t stride, int64_t nr, const float *b, int64_t n, float *out,
                             int64_t out_stride) {
     for (int64_t r = 0; r < nr; r += SHARED_DOTS) {
         const float *rows[SHARED_DOTS];
-        float s[SHARED_DOTS];
+        float s[SHARED_DOTS] = {0};
         const int take = nr - r < SHARED_DOTS ? (int)(nr - r) : SHARED_DOTS;
         for (int t = 0; t < take; t++)
             rows[t] = a + (r + t) * stride;
@@ -437,10 +490,64 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
  * disjoint dimensions, so the cache is read once per token whatever the thread count (giving each thread whole
  * heads read all of it per thread). */
 
+#if ACC_VECS == 1
+/* out[i] = acc16_reduce(v[i]) for 16 vectors at once: the same additions of the same lanes in each (its halves, then
+ * quarters, pairs and the last two), with the vectors side by side, 15 adds instead of 64 and no extraction each. */
+static inline void reduce16_of_16(vf v[][1], float out[16]) {
+    __m512 t[8], u[4], w[2];
+    for (int i = 0; i < 8; i++) /* lanes l and l + 8 of v[2i] in blocks 0, 1, of v[2i + 1] in blocks 2, 3 */
+        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)v[2 * i][0], (__m512)v[2 * i + 1][0], 0x44),
+                             _mm512_shuffle_f32x4((__m512)v[2 * i][0], (__m512)v[2 * i + 1][0], 0xEE));
+    for (int i = 0; i < 4; i++) /* then l and l + 4: block k of u[i] is v[4i + k]'s */
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) /* then l and l + 2: v[8i + k]'s two in block k, then v[8i + 4 + k]'s */
+        w[i] = _mm512_add_ps((__m512)_mm512_unpacklo_pd((__m512d)u[2 * i], (__m512d)u[2 * i + 1]),
+                             (__m512)_mm512_unpackhi_pd((__m512d)u[2 * i], (__m512d)u[2 * i + 1]));
+    /* then the last two: lane 4k + m holds v[4m + k]'s sum */
+    const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+    _mm512_storeu_ps(out, _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11,
+                                                                  15), r));
+}
+#endif
+
 /* rows[r * stride + j] = qh_r . key j for the keys [j0, j1) of keys k (rows of dims halves), and each of the nq
- * query rows qh (rounded to half, dims apart); wide: dims floats */
+ * query rows qh (rounded to half, dims apart); wide: dims floats (AVX-512 widens in registers; with no tail past
+ * whole 64s, it sums the lanes of 16 scores at once) */
 static void group_scores(float *rows, int64_t stride, const float *qh, int64_t nq, const uint16_t *k, int64_t dims,
                          int64_t j0, int64_t j1, float *wide) {
+#if ACC_VECS == 1
+    if (dims % (4 * LANES) == 0) { /* no tail: each score is its four chains' sum across, reduced 16 at a time */
+        vf pending[16 + SHARED_DOTS][1];
+        float *to[16 + SHARED_DOTS], sums[16];
+        int held = 0;
+        for (int64_t j = j0; j < j1; j++) {
+            for (int64_t r = 0; r < nq; r += SHARED_DOTS) {
+                const int take = nq - r < SHARED_DOTS ? (int)(nq - r) : SHARED_DOTS;
+                const float *q[SHARED_DOTS];
+                for (int t = 0; t < take; t++) {
+                    q[t] = qh + (r + t) * dims;
+                    to[held + t] = rows + (r + t) * stride + j;
+                }
+                chains_halves_rows(q, k + j * dims, dims, dims, take, pending + held);
+                held += take;
+                if (held >= 16) {
+                    reduce16_of_16(pending, sums);
+                    for (int i = 0; i < 16; i++)
+                        *to[i] = sums[i];
+                    for (int i = 16; i < held; i++) {
+                        pending[i - 16][0] = pending[i][0];
+                        to[i - 16] = to[i];
+                    }
+                    held -= 16;
+                }
+            }
+        }
+        for (int i = 0; i < held; i++)
+            *to[i] = acc16_reduce(pending[i]);
+        return;
+    }
+#endif
     for (int64_t j = j0; j < j1; j++) {
         halves_to_floats(wide, k + j * dims, dims);
         dot_halves_rows(qh, dims, nq, wide, dims, rows + j, stride);
@@ -450,10 +557,26 @@ static void group_scores(float *rows, int64_t stride, const float *qh, int64_t n
 /* out[r * dims + d] = probabilities r (rows[r * stride + first ..]) . value row d over [first, span), for the
  * dimensions [d0, d1) of values v (rows v_stride apart, positions [first, hi) filled, the rest of a row whatever
  * it holds: past hi the product takes attend's zero padding). The probabilities are zero outside the window, first
- * is its start rounded down to 64 and span its end rounded up to 64: attend's range. wide: span - first floats. */
+ * is its start rounded down to 64 and span its end rounded up to 64: attend's range. wide: span - first floats
+ * (AVX-512 widens in registers). */
 static void group_values(float *out, const float *rows, int64_t stride, int64_t nq, const uint16_t *v,
                          int64_t v_stride, int64_t dims, int64_t first, int64_t hi, int64_t span, int64_t d0,
                          int64_t d1, float *wide) {
+#if ACC_VECS == 1 /* each value row widened in registers; past hi its halves are not read but taken as +0 */
+    for (int64_t d = d0; d < d1; d++)
+        for (int64_t r = 0; r < nq; r += SHARED_DOTS) {
+            const int take = nq - r < SHARED_DOTS ? (int)(nq - r) : SHARED_DOTS;
+            const float *p[SHARED_DOTS];
+            vf sums[SHARED_DOTS][1];
+            for (int t = 0; t < take; t++)
+                p[t] = rows + (r + t) * stride + first;
+            chains_halves_rows(p, v + d * v_stride + first, span - first, hi - first, take, sums);
+            for (int t = 0; t < take; t++)
+                out[(r + t) * dims + d] = acc16_reduce(sums[t]);
+        }
+    (void)wide;
+    return;
+#endif
     for (int64_t d = d0; d < d1; d++) {
         halves_to_floats(wide, v + d * v_stride + first, hi - first);
         for (int64_t t = hi - first; t < span - first; t++)
