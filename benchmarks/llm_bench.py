@@ -12,7 +12,8 @@ never asserted.
     prompt        tok/s = 128 / median prompt seconds, same passes; --prompt-tokens 128,512 adds a speed run per
                   further length (the base text repeated until it has that many tokens, both stacks the same ids,
                   n_ctx the prompt plus the decode rounded up to 256 where over 512, one batch), reported as
-                  "prompt, N tokens" (decode and the other figures stay those of the first length)
+                  "prompt, N tokens" and "decode after N tokens" (its 64 steps attend over that long a cache;
+                  the bandwidth shares and the other figures stay those of the first length)
     first token   fresh process -> import -> load -> tokenize -> prompt -> first greedy token -> exit: wall
                   time from spawn to exit and peak RSS (os.wait4's ru_maxrss); median of --first-reps after
                   one untimed warm-up round; votive's bytecode is written first, as an installed package has it
@@ -305,6 +306,8 @@ def summary_rows(results: dict) -> list[dict]:
         for length, longer in per_model.get("prompt_lengths", {}).items():
             add(f"  prompt, {length} tokens", "tok/s", {n: pick(longer, n, "prompt_tok_s") for n in STACK_NAMES},
                 PROMPT_TARGET, "higher")
+            add(f"  decode after {length} tokens", "tok/s",
+                {n: pick(longer, n, "decode_tok_s") for n in STACK_NAMES}, DECODE_TARGET, "higher")
         add("first token, spawn to exit", "s", {n: pick(first, n, "median_wall_s") for n in STACK_NAMES},
             FIRST_TOKEN_TARGET)
         for phase, label in PHASES.items():
@@ -339,10 +342,13 @@ def markdown(results: dict) -> str:
     for key, per_model in results["models"].items():
         w = per_model["weights"]
         bound = f", bound {bw * 1e9 / w['bytes']:.0f} tok/s" if bw else ""
-        agree = per_model.get("agreement")
-        same = "" if agree is None else (
-            f"; the stacks' bench tokens agree for {agree['greedy_agree']} of {agree['greedy_n']}"
-            + ("" if agree["prompt_ids_equal"] else " (prompt ids DIFFER)"))
+        same = ""
+        for length, agree in [(cfg["prompt_tokens"], per_model.get("agreement")),
+                              *per_model.get("length_agreement", {}).items()]:
+            if agree is not None:
+                same += (f"; after {length} prompt tokens the stacks' bench tokens agree for "
+                         f"{agree['greedy_agree']} of {agree['greedy_n']}"
+                         + ("" if agree["prompt_ids_equal"] else " (prompt ids DIFFER)"))
         notes.append(f"{MODELS[key].title}: {w['bytes'] / 1e6:.1f} MB of weights read per token "
                      f"(output matrix {w['output_bytes'] / 1e6:.1f} MB{', tied' if w['tied_output'] else ''})"
                      f"{bound}{same}.")
@@ -365,7 +371,7 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=5, help="timed passes per speed process")
     parser.add_argument("--prompt-tokens", default=str(PROMPT_TOKENS),
                         help="comma-separated prompt lengths; the first is the workload's, each further one adds a "
-                             "speed run reported as 'prompt, N tokens' (e.g. 128,512)")
+                             "speed run reported as 'prompt, N tokens' and 'decode after N tokens' (e.g. 128,512)")
     parser.add_argument("--quick", action="store_true", help="5 first-token processes, 1 speed process x 3 passes")
     parser.add_argument("--keep-mismatched", action="store_true",
                         help="measure a stack even when it disagrees with the reference tokens")
@@ -435,6 +441,8 @@ def main() -> int:
             per_model["prompt_lengths"] = {
                 n: speed(ready, key, paths[key], args.rounds, args.passes, n) for n in lengths[1:]}
             per_model["agreement"] = agreement(per_model["speed"])
+            per_model["length_agreement"] = {n: agreement(samples)
+                                             for n, samples in per_model["prompt_lengths"].items()}
     except BenchError as exc:
         print(f"llm_bench: {exc}", file=sys.stderr)
         return 1
