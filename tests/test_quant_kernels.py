@@ -180,9 +180,11 @@ def test_qmatmul_matches_reference(lib, variant, rng, ggml_type, rows, blocks_pe
 
 
 @pytest.mark.parametrize("ggml_type", QUANT_TYPES, ids=[NAMES[t] for t in QUANT_TYPES])
-def test_rows_of_a_product_equal_the_matrix_vector_products(lib, variant, rng, ggml_type):
-    # tiles of 4 activation rows and a tail of 3: every output row the same bits as on its own
-    cols = 2 * FORMATS[ggml_type].block_size
+@pytest.mark.parametrize("blocks_per_row", [2, 17])
+def test_rows_of_a_product_equal_the_matrix_vector_products(lib, variant, rng, ggml_type, blocks_per_row):
+    # tiles of 4 activation rows and a tail of 3: every output row the same bits as on its own (one activation row
+    # takes two weight rows at a time for more formats than a tile does; 17 blocks: whole groups of 8 and a tail)
+    cols = blocks_per_row * FORMATS[ggml_type].block_size
     w = random_blocks(rng, ggml_type, 21, cols)
     x = rng.normal(0, 1, (7, cols)).astype(np.float32)
     whole = lib.qmatmul(w, ggml_type, x, 21, cols)

@@ -585,8 +585,8 @@ static tile_fn kernel_for(int type, int order) {
     return plain_kernels[type];
 }
 
-static pair_fn pair_kernel_for(int type, int order) {
-    (void)type, (void)order;
+static pair_fn pair_kernel_for(int type, int order, int64_t n) {
+    (void)type, (void)order, (void)n;
     return NULL;
 }
 
@@ -609,7 +609,7 @@ static void matmul_rows(int type, int order, const uint8_t *w, int64_t w_stride,
     /* llama.cpp's repacked matrices take activation rows in fours but the last n % 4 (vt_internal.h) */
     const int64_t fours = order == VT_ORDER_REPACK && n > 3 ? n - n % 4 : 0;
     const tile_fn kernel_4 = fours ? kernel_for(type, VT_ORDER_REPACK_4) : kernel;
-    const pair_fn pair = fours ? NULL : pair_kernel_for(type, order);
+    const pair_fn pair = fours ? NULL : pair_kernel_for(type, order, n);
     for (int64_t group = r_begin; group < r_end; group += ROW_GROUP) {
         int64_t group_end = group + ROW_GROUP < r_end ? group + ROW_GROUP : r_end;
         for (int64_t c = 0; c < n;) {

@@ -190,8 +190,8 @@ static tile_fn kernel_for(int type, int order) {
     return (neon_use_dotprod() ? neon_sdot_kernels : neon_mull_kernels)[type];
 }
 
-static pair_fn pair_kernel_for(int type, int order) { /* one weight row at a time */
-    (void)type, (void)order;
+static pair_fn pair_kernel_for(int type, int order, int64_t n) { /* one weight row at a time */
+    (void)type, (void)order, (void)n;
     return NULL;
 }
 

@@ -99,20 +99,29 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
         out[t * out_stride] = order == VT_ORDER_REPACK ? sum[t] : x86_hsum(acc[t]) + summs[t];
 }
 
-/* Q5_0 and Q8_0 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the next float):
- * each block of activations and its offsets are loaded once for both rows. The weights' quants are multiplied as
- * unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' offsets (vt_q5_0_offsets_at) times 1 or 8 (-16
- * or -128 times each 4 activations' sum), which gives the integers ggml's sign trick gives; every output's scales
- * and float order are x86_dot32's (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI
- * only (maddubs' pairs would saturate). */
+/* Q5_0, Q8_0, Q4_1 and Q5_1 for two weight rows at once (at w and w + w_stride, into out[t * out_stride] and the
+ * next float): each block of activations (and its offsets) is loaded once for both rows. The weights' quants are
+ * multiplied as unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' offsets (vt_q5_0_offsets_at) times
+ * 1 or 8 (-16 or -128 times each 4 activations' sum), which gives the integers ggml's sign trick gives; Q4_1's and
+ * Q5_1's quants are unsigned as they stand, and their min terms m * s go, block after block, into a float per row.
+ * Every output's scales and float order are x86_dot32's
+ * (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI only (maddubs' pairs would
+ * saturate); Q5_1's reach 31 against an int8 activation, as in x86_dot32. */
 VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
                                        const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
-    const int bytes = (int)(type == VT_Q5_0 ? sizeof(block_q5_0) : sizeof(block_q8_0));
+    const int bytes = (int)(type == VT_Q5_0   ? sizeof(block_q5_0)
+                            : type == VT_Q4_1 ? sizeof(block_q4_1)
+                            : type == VT_Q5_1 ? sizeof(block_q5_1)
+                                              : sizeof(block_q8_0));
+    const int has_min = type == VT_Q4_1 || type == VT_Q5_1;
     const int64_t offsets_from_quants = vt_q5_0_offsets_at(nb); /* from a row's first quant */
     __m256 acc[2][TILE];
+    float summs[2][TILE];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; t++)
+    for (int t = 0; t < T; t++) {
         acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+        summs[0][t] = summs[1][t] = 0.0f;
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0[2] = {w + b0 * bytes, w + w_stride + b0 * bytes};
@@ -123,6 +132,16 @@ VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, 
             const __m256 da = x86_floats8(ACT_D(t, 32) + b0, count);
             _mm256_storeu_ps(scales[0][t], _mm256_mul_ps(dx0, da));
             _mm256_storeu_ps(scales[1][t], _mm256_mul_ps(dx1, da));
+        }
+        if (has_min) { /* m * s per block, summed in block order, per row */
+            const __m256 m0 = x86_halves8(x0[0] + offsetof(block_q4_1, m), bytes, count);
+            const __m256 m1 = x86_halves8(x0[1] + offsetof(block_q4_1, m), bytes, count);
+            #pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                const __m256 s = x86_floats8(ACT_D(t, 32) + nb + b0, count);
+                summs[0][t] = x86_add_lanes(summs[0][t], _mm256_mul_ps(m0, s), count);
+                summs[1][t] = x86_add_lanes(summs[1][t], _mm256_mul_ps(m1, s), count);
+            }
         }
 #pragma GCC unroll 8
         for (int k = 0; k < count; k++) {
@@ -137,8 +156,10 @@ VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, 
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const uint8_t *at = ACT_ROW(t) + (b0 + k) * 32;
-                const __m256i a = x86_load(at), offsets16 = x86_load(at + offsets_from_quants);
-                const __m256i offsets = type == VT_Q8_0 ? _mm256_slli_epi32(offsets16, 3) : offsets16;
+                const __m256i a = x86_load(at);
+                const __m256i offsets = has_min           ? _mm256_setzero_si256()
+                                        : type == VT_Q8_0 ? _mm256_slli_epi32(x86_load(at + offsets_from_quants), 3)
+                                                          : x86_load(at + offsets_from_quants);
                 acc[0][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[0][t][k]),
                                             _mm256_cvtepi32_ps(X86_DOT4(offsets, u0, a)), acc[0][t]);
                 acc[1][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&scales[1][t][k]),
@@ -148,8 +169,8 @@ VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, 
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
-        out[t * out_stride] = x86_hsum(acc[0][t]);
-        out[t * out_stride + 1] = x86_hsum(acc[1][t]);
+        out[t * out_stride] = x86_hsum(acc[0][t]) + summs[0][t];
+        out[t * out_stride + 1] = x86_hsum(acc[1][t]) + summs[1][t];
     }
 }
 
@@ -441,6 +462,8 @@ X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
 #undef X86_ORDERED
 
 PAIR_KERNEL(X86_NAME(x86_q5_0_pair), X86_NAME(x86_pair_body), VT_Q5_0)
+PAIR_KERNEL(X86_NAME(x86_q4_1_pair), X86_NAME(x86_pair_body), VT_Q4_1)
+PAIR_KERNEL(X86_NAME(x86_q5_1_pair), X86_NAME(x86_pair_body), VT_Q5_1)
 #if X86_FULL_BYTES /* unsigned bytes up to 255: VNNI's dpbusd, not maddubs */
 PAIR_KERNEL(X86_NAME(x86_q8_0_pair), X86_NAME(x86_pair_body), VT_Q8_0)
 #endif
