@@ -720,11 +720,13 @@ def test_decoded_tokens_attention_reads_only_the_filled_cache(lib, isa, rng, q_s
                                   kernels_ref.attention_f16_ref(q, k, v, q_start, 0.125, window).view(np.uint32))
 
 
-@pytest.mark.parametrize("q_start, window", [(1400, None), (1400, 700)])
-def test_decoded_tokens_attention_splits_over_threads_with_the_same_bits(lib, isa, rng, q_start, window):
+@pytest.mark.parametrize("q_start, window, dims", [(1400, None, 80), (1400, 700, 80), (1400, None, 64),
+                                                   (1001, 300, 64)])
+def test_decoded_tokens_attention_splits_over_threads_with_the_same_bits(lib, isa, rng, q_start, window, dims):
     """A long cache is split over threads by keys, then by value dimensions: the twin's bits for any thread count,
-    with 3 heads to a KV head (a run of chains shorter than 4) and 80 dimensions (a tail past whole 64s)."""
-    heads, kv_heads, dims, capacity = 6, 2, 80, 1500
+    with 3 heads to a KV head (a run of chains shorter than 4), at 80 dimensions (a tail past whole 64s) and 64
+    (AVX-512 sums the lanes of 16 scores at once: chunks of keys start and end inside such a run)."""
+    heads, kv_heads, capacity = 6, 2, 1500
     k = rng.normal(0, 1, (kv_heads, capacity, dims)).astype(np.float16)
     v = rng.normal(0, 1, (kv_heads, dims, capacity)).astype(np.float16)
     q = rng.normal(0, 1, (1, heads, dims)).astype(np.float32)

@@ -11,7 +11,7 @@
  * explicit fmaf and the file is built with -ffp-contract=off, so the result is the same on every ISA this file
  * is compiled for; the compiler vectorizes the 16-lane loops where the ISA has FMA.
  *
- * Compiled once per ISA (kernel_build.py); dispatch.c splits rows and heads over threads.
+ * Compiled once per ISA (kernel_build.py); dispatch.c splits rows, heads, keys and value dimensions over threads.
  */
 #include <math.h>
 #include <stdint.h>
@@ -337,7 +337,8 @@ static inline void dot_halves4(const float *a, const float *const b[4], int64_t 
         out[r] = acc16_reduce(acc[r]);
 }
 
-/* Halves -> floats, exactly (the attention's K and V, converted once per call and KV head). */
+/* Halves -> floats, exactly (the attention's K and V: a prompt's once per call and KV head, a decoded token's a row
+ * at a time where AVX-512 does not widen them in registers). */
 static void halves_to_floats(float *out, const uint16_t *h, int64_t n) {
     int64_t i = 0;
 #if defined(VT_ISA_AVX512)
@@ -442,8 +443,8 @@ static void softmax_window(float *row, int64_t lo, int64_t hi, float scale) {
 #endif
 }
 
-/* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is group_scores' and group_values') against keys
- * [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows v_stride apart, v_stride >= hi
+/* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is group_scores' and
+ * group_values') against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows v_stride apart, v_stride >= hi
  * rounded up to 64, finite values) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
  * dims + (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
 static void attend(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
@@ -512,8 +513,8 @@ static inline void reduce16_of_16(vf v[][1], float out[16]) {
 #endif
 
 /* rows[r * stride + j] = qh_r . key j for the keys [j0, j1) of keys k (rows of dims halves), and each of the nq
- * query rows qh (rounded to half, dims apart); wide: dims floats (AVX-512 widens in registers; with no tail past
- * whole 64s, it sums the lanes of 16 scores at once) */
+ * query rows qh (rounded to half, dims apart); wide: dims floats (with dims a multiple of 64, AVX-512 widens in
+ * registers instead and sums the lanes of 16 scores at once) */
 static void group_scores(float *rows, int64_t stride, const float *qh, int64_t nq, const uint16_t *k, int64_t dims,
                          int64_t j0, int64_t j1, float *wide) {
 #if ACC_VECS == 1

@@ -396,8 +396,8 @@ static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
 
 /* A thread's attention buffers, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per call
  * (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more than
- * the attention itself. Larger ones (long contexts) are allocated per call and freed. Each thread keeps two: the
- * calling thread's shared buffer of a decoded token (its rounded queries and scores) and every thread's own row. */
+ * the attention itself. Larger ones (long contexts) are allocated per call and freed. Each thread keeps two: one
+ * for a prompt's part (or, on the calling thread, a decoded token's rounded queries and scores) and one row. */
 #define ATTENTION_KEPT ((size_t)8 << 20)
 struct kept_buffer {
     float *p;
