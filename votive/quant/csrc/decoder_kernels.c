@@ -190,32 +190,12 @@ static inline void acc16_fma(vf *acc, const float *a, const float *b) {
         acc[v] = v_fma(v_load(a + v * VT_LANES), v_load(b + v * VT_LANES), acc[v]);
 }
 
-/* Dot product of n halves (given as floats) a . b. batched: one 16-lane accumulator (ggml's tiled GEMM, used
- * for a batch of queries); otherwise four (ggml_vec_dot_f16), with the remainder past a multiple of 64 added in
- * double. */
-static inline float dot_halves(const float *a, const float *b, int64_t n, int batched) {
-    vf acc[4][ACC_VECS] = {{{0}}};
-    if (batched && n % LANES == 0) {
-        for (int64_t k = 0; k + LANES <= n; k += LANES)
-            acc16_fma(acc[0], a + k, b + k);
-        return acc16_reduce(acc[0]);
-    }
-    const int64_t whole = n - n % (4 * LANES);
-    for (int64_t k = 0; k < whole; k += 4 * LANES)
-        for (int j = 0; j < 4; j++)
-            acc16_fma(acc[j], a + k + j * LANES, b + k + j * LANES);
-    for (int v = 0; v < ACC_VECS; v++)
-        acc[0][v] = (acc[0][v] + acc[2][v]) + (acc[1][v] + acc[3][v]);
-    double sum = acc16_reduce(acc[0]);
-    for (int64_t k = whole; k < n; k++)
-        sum += (double)(a[k] * b[k]);
-    return (float)sum;
-}
-
-/* Products of nr <= SHARED_DOTS rows a[r] with one row b, out[r] = dot_halves(a[r], b, n, 0) each: every chain
- * in its own unbatched order, the rows' chains side by side (one product's four chains alone wait on the
- * multiply-add latency) and each vector of b loaded once for all of them. Inlined with nr a constant.
- * chains_shared leaves each row's four chains added together as dot_halves adds them, its lanes not yet summed. */
+/* Products of nr <= SHARED_DOTS rows a[r] of n halves (given as floats) with one row b, out[r] = a[r] . b, each in
+ * ggml_vec_dot_f16's order (one query: a decoded token): four 16-lane chains over the whole 64s, added (0 + 2) +
+ * (1 + 3), summed across as acc16_reduce sums, the rest past the 64s added in double. The rows' chains run side by
+ * side (one product's four chains alone wait on the multiply-add latency) and each vector of b is loaded once for
+ * all of them. Inlined with nr a constant. chains_shared leaves each row's four chains added together, its lanes
+ * not yet summed. */
 #define SHARED_DOTS (ACC_VECS == 1 ? 4 : ACC_VECS == 2 ? 2 : 1) /* the accumulators that fit the registers */
 static inline __attribute__((always_inline)) void chains_shared(const float *const a[], const float *b,
                                                                 int64_t whole, int nr, vf sums[][ACC_VECS]) {
@@ -297,6 +277,20 @@ static void chains_halves_rows(const float *const a[], const uint16_t *b, int64_
 }
 #endif
 
+/* Dot product of n halves (given as floats) a . b in the batched order, ggml's tiled GEMM for a batch of queries:
+ * one 16-lane accumulator, where n is whole 16s; otherwise in ggml_vec_dot_f16's (dot_halves_shared). */
+static inline float dot_halves(const float *a, const float *b, int64_t n) {
+    if (n % LANES != 0) {
+        float out;
+        dot_halves_shared(&a, b, n, 1, &out);
+        return out;
+    }
+    vf acc[ACC_VECS] = {0};
+    for (int64_t k = 0; k + LANES <= n; k += LANES)
+        acc16_fma(acc, a + k, b + k);
+    return acc16_reduce(acc);
+}
+
 /* dot_halves_shared for any number of rows: the rows in runs of SHARED_DOTS, rows stride floats apart */
 static void dot_halves_rows(const float *a, int64_t stride, int64_t nr, const float *b, int64_t n, float *out,
                             int64_t out_stride) {
@@ -323,10 +317,10 @@ static void dot_halves_rows(const float *a, int64_t stride, int64_t nr, const fl
 
 /* out[r] = a . b[r] for four vectors b[r], each summed exactly as dot_halves sums it: the four chains run side
  * by side (what keeps the FMA units busy), none of them in another order. */
-static inline void dot_halves4(const float *a, const float *const b[4], int64_t n, int batched, float out[4]) {
-    if (!(batched && n % LANES == 0)) {
+static inline void dot_halves4(const float *a, const float *const b[4], int64_t n, float out[4]) {
+    if (n % LANES != 0) {
         for (int r = 0; r < 4; r++)
-            out[r] = dot_halves(a, b[r], n, batched);
+            out[r] = dot_halves(a, b[r], n);
         return;
     }
     vf acc[4][ACC_VECS] = {{{0}}};
@@ -444,9 +438,10 @@ static void softmax_window(float *row, int64_t lo, int64_t hi, float scale) {
 }
 
 /* One query of a prompt (the batched order: ggml's tiled GEMM; a decoded token's is group_scores' and
- * group_values') against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows v_stride apart, v_stride >= hi
- * rounded up to 64, finite values) hold halves' values as floats; see vt_attention_f16 in votive.h. scratch holds
- * dims + (hi rounded up to 64) floats. Keys before lo are outside the window: ggml masks them to -inf. */
+ * group_values') against keys [lo, hi) of one KV head, whose keys k (hi, dims) and transposed values v (dims rows
+ * v_stride apart, v_stride >= hi rounded up to 64, finite values) hold halves' values as floats; see
+ * vt_attention_f16 in votive.h. scratch holds dims + (hi rounded up to 64) floats. Keys before lo are outside the
+ * window: ggml masks them to -inf. */
 static void attend(float *out, const float *q, const float *k, const float *v, int64_t v_stride, int64_t dims,
                    int64_t lo, int64_t hi, float scale, float *scratch) {
     const int64_t span = (hi + 4 * LANES - 1) / (4 * LANES) * (4 * LANES); /* whole 64-key groups from key 0 */
@@ -459,10 +454,10 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
     int64_t j = lo;
     for (; j + 4 <= hi; j += 4) {
         const float *keys[4] = {k + j * dims, k + (j + 1) * dims, k + (j + 2) * dims, k + (j + 3) * dims};
-        dot_halves4(qh, keys, dims, 1, row + j);
+        dot_halves4(qh, keys, dims, row + j);
     }
     for (; j < hi; j++)
-        row[j] = dot_halves(qh, k + j * dims, dims, 1);
+        row[j] = dot_halves(qh, k + j * dims, dims);
     softmax_window(row, lo, hi, scale);
 
     /* out[d] = probabilities . V[d, :], over whole 64-key groups: the probabilities outside [lo, hi) are 0, and 0
@@ -476,20 +471,20 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
     for (; d + 4 <= dims; d += 4) {
         const float *rows[4] = {v + d * v_stride + first, v + (d + 1) * v_stride + first,
                                 v + (d + 2) * v_stride + first, v + (d + 3) * v_stride + first};
-        dot_halves4(row + first, rows, end - first, 1, out + d);
+        dot_halves4(row + first, rows, end - first, out + d);
     }
     for (; d < dims; d++)
-        out[d] = dot_halves(row + first, v + d * v_stride + first, end - first, 1);
+        out[d] = dot_halves(row + first, v + d * v_stride + first, end - first);
 }
 
 /* A decoded token's attention: one query per head, every product in ggml_vec_dot_f16's unbatched order, on the half
  * cache itself. It comes in three steps that the dispatcher (dispatch.c) can split over threads without changing a
- * bit, since every score and every output element is one dot_halves of its own: group_scores for a range of keys,
- * softmax_window for each head, group_values for a range of value dimensions. The nq heads sharing a KV head go
- * together: each key row and value row is widened to floats once, into `wide`, for all of them (widening the whole
- * cache first wrote and reread megabytes per token at a few thousand positions). Threads take disjoint keys, then
- * disjoint dimensions, so the cache is read once per token whatever the thread count (giving each thread whole
- * heads read all of it per thread). */
+ * bit, since every score and every output element is one dot_halves_shared product of its own: group_scores for a
+ * range of keys, softmax_window for each head, group_values for a range of value dimensions. The nq heads sharing a
+ * KV head go together: each key row and value row is widened to floats once, into `wide`, for all of them (widening
+ * the whole cache first wrote and reread megabytes per token at a few thousand positions). Threads take disjoint
+ * keys, then disjoint dimensions, so the cache is read once per token whatever the thread count (giving each thread
+ * whole heads read all of it per thread). */
 
 #if ACC_VECS == 1
 /* out[i] = acc16_reduce(v[i]) for 16 vectors at once: the same additions of the same lanes in each (its halves, then
@@ -564,6 +559,7 @@ static void group_values(float *out, const float *rows, int64_t stride, int64_t 
                          int64_t v_stride, int64_t dims, int64_t first, int64_t hi, int64_t span, int64_t d0,
                          int64_t d1, float *wide) {
 #if ACC_VECS == 1 /* each value row widened in registers; past hi its halves are not read but taken as +0 */
+    (void)wide;
     for (int64_t d = d0; d < d1; d++)
         for (int64_t r = 0; r < nq; r += SHARED_DOTS) {
             const int take = nq - r < SHARED_DOTS ? (int)(nq - r) : SHARED_DOTS;
@@ -575,15 +571,14 @@ static void group_values(float *out, const float *rows, int64_t stride, int64_t 
             for (int t = 0; t < take; t++)
                 out[(r + t) * dims + d] = acc16_reduce(sums[t]);
         }
-    (void)wide;
-    return;
-#endif
+#else
     for (int64_t d = d0; d < d1; d++) {
         halves_to_floats(wide, v + d * v_stride + first, hi - first);
         for (int64_t t = hi - first; t < span - first; t++)
             wide[t] = 0.0f;
         dot_halves_rows(rows + first, stride, nq, wide, span - first, out + d, dims);
     }
+#endif
 }
 
 #if ACC_VECS == 1
@@ -604,7 +599,7 @@ static void group_values(float *out, const float *rows, int64_t stride, int64_t 
 _Static_assert(ATTEND_Q <= VT_DECODER_QUERIES, "the dispatcher's scratch holds VT_DECODER_QUERIES queries");
 
 /* acc[r][c] = the dot products of a[r] and b[c] over n (a multiple of 16) for R x C pairs (constants where
- * inlined), each one chain as dot_halves(batched) sums it. */
+ * inlined), each one chain as dot_halves sums it. */
 static inline __attribute__((always_inline)) void dot_tile(const float *const *a, const float *const *b, int64_t n,
                                                            float out[ATTEND_Q][ATTEND_C], const int R, const int C) {
     vf acc[ATTEND_Q][ATTEND_C];

@@ -104,9 +104,9 @@ VT_INLINE void X86_NAME(x86_dot32)(const int type, const int T, int64_t nb, cons
  * multiplied as unsigned bytes (Q5_0's q, Q8_0's q + 128) onto the activations' offsets (vt_q5_0_offsets_at) times
  * 1 or 8 (-16 or -128 times each 4 activations' sum), which gives the integers ggml's sign trick gives; Q4_1's and
  * Q5_1's quants are unsigned as they stand, and their min terms m * s go, block after block, into a float per row.
- * Every output's scales and float order are x86_dot32's
- * (vec_dot order), and so are its bits. Q8_0's unsigned quants reach 255: VNNI only (maddubs' pairs would
- * saturate); Q5_1's reach 31 against an int8 activation, as in x86_dot32. */
+ * Every output's scales and float order are x86_dot32's (vec_dot order), and so are its bits. Q8_0's unsigned
+ * quants reach 255: VNNI only (maddubs' pairs would saturate); Q5_1's reach 31 against an int8 activation, as in
+ * x86_dot32. */
 VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, const uint8_t *w, int64_t w_stride,
                                        const uint8_t *act, int64_t act_stride, float *out, int64_t out_stride) {
     const int bytes = (int)(type == VT_Q5_0   ? sizeof(block_q5_0)
