@@ -542,6 +542,13 @@ typedef void (*pair_fn)(int tile, int64_t nb, const uint8_t *w, int64_t w_stride
         default: body(type, 1, nb, w, w_stride, act, act_stride, out, out_stride);                                 \
         }                                                                                                           \
     }
+/* A pair kernel taken for one activation row only (pair_kernel_for's n == 1): tile is always 1, no other is built */
+#define PAIR_KERNEL_ONE_ROW(name, body, type)                                                                      \
+    static void name(int tile, int64_t nb, const uint8_t *w, int64_t w_stride, const uint8_t *act,                 \
+                     int64_t act_stride, float *out, int64_t out_stride) {                                         \
+        (void)tile;                                                                                                 \
+        body(type, 1, nb, w, w_stride, act, act_stride, out, out_stride);                                          \
+    }
 #if TILE == 8
 #define PAIR_CASES_ABOVE_4(body, type)                                                                             \
     case 8: body(type, 8, nb, w, w_stride, act, act_stride, out, out_stride); break;                               \

@@ -462,8 +462,8 @@ X86_ORDERED(x86_q236_K, _tiled, VT_ORDER_TILED)
 #undef X86_ORDERED
 
 PAIR_KERNEL(X86_NAME(x86_q5_0_pair), X86_NAME(x86_pair_body), VT_Q5_0)
-PAIR_KERNEL(X86_NAME(x86_q4_1_pair), X86_NAME(x86_pair_body), VT_Q4_1)
-PAIR_KERNEL(X86_NAME(x86_q5_1_pair), X86_NAME(x86_pair_body), VT_Q5_1)
+PAIR_KERNEL_ONE_ROW(X86_NAME(x86_q4_1_pair), X86_NAME(x86_pair_body), VT_Q4_1)
+PAIR_KERNEL_ONE_ROW(X86_NAME(x86_q5_1_pair), X86_NAME(x86_pair_body), VT_Q5_1)
 #if X86_FULL_BYTES /* unsigned bytes up to 255: VNNI's dpbusd, not maddubs */
 PAIR_KERNEL(X86_NAME(x86_q8_0_pair), X86_NAME(x86_pair_body), VT_Q8_0)
 #endif
