@@ -123,10 +123,52 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
         }                                                                                                          \
     } while (0)
 
+/* A block of at least this many rows of x goes tile by tile, each tile of rows against every group of the panel's
+ * rows of W: the tile's rows stay in L1 while the groups pass (the panel, 16 rows of W, stays in cache for the
+ * block's next tiles), where the other order reads a tile's rows again from L2 for every group. Each output is the
+ * same tile sum either way: the order changes no bit. */
+#define TILES_FIRST_ROWS 24
+
+typedef void (*tile_fn)(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,
+                        int64_t k, int64_t ldy);
+#define TILE_FN(R, C)                                                                                              \
+    static void tile_##R##_##C(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,   \
+                               int64_t k, int64_t ldy) {                                                           \
+        tile(x, w, b, y, pf, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                          \
+    }
+#define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
+TILE_FNS(1)
+TILE_FNS(2)
+TILE_FNS(3)
+TILE_FNS(4)
+TILE_FNS(5)
+TILE_FNS(6)
+/* tile_fns[R - 1][C - 1], R <= TILE_ROWS */
+static const tile_fn tile_fns[6][TILE_COLS] = {
+    {tile_1_1, tile_1_2, tile_1_3, tile_1_4}, {tile_2_1, tile_2_2, tile_2_3, tile_2_4},
+    {tile_3_1, tile_3_2, tile_3_3, tile_3_4}, {tile_4_1, tile_4_2, tile_4_3, tile_4_4},
+    {tile_5_1, tile_5_2, tile_5_3, tile_5_4}, {tile_6_1, tile_6_2, tile_6_3, tile_6_4},
+};
+
 /* Rows [r0, r1) of y = x W^T + b for `cols` rows of W from w (b: their biases, or NULL), into y's columns from its
  * pointer (row stride ldy). ahead: the rows of W from w on that exist (cols or more), which the tiles may fetch. */
 void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
                                int64_t r0, int64_t r1, int64_t cols, int64_t ahead) {
+    const int64_t rows = r1 - r0;
+    if (rows >= TILES_FIRST_ROWS) { /* the first tile fetches each next group of W's rows as it passes */
+        const int64_t tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
+        for (int64_t t = 0, r = r0; t < tiles; t++) {
+            const int64_t h = rows / tiles + (t < rows % tiles);
+            for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS) {
+                const int64_t c = cols - n0 < TILE_COLS ? cols - n0 : TILE_COLS;
+                const float *pf = t == 0 && n0 + 2 * TILE_COLS <= ahead ? w + (n0 + TILE_COLS) * k : NULL;
+                tile_fns[h - 1][c - 1](x + r * k, w + n0 * k, b ? b + n0 : NULL, y + r * ldy + n0, pf,
+                                       pf ? TILE_COLS : 0, k, ldy);
+            }
+            r += h;
+        }
+        return;
+    }
     for (int64_t n0 = 0, n1 = cols; n0 < n1; n0 += TILE_COLS) {
         const float *wn = w + n0 * k, *bn = b ? b + n0 : NULL;
         switch (n1 - n0 < TILE_COLS ? n1 - n0 : TILE_COLS) {
