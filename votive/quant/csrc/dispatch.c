@@ -425,6 +425,15 @@ static float *attention_buffer(size_t bytes) { return kept_buffer(&attention_kep
 
 static void attention_buffer_done(float *buf) { kept_buffer_done(&attention_kept, buf); }
 
+void vt_free_thread_buffers(void) {
+    struct kept_buffer *kept[] = {&attention_kept, &row_kept};
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        free(kept[i]->p);
+        kept[i]->p = NULL;
+        kept[i]->bytes = 0;
+    }
+}
+
 struct attention_job {
     float *out;
     const float *q;

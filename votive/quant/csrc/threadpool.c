@@ -156,8 +156,10 @@ static void *worker_main(void *arg) {
     uint64_t seen = 0; /* workers start before the first job is published */
     for (;;) {
         uint64_t job = seen = wait_for_job(p, seen);
-        if (atomic_load(&p->stop))
+        if (atomic_load(&p->stop)) {
+            vt_free_thread_buffers();
             return NULL;
+        }
         if ((job & JOB_CLOSED) || w->index >= (int)(job & JOB_THREADS))
             continue;
         /* Join, then check the job is still open: the dispatcher closes it, then waits for `inside` to

@@ -22,6 +22,10 @@ void vt_parallel_for(int64_t n, int64_t grain, vt_range_fn fn, void *ctx);
  * thread. Serial and waking as vt_parallel_for is for a job of n * unit_grains grains. */
 void vt_parallel_for_units(int64_t n, int64_t unit_grains, vt_range_fn fn, void *ctx);
 
+/* Free the calling thread's kept kernel buffers (dispatch.c): a pool worker calls it as it exits (a pool rebuilt
+ * for another thread count would otherwise leave each old worker's buffers behind, up to 16 MB apiece). */
+void vt_free_thread_buffers(void);
+
 void vt_pool_set_threads(int n);
 int vt_pool_threads(void);
 /* How long an idle worker spins before it sleeps, in microseconds (vt_set_spin_us). */
