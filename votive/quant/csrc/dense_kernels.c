@@ -134,7 +134,10 @@ typedef void (*tile_fn)(const float *x, const float *w, const float *b, float *y
 #define TILE_FN(R, C)                                                                                              \
     static void tile_##R##_##C(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,   \
                                int64_t k, int64_t ldy) {                                                           \
-        tile(x, w, b, y, pf, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                          \
+        if (npf) /* the block's first tile; the others fetch nothing (a constant 0: no prefetch loop per step) */  \
+            tile(x, w, b, y, pf, TILE_COLS, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                \
+        else                                                                                                       \
+            tile(x, w, b, y, NULL, 0, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                      \
     }
 #define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
 TILE_FNS(1)
