@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -189,6 +191,9 @@ def test_s3_staged_build_without_a_location_fails_init_saying_what_to_set(lambda
     assert "Votive.ConfigError" in caught.value.lambda_error["errorMessage"]
 
 
+@pytest.mark.skipif(platform.machine() != "aarch64" and not shutil.which("aarch64-linux-gnu-gcc"),
+                    reason="cross-building the kernels for arm64 needs aarch64-linux-gnu-gcc "
+                           "(apt-get install gcc-aarch64-linux-gnu qemu-user)")
 def test_arm64_build_is_built_for_aarch64(tmp_path):
     result = build_lambda("minilm", tmp_path / "arm", LambdaTarget(arch="arm64", python="3.12", weights="s3"))
     manifest = result.manifest
