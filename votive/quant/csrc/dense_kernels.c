@@ -7,8 +7,10 @@
  * lane sums are taken once, at the end of k. The slow twin: x @ W.T + b in numpy (kernels_ref.linear_ref).
  *
  * Work is cut into blocks of M_BLOCK rows of x by N_PANEL rows of W. A block's rows of x stay in L2 while the
- * panels pass; within a panel each group of TILE_COLS rows of W stays in L1 while the block's tiles pass.
- * Float sums are in a fixed order per ISA (lanes, then lanes summed), independent of the threads' split.
+ * panels pass; within a panel, a short block's tiles pass each group of TILE_COLS rows of W (kept in L1), and a
+ * long block's tiles take the groups one after another (each tile's rows kept in L1: TILES_FIRST_ROWS).
+ * Float sums are in a fixed order per ISA (lanes, then lanes summed), independent of the threads' split, the
+ * block and the tile: a text's outputs are the same alone or in any batch.
  */
 #include "simd.h"
 #include "vt_internal.h"
