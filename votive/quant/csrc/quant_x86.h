@@ -126,6 +126,24 @@ static inline __m256 x86_halves8(const uint8_t *x, int bytes, int count) {
     return _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_unpacklo_epi32(v01, v23), _mm_unpacklo_epi32(v45, v67)));
 }
 
+/* The halves at x and x + 2 of the 8 blocks at x, x + bytes, ... (Q4_1's and Q5_1's d and m), as floats: one 32-bit
+ * load a block, split into the low and the high halves of each lane. */
+static inline __attribute__((always_inline)) void x86_half_pairs8(const uint8_t *x, int bytes, __m256 *lo,
+                                                                  __m256 *hi) {
+    uint32_t v[8];
+    for (int k = 0; k < 8; k++)
+        memcpy(&v[k], x + k * bytes, 4);
+    const __m128i a = _mm_insert_epi32(_mm_insert_epi32(_mm_insert_epi32(_mm_cvtsi32_si128((int)v[0]), (int)v[1], 1),
+                                                        (int)v[2], 2), (int)v[3], 3);
+    const __m128i b = _mm_insert_epi32(_mm_insert_epi32(_mm_insert_epi32(_mm_cvtsi32_si128((int)v[4]), (int)v[5], 1),
+                                                        (int)v[6], 2), (int)v[7], 3);
+    /* a, b: [d0 m0 d1 m1 ...] as words -> [d0 d1 d2 d3 m0 m1 m2 m3] */
+    const __m128i order = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const __m128i sa = _mm_shuffle_epi8(a, order), sb = _mm_shuffle_epi8(b, order);
+    *lo = _mm256_cvtph_ps(_mm_unpacklo_epi64(sa, sb));
+    *hi = _mm256_cvtph_ps(_mm_unpackhi_epi64(sa, sb));
+}
+
 /* s + v[0] + v[1] + ... + v[count - 1], added one after the other, the lanes taken from the register: stored and
  * read back one float at a time, the loads wait on the store (a third of a Q4_1 product's time, measured). */
 static inline float x86_add_lanes(float s, __m256 v, int count) {

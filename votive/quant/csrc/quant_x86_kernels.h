@@ -125,7 +125,18 @@ VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, 
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int count = nb - b0 < 8 ? (int)(nb - b0) : 8;
         const uint8_t *x0[2] = {w + b0 * bytes, w + w_stride + b0 * bytes};
-        const __m256 dx0 = x86_halves8(x0[0], bytes, count), dx1 = x86_halves8(x0[1], bytes, count);
+        __m256 dx0, dx1, m0, m1; /* Q4_1 / Q5_1: each block's d and m in one load (whole groups of 8) */
+        if (has_min && count == 8) {
+            x86_half_pairs8(x0[0], bytes, &dx0, &m0);
+            x86_half_pairs8(x0[1], bytes, &dx1, &m1);
+        } else {
+            dx0 = x86_halves8(x0[0], bytes, count);
+            dx1 = x86_halves8(x0[1], bytes, count);
+            if (has_min) {
+                m0 = x86_halves8(x0[0] + offsetof(block_q4_1, m), bytes, count);
+                m1 = x86_halves8(x0[1] + offsetof(block_q4_1, m), bytes, count);
+            }
+        }
         float scales[2][TILE][8];
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
@@ -134,8 +145,6 @@ VT_INLINE void X86_NAME(x86_pair_body)(const int type, const int T, int64_t nb, 
             _mm256_storeu_ps(scales[1][t], _mm256_mul_ps(dx1, da));
         }
         if (has_min) { /* m * s per block, summed in block order, per row */
-            const __m256 m0 = x86_halves8(x0[0] + offsetof(block_q4_1, m), bytes, count);
-            const __m256 m1 = x86_halves8(x0[1] + offsetof(block_q4_1, m), bytes, count);
             #pragma GCC unroll 8
             for (int t = 0; t < T; t++) {
                 const __m256 s = x86_floats8(ACT_D(t, 32) + nb + b0, count);
