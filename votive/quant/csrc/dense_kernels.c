@@ -97,47 +97,15 @@ static inline __attribute__((always_inline)) void tile(const float *x, const flo
     }
 }
 
-/* rows [r0, r1) of x against C rows of W starting at n0, in tiles of as even a height as TILE_ROWS allows (20
- * rows: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2, whose last tile loads almost as much as it multiplies). The tiles fetch
- * the next group's rows of W between them (tile t of T its share of the TILE_COLS rows), so the requests are spread
- * over the group's time, not issued in one burst: a short text's product streams W from memory once, faster than
- * the hardware prefetcher alone brings it. */
-#define TILE_CASE(R, C)                                                                                            \
-    case R: tile(x + r * k, wn, bn, y + r * ldy + n0, pft, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C); break
-#define ROWS_AGAINST(C)                                                                                            \
-    do {                                                                                                           \
-        const float *pf = n0 + 2 * TILE_COLS <= ahead ? wn + TILE_COLS * k : NULL;                                 \
-        const int64_t rows = r1 - r0, tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;                                  \
-        for (int64_t t = 0, r = r0; t < tiles; t++) {                                                              \
-            const int64_t h = rows / tiles + (t < rows % tiles);                                                   \
-            const int64_t p0 = t * TILE_COLS / tiles, p1 = (t + 1) * TILE_COLS / tiles;                            \
-            const float *pft = pf ? pf + p0 * k : NULL;                                                            \
-            const int npf = pf ? (int)(p1 - p0) : 0;                                                               \
-            switch (h) {                                                                                           \
-                TILE_CASE(6, C);                                                                                   \
-                TILE_CASE(5, C);                                                                                   \
-                TILE_CASE(4, C);                                                                                   \
-                TILE_CASE(3, C);                                                                                   \
-                TILE_CASE(2, C);                                                                                   \
-            default: tile(x + r * k, wn, bn, y + r * ldy + n0, pft, npf, k, ldy, 1, C); break;                     \
-            }                                                                                                      \
-            r += h;                                                                                                \
-        }                                                                                                          \
-    } while (0)
-
-/* A block of at least this many rows of x goes tile by tile, each tile of rows against every group of the panel's
- * rows of W: the tile's rows stay in L1 while the groups pass (the panel, 16 rows of W, stays in cache for the
- * block's next tiles), where the other order reads a tile's rows again from L2 for every group. Each output is the
- * same tile sum either way: the order changes no bit. */
-#define TILES_FIRST_ROWS 24
-
+/* The tile of R rows of x by C rows of W, R and C constants: one function per shape, tile_fns[R - 1][C - 1] (R <=
+ * TILE_ROWS). npf 0 takes the tile without the prefetch loop in its steps. */
 typedef void (*tile_fn)(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,
                         int64_t k, int64_t ldy);
 #define TILE_FN(R, C)                                                                                              \
     static void tile_##R##_##C(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,   \
                                int64_t k, int64_t ldy) {                                                           \
-        if (npf) /* the block's first tile; the others fetch nothing (a constant 0: no prefetch loop per step) */  \
-            tile(x, w, b, y, pf, TILE_COLS, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                \
+        if (npf)                                                                                                   \
+            tile(x, w, b, y, pf, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                      \
         else                                                                                                       \
             tile(x, w, b, y, NULL, 0, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                      \
     }
@@ -148,41 +116,51 @@ TILE_FNS(3)
 TILE_FNS(4)
 TILE_FNS(5)
 TILE_FNS(6)
-/* tile_fns[R - 1][C - 1], R <= TILE_ROWS */
 static const tile_fn tile_fns[6][TILE_COLS] = {
     {tile_1_1, tile_1_2, tile_1_3, tile_1_4}, {tile_2_1, tile_2_2, tile_2_3, tile_2_4},
     {tile_3_1, tile_3_2, tile_3_3, tile_3_4}, {tile_4_1, tile_4_2, tile_4_3, tile_4_4},
     {tile_5_1, tile_5_2, tile_5_3, tile_5_4}, {tile_6_1, tile_6_2, tile_6_3, tile_6_4},
 };
 
+/* A block of at least this many rows of x goes tile by tile, each tile of rows against every group of the panel's
+ * rows of W: the tile's rows stay in L1 while the groups pass (the panel, 16 rows of W, stays in cache for the
+ * block's next tiles); a shorter block (a short text) passes its tiles by each group of W's rows in turn, the
+ * group kept in L1. Each output is the same tile sum either way: the order changes no bit. */
+#define TILES_FIRST_ROWS 24
+
+/* Rows [r, r + h) of x against the group of W's rows from n0, fetching the rows p0 .. p1 - 1 of the next group
+ * (where it exists) along. */
+static inline void group_tile(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
+                              int64_t cols, int64_t ahead, int64_t r, int64_t h, int64_t n0, int64_t p0, int64_t p1) {
+    const int64_t c = cols - n0 < TILE_COLS ? cols - n0 : TILE_COLS;
+    const float *next = n0 + 2 * TILE_COLS <= ahead && p1 > p0 ? w + (n0 + TILE_COLS + p0) * k : NULL;
+    tile_fns[h - 1][c - 1](x + r * k, w + n0 * k, b ? b + n0 : NULL, y + r * ldy + n0, next,
+                           next ? (int)(p1 - p0) : 0, k, ldy);
+}
+
 /* Rows [r0, r1) of y = x W^T + b for `cols` rows of W from w (b: their biases, or NULL), into y's columns from its
- * pointer (row stride ldy). ahead: the rows of W from w on that exist (cols or more), which the tiles may fetch. */
+ * pointer (row stride ldy). ahead: the rows of W from w on that exist (cols or more), which the tiles may fetch.
+ * The rows go in tiles of as even a height as TILE_ROWS allows (20 rows: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2, whose
+ * last tile loads almost as much as it multiplies). Each group's tiles fetch the next group's rows of W: tiles
+ * first, the block's first tile all of them; else each tile its share (tile t of T the rows t * TILE_COLS / T ..),
+ * so the requests are spread over the group's time, not issued in one burst: a short text's product streams W from
+ * memory once, faster than the hardware prefetcher alone brings it. */
 void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
                                int64_t r0, int64_t r1, int64_t cols, int64_t ahead) {
-    const int64_t rows = r1 - r0;
-    if (rows >= TILES_FIRST_ROWS) { /* the first tile fetches each next group of W's rows as it passes */
-        const int64_t tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
-        for (int64_t t = 0, r = r0; t < tiles; t++) {
-            const int64_t h = rows / tiles + (t < rows % tiles);
-            for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS) {
-                const int64_t c = cols - n0 < TILE_COLS ? cols - n0 : TILE_COLS;
-                const float *pf = t == 0 && n0 + 2 * TILE_COLS <= ahead ? w + (n0 + TILE_COLS) * k : NULL;
-                tile_fns[h - 1][c - 1](x + r * k, w + n0 * k, b ? b + n0 : NULL, y + r * ldy + n0, pf,
-                                       pf ? TILE_COLS : 0, k, ldy);
-            }
-            r += h;
+    const int64_t rows = r1 - r0, tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
+    if (rows >= TILES_FIRST_ROWS) {
+        for (int64_t t = 0, r = r0, h; t < tiles; t++, r += h) {
+            h = rows / tiles + (t < rows % tiles);
+            for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS)
+                group_tile(y, ldy, x, w, b, k, cols, ahead, r, h, n0, 0, t == 0 ? TILE_COLS : 0);
         }
         return;
     }
-    for (int64_t n0 = 0, n1 = cols; n0 < n1; n0 += TILE_COLS) {
-        const float *wn = w + n0 * k, *bn = b ? b + n0 : NULL;
-        switch (n1 - n0 < TILE_COLS ? n1 - n0 : TILE_COLS) {
-        case 4: ROWS_AGAINST(4); break;
-        case 3: ROWS_AGAINST(3); break;
-        case 2: ROWS_AGAINST(2); break;
-        default: ROWS_AGAINST(1); break;
+    for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS)
+        for (int64_t t = 0, r = r0, h; t < tiles; t++, r += h) {
+            h = rows / tiles + (t < rows % tiles);
+            group_tile(y, ldy, x, w, b, k, cols, ahead, r, h, n0, t * TILE_COLS / tiles, (t + 1) * TILE_COLS / tiles);
         }
-    }
 }
 
 /* ---- bidirectional attention of packed sequences (the encoders') --------------------------------------------
