@@ -22,6 +22,7 @@ average is printed beside them.
     .venv/bin/python benchmarks/cold_start_bench.py                   # MiniLM stacks and Gemma 3, 3 rounds
     .venv/bin/python benchmarks/cold_start_bench.py --what embed --rounds 5
     .venv/bin/python benchmarks/cold_start_bench.py --what embed --stacks votive,votive-int8,ort  # + the int8 folder
+    .venv/bin/python benchmarks/cold_start_bench.py --what embed --stacks votive,votive-panels,ort  # + float panels
     .venv/bin/python benchmarks/cold_start_bench.py --what llm --llm-model smollm2
 
 Writes benchmarks/.work/cold_start_results.json and .md.
@@ -163,15 +164,15 @@ def embed_cases(stack_names: list[str], alt_tree: Path | None = None) -> list[Ca
     stacks = eb.make_stacks(eb.VOTIVE_PYTHON)
     cases = []
     for name in stack_names:
-        if name == "votive-int8":  # the int8 folder `votive convert --type int8` writes (embedding_ab.py makes it)
+        if name in ("votive-int8", "votive-panels"):  # a folder `votive convert --type int8 / panels` writes
             import embedding_ab as ab
 
             s = stacks["votive"]
-            ab.make_int8_folder(s.python)
+            folder = ab.make_int8_folder(s.python, name.removeprefix("votive-"))
             os.sync()  # just written: dirty pages stay cached through DONTNEED until they are on disk
             cases.append(Case("embed", name, s.python, s.worker,
-                              ["cold", model, eb.COLD_SENTENCE, "stored", str(ab.INT8_FOLDER)], eb.worker_env(s),
-                              [str(ab.INT8_FOLDER)]))
+                              ["cold", model, eb.COLD_SENTENCE, "stored", str(folder)], eb.worker_env(s),
+                              [str(folder)]))
             continue
         s = stacks[name]
         paths = [model] + ([str(eb.ONNX_PATH)] if name == "ort" else [])
@@ -221,7 +222,7 @@ def measure(cases: list[Case], rounds: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
-TITLES = {"votive": "votive", "votive-alt": "votive (--votive-alt tree)", "votive-int8": "votive int8 (converted folder)", "ort": "ONNX Runtime", "st": "sentence-transformers", "llamacpp": "llama.cpp"}
+TITLES = {"votive": "votive", "votive-alt": "votive (--votive-alt tree)", "votive-int8": "votive int8 (converted folder)", "votive-panels": "votive (panels folder: votive convert --type panels)", "ort": "ONNX Runtime", "st": "sentence-transformers", "llamacpp": "llama.cpp"}
 
 
 def markdown(results: dict) -> str:

@@ -95,12 +95,14 @@ def make_int8_onnx() -> None:
                    check=True, env=env)
 
 
-def make_int8_folder(python: Path) -> None:
-    """The model converted by this tree's `votive convert --type int8` (made afresh each run: the format is this
-    tree's)."""
+def make_int8_folder(python: Path, kind: str = "int8") -> Path:
+    """The model converted by this tree's `votive convert --type int8` (or `kind`: panels), made afresh each run
+    (the format is this tree's); returns the folder."""
+    folder = INT8_FOLDER if kind == "int8" else eb.WORK_DIR / f"minilm-{kind}"
     cli = [str(python), "-c", "import sys; from votive.cli import main; sys.exit(main(sys.argv[1:]))"]
-    subprocess.run([*cli, "convert", str(eb.model_dir()), "--to", str(INT8_FOLDER), "--type", "int8", "--force"],
+    subprocess.run([*cli, "convert", str(eb.model_dir()), "--to", str(folder), "--type", kind, "--force"],
                    check=True, cwd=eb.REPO_DIR)
+    return folder
 
 
 def quantized_stacks(stacks: dict[str, eb.Stack]) -> list[eb.Stack]:

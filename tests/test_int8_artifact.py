@@ -1,6 +1,6 @@
 """The stored int8 encoder (issue 15): `votive convert FOLDER --to OUT --type int8` writes a BERT folder whose
 layers' matrices are stored as the int8 kernel reads them (quants in its layout, a float32 scale and a quant sum
-per row: votive.builders.int8_convert), and loading it gives `votive.load(FOLDER, quantize="int8")`'s embeddings
+per row: votive.builders.bert_folders), and loading it gives `votive.load(FOLDER, quantize="int8")`'s embeddings
 bit for bit, from a file a third smaller (MiniLM: the layers' 43 MB of floats become 11 MB). `votive build lambda FOLDER --quantize int8` packs that folder. Folders
 votive cannot run exactly are refused, naming what is missing. No timing is asserted (the cold starts are in
 benchmarks/embedding_ab.py's output)."""
@@ -19,7 +19,7 @@ from test_build_quantize import _with_merges, hf_folders
 from test_packaging_units import FakeToolchain
 
 import votive
-from votive.builders.int8_convert import convert_bert_int8
+from votive.builders.bert_folders import convert_bert_int8
 from votive.builders.lambda_build import LambdaTarget, build_lambda
 from votive.cli import main
 from votive.errors import InputError, ModelConfigError
@@ -135,7 +135,7 @@ def test_what_cannot_be_converted_or_run_exactly_is_refused(converted, minilm_di
     config = json.loads((other / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "compressed-tensors"}
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelConfigError, match="'compressed-tensors' is not a quantization votive runs"):
+    with pytest.raises(ModelConfigError, match="'compressed-tensors' is not a layout votive runs"):
         votive.load(str(other), backend="numpy")
 
 

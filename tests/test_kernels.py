@@ -22,6 +22,7 @@ import pytest
 
 from votive.errors import KernelError
 from votive.quant import kernel_args, kernel_build, kernels, kernels_ref
+from votive.backends.numpy_linears import DensePanels
 from votive.quant.kernels_ref import gelu_ref, layer_norm_ref, softmax_ref
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -343,6 +344,58 @@ def test_linear_matches_float64_products(lib, isa, rng, m, n, k):
     assert np.all(np.abs(lib.linear(x, w, b) - kernels_ref.linear_ref(x, w, b)) <= 2 * bound + 1e-5)  # the twin
 
 
+def fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a * b + c rounded once to float32 (the FMA instruction), for float32 arrays: the product is exact in float64,
+    the sum rounded there; where that rounding lands exactly halfway between two float32s, its exact error (TwoSum)
+    says which way the single rounding goes."""
+    p, c64 = a.astype(np.float64) * b.astype(np.float64), c.astype(np.float64)
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)  # s + err == p + c exactly
+    r = s.astype(np.float32)
+    d = s - r.astype(np.float64)  # towards the other neighbour where s is a tie
+    other = np.nextafter(r, np.where(d > 0, np.float32(np.inf), np.float32(-np.inf)))
+    tie = (d != 0) & (2 * np.abs(d) == np.abs(other.astype(np.float64) - r.astype(np.float64)))
+    return np.where(tie & (np.sign(err) == np.sign(d)), other, r)
+
+
+def chain_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, fused: bool) -> np.ndarray:
+    """vt_linear's exact twin: each output one chain over k in order from 0, acc = x[i] * w[i] + acc (one rounding
+    with a fused multiply-add, two on SSE2), then + b."""
+    acc = np.zeros((x.shape[0], w.shape[0]), np.float32)
+    for i in range(x.shape[1]):
+        xi, wi = x[:, i, None], w[None, :, i]
+        acc = fma32(np.broadcast_to(xi, acc.shape), np.broadcast_to(wi, acc.shape), acc) if fused else \
+            (xi * wi).astype(np.float32) + acc
+    return acc if b is None else acc + b
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 17, 17), (7, 130, 100), (20, 64, 384), (13, 65, 65)])
+def test_linear_is_one_chain_of_multiply_adds_per_output(lib, isa, rng, m, n, k):
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    fused = isa in ("avx512", "avx2", "neon")
+    for bias in (None, b):
+        want = chain_linear(x, w, bias, fused)
+        assert np.array_equal(lib.linear(x, w, bias), want), (m, n, k)
+        assert np.array_equal(DensePanels.make(w, lib=lib)(x, bias), want), (m, n, k)  # packed at load: the same bits
+
+
+def test_packed_matrices_stack_and_refuse_bad_input(lib, rng):
+    x = rng.standard_normal((9, 40)).astype(np.float32)
+    parts = [rng.standard_normal((64, 40)).astype(np.float32) for _ in range(3)]
+    fused = DensePanels.concatenate([DensePanels.make(p, lib=lib) for p in parts])
+    assert fused.out_features == 192 and fused.panels.ctypes.data % 64 == 0
+    assert np.array_equal(fused(x), lib.linear(x, np.concatenate(parts)))
+    short = DensePanels.make(parts[1][:63], lib=lib)  # 63 rows: a part not of whole panels
+    assert DensePanels.concatenate([DensePanels.make(parts[0], lib=lib), short]) is None
+    with pytest.raises(KernelError, match=r"x must be \(\.\.\., 40\)"):
+        DensePanels.make(parts[0], lib=lib)(x[:, :39])
+    with pytest.raises(KernelError, match=r"bias must be \(64,\)"):
+        DensePanels.make(parts[0], lib=lib)(x, np.zeros(63, np.float32))
+
+
 def test_linear_leading_axes_empty_inputs_and_nan(lib, rng):
     x = rng.standard_normal((2, 3, 40)).astype(np.float32)
     w = rng.standard_normal((9, 40)).astype(np.float32)
@@ -356,16 +409,17 @@ def test_linear_leading_axes_empty_inputs_and_nan(lib, rng):
 
 
 def test_linear_sums_in_one_order_whatever_the_threads(lib, isa, rng):
-    x = rng.standard_normal((300, 384)).astype(np.float32)  # blocks and panels over both threads
+    x = rng.standard_normal((300, 384)).astype(np.float32)  # panels and runs of rows over both threads
     w = rng.standard_normal((1536, 384)).astype(np.float32)
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             lib.set_num_threads(threads)
             results.append(lib.linear(x, w))
+            results.append(DensePanels.make(w, lib=lib)(x))
     finally:
         lib.set_num_threads(None)
-    assert np.array_equal(*results)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
     assert np.array_equal(lib.linear(x[:7], w), results[0][:7])  # a row's outputs do not depend on m
 
 

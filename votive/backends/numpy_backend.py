@@ -43,11 +43,12 @@ def empty(shape, dtype=np.float32):
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, with weight stored (out_features, in_features) as PyTorch's nn.Linear keeps it.
 
-    votive's own product (`kernels.linear`, csrc/dense_kernels.c) reads each output's two rows in place, so the
-    memory-mapped weight is never packed or copied, and runs on the C pool: at an encoder's sizes it is 2-3x
-    OpenBLAS on a short text (which packs the weight on every call) and at least its equal on a batch.
-    Without the C library, numpy's BLAS (`linear_ref`).
+    votive's own product (`kernels.linear`, csrc/dense_kernels.c) on the C pool, packing the weight a panel at a
+    time as it goes, as BLAS does; an encoder's matrices are packed once at load instead (`encoder_dense_linear`),
+    for the same bits. Without the C library, numpy's BLAS (`linear_ref`).
     """
+    if isinstance(weight, qlinear.DensePanels):  # an encoder's matrix packed at load (`encoder_dense_linear`)
+        return weight(x, bias)
     return kernels.linear(np.ascontiguousarray(x, np.float32), weight, bias)
 
 
@@ -74,6 +75,13 @@ def make_linear(gguf, name: str):
 # cannot run. Not for GGUF files, whose Q8_0 products follow llama.cpp's order. An optional op, outside the OpSet
 # every backend offers: models look it up with getattr.
 encoder_linear = qlinear.EncoderQ8Linear.make
+# An encoder's float matrix packed once at load into the panels of csrc/dense_kernels.c (`numpy_linears.DensePanels`):
+# the products `linear` gives for it as stored, bit for bit, without packing it on every call; the matrix itself
+# where the C library is missing. Optional: models look it up with getattr.
+encoder_dense_linear = qlinear.DensePanels.make
+# The same linear from panels a converted folder stores (`votive convert --type panels`), read in place; None without
+# the C library.
+encoder_dense_stored = qlinear.DensePanels.stored
 # An encoder's float matrix quantized at load to int8 with one scale per row (`quantize="int8"`), multiplied by
 # csrc/encoder_q8.c's vt_i8_matmul (AVX512-VNNI) or its twin; also optional, looked up with getattr.
 encoder_int8_linear = qlinear.EncoderI8Linear

@@ -35,6 +35,109 @@ class DenseLinear:
         return np.array(self.weight[ids], dtype=np.float32)
 
 
+class DensePanels:
+    """y = x @ W.T for an encoder's float matrix held as the panels csrc/dense_kernels.c reads (vt_pack_panels: 64
+    rows of W transposed a panel), so that no call packs it again. Each output is the number `kernels.linear` gives
+    for the matrix as stored, to the bit: one chain of multiply-adds over the inputs in order.
+
+    `make` packs a matrix at load (MiniLM's 43 MB: ~35 ms with the new pages' faults) and lets the stored one go
+    (`release`: a memory-mapped checkpoint's pages of it leave memory); `stored` reads panels a converted folder
+    holds (`votive convert --type panels`), in place: nothing computed or copied at load. Without the C library
+    `make` returns the matrix unchanged (numpy's BLAS then multiplies it)."""
+
+    PANEL = 64  # rows of W a panel (csrc/vt_internal.h VT_PANEL)
+
+    def __init__(self, panels: np.ndarray, shape: tuple[int, int], name: str, lib):
+        self.panels = panels  # (ceil(out / 64) * 64 * in,) float32 C-contiguous
+        self.out_features, self.in_features = shape
+        self.name = name
+        self._lib = lib
+        self._entry = lib.panel_entry("vt_linear_panels")
+
+    @classmethod
+    def make(cls, weight: np.ndarray, name: str = "", lib=None, release=None):
+        """weight (out, in); lib: the KernelLibrary to run on (tests pass a fresh build), None: the default one;
+        release: called once the panels are made (the stored weight's pages may then go)."""
+        from votive.quant import kernels
+        from votive.quant.kernel_args import data_address, refusal
+
+        lib = lib or kernels.get()
+        if lib is None:
+            return weight
+        w = np.ascontiguousarray(weight, np.float32)
+        n, k = w.shape
+        panels = _aligned_floats(cls.panel_floats(n, k))
+        status = lib.panel_entry("vt_pack_panels")(data_address(panels), data_address(w), n, k)
+        if status != 0:
+            raise refusal("vt_pack_panels", status)
+        if release is not None:
+            release()
+        return cls(panels, (n, k), name, lib)
+
+    @classmethod
+    def stored(cls, panels: np.ndarray, shape: tuple[int, int], name: str = "", lib=None):
+        """The linear of a weight of `shape` (out, in) from its panels as `make` lays them out (float32, any shape
+        holding panel_floats(out, in) elements, C-contiguous), read in place; None without the C library."""
+        from votive.quant import kernels
+
+        lib = lib or kernels.get()
+        if lib is None:
+            return None
+        return cls(np.ascontiguousarray(panels, np.float32).reshape(-1), shape, name, lib)
+
+    @classmethod
+    def panel_floats(cls, n: int, k: int) -> int:
+        """Floats of the panels of an (n, k) matrix: n rounded up to whole panels, by k."""
+        return -(-n // cls.PANEL) * cls.PANEL * k
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The matrix (out, in) back from its panels (a copy: for tests and converters, not the product)."""
+        n, k, p = self.out_features, self.in_features, self.PANEL
+        return self.panels.reshape(-1, k, p).transpose(0, 2, 1).reshape(-1, k)[:n].copy()
+
+    @classmethod
+    def concatenate(cls, linears: list):
+        """The linears' rows stacked as one (an encoder's q, k and v: one product), each output the same number as
+        its own linear's; None unless all are DensePanels of one width, each of whole panels."""
+        if not all(isinstance(lin, cls) for lin in linears) or len({lin.in_features for lin in linears}) != 1 or \
+                any(lin.out_features % cls.PANEL for lin in linears):
+            return None
+        panels = _aligned_floats(sum(lin.panels.size for lin in linears))
+        np.concatenate([lin.panels for lin in linears], out=panels)
+        return cls(panels, (sum(lin.out_features for lin in linears), linears[0].in_features),
+                   "+".join(lin.name for lin in linears), linears[0]._lib)
+
+    def __call__(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        from votive.errors import KernelError
+        from votive.quant.kernel_args import data_address, refusal
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_features) if x.ndim and x.shape[-1] == self.in_features else x
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise KernelError(f"linear {self.name}: x must be (..., {self.in_features}), found {x.shape}")
+        if bias is not None:
+            bias = np.ascontiguousarray(bias, np.float32)
+            if bias.shape != (self.out_features,):
+                raise KernelError(f"linear {self.name}: bias must be ({self.out_features},), found {bias.shape}")
+        y = np.empty((x.shape[0], self.out_features), np.float32)  # (n, out)
+        status = self._entry(data_address(y), data_address(x), data_address(self.panels),
+                             None if bias is None else data_address(bias), x.shape[0], self.out_features,
+                             self.in_features)
+        if status != 0:
+            raise refusal("vt_linear_panels", status)
+        return y.reshape(*lead, self.out_features)
+
+
+def _aligned_floats(n: int) -> np.ndarray:
+    """An uninitialised float32 array of n elements starting on a 64-byte boundary (a cache line: a panel's vector
+    loads never straddle two)."""
+    raw = np.empty(n + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip : skip + n]
+
+
 class HalfLinear:
     """y = x @ W.T for W stored as F16 or BF16 in a GGUF file, kept as stored (zero-copy, half the bytes of floats)
     and multiplied in llama.cpp's arithmetic: x rounded to the weight's type, each output summed in the lane order

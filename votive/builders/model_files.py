@@ -9,7 +9,7 @@ work area (votive.builders.gguf_convert) and that file is packed in place of the
 files: the GGUF carries the tokenizer and chat template. A BERT encoder folder becomes llama.cpp's `bert` GGUF
 (votive.builders.gguf_convert_bert: WordPiece vocabulary and pooling type inside), served by the embeddings
 handler; with `--quantize int8` it stays a folder, its layers' matrices int8 with one scale per row
-(votive.builders.int8_convert), what `quantize="int8"` would make of it at every load.
+(votive.builders.bert_folders), what `quantize="int8"` would make of it at every load.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from pathlib import Path
 
 from votive.errors import InputError, ModelSourceError, PackagingError
 from votive.models.hf_checkpoint import ENCODER_INT8 as INT8
+
+# --quantize's other folder layout for a BERT encoder: its float32 matrices stored as the panels votive's float
+# product reads (votive.builders.bert_folders.convert_bert_panels), so a cold start packs nothing.
+PANELS = "panels"
+FOLDER_TYPES = (INT8, PANELS)
 from votive.sources import SHARD_INDEX, choose_files, resolve_source, shards_named_by
 
 
@@ -157,7 +162,7 @@ def check_quantizable(model_files: ModelFiles, type_name: str, arch: str | None 
     """Refuse `--quantize type_name` before any work: a type the converter does not write, a GGUF file (already
     converted), or a model that is neither a Hugging Face decoder folder nor a BERT encoder folder (converted to
     llama.cpp's `bert` GGUF by votive.builders.gguf_convert_bert, f32 / f16 / q8_0, or int8 by
-    votive.builders.int8_convert); int8 for an `arch` without AVX512-VNNI (arm64).
+    votive.builders.bert_folders); int8 for an `arch` without AVX512-VNNI (arm64).
 
     Raises:
         InputError: naming the flag, the model and what is supported.
@@ -167,7 +172,7 @@ def check_quantizable(model_files: ModelFiles, type_name: str, arch: str | None 
     if type_name == INT8 and arch == "arm64":
         raise InputError("--quantize int8 runs on x86_64's AVX512-VNNI; on arm64 votive would multiply through its "
                          "exact but slow numpy twin: build arm64 without --quantize, or with q8_0")
-    if type_name != INT8:
+    if type_name not in FOLDER_TYPES:
         convert_type(type_name, "--quantize")
     if model_files.weights:
         raise InputError(f"--quantize {type_name}: {model_files.model_id} is a GGUF file ({model_files.weights}), "
@@ -181,9 +186,13 @@ def check_quantizable(model_files: ModelFiles, type_name: str, arch: str | None 
             raise InputError(f"--quantize {type_name}: {model_files.model_id} is an encoder model that is not BERT "
                              "(config.json model_type 'bert'); --quantize converts decoder folders (...ForCausalLM) "
                              "and BERT encoders only: build it without --quantize")
-        if type_name not in (*UNIFORM_TYPES, INT8):
+        if type_name not in (*UNIFORM_TYPES, *FOLDER_TYPES):
             raise InputError(f"--quantize {type_name}: {model_files.model_id} is a BERT encoder, converted to "
-                             f"{', '.join((*UNIFORM_TYPES, INT8))} only ({type_name} is a decoder's mixture of types)")
+                             f"{', '.join((*UNIFORM_TYPES, *FOLDER_TYPES))} only ({type_name} is a decoder's "
+                             "mixture of types)")
+    elif type_name == PANELS:
+        raise InputError(f"--quantize panels: {model_files.model_id} is not a BERT encoder; panels (float32 matrices "
+                         "laid out for votive's product) are for BERT encoders: build it without --quantize")
     elif type_name == INT8:
         raise InputError(f"--quantize int8: {model_files.model_id} is not a BERT encoder; int8 (one scale per row) "
                          "is for BERT embedding encoders: use q8_0, f16, f32 or q4_k_m")
@@ -211,12 +220,13 @@ def quantize_model(model_files: ModelFiles, type_name: str, work: Path) -> tuple
     folder = dict(model_files.files)["config.json"].parent  # a Hugging Face folder always has its config.json
     work.mkdir(parents=True, exist_ok=True)
     source = {"files": [name for name, _ in model_files.files], "bytes": model_files.total_bytes}
-    if type_name == INT8:  # a folder again, its matrices int8 (votive.builders.int8_convert)
-        from votive.builders.int8_convert import convert_bert_int8
+    if type_name in FOLDER_TYPES:  # a folder again, its matrices int8 or panels (votive.builders.bert_folders)
+        from votive.builders.bert_folders import convert_bert_int8, convert_bert_panels
 
-        done = convert_bert_int8(folder, work / f"{model_files.folder_name}.int8")
+        convert = convert_bert_int8 if type_name == INT8 else convert_bert_panels
+        done = convert(folder, work / f"{model_files.folder_name}.{type_name}")
         packed = replace(collect_model(str(done.path)), source=model_files.source, model_id=model_files.model_id)
-        return packed, {"type": INT8, "architecture": "bert",
+        return packed, {"type": type_name, "architecture": "bert",
                         "from": {**source, "safetensors_bytes": done.folder_bytes},
                         "to": {"file": f"{len(packed.files)} files", "bytes": packed.total_bytes,
                                "safetensors_bytes": done.weights_bytes},

@@ -104,6 +104,7 @@ class SafetensorsFile:
 
     def __init__(self, path):
         self.path = Path(path)
+        self._stop_reading_ahead: list = []  # `read_ahead`'s readers end once it holds anything (`release`)
         try:
             # A FIFO would block open() forever and a device has no size: refuse anything but a regular file.
             if not stat.S_ISREG(os.stat(self.path).st_mode):
@@ -161,10 +162,22 @@ class SafetensorsFile:
         t = self.info[name]
         advise_rows(self._map, self.data_start + t.begin, t.end - t.begin)
 
+    def release(self, name: str) -> None:
+        """Tensor `name`'s pages may leave this process's memory (a copy of it now serves): the whole pages of its
+        span are dropped from the mapping (MADV_DONTNEED); a later read faults them in again, unchanged (the file
+        is mapped read-only). A hint: nothing where the OS has no madvise."""
+        self._stop_reading_ahead.append(True)  # a reader behind would bring the pages back
+        t = self.info[name]
+        begin, end = self.data_start + t.begin, self.data_start + t.end
+        first = -(-begin // mmap.PAGESIZE) * mmap.PAGESIZE  # pages shared with a neighbour stay
+        last = end - end % mmap.PAGESIZE
+        if hasattr(mmap, "MADV_DONTNEED") and last > first:
+            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def read_ahead(self, names) -> None:
         """Start faulting in tensors `names` from background threads (`read_ahead` below); returns at once."""
         read_ahead(self._map, [(self.data_start + self.info[n].begin, self.data_start + self.info[n].end)
-                               for n in names])
+                               for n in names], stop=self._stop_reading_ahead)
 
 
 def advise_rows(mapping: mmap.mmap, offset: int, nbytes: int) -> None:
@@ -182,7 +195,11 @@ def advise_rows(mapping: mmap.mmap, offset: int, nbytes: int) -> None:
 READ_AHEAD_THREADS = 4
 
 
-def read_ahead(mapping: mmap.mmap, spans, threads: int = READ_AHEAD_THREADS) -> None:
+# Pages a reader touches between looks at its stop flag (4 MB).
+READ_AHEAD_STEP = 1024
+
+
+def read_ahead(mapping: mmap.mmap, spans, threads: int = READ_AHEAD_THREADS, stop: list | None = None) -> None:
     """Fault in the pages of byte spans [begin, end) of a file mapping from `threads` background threads, each a
     contiguous share of them, and return at once.
 
@@ -192,11 +209,12 @@ def read_ahead(mapping: mmap.mmap, spans, threads: int = READ_AHEAD_THREADS) -> 
     start (benchmarks/cold_start_bench.py). The threads only read, one byte a page (numpy releases the GIL
     meanwhile), through a view of one span at a time; a mapping closed under them ends them quietly (a hint, not a
     read anyone waits for). Started with _thread: threading.Thread.start waits until the new thread runs, which on
-    a busy 2-core machine cost the load about a millisecond per thread; these die with the process, as daemons."""
+    a busy 2-core machine cost the load about a millisecond per thread; these die with the process, as daemons.
+    stop: a list; once it holds anything the readers end (pages released would otherwise come back)."""
     import _thread
 
     for part in read_ahead_shares(spans, threads, mmap.PAGESIZE):
-        _thread.start_new_thread(_touch_pages, (mapping, part))
+        _thread.start_new_thread(_touch_pages, (mapping, part, [] if stop is None else stop))
 
 
 def read_ahead_shares(spans, threads: int, page: int) -> list[list[tuple[int, int]]]:
@@ -228,10 +246,14 @@ def read_ahead_shares(spans, threads: int, page: int) -> list[list[tuple[int, in
     return shares
 
 
-def _touch_pages(mapping: mmap.mmap, part: list[tuple[int, int]]) -> None:
+def _touch_pages(mapping: mmap.mmap, part: list[tuple[int, int]], stop: list) -> None:
+    step = READ_AHEAD_STEP * mmap.PAGESIZE
     try:
         for begin, end in part:
-            np.frombuffer(mapping, np.uint8, count=end - begin, offset=begin)[:: mmap.PAGESIZE].max()
+            for at in range(begin, end, step):
+                if stop:
+                    return
+                np.frombuffer(mapping, np.uint8, count=min(step, end - at), offset=at)[:: mmap.PAGESIZE].max()
     except (ValueError, BufferError):  # the mapping was closed: nothing left to read ahead for
         pass
 

@@ -133,6 +133,14 @@ class WeightStore:
             self.converted_bytes += out.nbytes
         return self._converted[name]
 
+    def release(self, *names: str) -> None:
+        """Tensors `names` are no longer read through this store (packed copies serve them): their pages leave
+        memory (votive.formats.safetensors), and converted F16 / BF16 copies are let go. A later `get` still
+        answers."""
+        for name in names:
+            self._converted.pop(name, None)
+            self._file_of(name).release(name)
+
     def read_ahead(self, names) -> None:
         """Start faulting in tensors `names` from background threads, a few per file
         (votive.formats.safetensors.read_ahead): what a model's first call reads whole. Returns at once."""

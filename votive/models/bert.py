@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, fields
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 from votive.errors import InputError, ModelConfigError
@@ -59,9 +59,10 @@ class Config:
             raise ModelConfigError(f"{path}: model_type {model_type!r} is not a BERT encoder")
         stored = raw.get("quantization_config")
         method = stored.get("quant_method") if isinstance(stored, dict) else stored
-        if stored is not None and method != INT8_METHOD:
-            raise ModelConfigError(f"{path}: quantization_config {str(method)[:60]!r} is not a quantization votive "
-                                   f"runs (only {INT8_METHOD!r}, what `votive convert --type int8` writes)")
+        if stored is not None and method not in (INT8_METHOD, PANELS_METHOD):
+            raise ModelConfigError(f"{path}: quantization_config {str(method)[:60]!r} is not a layout votive runs "
+                                   f"(only {INT8_METHOD!r} and {PANELS_METHOD!r}, what `votive convert --type int8` "
+                                   "and `--type panels` write)")
         cfg = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
         check_fields(cfg, path)  # every size positive, layer_norm_eps finite and > 0, each named by its key
         if cfg.hidden_act != "gelu":
@@ -157,9 +158,13 @@ GGUF_LAYER_WEIGHTS = {
 MATRICES = ("wq", "wk", "wv", "wo", "w_up", "w_down")
 # config.json's quantization_config.quant_method of a folder whose MATRICES are stored as int8, each as its quants
 # in the int8 kernel's layout, one float32 scale and one quant sum per row (`_stored_int8`): what `votive convert
-# --type int8` writes, the arrays `quantize="int8"` makes at load (votive.builders.int8_convert).
+# --type int8` writes, the arrays `quantize="int8"` makes at load (votive.builders.bert_folders).
 INT8_METHOD = "votive-int8"
 INT8_SCALE, INT8_SUM = "_scale", "_sum"
+# ... of a folder whose MATRICES are stored as float32 panels, `<name>` (ceil(out / 64), in, 64): the layout the
+# numpy backend's float product packs each matrix into at load (`encoder_dense_linear`), read in place
+# (`_stored_panels`): what `votive convert --type panels` writes.
+PANELS_METHOD = "votive-panels"
 
 # In the checkpoint but not used by the encoder itself: the [CLS] pooler and a sequence classifier (read by
 # votive.models.cross_encoder when the model reranks), MLM heads, and the position_ids buffer older transformers
@@ -321,20 +326,28 @@ def _scatter_rows(ops, x, rows, n):
     return out
 
 
+def _stored_op(ops, store: WeightStore, name: str, op: str, kind: str, method: str, quantize):
+    """The backend's optional op `op` reading matrix `name` as a converted folder stores it (`kind`, `method`);
+    refused where the backend lacks it, or with `quantize` (None when none was asked), which needs the original
+    float weights."""
+    found = getattr(ops, op, None)
+    if found is None:
+        raise InputError(f"{store.path}: {name} is stored as {kind} ({method}), which runs on the numpy backend only, "
+                         f"not {ops.name}")
+    if quantize is not None:
+        raise InputError(f"{store.path}: {name} is stored as {kind} ({method}); quantize="
+                         f"{getattr(quantize, 'name', str(quantize)).lower()!r} needs the float weights: load it "
+                         "without quantize, or quantize the original float model")
+    return found
+
+
 def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
     """Matrix `name` (out, in) stored as INT8_METHOD lays it out (`<name>` its quants packed for the int8 kernel,
     I8 (out / 16, in / 4, 16, 4) rounded up; `<name>_scale` F32 (out,); `<name>_sum` I32 (out,), the quants' row
     sums) as the backend's int8 linear, read in place: the one `quantize="int8"` makes of the float matrix. Refused on
     a backend without that linear, with a GGML type to quantize to (`quantize`, None when none or int8 was asked:
     the float weights are gone), or when a part is missing or malformed."""
-    int8 = getattr(ops, "encoder_int8_linear", None)
-    if int8 is None:
-        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}), which runs on the numpy backend "
-                         f"only, not {ops.name}")
-    if quantize is not None:
-        raise InputError(f"{store.path}: {name} is stored as int8 ({INT8_METHOD}); quantize="
-                         f"{getattr(quantize, 'name', str(quantize)).lower()!r} needs the float weights: load it "
-                         "without quantize, or quantize the float model")
+    int8 = _stored_op(ops, store, name, "encoder_int8_linear", "int8", INT8_METHOD, quantize)
     out, k = shape
     parts = {name: ("I8", (-(-out // 16), -(-k // 4), 16, 4)), name + INT8_SCALE: ("F32", (out,)),
              name + INT8_SUM: ("I32", (out,))}
@@ -343,6 +356,24 @@ def _stored_int8(ops, store: WeightStore, name: str, shape: tuple, quantize):
             raise ModelConfigError(f"{store.path}: int8 matrix {name!r} of shape {tuple(shape)} needs {part!r}, "
                                    f"{dtype} of shape {want} ({INT8_METHOD})")
     return int8.from_packed(shape, *(store.raw(part) for part in parts), name)
+
+
+def _stored_panels(ops, store: WeightStore, name: str, shape: tuple, quantize):
+    """Matrix `name` (out, in) stored as PANELS_METHOD lays it out, as the backend's packed float linear, read in
+    place. Refused on a backend without that linear, with `quantize` (the panels are the float matrix, transposed:
+    quantize the original folder), or when the tensor is not float32 of shape (ceil(out / 64), in, 64)."""
+    stored = _stored_op(ops, store, name, "encoder_dense_stored", "panels", PANELS_METHOD, quantize)
+    out, k = shape
+    want = (-(-out // 64), k, 64)
+    if store.dtype_of(name) != "F32" or tuple(store.raw(name).shape) != want:
+        raise ModelConfigError(f"{store.path}: matrix {name!r} of shape {tuple(shape)} stored as panels needs F32 of "
+                               f"shape {want} ({PANELS_METHOD}), found {store.dtype_of(name)} "
+                               f"{tuple(store.raw(name).shape)}")
+    lin = stored(store.raw(name), shape, name)
+    if lin is None:
+        raise InputError(f"{store.path}: {name} is stored as panels ({PANELS_METHOD}), which need votive's C "
+                         "library (votive/quant/libvotive.so), which did not load")
+    return lin
 
 
 def _fused_qkv(ops, w: dict):
@@ -424,10 +455,13 @@ class BertModel:
             raise InputError(f"{store.path}: quantize={quantize!r} is llama.cpp's mixture for decoders; a BERT encoder "
                              "quantizes its matrices to one type (q8_0 or int8)")
         blocks = None if quantize is None else _QuantizedMatrices(store, quantize)
+        dense = getattr(ops, "encoder_dense_linear", None)  # optional: numpy's packed float product
 
         def fetch(ours: str, theirs: str):
             name = _lookup(store, prefix + theirs)
             used.add(name)
+            if ours in MATRICES and len(store.raw(name).shape) == 3:
+                return _stored_panels(ops, store, name, shapes[ours], "int8" if int8 is not None else quantize)
             if ours in MATRICES and store.dtype_of(name) == "I8":
                 used.update((name + INT8_SCALE, name + INT8_SUM))
                 return _stored_int8(ops, store, name, shapes[ours], quantize)
@@ -440,6 +474,8 @@ class BertModel:
                 return batched(ops.make_linear(blocks, name)) if batched else ops.make_linear(blocks, name)
             if ours == "tok_embed":
                 store.advise_rows(name)  # a cold start reads the rows a text looks up, not the whole table
+            if dense is not None and ours in MATRICES:  # packed once for the backend's product, same bits
+                return dense(store.get(name, shape=shapes[ours]), name, release=partial(store.release, name))
             return ops.asarray(store.get(name, shape=shapes.get(ours)))
 
         weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}

@@ -53,3 +53,16 @@ def bind_weights(f, ops, table: dict, n_layers: int, layer_table: dict, optional
     if unknown:
         raise ModelConfigError(f"{f.path}: {len(unknown)} tensors this architecture does not use, e.g. {unknown[0]!r}")
     return top, layers
+
+
+def encoder_arrays(ops, arrays: dict, release=None) -> dict:
+    """An encoder layer's host arrays (our name -> float array) as the backend's: each matrix (2-D) as its packed
+    float linear where the backend has one (numpy: `encoder_dense_linear`, the same products as `ops.linear` of the
+    matrix, packed once here), the rest as arrays. release: called once they are packed, with no argument (the
+    checkpoint's pages of them may then leave memory)."""
+    dense = getattr(ops, "encoder_dense_linear", None)
+    out = {name: dense(a, name) if dense is not None and getattr(a, "ndim", 0) == 2 else ops.asarray(a)
+           for name, a in arrays.items()}
+    if dense is not None and release is not None:
+        release()
+    return out

@@ -29,7 +29,7 @@ _P, _I64, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 class Matrix(ctypes.Structure):
     """struct vt_encoder_matrix (csrc/votive.h)."""
 
-    _fields_ = [("w", _P), ("packed", _P), ("scales", _P), ("sums", _P), ("bias", _P)]
+    _fields_ = [("w", _P), ("panels", _P), ("packed", _P), ("scales", _P), ("sums", _P), ("bias", _P)]
 
 
 class Layer(ctypes.Structure):
@@ -82,6 +82,8 @@ class EncoderPass:
         self._kept.append(weight)  # an array, or an EncoderI8Linear, whose arrays live as long as it does
         if isinstance(weight, np.ndarray):
             return Matrix(w=data_address(weight), bias=bias)
+        if hasattr(weight, "panels"):  # DensePanels
+            return Matrix(panels=data_address(weight.panels), bias=bias)
         return Matrix(packed=data_address(weight.packed), scales=data_address(weight.scales),
                       sums=data_address(weight.sums), bias=bias)
 
@@ -89,7 +91,7 @@ class EncoderPass:
         w = layer.w
         if _float_qkv(w):  # read as stored: the C side multiplies the three as one
             q, k, v = (self._matrix(w[m], w[b]) for m, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
-        else:  # int8, stacked at load (EncoderI8Linear.concatenate)
+        else:  # packed float or int8, stacked (DensePanels / EncoderI8Linear.concatenate)
             q, k, v = self._matrix(layer.qkv["wqkv"], layer.qkv["bqkv"]), Matrix(), Matrix()
         return Layer(q=q, k=k, v=v, wo=self._matrix(w["wo"], w["bo"]),
                      up=self._matrix(w["w_up"], None), down=self._matrix(w["w_down"], w["b_down"]),
@@ -122,14 +124,18 @@ def encoder_pass_for(ops, layers: list) -> EncoderPass | None:
 
 
 def _float_qkv(w: dict) -> bool:
-    """q, k and v are float arrays (not linears), which the pass reads where they are."""
-    return all(isinstance(w[m], np.ndarray) for m in ("wq", "wk", "wv"))
+    """q, k and v are float arrays or packed float matrices (DensePanels), which the pass multiplies as one."""
+    from votive.backends.numpy_linears import DensePanels
+
+    return all(isinstance(w[m], np.ndarray) for m in ("wq", "wk", "wv")) or \
+        all(isinstance(w[m], DensePanels) for m in ("wq", "wk", "wv"))
 
 
 def _taken(weight) -> bool:
-    """A product the pass runs as the packed method would: C's float linear or the int8 VNNI kernel."""
+    """A product the pass runs as the packed method would: C's float linear (of a matrix as stored or packed) or the
+    int8 VNNI kernel."""
     if isinstance(weight, np.ndarray):
         return weight.dtype == np.float32 and weight.flags.c_contiguous and weight.ndim == 2
-    from votive.backends.numpy_linears import EncoderI8Linear
+    from votive.backends.numpy_linears import DensePanels, EncoderI8Linear
 
-    return isinstance(weight, EncoderI8Linear) and weight._entry is not None
+    return isinstance(weight, DensePanels) or (isinstance(weight, EncoderI8Linear) and weight._entry is not None)

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.binding import encoder_arrays
 from votive.models.bert import extended_mask
 from votive.text.tokenizer_json import read_json
 
@@ -254,7 +256,7 @@ class GteModel:
                           bq=bqkv[:D], bk=bqkv[D : 2 * D], bv=bqkv[2 * D :])
             w_up_gate = lw.pop("w_up_gate")  # (2F, D) -> up's rows, the gate's rows
             lw.update(w_up=w_up_gate[:F], w_gate=w_up_gate[F:])
-            layers.append({name: ops.asarray(t) for name, t in lw.items()})
+            layers.append(encoder_arrays(ops, lw, partial(store.release, *(prefix + theirs.format(i=i) for theirs in table.values()))))
         unknown = [n for n in store.keys() if n not in used  # task heads sit beside the prefixed encoder
                    and not n.startswith(UNUSED_PREFIXES) and not n[len(prefix) :].startswith(UNUSED_PREFIXES)]
         if unknown:

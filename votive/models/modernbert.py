@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.binding import encoder_arrays
 from votive.text.tokenizer_json import read_json
 
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers 5's layer_types values
@@ -320,7 +322,8 @@ class ModernBertModel:
                 if fused in lw:  # row blocks, in the order upstream's view / chunk reads them
                     t = lw.pop(fused)
                     lw.update({part: t[a:b] for part, a, b in zip(parts, cuts, cuts[1:])})
-            layers.append({name: ops.asarray(t) for name, t in lw.items()})
+            names = (prefix + theirs.format(i=i) for theirs in _wanted(cfg, LAYER_WEIGHTS, i).values())
+            layers.append(encoder_arrays(ops, lw, partial(store.release, *names)))
         unknown = [n for n in store.keys() if n not in used and not n.removeprefix(prefix).startswith(UNUSED_PREFIXES)]
         if unknown:
             raise ModelConfigError(

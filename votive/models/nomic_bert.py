@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
+from votive.models.binding import encoder_arrays
 from votive.models.bert import embed_tokens, extended_mask, project
 from votive.text.tokenizer_json import read_json
 
@@ -290,7 +292,7 @@ class NomicBertModel:
             lw = {ours: fetch(ours, theirs.format(i=i)) for ours, theirs in LAYER_WEIGHTS.items()}
             wqkv = lw.pop("wqkv")  # (3D, D) -> its q, k, v row blocks
             lw.update(wq=wqkv[:D], wk=wqkv[D : 2 * D], wv=wqkv[2 * D :])
-            layers.append({name: ops.asarray(t) for name, t in lw.items()})
+            layers.append(encoder_arrays(ops, lw, partial(store.release, *(prefix + theirs.format(i=i) for theirs in LAYER_WEIGHTS.values()))))
         unknown = [n for n in store.keys() if n not in used  # task heads sit beside the prefixed encoder
                    and not n.startswith(UNUSED_PREFIXES) and not n[len(prefix) :].startswith(UNUSED_PREFIXES)]
         if unknown:

@@ -17,11 +17,13 @@ What differs from BERT (votive.models.bert, whose EncoderLayer runs the blocks h
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from votive.errors import ModelConfigError
 from votive.formats.weights import WeightStore
-from votive.models.bert import LAYER_WEIGHTS, EncoderLayer, extended_mask, run_layers
+from votive.models.binding import encoder_arrays
+from votive.models.bert import LAYER_WEIGHTS, MATRICES, EncoderLayer, extended_mask, run_layers
 from votive.models.encoder_pass import encoder_pass_for
 from votive.text.tokenizer_json import read_json
 
@@ -156,11 +158,14 @@ class XLMRobertaModel:
             used.add(prefix + theirs)
             if ours == "tok_embed":
                 store.advise_rows(prefix + theirs)  # 250k rows; a cold start reads those a text looks up
-            return ops.asarray(store.get(prefix + theirs, shape=shapes[ours]))
+            return store.get(prefix + theirs, shape=shapes[ours])
 
-        weights = {ours: fetch(ours, theirs) for ours, theirs in WEIGHTS.items()}
-        layers = [{ours: fetch(ours, theirs.format(i=i)) for ours, theirs in LAYER_WEIGHTS.items()}
-                  for i in range(cfg.num_hidden_layers)]
+        weights = {ours: ops.asarray(fetch(ours, theirs)) for ours, theirs in WEIGHTS.items()}
+        layers = []
+        for i in range(cfg.num_hidden_layers):
+            names = {ours: theirs.format(i=i) for ours, theirs in LAYER_WEIGHTS.items()}
+            release = partial(store.release, *(prefix + names[m] for m in MATRICES))
+            layers.append(encoder_arrays(ops, {ours: fetch(ours, name) for ours, name in names.items()}, release))
         unknown = [n for n in store.keys()
                    if n not in used and not n.removeprefix(prefix).startswith(UNUSED_PREFIXES)]
         if unknown:

@@ -66,7 +66,7 @@ __all__ = [
 
 
 LIBRARY_PATH = Path(__file__).with_name("libvotive.so")
-ABI_VERSION = 10  # VT_ABI_VERSION in csrc/votive.h
+ABI_VERSION = 11  # VT_ABI_VERSION in csrc/votive.h
 
 class KernelLibrary(LibrarySettings):
     """libvotive opened with ctypes: a method per row of OPS that checks every argument before C sees it, and
@@ -123,6 +123,16 @@ class KernelLibrary(LibrarySettings):
             return None
         fn = getattr(self._lib, name)
         fn.argtypes, fn.restype = self.VNNI_ENTRIES[name], INT
+        return fn
+
+    # Float matrices packed once into panels (csrc/dense_kernels.c) and their products; numpy_linears.DensePanels
+    # packs an encoder's matrices at load and is their only caller.
+    PANEL_ENTRIES = {"vt_pack_panels": [PTR, PTR, I64, I64], "vt_linear_panels": [PTR, PTR, PTR, PTR, I64, I64, I64]}
+
+    def panel_entry(self, name: str):
+        """`name`, a PANEL_ENTRIES key, typed for ctypes."""
+        fn = getattr(self._lib, name)
+        fn.argtypes, fn.restype = self.PANEL_ENTRIES[name], INT
         return fn
 
     def supports(self, ggml_type) -> bool:

@@ -1,166 +1,284 @@
 /* dense_kernels.c: y = x W^T + b for float32 x (m, k) and W (n, k) as nn.Linear stores it, the encoders' matrix
- * products. Compiled once per ISA (see simd.h); dispatch.c's vt_linear splits the work over threads.
+ * products. Compiled once per ISA (see simd.h); dispatch.c's vt_linear and vt_linear_panels split the work over
+ * threads.
  *
- * Every output is the dot product of two contiguous rows, so W is read in place (a memory-mapped checkpoint is
- * never packed or copied). A tile of TILE_ROWS rows of x by TILE_COLS rows of W keeps one accumulator vector per
- * output: each step loads TILE_ROWS + TILE_COLS vectors for TILE_ROWS * TILE_COLS multiply-adds, and each tile's
- * lane sums are taken once, at the end of k. The slow twin: x @ W.T + b in numpy (kernels_ref.linear_ref).
+ * W is read as panels (BLAS's layout): VT_PANEL of its rows transposed, k rows of VT_PANEL floats, the columns
+ * past n zero. A tile of TILE_ROWS rows of x by TILE_VECS vectors of a panel's row keeps one accumulator per
+ * output; each step of k loads TILE_VECS vectors of the panel and broadcasts one element of each row of x, for
+ * TILE_ROWS * TILE_VECS multiply-adds, and no lane is ever summed with another. So every output is one chain of
+ * multiply-adds over k in order, from 0, then its bias added: the same whatever the rows beside it, the tile, the
+ * threads' split or the batch (a text's outputs are the same alone or in any batch), and the same on every ISA
+ * with a fused multiply-add (AVX-512, AVX2, NEON; SSE2 rounds the product and the sum apart). The exact twin:
+ * tests/test_dense_panels.py's chain; numpy's x @ W.T + b (kernels_ref.linear_ref) within rounding.
  *
- * Work is cut into blocks of M_BLOCK rows of x by N_PANEL rows of W. A block's rows of x stay in L2 while the
- * panels pass; within a panel, a short block's tiles pass each group of TILE_COLS rows of W (kept in L1), and a
- * long block's tiles take the groups one after another (each tile's rows kept in L1: TILES_FIRST_ROWS).
- * Float sums are in a fixed order per ISA (lanes, then lanes summed), independent of the threads' split, the
- * block and the tile: a text's outputs are the same alone or in any batch.
+ * A model's matrices are packed once, at load (vt_pack_panels; numpy_linears.DensePanels); vt_linear packs a
+ * plain W one panel at a time into a thread's buffer as it goes, as BLAS does, for the same bits.
  */
 #include "simd.h"
 #include "vt_internal.h"
 
 #if VT_VEC_BYTES == 64 || defined(__aarch64__)
-#define TILE_ROWS 6 /* 24 accumulators + 6 rows of x + 1 of W: 31 of 32 vector registers */
+#define TILE_ROWS 6 /* 24 accumulators + 4 vectors of the panel + 1 broadcast: 29 of 32 vector registers */
 #else
-#define TILE_ROWS 3 /* 16 registers (AVX2, SSE2): 12 accumulators + 3 + 1 */
+#define TILE_ROWS 3 /* 16 registers (AVX2, SSE2): 12 accumulators + 4 */
 #endif
-#define TILE_COLS 4
-/* __builtin_prefetch's locality for the next rows of W: 2 (prefetcht1) brings them to L2 without taking L1 from
- * the tile's operands; measured on Zen 4 at 20 rows of x, 15% less time per text than 3 (into L1) issued by the
- * first tile alone. */
-#define PF_LOCALITY 2
+#define TILE_VECS 4
+#define STRIP (TILE_VECS * VT_LANES) /* a tile's columns: the whole panel on AVX-512, a half or a quarter else */
+_Static_assert(VT_PANEL % STRIP == 0, "a panel is whole strips");
 
-/* The lane sums of four accumulators. */
-static inline void sum4(const vf acc[TILE_COLS], float out[TILE_COLS]) {
-#if defined(VT_ISA_AVX512)
-    const __m512 a0 = (__m512)acc[0], a1 = (__m512)acc[1], a2 = (__m512)acc[2], a3 = (__m512)acc[3];
-    __m512 a01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-    __m512 a23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-    /* per 128-bit quarter: a01 = [x0, x1, x0, x1], a23 = [x2, x3, x2, x3] (partial sums) */
-    __m512 q = _mm512_add_ps(_mm512_shuffle_ps(a01, a23, 0x44), _mm512_shuffle_ps(a01, a23, 0xee));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(q), _mm512_extractf32x8_ps(q, 1));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-#elif defined(VT_ISA_AVX2)
-    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps((__m256)acc[0], (__m256)acc[1]),
-                              _mm256_hadd_ps((__m256)acc[2], (__m256)acc[3]));
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+/* s in every lane (simd.h's v_splat adds 0, which a compiler may not drop: -0 + 0 is +0) */
+static inline vf broadcast(float s) {
+    vf v;
+    for (int l = 0; l < VT_LANES; l++)
+        v[l] = s;
+    return v;
+}
+
+/* acc + a * b: one rounding on the ISAs with a fused multiply-add, two on SSE2 (whose fmaf is a library call) */
+static inline vf mul_add(vf a, vf b, vf acc) {
+#if defined(VT_ISA_AVX512) || defined(VT_ISA_AVX2) || defined(__aarch64__)
+    return v_fma(a, b, acc);
 #else
-    for (int c = 0; c < TILE_COLS; c++)
-        out[c] = v_hsum(acc[c]);
+    return acc + a * b;
 #endif
 }
 
-/* R rows of x (from x) by C rows of W (from w), the whole k, into y (row stride ldy); b: C biases or NULL.
- * pf: npf rows of W to fetch into cache alongside, a line per step (npf 0: none). R and C are constants where it
- * is inlined, so the accumulators live in registers. */
-static inline __attribute__((always_inline)) void tile(const float *x, const float *w, const float *b, float *y,
-                                                       const float *pf, int npf, int64_t k, int64_t ldy, const int R,
-                                                       const int C) {
-    vf acc[TILE_ROWS][TILE_COLS];
+/* R rows of x (row stride ldx) by the strip of the panel at p (its rows VT_PANEL floats apart), the whole k, into
+ * y (row stride ldy): its first `cols` columns (1 .. STRIP), plus b's (NULL: none). R is a constant where it is
+ * inlined, so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void tile(const float *x, int64_t ldx, const float *p, int64_t k,
+                                                       const float *b, float *y, int64_t ldy, int64_t cols,
+                                                       const int R) {
+    vf acc[TILE_ROWS][TILE_VECS];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < TILE_COLS; c++) /* all four: sum4 reads four */
-            acc[r][c] = v_splat(0.0f);
-    int64_t i = 0;
-    for (; i + VT_LANES <= k; i += VT_LANES) {
-        vf xv[TILE_ROWS];
-        for (int c = 0; c < npf; c++)
-            __builtin_prefetch(pf + c * k + i, 0, PF_LOCALITY);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            xv[r] = v_load(x + r * k + i);
+        for (int v = 0; v < TILE_VECS; v++)
+            acc[r][v] = v_splat(0.0f);
+    for (int64_t i = 0; i < k; i++, p += VT_PANEL) {
+        vf wv[TILE_VECS];
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) {
-            const vf wv = v_load(w + c * k + i);
+        for (int v = 0; v < TILE_VECS; v++)
+            wv[v] = v_load(p + v * VT_LANES);
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++)
-                acc[r][c] += xv[r] * wv; /* contracted to a multiply-add where the ISA has one */
-        }
-    }
-    if (i < k) { /* the tail, zero-padded: zeros add nothing */
-        vf xv[TILE_ROWS];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; r++)
-            xv[r] = v_load_tail(x + r * k + i, k - i, 0.0f);
+        for (int r = 0; r < R; r++) {
+            const vf xr = broadcast(x[r * ldx + i]);
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) {
-            const vf wv = v_load_tail(w + c * k + i, k - i, 0.0f);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; r++)
-                acc[r][c] += xv[r] * wv; /* contracted to a multiply-add where the ISA has one */
+            for (int v = 0; v < TILE_VECS; v++)
+                acc[r][v] = mul_add(xr, wv[v], acc[r][v]);
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-        float s[TILE_COLS];
-        sum4(acc[r], s);
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++)
-            y[r * ldy + c] = b ? s[c] + b[c] : s[c];
-    }
+        for (int v = 0; v < TILE_VECS; v++) {
+            const int64_t c = v * VT_LANES, n = cols - c < VT_LANES ? cols - c : VT_LANES;
+            if (n <= 0)
+                break;
+            const vf out = b ? acc[r][v] + v_load_n(b + c, n, 0.0f) : acc[r][v];
+            if (n == VT_LANES)
+                v_store(y + r * ldy + c, out);
+            else
+                v_store_n(y + r * ldy + c, out, n);
+        }
 }
 
-/* The tile of R rows of x by C rows of W, R and C constants: one function per shape, tile_fns[R - 1][C - 1] (R <=
- * TILE_ROWS). npf 0 takes the tile without the prefetch loop in its steps. */
-typedef void (*tile_fn)(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,
-                        int64_t k, int64_t ldy);
-#define TILE_FN(R, C)                                                                                              \
-    static void tile_##R##_##C(const float *x, const float *w, const float *b, float *y, const float *pf, int npf,   \
-                               int64_t k, int64_t ldy) {                                                           \
-        if (npf)                                                                                                   \
-            tile(x, w, b, y, pf, npf, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                      \
-        else                                                                                                       \
-            tile(x, w, b, y, NULL, 0, k, ldy, (R) <= TILE_ROWS ? (R) : 1, C);                                      \
+typedef void (*tile_fn)(const float *x, int64_t ldx, const float *p, int64_t k, const float *b, float *y,
+                        int64_t ldy, int64_t cols);
+#define TILE_FN(R)                                                                                                 \
+    static void tile_##R(const float *x, int64_t ldx, const float *p, int64_t k, const float *b, float *y,        \
+                         int64_t ldy, int64_t cols) {                                                              \
+        tile(x, ldx, p, k, b, y, ldy, cols, (R) <= TILE_ROWS ? (R) : 1);                                           \
     }
-#define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
-TILE_FNS(1)
-TILE_FNS(2)
-TILE_FNS(3)
-TILE_FNS(4)
-TILE_FNS(5)
-TILE_FNS(6)
-static const tile_fn tile_fns[6][TILE_COLS] = {
-    {tile_1_1, tile_1_2, tile_1_3, tile_1_4}, {tile_2_1, tile_2_2, tile_2_3, tile_2_4},
-    {tile_3_1, tile_3_2, tile_3_3, tile_3_4}, {tile_4_1, tile_4_2, tile_4_3, tile_4_4},
-    {tile_5_1, tile_5_2, tile_5_3, tile_5_4}, {tile_6_1, tile_6_2, tile_6_3, tile_6_4},
-};
+TILE_FN(1)
+TILE_FN(2)
+TILE_FN(3)
+TILE_FN(4)
+TILE_FN(5)
+TILE_FN(6)
+static const tile_fn tile_fns[6] = {tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
 
-/* A block of at least this many rows of x goes tile by tile, each tile of rows against every group of the panel's
- * rows of W: the tile's rows stay in L1 while the groups pass (the panel, 16 rows of W, stays in cache for the
- * block's next tiles); a shorter block (a short text) passes its tiles by each group of W's rows in turn, the
- * group kept in L1. Each output is the same tile sum either way: the order changes no bit. */
-#define TILES_FIRST_ROWS 24
-
-/* Rows [r, r + h) of x against the group of W's rows from n0, fetching the rows p0 .. p1 - 1 of the next group
- * (where it exists) along. */
-static inline void group_tile(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
-                              int64_t cols, int64_t ahead, int64_t r, int64_t h, int64_t n0, int64_t p0, int64_t p1) {
-    const int64_t c = cols - n0 < TILE_COLS ? cols - n0 : TILE_COLS;
-    const float *next = n0 + 2 * TILE_COLS <= ahead && p1 > p0 ? w + (n0 + TILE_COLS + p0) * k : NULL;
-    tile_fns[h - 1][c - 1](x + r * k, w + n0 * k, b ? b + n0 : NULL, y + r * ldy + n0, next,
-                           next ? (int)(p1 - p0) : 0, k, ldy);
-}
-
-/* Rows [r0, r1) of y = x W^T + b for `cols` rows of W from w (b: their biases, or NULL), into y's columns from its
- * pointer (row stride ldy). ahead: the rows of W from w on that exist (cols or more), which the tiles may fetch.
- * The rows go in tiles of as even a height as TILE_ROWS allows (20 rows: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2, whose
- * last tile loads almost as much as it multiplies). Each group's tiles fetch the next group's rows of W: tiles
- * first, the block's first tile all of them; else each tile its share (tile t of T the rows t * TILE_COLS / T ..),
- * so the requests are spread over the group's time, not issued in one burst: a short text's product streams W from
- * memory once, faster than the hardware prefetcher alone brings it. */
-void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
-                               int64_t r0, int64_t r1, int64_t cols, int64_t ahead) {
+/* Rows [r0, r1) of x (row stride k) against one panel (`cols` of its columns real, 1 .. VT_PANEL) into y's
+ * columns from its pointer (row stride ldy); b: the panel's biases or NULL. The rows go in tiles of as even a
+ * height as TILE_ROWS allows (20 rows: 5 + 5 + 5 + 5, not 6 + 6 + 6 + 2, whose last tile loads almost as much as
+ * it multiplies); each tile takes the panel's strips in turn, its rows of x kept in L1. */
+void VT_SUFFIX(vt_dense_panel)(float *y, int64_t ldy, const float *x, const float *panel, const float *b, int64_t k,
+                               int64_t r0, int64_t r1, int64_t cols) {
     const int64_t rows = r1 - r0, tiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
-    if (rows >= TILES_FIRST_ROWS) {
-        for (int64_t t = 0, r = r0, h; t < tiles; t++, r += h) {
-            h = rows / tiles + (t < rows % tiles);
-            for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS)
-                group_tile(y, ldy, x, w, b, k, cols, ahead, r, h, n0, 0, t == 0 ? TILE_COLS : 0);
-        }
-        return;
+    for (int64_t t = 0, r = r0, h; t < tiles; t++, r += h) {
+        h = rows / tiles + (t < rows % tiles);
+        for (int64_t s = 0; s < cols; s += STRIP)
+            tile_fns[h - 1](x + r * k, k, panel + s, k, b ? b + s : NULL, y + r * ldy + s, ldy,
+                            cols - s < STRIP ? cols - s : STRIP);
     }
-    for (int64_t n0 = 0; n0 < cols; n0 += TILE_COLS)
+}
+
+#if defined(VT_ISA_AVX512)
+/* dst[i * VT_PANEL + j] = src[j * k + i] for a block of 16 x 16: sixteen loads, four rounds of shuffles, sixteen
+ * stores (element moves one at a time cost ~4x) */
+static inline __attribute__((always_inline)) void transpose16(float *dst, const float *src, int64_t k,
+                                                              const int stream) {
+    __m512 r[16], t[16];
+    for (int j = 0; j < 16; j++)
+        r[j] = _mm512_loadu_ps(src + j * k);
+    for (int j = 0; j < 16; j += 2) { /* pairs of rows interleaved */
+        t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 16; j += 4) { /* then pairs of pairs: each 128-bit lane holds a column's four rows */
+        r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
+        r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xee);
+        r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+        r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+    }
+    for (int j = 0; j < 4; j++) { /* lanes of rows 0-3 with 4-7, 8-11 with 12-15 */
+        t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+        t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
+        t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+        t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
+    }
+    for (int j = 0; j < 8; j++) { /* and rows 0-7 with 8-15 */
+        const __m512 lo = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88), hi = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+        if (stream) {
+            _mm512_stream_ps(dst + j * VT_PANEL, lo);
+            _mm512_stream_ps(dst + (j + 8) * VT_PANEL, hi);
+        } else {
+            _mm512_storeu_ps(dst + j * VT_PANEL, lo);
+            _mm512_storeu_ps(dst + (j + 8) * VT_PANEL, hi);
+        }
+    }
+}
+#endif
+
+#if defined(VT_ISA_AVX512)
+/* A few rows of x against W read in place, for the short texts whose products are too small to pay for packing a
+ * panel: each block of 16 rows of W by 16 of k is transposed in registers (transpose16's shuffles), then each of
+ * its 16 columns meets each row's element: the same chain of multiply-adds over k, in the same order, as the
+ * panels' tile, so the same bits. SMALL_ROWS rows of x at most: 16 registers for the block, one sum per row. */
+#define SMALL_ROWS 12
+#define SMALL_PF 1 /* prefetcht1: the next group's rows into L2 */
+
+static inline __attribute__((always_inline)) void small_rows(const float *x, const float *w, const float *b,
+                                                             float *y, int64_t k, int64_t ldy, int64_t cols,
+                                                             int64_t next, const int R) {
+    __m512 acc[SMALL_ROWS];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+        acc[r] = _mm512_setzero_ps();
+    for (int64_t i0 = 0; i0 < k; i0 += 16) {
+        const int64_t n = k - i0 < 16 ? k - i0 : 16;
+        const __mmask16 in_k = (__mmask16)((1u << n) - 1);
+        __m512 r[16], t[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) { /* rows past cols are zeros (their outputs are not stored) */
+            r[j] = j < cols ? _mm512_maskz_loadu_ps(in_k, w + j * k + i0) : _mm512_setzero_ps();
+            if (j < next) /* the next group's rows, a line of each a block: short rows are streams too short */
+                __builtin_prefetch(w + (16 + j) * k + i0, 0, SMALL_PF);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 16; j += 2) {
+            t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+            t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < 16; j += 4) {
+            r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
+            r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xee);
+            r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+            t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
+            t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
+            t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) { /* r[i]: W[0 .. 15][i0 + i] */
+            r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+            r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+        }
+        for (int64_t i = 0; i < n; i++)
+#pragma GCC unroll 12
+            for (int q = 0; q < R; q++)
+                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(x[q * k + i0 + i]), r[i], acc[q]);
+    }
+    const __mmask16 out = (__mmask16)((1u << cols) - 1);
+    const __m512 bias = b ? _mm512_maskz_loadu_ps(out, b) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int q = 0; q < R; q++) {
+        const __m512 v = b ? _mm512_add_ps(acc[q], bias) : acc[q];
+        if (cols == 16)
+            _mm512_storeu_ps(y + q * ldy, v);
+        else
+            v_store_tail(y + q * ldy, (vf)v, cols);
+    }
+}
+
+typedef void (*small_fn)(const float *x, const float *w, const float *b, float *y, int64_t k, int64_t ldy,
+                         int64_t cols, int64_t next);
+#define SMALL_FN(R)                                                                                                \
+    static void small_##R(const float *x, const float *w, const float *b, float *y, int64_t k, int64_t ldy,       \
+                          int64_t cols, int64_t next) {                                                            \
+        small_rows(x, w, b, y, k, ldy, cols, next, R);                                                             \
+    }
+SMALL_FN(1)
+SMALL_FN(2)
+SMALL_FN(3)
+SMALL_FN(4)
+SMALL_FN(5)
+SMALL_FN(6)
+SMALL_FN(7)
+SMALL_FN(8)
+SMALL_FN(9)
+SMALL_FN(10)
+SMALL_FN(11)
+SMALL_FN(12)
+static const small_fn small_fns[SMALL_ROWS] = {small_1, small_2, small_3, small_4,  small_5,  small_6,
+                                               small_7, small_8, small_9, small_10, small_11, small_12};
+
+/* Rows [r0, r1) of x against `cols` rows of W (row stride k) from w, in place, into y's columns from its pointer:
+ * groups of 16 rows of W, tiles of up to SMALL_ROWS rows of x of as even a height as that allows. */
+void VT_SUFFIX(vt_dense_rows)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
+                              int64_t r0, int64_t r1, int64_t cols, int64_t ahead) {
+    const int64_t rows = r1 - r0, tiles = (rows + SMALL_ROWS - 1) / SMALL_ROWS;
+    for (int64_t n0 = 0; n0 < cols; n0 += 16) {
+        const int64_t left = ahead - n0 - 16, next = left < 0 ? 0 : left < 16 ? left : 16;
         for (int64_t t = 0, r = r0, h; t < tiles; t++, r += h) {
             h = rows / tiles + (t < rows % tiles);
-            group_tile(y, ldy, x, w, b, k, cols, ahead, r, h, n0, t * TILE_COLS / tiles, (t + 1) * TILE_COLS / tiles);
+            small_fns[h - 1](x + r * k, w + n0 * k, b ? b + n0 : NULL, y + r * ldy + n0, k, ldy,
+                             cols - n0 < 16 ? cols - n0 : 16, t == 0 ? next : 0);
         }
+    }
+}
+#endif
+
+/* One panel from `cols` rows of W (row stride k) at w: panel[i * VT_PANEL + j] = w[j * k + i], zero for j >= cols.
+ * In blocks of 16 of k: each row's 16 elements are one line read, and the block's 16 rows of the panel (4 KB) stay
+ * in L1 while the rows of W pass (AVX-512: whole 16 x 16 blocks transposed in registers). */
+void VT_SUFFIX(vt_dense_pack)(float *panel, const float *w, int64_t k, int64_t cols, int stream) {
+    for (int64_t i0 = 0; i0 < k; i0 += 16) {
+        const int64_t n = k - i0 < 16 ? k - i0 : 16;
+        int64_t j = 0;
+#if defined(VT_ISA_AVX512)
+        if (n == 16 && stream && !((uintptr_t)panel % 64)) /* streamed stores: whole aligned lines */
+            for (; j + 16 <= cols; j += 16)
+                transpose16(panel + i0 * VT_PANEL + j, w + j * k + i0, k, 1);
+        else if (n == 16)
+            for (; j + 16 <= cols; j += 16)
+                transpose16(panel + i0 * VT_PANEL + j, w + j * k + i0, k, 0);
+#endif
+        for (; j < cols; j++)
+            for (int64_t i = 0; i < n; i++)
+                panel[(i0 + i) * VT_PANEL + j] = w[j * k + i0 + i];
+        for (int64_t i = 0; i < n; i++)
+            for (j = cols; j < VT_PANEL; j++)
+                panel[(i0 + i) * VT_PANEL + j] = 0.0f;
+    }
+#if defined(VT_ISA_AVX512)
+    _mm_sfence(); /* the streamed stores visible before the product reads the panel (on another thread) */
+#endif
 }
 
 /* ---- bidirectional attention of packed sequences (the encoders') --------------------------------------------
@@ -180,14 +298,6 @@ void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const floa
 #define ATT_QUERIES 2 /* 16 registers (AVX2, SSE2) */
 #endif
 _Static_assert(ATT_QUERIES <= VT_ATTEND_QUERIES, "scratch holds VT_ATTEND_QUERIES rows of scores");
-
-/* s in every lane (simd.h's v_splat adds 0, which a compiler may not drop: -0 + 0 is +0) */
-static inline vf broadcast(float s) {
-    vf v;
-    for (int l = 0; l < VT_LANES; l++)
-        v[l] = s;
-    return v;
-}
 
 /* Scores of Q queries (q[i]: query i's dh values) against keys j0 .. j0 + B vectors (B, Q constant where inlined:
  * the sums stay in registers), scaled, -inf past len, into row i of p (rows len_p apart); their running maxima

@@ -222,53 +222,148 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
     return VT_OK;
 }
 
+/* A thread's attention buffers, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per call
+ * (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more than
+ * the attention itself. Larger ones (long contexts) are allocated per call and freed. Each thread keeps two: one
+ * for a prompt's part (or, on the calling thread, a decoded token's rounded queries and scores) and one row. */
+#define ATTENTION_KEPT ((size_t)8 << 20)
+struct kept_buffer {
+    float *p;
+    size_t bytes;
+};
+/* and one for vt_linear's panel of W, packed as the product goes */
+static __thread struct kept_buffer attention_kept, row_kept, panel_kept;
+
+static float *kept_buffer(struct kept_buffer *kept, size_t bytes) {
+    if (bytes > ATTENTION_KEPT)
+        return malloc(bytes);
+    if (bytes > kept->bytes) {
+        free(kept->p);
+        kept->p = malloc(bytes);
+        kept->bytes = kept->p ? bytes : 0;
+    }
+    return kept->p;
+}
+
+static void kept_buffer_done(struct kept_buffer *kept, float *buf) {
+    if (buf != kept->p)
+        free(buf);
+}
+
 /* ---- dense products (dense_kernels.c) --------------------------------------------------------------------- */
 
-/* Blocks of M_BLOCK rows of x by N_PANEL rows of W: the rows of x (M_BLOCK * k floats, ~300 KB at k = 1536) stay
- * in L2 while the panels pass; consecutive units share their rows of x. */
-#define M_BLOCK 48
-#define N_PANEL 16
 /* multiply-adds per grain: a few microseconds on one core (the pool's granularity) */
 #define DENSE_GRAIN_MACS 131072
+/* units a product is cut into, at least, per thread: each unit is a panel of W by a run of rows of x, and a panel
+ * is cut into runs of rows only as far as this asks (vt_linear packs a panel once per run) */
+#define DENSE_UNITS_PER_THREAD 2
+/* packing a panel costs about as much as multiplying this many rows of x by it (the units' work, for the pool) */
+#define PACK_ROWS 16
+/* vt_linear of at most this many rows of x reads W in place (dense_rows, where the ISA has it), not packing
+ * panels: 24 products of MiniLM's at 10 rows, 1.47 ms against 2.40 (packing), at 20 rows 2.63 against 3.02; at
+ * 32 rows packing wins, 3.73 against 4.04 (this Xeon, 2 threads) */
+#define IN_PLACE_ROWS 24
 
 struct dense_job {
     const struct vt_nn_kernels *k;
     float *y;
     const float *x;
-    const float *const *w, *const *b; /* the parts' rows of W and biases (a bias NULL: none) */
-    int64_t m, n, cols, parts, panels; /* n rows of W a part; panels a part */
+    const float *const *w, *const *b; /* the parts' rows of W and biases (NULL: none) */
+    const float *const *panels;      /* the parts packed (vt_pack_panels), or NULL: W's panels packed per unit */
+    int64_t m, n, cols, parts, per_part, runs, run_rows; /* n rows of W a part; per_part panels a part */
+    int failed;                                          /* a unit could not allocate its panel */
+    int small;                                           /* W read in place (dense_rows), no panels */
 };
 
-/* units: (a block of M_BLOCK rows of x, a part, a panel of N_PANEL of its rows of W); a part's outputs are the n
- * columns after the previous part's, so parts stored apart multiply as one matrix would, bit for bit. */
+/* units: (a part, a panel of VT_PANEL of its rows of W, a run of rows of x); a part's outputs are the n columns
+ * after the previous part's, so parts stored apart multiply as one matrix would, bit for bit. */
 static void dense_part(void *arg, int64_t begin, int64_t end) {
     struct dense_job *j = arg;
-    const int64_t per_block = j->parts * j->panels;
     for (int64_t u = begin; u < end; u++) {
-        const int64_t r0 = u / per_block * M_BLOCK, p = u % per_block / j->panels, n0 = u % j->panels * N_PANEL;
-        const int64_t r1 = r0 + M_BLOCK < j->m ? r0 + M_BLOCK : j->m, n1 = n0 + N_PANEL < j->n ? n0 + N_PANEL : j->n;
-        j->k->dense_block(j->y + p * j->n + n0, j->parts * j->n, j->x, j->w[p] + n0 * j->cols,
-                          j->b[p] ? j->b[p] + n0 : NULL, j->cols, r0, r1, n1 - n0, j->n - n0);
+        const int64_t q = u / j->runs, p = q / j->per_part, n0 = q % j->per_part * VT_PANEL;
+        const int64_t r0 = u % j->runs * j->run_rows, r1 = r0 + j->run_rows < j->m ? r0 + j->run_rows : j->m;
+        const int64_t cols = j->n - n0 < VT_PANEL ? j->n - n0 : VT_PANEL;
+        const float *panel = j->panels ? j->panels[p] + q % j->per_part * VT_PANEL * j->cols : NULL;
+        if (!panel && j->small) { /* a few rows: W read in place, no panel packed */
+            if (r1 > r0)
+                j->k->dense_rows(j->y + p * j->n + n0, j->parts * j->n, j->x, j->w[p] + n0 * j->cols,
+                                 j->b[p] ? j->b[p] + n0 : NULL, j->cols, r0, r1, cols, j->n - n0);
+            continue;
+        }
+        float *own = NULL;
+        if (!panel) {
+            own = kept_buffer(&panel_kept, sizeof(float) * VT_PANEL * (size_t)j->cols);
+            if (!own) {
+                __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+                return;
+            }
+            j->k->dense_pack(own, j->w[p] + n0 * j->cols, j->cols, cols, 0); /* kept in cache for the rows */
+            panel = own;
+        }
+        if (r1 > r0)
+            j->k->dense_panel(j->y + p * j->n + n0, j->parts * j->n, j->x, panel, j->b[p] ? j->b[p] + n0 : NULL,
+                              j->cols, r0, r1, cols);
+        if (own)
+            kept_buffer_done(&panel_kept, own);
     }
+}
+
+/* y = x times the `parts` matrices mats[p] (n rows of k each) stacked, transposed: mats as stored (W's rows), or
+ * packed (`packed`: vt_pack_panels' panels) */
+static int dense_product(float *y, const float *x, const float *const *mats, const float *const *b, int packed,
+                         int64_t parts, int64_t m, int64_t n, int64_t k) {
+    if (parts < 1 || m < 0 || n < 0 || k < 0 || !mats || !b || (m * n > 0 && !y) || (m * k > 0 && !x))
+        return VT_EINVAL;
+    for (int64_t p = 0; p < parts; p++)
+        if (n * k > 0 && !mats[p])
+            return VT_EINVAL;
+    if (m == 0 || n == 0)
+        return VT_OK;
+    const float *const *w = packed ? NULL : mats, *const *panels = packed ? mats : NULL;
+    const int64_t per_part = (n + VT_PANEL - 1) / VT_PANEL, units = parts * per_part;
+    const int64_t want = (int64_t)vt_pool_threads() * DENSE_UNITS_PER_THREAD;
+    int64_t runs = units >= want ? 1 : (want + units - 1) / units;
+    if (runs > (m + 5) / 6)
+        runs = (m + 5) / 6; /* a run at least a tile of rows */
+    const int64_t run_rows = (m + runs - 1) / runs;
+    runs = (m + run_rows - 1) / run_rows;
+    struct dense_job job = {vt_nn(), y, x, w, b, panels, m, n, k, parts, per_part, runs, run_rows, 0, 0};
+    job.small = !panels && job.k->dense_rows && m <= IN_PLACE_ROWS;
+    /* a unit is a panel's rows of x, whole: shared out whole, even a few of them */
+    const int64_t rows_worth = run_rows + (panels || job.small ? 0 : PACK_ROWS);
+    vt_parallel_for_units(units * runs, 1 + rows_worth * VT_PANEL * (k > 0 ? k : 1) / DENSE_GRAIN_MACS, dense_part,
+                          &job);
+    return job.failed ? VT_ENOMEM : VT_OK;
 }
 
 int vt_linear_parts(float *y, const float *x, const float *const *w, const float *const *b, int64_t parts, int64_t m,
                     int64_t n, int64_t k) {
-    if (parts < 1 || m < 0 || n < 0 || k < 0 || !w || !b || (m * n > 0 && !y) || (m * k > 0 && !x))
-        return VT_EINVAL;
-    for (int64_t p = 0; p < parts; p++)
-        if (n * k > 0 && !w[p])
-            return VT_EINVAL;
-    if (m == 0 || n == 0)
-        return VT_OK;
-    struct dense_job job = {vt_nn(), y, x, w, b, m, n, k, parts, (n + N_PANEL - 1) / N_PANEL};
-    int64_t rows = m < M_BLOCK ? m : M_BLOCK, unit = rows * N_PANEL * (k > 0 ? k : 1);
-    vt_parallel_for((m + M_BLOCK - 1) / M_BLOCK * parts * job.panels, 1 + DENSE_GRAIN_MACS / unit, dense_part, &job);
-    return VT_OK;
+    return dense_product(y, x, w, b, 0, parts, m, n, k);
 }
 
 VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k) {
     return vt_linear_parts(y, x, &w, &b, 1, m, n, k);
+}
+
+int vt_linear_panels_parts(float *y, const float *x, const float *const *panels, const float *const *b,
+                           int64_t parts, int64_t m, int64_t n, int64_t k) {
+    return dense_product(y, x, panels, b, 1, parts, m, n, k);
+}
+
+VT_API int vt_linear_panels(float *y, const float *x, const float *panels, const float *b, int64_t m, int64_t n,
+                            int64_t k) {
+    return vt_linear_panels_parts(y, x, &panels, &b, 1, m, n, k);
+}
+
+/* On the calling thread alone: the copy is bound by memory, not by cores (MiniLM's 43 MB: 7.6 ms on one thread,
+ * 8.7 on two, here). */
+VT_API int vt_pack_panels(float *panels, const float *w, int64_t n, int64_t k) {
+    if (n < 0 || k < 0 || (n * k > 0 && (!panels || !w)))
+        return VT_EINVAL;
+    const struct vt_nn_kernels *kern = vt_nn();
+    for (int64_t n0 = 0; n0 < n; n0 += VT_PANEL)
+        kern->dense_pack(panels + n0 * k, w + n0 * k, k, n - n0 < VT_PANEL ? n - n0 : VT_PANEL, 1);
+    return VT_OK;
 }
 
 struct encoder_attention_job {
@@ -394,39 +489,12 @@ static size_t attention_buffer_bytes(int64_t dims, int64_t filled) {
     return sizeof(float) * (size_t)(VT_DECODER_QUERIES * (dims + span) + filled * dims + dims * span);
 }
 
-/* A thread's attention buffers, kept between calls up to ATTENTION_KEPT bytes: a fresh allocation per call
- * (hundreds of KB at a few hundred positions) costs page faults and cold stores on every decoded token, more than
- * the attention itself. Larger ones (long contexts) are allocated per call and freed. Each thread keeps two: one
- * for a prompt's part (or, on the calling thread, a decoded token's rounded queries and scores) and one row. */
-#define ATTENTION_KEPT ((size_t)8 << 20)
-struct kept_buffer {
-    float *p;
-    size_t bytes;
-};
-static __thread struct kept_buffer attention_kept, row_kept;
-
-static float *kept_buffer(struct kept_buffer *kept, size_t bytes) {
-    if (bytes > ATTENTION_KEPT)
-        return malloc(bytes);
-    if (bytes > kept->bytes) {
-        free(kept->p);
-        kept->p = malloc(bytes);
-        kept->bytes = kept->p ? bytes : 0;
-    }
-    return kept->p;
-}
-
-static void kept_buffer_done(struct kept_buffer *kept, float *buf) {
-    if (buf != kept->p)
-        free(buf);
-}
-
 static float *attention_buffer(size_t bytes) { return kept_buffer(&attention_kept, bytes); }
 
 static void attention_buffer_done(float *buf) { kept_buffer_done(&attention_kept, buf); }
 
 void vt_free_thread_buffers(void) {
-    struct kept_buffer *kept[] = {&attention_kept, &row_kept};
+    struct kept_buffer *kept[] = {&attention_kept, &row_kept, &panel_kept};
     for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
         free(kept[i]->p);
         kept[i]->p = NULL;

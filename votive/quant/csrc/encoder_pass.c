@@ -17,6 +17,8 @@
  * the product there too, as numpy's y += b after the linear's call) */
 static int product(float *y, const float *x, const struct vt_encoder_matrix *m, int64_t rows, int64_t n,
                    int64_t k) {
+    if (m->panels)
+        return vt_linear_panels(y, x, m->panels, m->bias, rows, n, k);
     if (m->w)
         return vt_linear(y, x, m->w, m->bias, rows, n, k);
     if (!m->packed)
@@ -24,14 +26,21 @@ static int product(float *y, const float *x, const struct vt_encoder_matrix *m, 
     return vt_i8_matmul(m->packed, m->scales, m->sums, n, k, x, rows, m->bias, y);
 }
 
-/* qkv (rows, 3 dim) = q | k | v: the three float matrices as one product (vt_linear_parts: vt_linear's bits for the
- * stacked matrix), or the int8 one stacked at load */
+/* qkv (rows, 3 dim) = q | k | v: the three float matrices, packed or as stored, as one product (vt_linear_panels_parts
+ * or vt_linear_parts: vt_linear's bits for the stacked matrix), or the int8 one stacked at load */
 static int qkv_product(float *qkv, const float *x, const struct vt_encoder_layer *L, int64_t rows, int64_t dim) {
+    const float *b[3] = {L->q.bias, L->k.bias, L->v.bias};
+    if (L->q.panels && L->k.panels && L->v.panels) {
+        const float *p[3] = {L->q.panels, L->k.panels, L->v.panels};
+        return vt_linear_panels_parts(qkv, x, p, b, 3, rows, dim, dim);
+    }
     if (!L->q.w)
-        return L->k.w || L->v.w || L->k.packed || L->v.packed ? VT_EINVAL : product(qkv, x, &L->q, rows, 3 * dim, dim);
+        return L->k.w || L->v.w || L->k.panels || L->v.panels || L->k.packed || L->v.packed
+                   ? VT_EINVAL
+                   : product(qkv, x, &L->q, rows, 3 * dim, dim);
     if (!L->k.w || !L->v.w)
         return VT_EINVAL;
-    const float *w[3] = {L->q.w, L->k.w, L->v.w}, *b[3] = {L->q.bias, L->k.bias, L->v.bias};
+    const float *w[3] = {L->q.w, L->k.w, L->v.w};
     return vt_linear_parts(qkv, x, w, b, 3, rows, dim, dim);
 }
 

@@ -142,8 +142,14 @@ static void softmax_rows(float *x, const float *mask, int64_t mask_div, int64_t 
     }
 }
 
-void VT_SUFFIX(vt_dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
-                               int64_t r0, int64_t r1, int64_t cols, int64_t ahead); /* dense_kernels.c, this ISA's */
+/* dense_kernels.c, this ISA's */
+void VT_SUFFIX(vt_dense_panel)(float *y, int64_t ldy, const float *x, const float *panel, const float *b, int64_t k,
+                               int64_t r0, int64_t r1, int64_t cols);
+void VT_SUFFIX(vt_dense_pack)(float *panel, const float *w, int64_t k, int64_t cols, int stream);
+#if defined(VT_ISA_AVX512)
+void VT_SUFFIX(vt_dense_rows)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k,
+                              int64_t r0, int64_t r1, int64_t cols, int64_t ahead);
+#endif
 void VT_SUFFIX(vt_encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride,
                                   int64_t heads, int64_t dh, int64_t row0, int64_t len, int64_t h, float scale,
                                   float *scratch);
@@ -154,6 +160,10 @@ const struct vt_nn_kernels VT_SUFFIX(vt_nn) = {
     .bias_gelu_rows = bias_gelu_rows,
     .layer_norm_rows = layer_norm_rows,
     .softmax_rows = softmax_rows,
-    .dense_block = VT_SUFFIX(vt_dense_block),
+    .dense_panel = VT_SUFFIX(vt_dense_panel),
+    .dense_pack = VT_SUFFIX(vt_dense_pack),
+#if defined(VT_ISA_AVX512)
+    .dense_rows = VT_SUFFIX(vt_dense_rows),
+#endif
     .encoder_attend = VT_SUFFIX(vt_encoder_attend),
 };

@@ -197,6 +197,36 @@ static void check_threads(const char *isa) {
     free(a), free(b), free(w), free(out1), free(out3);
 }
 
+static void check_linear(const char *isa) {
+    /* each output one chain over k in order, acc = fmaf(x, w, acc) (x * w + acc rounded apart on SSE2 and the
+     * generic build), then + b: exactly, for W as stored (rows read in place for few rows of x, panels packed per
+     * call for more) and W packed once (vt_pack_panels) */
+    static const int shapes[][3] = {{1, 1, 1}, {3, 17, 17}, {7, 130, 100}, {30, 64, 33}, {40, 70, 384}};
+    const int fused = strcmp(isa, "sse2") && strcmp(isa, "generic");
+    double err = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2], padded = (n + 63) / 64 * 64;
+        float *x = random_array((size_t)m * k, -1, 1), *w = random_array((size_t)n * k, -1, 1);
+        float *b = random_array(n, -1, 1), *y = malloc((size_t)m * n * sizeof *y), *yp = malloc((size_t)m * n * sizeof *yp);
+        float *panels = malloc((size_t)padded * k * sizeof *panels);
+        vt_linear(y, x, w, b, m, n, k);
+        vt_pack_panels(panels, w, n, k);
+        vt_linear_panels(yp, x, panels, b, m, n, k);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float acc = 0.0f;
+                for (int q = 0; q < k; q++) {
+                    volatile float p = x[i * k + q] * w[j * k + q]; /* rounded: never contracted */
+                    acc = fused ? fmaf(x[i * k + q], w[j * k + q], acc) : p + acc;
+                }
+                acc += b[j];
+                err = fmax(err, fabs((double)y[i * n + j] - acc) + fabs((double)yp[i * n + j] - acc));
+            }
+        free(x), free(w), free(b), free(y), free(yp), free(panels);
+    }
+    report(isa, "linear and linear_panels: the chain, exactly", err, 0);
+}
+
 /* ---- quantized formats: an independent reading of ggml-common.h's blocks ------------------------------- */
 
 static double half_value(const uint8_t *p) {
@@ -505,6 +535,7 @@ int main(void) {
         check_layer_norm(ALL_ISAS[i]);
         check_softmax(ALL_ISAS[i]);
         check_threads(ALL_ISAS[i]);
+        check_linear(ALL_ISAS[i]);
         check_quant(ALL_ISAS[i]);
     }
     vt_set_isa(best);

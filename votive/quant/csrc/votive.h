@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define VT_ABI_VERSION 10
+#define VT_ABI_VERSION 11
 
 #define VT_OK 0
 #define VT_EINVAL (-1) /* a negative size or a required pointer is NULL */
@@ -100,6 +100,13 @@ VT_API int vt_softmax(float *x, const float *mask, int64_t mask_div, int64_t mas
 /* y (m, n) = x (m, k) W^T + b, for W (n, k) as nn.Linear stores it and b (n,) or NULL; all float32, C order.
  * Each output is a dot product summed in a fixed order per ISA (not BLAS's order: within float rounding of it). */
 VT_API int vt_linear(float *y, const float *x, const float *w, const float *b, int64_t m, int64_t n, int64_t k);
+
+/* W (n, k) packed for vt_linear_panels: ceil(n / 64) panels of k rows of 64 floats, panel[i * 64 + j] = W[64 p + j,
+ * i] (zero past n); panels holds ceil(n / 64) * 64 * k floats. The product is vt_linear's, bit for bit, without
+ * packing W on every call (dense_kernels.c). */
+VT_API int vt_pack_panels(float *panels, const float *w, int64_t n, int64_t k);
+VT_API int vt_linear_panels(float *y, const float *x, const float *panels, const float *b, int64_t m, int64_t n,
+                            int64_t k);
 
 /* Bidirectional attention of packed sequences (an encoder's batch without its padding): qkv (rows, 3 * heads * dh)
  * holds each row's q | k | v; sequence s is rows offsets[s] .. offsets[s + 1] - 1 (offsets: n_seqs + 1 entries,
@@ -238,7 +245,8 @@ VT_API int vt_decode_step(float *x, float *scratch, const struct vt_decoder_laye
 /* One product of an encoder layer (vt_encoder_pass): a float32 weight (n, k) as nn.Linear stores it, or, with w
  * NULL, vt_i8_matmul's int8 weight (packed quants, row scales, row sums of quants); bias (n) or NULL. */
 struct vt_encoder_matrix {
-    const float *w;
+    const float *w;      /* float W as stored, or NULL */
+    const float *panels; /* float W packed (vt_pack_panels), or NULL */
     const int8_t *packed;
     const float *scales;
     const int32_t *sums;

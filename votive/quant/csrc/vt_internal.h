@@ -44,6 +44,7 @@ int64_t vt_pool_spin_us(void);
 /* ---- per-ISA kernel tables ------------------------------------------------------------------------ */
 
 #define VT_ATTEND_QUERIES 4 /* queries encoder_attend takes at once, at most (its scratch holds their scores) */
+#define VT_PANEL 64 /* rows of W in a packed panel of a float matrix (dense_kernels.c), on every ISA */
 #define VT_DECODER_QUERIES 4 /* queries attend_queries takes at once, at most */
 
 /* nn_kernels.c is compiled once per instruction set; each build fills one of these. The functions are
@@ -57,10 +58,16 @@ struct vt_nn_kernels {
     /* first_row is the index of row 0 of x in the whole job, for picking its mask row */
     void (*softmax_rows)(float *x, const float *mask, int64_t mask_div, int64_t mask_mod, float scale,
                          int64_t first_row, int64_t rows, int64_t cols);
-    /* rows [r0, r1) of y = x (m, k) W^T + b for `cols` rows of W from w (b: theirs, or NULL), into y's columns
-     * from its pointer, row stride ldy; ahead: W's rows from w on that may be fetched (>= cols): dense_kernels.c */
-    void (*dense_block)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k, int64_t r0,
-                        int64_t r1, int64_t cols, int64_t ahead);
+    /* rows [r0, r1) of y = x (m, k) W^T + b for one panel of W (VT_PANEL rows transposed; `cols` of them real)
+     * into y's columns from its pointer, row stride ldy (b: the panel's biases, or NULL); and the packing of
+     * `cols` rows of W (row stride k) into a panel: dense_kernels.c */
+    void (*dense_panel)(float *y, int64_t ldy, const float *x, const float *panel, const float *b, int64_t k,
+                        int64_t r0, int64_t r1, int64_t cols);
+    void (*dense_pack)(float *panel, const float *w, int64_t k, int64_t cols, int stream);
+    /* rows [r0, r1) of x against `cols` rows of W read in place, the panels' bits without a panel (few rows of x);
+     * NULL where the ISA has none */
+    void (*dense_rows)(float *y, int64_t ldy, const float *x, const float *w, const float *b, int64_t k, int64_t r0,
+                       int64_t r1, int64_t cols, int64_t ahead);
     /* one head of one packed sequence's bidirectional attention: dense_kernels.c; scratch: dh * len_p +
      * VT_ATTEND_QUERIES * len_p floats, len_p = len rounded up to a vector */
     void (*encoder_attend)(float *out, const float *q, const float *k, const float *v, int64_t stride, int64_t heads,
@@ -80,6 +87,10 @@ extern const struct vt_nn_kernels vt_nn_generic;
  * after another, transposed: vt_linear (dispatch.c) of the stacked matrix, bit for bit, without stacking it. */
 int vt_linear_parts(float *y, const float *x, const float *const *w, const float *const *b, int64_t parts, int64_t m,
                     int64_t n, int64_t k);
+
+/* The same for `parts` matrices packed by vt_pack_panels (panels[p]: part p's). */
+int vt_linear_panels_parts(float *y, const float *x, const float *const *panels, const float *const *b,
+                           int64_t parts, int64_t m, int64_t n, int64_t k);
 
 /* The table for the active ISA (dispatch.c). */
 const struct vt_nn_kernels *vt_nn(void);
@@ -120,6 +131,10 @@ extern const struct vt_decoder_kernels vt_decoder_neon;
 #else
 extern const struct vt_decoder_kernels vt_decoder_generic;
 #endif
+
+/* The same for `parts` matrices packed by vt_pack_panels (panels[p]: part p's). */
+int vt_linear_panels_parts(float *y, const float *x, const float *const *panels, const float *const *b,
+                           int64_t parts, int64_t m, int64_t n, int64_t k);
 
 /* The table for the active ISA (dispatch.c). */
 const struct vt_decoder_kernels *vt_decoder(void);

@@ -1,5 +1,6 @@
-"""`votive convert FOLDER --to OUT --type int8`: a BERT encoder folder written again with its layers' matrices as
-int8, the artifact of `quantize="int8"` (and what `votive build lambda FOLDER --quantize int8` packs).
+"""`votive convert FOLDER --to OUT --type int8` (or `--type panels`): a BERT encoder folder written again with its
+layers' matrices as int8, the artifact of `quantize="int8"` (and what `votive build lambda FOLDER --quantize int8`
+packs); or as float32 panels, the layout the float product reads (see `convert_bert_panels`).
 
 `votive.load(folder, quantize="int8")` quantizes the six matrices of each layer at every load, reading the whole
 float file (MiniLM: 91 MB) to do it. Here that happens once: each matrix W (out, in) is quantized as that load
@@ -35,12 +36,39 @@ WEIGHT_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 @dataclass(frozen=True)
 class Int8Result:
-    """What `convert_bert_int8` wrote."""
+    """What `convert_bert_int8` or `convert_bert_panels` wrote."""
 
     path: Path  # the folder
     folder_bytes: int  # the source folder's safetensors files
     weights_bytes: int  # the written model.safetensors
-    matrices: int  # matrices stored as int8
+    matrices: int  # matrices stored as int8 (or panels)
+
+
+def convert_bert_panels(folder, out, *, overwrite: bool = False) -> Int8Result:
+    """Write the BERT encoder in `folder` into the new folder `out` with its matrices as float32 panels: `<name>` F32
+    (ceil(out / 64), in, 64), the layout votive.backends.numpy_linears.DensePanels packs a float matrix into at
+    every load (~35 ms for MiniLM's 43 MB, with the new pages' faults). A load maps them and multiplies by them in
+    place: the same numbers, bit for bit, without that copy, so a cold start is the float model's without it.
+    config.json gains `quantization_config: {"quant_method": "votive-panels"}` (votive.models.bert.PANELS_METHOD),
+    which transformers refuses rather than read transposed matrices. Arguments and errors as `convert_bert_int8`."""
+    import numpy as np
+
+    from votive.backends.numpy_linears import DensePanels
+
+    def panels(name, w):
+        if not np.isfinite(w).all():
+            raise ModelConfigError(f"{folder}: {name} holds inf or NaN")
+        lin = DensePanels.make(w, name)
+        if not isinstance(lin, DensePanels):
+            raise InputError("--type panels needs votive's C library (votive/quant/libvotive.so), which did not load")
+        n, k = w.shape
+        return {name: lin.panels.reshape(-(-n // DensePanels.PANEL), k, DensePanels.PANEL)}
+
+    from votive.models import bert
+
+    return _convert(folder, out, "panels", panels, {"quant_method": bert.PANELS_METHOD, "bits": 32,
+                    "layout": "per 64 rows of each matrix, transposed: (ceil(out / 64), in, 64), zero past out"},
+                    overwrite)
 
 
 def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
@@ -60,6 +88,23 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     import numpy as np
 
     from votive.backends.numpy_linears import EncoderI8Linear
+    from votive.models import bert
+
+    def int8(name, w):
+        lin = EncoderI8Linear(w, name)
+        if not np.isfinite(lin.scales).all():
+            raise ModelConfigError(f"{folder}: {name} holds inf or NaN; it has no int8 form")
+        return {name: lin.packed, name + bert.INT8_SCALE: lin.scales, name + bert.INT8_SUM: lin.sums}
+
+    return _convert(folder, out, "int8", int8, {
+        "quant_method": bert.INT8_METHOD, "bits": 8,
+        "weights": "per output row, symmetric: scale max|row| / 127, quants round half to even",
+        "activations": "per row at run time, the same way"}, overwrite)
+
+
+def _convert(folder, out, kind: str, matrix_tensors, quantization_config: dict, overwrite: bool) -> Int8Result:
+    """The BERT folder `folder` into the new folder `out`, each layer matrix replaced by the tensors
+    `matrix_tensors(name, float32 matrix)` returns, config.json's quantization_config set (`kind`: the --type)."""
     from votive.builders.gguf_convert_bert import is_bert_folder
     from votive.formats.safetensors_write import write_safetensors
     from votive.formats.weights import WeightStore
@@ -67,9 +112,9 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
 
     folder, out = Path(folder), Path(out)
     if not (folder / "config.json").is_file():
-        raise InputError(f"{folder}: no config.json there; --type int8 converts a BERT encoder folder")
+        raise InputError(f"{folder}: no config.json there; --type {kind} converts a BERT encoder folder")
     if not is_bert_folder(folder):
-        raise ModelConfigError(f"{folder}: --type int8 converts BERT encoder folders (config.json model_type "
+        raise ModelConfigError(f"{folder}: --type {kind} converts BERT encoder folders (config.json model_type "
                                "'bert'); for other models use q8_0, f16 or f32")
     if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
         raise InputError(f"{out}: the converted folder must be outside {folder}")
@@ -90,11 +135,7 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     tensors, dtypes = {}, {}
     for name in sorted(store.keys()):
         if name in matrices:
-            lin = EncoderI8Linear(store.get(name), name)
-            if not np.isfinite(lin.scales).all():
-                raise ModelConfigError(f"{folder}: {name} holds inf or NaN; it has no int8 form")
-            tensors[name], tensors[name + bert.INT8_SCALE], tensors[name + bert.INT8_SUM] = \
-                lin.packed, lin.scales, lin.sums
+            tensors.update(matrix_tensors(name, store.get(name)))
         else:
             tensors[name], dtypes[name] = store.raw(name), store.dtype_of(name)
 
@@ -102,16 +143,13 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _copy_other_files(folder, work)
-        raw_config["quantization_config"] = {
-            "quant_method": bert.INT8_METHOD, "bits": 8,
-            "weights": "per output row, symmetric: scale max|row| / 127, quants round half to even",
-            "activations": "per row at run time, the same way", "modules": sorted(bert.MATRICES)}
+        raw_config["quantization_config"] = {**quantization_config, "modules": sorted(bert.MATRICES)}
         umask = os.umask(0)
         os.umask(umask)
         work.chmod(0o777 & ~umask)  # a folder as any other the user makes (mkdtemp's is private)
         (work / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n")
         written = write_safetensors(work / "model.safetensors", tensors, dtypes=dtypes,
-                                    metadata={"format": "pt", "quantization": bert.INT8_METHOD})
+                                    metadata={"format": "pt", "quantization": quantization_config["quant_method"]})
         weights_bytes = written.stat().st_size
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
