@@ -137,6 +137,13 @@ def test_build_lambda_quantize_panels_packs_the_converted_folder(minilm_dir, con
             zf.extractall(tmp_path / f"unzipped-{arch}")
         (weights,) = (tmp_path / f"unzipped-{arch}").rglob("model.safetensors")
         assert weights.read_bytes() == (converted / "model.safetensors").read_bytes()
+    import dataclasses
+
+    lines = []  # built as it is, the float folder gets the hint; the panels folder packs nothing, so none
+    for model, out in ((minilm_dir, tmp_path / "plain"), (converted, tmp_path / "stored")):
+        tools = dataclasses.replace(FakeToolchain().tools(), log=lines.append)
+        build_lambda(str(model), out, LambdaTarget(python="3.11"), tools=tools)
+        assert sum(line.startswith("hint: --quantize panels") for line in lines) == 1
     decoder = _with_merges(hf_folders.SPECS["qwen3"], tmp_path / "qwen3")
     with pytest.raises(InputError, match="--quantize panels: .* is not a BERT encoder"):
         build_lambda(str(decoder), tmp_path / "out2", LambdaTarget(quantize="panels"), tools=FakeToolchain().tools())

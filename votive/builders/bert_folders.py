@@ -35,7 +35,7 @@ WEIGHT_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
-class Int8Result:
+class ConvertedFolder:
     """What `convert_bert_int8` or `convert_bert_panels` wrote."""
 
     path: Path  # the folder
@@ -44,7 +44,7 @@ class Int8Result:
     matrices: int  # matrices stored as int8 (or panels)
 
 
-def convert_bert_panels(folder, out, *, overwrite: bool = False) -> Int8Result:
+def convert_bert_panels(folder, out, *, overwrite: bool = False) -> ConvertedFolder:
     """Write the BERT encoder in `folder` into the new folder `out` with its matrices as float32 panels: `<name>` F32
     (ceil(out / 64), in, 64), the layout votive.backends.numpy_linears.DensePanels packs a float matrix into at
     every load (~35 ms for MiniLM's 43 MB, with the new pages' faults). A load maps them and multiplies by them in
@@ -71,7 +71,7 @@ def convert_bert_panels(folder, out, *, overwrite: bool = False) -> Int8Result:
                     overwrite)
 
 
-def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
+def convert_bert_int8(folder, out, *, overwrite: bool = False) -> ConvertedFolder:
     """Write the BERT encoder in `folder` into the new folder `out` with int8 matrices (see the module docstring).
 
     Args:
@@ -102,7 +102,7 @@ def convert_bert_int8(folder, out, *, overwrite: bool = False) -> Int8Result:
         "activations": "per row at run time, the same way"}, overwrite)
 
 
-def _convert(folder, out, kind: str, matrix_tensors, quantization_config: dict, overwrite: bool) -> Int8Result:
+def _convert(folder, out, kind: str, matrix_tensors, quantization_config: dict, overwrite: bool) -> ConvertedFolder:
     """The BERT folder `folder` into the new folder `out`, each layer matrix replaced by the tensors
     `matrix_tensors(name, float32 matrix)` returns, config.json's quantization_config set (`kind`: the --type)."""
     from votive.builders.gguf_convert_bert import is_bert_folder
@@ -157,7 +157,7 @@ def _convert(folder, out, kind: str, matrix_tensors, quantization_config: dict, 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     folder_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    return Int8Result(out, folder_bytes, weights_bytes, len(matrices))
+    return ConvertedFolder(out, folder_bytes, weights_bytes, len(matrices))
 
 
 def _copy_other_files(folder: Path, to: Path) -> None:
