@@ -78,10 +78,18 @@ def test_the_folder_holds_each_matrix_as_panels_and_every_other_tensor_as_stored
 def test_a_matrix_of_rows_not_whole_panels_round_trips(rng=np.random.default_rng(5)):
     w = rng.standard_normal((70, 33)).astype(np.float32)
     lin = DensePanels.make(w)
-    np.testing.assert_array_equal(lin.weight, w)
     again = DensePanels.stored(lin.panels.reshape(2, 33, 64), (70, 33))
     x = rng.standard_normal((5, 33)).astype(np.float32)
     np.testing.assert_array_equal(again(x), kernels.linear(x, w))
+
+
+def test_without_the_c_library_stored_panels_are_the_matrix_again(monkeypatch, rng=np.random.default_rng(6)):
+    w = rng.standard_normal((70, 33)).astype(np.float32)
+    panels = np.zeros((2, 33, 64), np.float32)
+    panels[:] = np.concatenate([w, np.zeros((58, 33), np.float32)]).reshape(2, 64, 33).transpose(0, 2, 1)
+    monkeypatch.setattr(kernels, "_default", [None])
+    np.testing.assert_array_equal(DensePanels.stored(panels, (70, 33)), w)
+    assert DensePanels.make(w) is w  # and a float matrix stays as it is
 
 
 @needs_c
@@ -137,13 +145,13 @@ def test_build_lambda_quantize_panels_packs_the_converted_folder(minilm_dir, con
             zf.extractall(tmp_path / f"unzipped-{arch}")
         (weights,) = (tmp_path / f"unzipped-{arch}").rglob("model.safetensors")
         assert weights.read_bytes() == (converted / "model.safetensors").read_bytes()
-    import dataclasses
-
-    lines = []  # built as it is, the float folder gets the hint; the panels folder packs nothing, so none
-    for model, out in ((minilm_dir, tmp_path / "plain"), (converted, tmp_path / "stored")):
-        tools = dataclasses.replace(FakeToolchain().tools(), log=lines.append)
-        build_lambda(str(model), out, LambdaTarget(python="3.11"), tools=tools)
-        assert sum(line.startswith("hint: --quantize panels") for line in lines) == 1
+    # without --quantize a float BERT folder is packed as panels all the same; a converted folder as it is
+    plain = build_lambda(str(minilm_dir), tmp_path / "plain", LambdaTarget(python="3.11"),
+                         tools=FakeToolchain().tools())
+    assert plain.manifest["weights"]["quantized"]["type"] == "panels"
+    stored = build_lambda(str(converted), tmp_path / "stored", LambdaTarget(python="3.11"),
+                          tools=FakeToolchain().tools())
+    assert stored.manifest["weights"].get("quantized") is None
     decoder = _with_merges(hf_folders.SPECS["qwen3"], tmp_path / "qwen3")
     with pytest.raises(InputError, match="--quantize panels: .* is not a BERT encoder"):
         build_lambda(str(decoder), tmp_path / "out2", LambdaTarget(quantize="panels"), tools=FakeToolchain().tools())

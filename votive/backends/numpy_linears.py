@@ -77,24 +77,22 @@ class DensePanels:
     @classmethod
     def stored(cls, panels: np.ndarray, shape: tuple[int, int], name: str = "", lib=None):
         """The linear of a weight of `shape` (out, in) from its panels as `make` lays them out (float32, any shape
-        holding panel_floats(out, in) elements, C-contiguous), read in place; None without the C library."""
+        holding panel_floats(out, in) elements, C-contiguous), read in place; without the C library the matrix
+        itself, unpacked (numpy's BLAS then multiplies it, as it does a float folder's)."""
         from votive.quant import kernels
 
         lib = lib or kernels.get()
+        flat = np.ascontiguousarray(panels, np.float32).reshape(-1)
         if lib is None:
-            return None
-        return cls(np.ascontiguousarray(panels, np.float32).reshape(-1), shape, name, lib)
+            n, k = shape
+            return flat.reshape(-1, k, cls.PANEL).transpose(0, 2, 1).reshape(-1, k)[:n].copy()
+        return cls(flat, shape, name, lib)
 
     @classmethod
     def panel_floats(cls, n: int, k: int) -> int:
         """Floats of the panels of an (n, k) matrix: n rounded up to whole panels, by k."""
         return -(-n // cls.PANEL) * cls.PANEL * k
 
-    @property
-    def weight(self) -> np.ndarray:
-        """The matrix (out, in) back from its panels (a copy: for tests and converters, not the product)."""
-        n, k, p = self.out_features, self.in_features, self.PANEL
-        return self.panels.reshape(-1, k, p).transpose(0, 2, 1).reshape(-1, k)[:n].copy()
 
     @classmethod
     def concatenate(cls, linears: list):

@@ -12,8 +12,9 @@ What a build writes into its output folder:
 
 With `quantize` ("q8_0", ...), a Hugging Face decoder folder is converted in the build's work area and its one
 GGUF file is packed instead of the folder's files (a BERT encoder with "int8": the folder written again with int8
-matrices) (`votive.builders.model_files.quantize_model`); the manifest's
-weights.quantized says from what, to what, and the bytes before and after.
+matrices; with "panels", which a float BERT folder gets without `quantize`: its float matrices stored as votive's
+product reads them) (`votive.builders.model_files.quantize_model`); the manifest's weights.quantized says from
+what, to what, and the bytes before and after.
 
 Lambda unpacks layers under /opt (so /opt/python is on the import path and the model is at /opt/model) and the
 function under /var/task; the function's handler is `votive_function.handler`.
@@ -76,7 +77,9 @@ class LambdaTarget:
             for models whose handler streams (generation).
         quantize: convert a Hugging Face decoder folder to one GGUF file of this type ("q8_0", "f16", "f32") and
             pack that instead of the folder's weights (a BERT encoder also takes "int8": a folder with int8
-            matrices); None packs the model's files as they are.
+            matrices, or "panels": its float matrices stored packed); None packs the model's files as they are,
+            but a float BERT encoder folder as "panels" (`panels_by_default`: the same embeddings, and a cold
+            start that does not pack its matrices).
     """
 
     arch: str = "x86_64"
@@ -126,21 +129,21 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
         raise PackagingError(f"weights placement {target.weights!r}; choose one of {', '.join(WEIGHT_PLACEMENTS)}")
     check_destination(out, force)  # before any work: an existing output is refused at once
     model_files = collect_model(model)
-    if target.quantize is not None:
-        check_quantizable(model_files, target.quantize, target.arch)  # refused before any work, as the others
+    quantize = target.quantize or ("panels" if panels_by_default(model_files) else None)
+    if quantize is not None:
+        check_quantizable(model_files, quantize, target.arch)  # refused before any work, as the others
     if target.stream and model_files.kind.handler not in STREAMING_HANDLERS:
         raise PackagingError(f"--stream: {model_files.model_id} is served by {model_files.kind.handler}, which answers "
                              "whole (only generation streams); build without --stream")
-    if target.quantize is None:
+    if quantize is None:
         _check_model(model_files, tools)
-        _hint_panels(model_files, tools)
 
     with staged_output(out, force) as stage:
         work = stage / ".work"
         quantized = None
-        if target.quantize is not None:  # the limits are checked against what is packed: the converted file
-            model_files, quantized = quantize_model(model_files, target.quantize, work / "quantized")
-            tools.log(f"quantized: {quantized['to']['file']} ({target.quantize}), {quantized['from']['bytes']:,} "
+        if quantize is not None:  # the limits are checked against what is packed: the converted file
+            model_files, quantized = quantize_model(model_files, quantize, work / "quantized")
+            tools.log(f"quantized: {quantized['to']['file']} ({quantize}), {quantized['from']['bytes']:,} "
                       f"-> {quantized['to']['bytes']:,} bytes")
             _check_model(model_files, tools)
         site = work / "layer" / "python"
@@ -191,17 +194,19 @@ def build_lambda(model: str, out: Path, target: LambdaTarget = LambdaTarget(), *
     return BuildResult(Path(out).absolute(), manifest)
 
 
-def _hint_panels(model_files: ModelFiles, tools) -> None:
-    """A float BERT encoder folder built as it is packs its matrices at every cold start (~35 ms for MiniLM): say
-    that --quantize panels stores them packed, for the same embeddings."""
+def panels_by_default(model_files: ModelFiles) -> bool:
+    """A float BERT encoder folder (not already converted) is packed for Lambda with its matrices stored as panels
+    (votive.builders.bert_folders.convert_bert_panels): loaded as it is, it would pack them at every cold start
+    (~35 ms for MiniLM's 43 MB), for the same embeddings bit for bit. Only where votive's C library loads here (it
+    does the packing)."""
     config = dict(model_files.files).get("config.json")
     if model_files.kind.name != "encoder" or model_files.weights or config is None:
-        return
+        return False
     from votive.builders.gguf_convert_bert import is_bert_folder
+    from votive.quant import kernels
 
-    if is_bert_folder(config.parent) and b"quantization_config" not in config.read_bytes():
-        tools.log("hint: --quantize panels stores this encoder's float matrices as votive multiplies them: the same "
-                  "embeddings, and a cold start that does not pack them (about 35 ms for MiniLM's)")
+    return is_bert_folder(config.parent) and b"quantization_config" not in config.read_bytes() and \
+        kernels.available()
 
 
 def _check_model(model_files: ModelFiles, tools: BuildTools) -> None:

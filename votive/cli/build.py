@@ -19,8 +19,9 @@ def add_build(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--quantize", metavar="TYPE",
                         help="lambda only: convert a Hugging Face decoder folder to one GGUF file of TYPE (q8_0, "
                              "f16, f32, q4_k_m) and ship that instead of its weights; a BERT encoder also takes "
-                             "int8 (its matrices int8, one scale per row), panels (its float32 matrices laid out "
-                             "as votive's product reads them: a cold start packs nothing)")
+                             "int8 (its matrices int8, one scale per row) or panels (its float32 matrices stored as "
+                             "votive's product reads them: a cold start packs nothing; what a float BERT folder gets "
+                             "without --quantize)")
 
     lam = targets.add_parser("lambda", parents=[common], help="Lambda layers, function zip and manifest",
                              description="Build Lambda layers (runtime, model), a function zip and manifest.json.")

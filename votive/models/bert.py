@@ -369,11 +369,7 @@ def _stored_panels(ops, store: WeightStore, name: str, shape: tuple, quantize):
         raise ModelConfigError(f"{store.path}: matrix {name!r} of shape {tuple(shape)} stored as panels needs F32 of "
                                f"shape {want} ({PANELS_METHOD}), found {store.dtype_of(name)} "
                                f"{tuple(store.raw(name).shape)}")
-    lin = stored(store.raw(name), shape, name)
-    if lin is None:
-        raise InputError(f"{store.path}: {name} is stored as panels ({PANELS_METHOD}), which need votive's C "
-                         "library (votive/quant/libvotive.so), which did not load")
-    return lin
+    return stored(store.raw(name), shape, name)
 
 
 def _fused_qkv(ops, w: dict):

@@ -8,11 +8,14 @@
  * TILE_ROWS * TILE_VECS multiply-adds, and no lane is ever summed with another. So every output is one chain of
  * multiply-adds over k in order, from 0, then its bias added: the same whatever the rows beside it, the tile, the
  * threads' split or the batch (a text's outputs are the same alone or in any batch), and the same on every ISA
- * with a fused multiply-add (AVX-512, AVX2, NEON; SSE2 rounds the product and the sum apart). The exact twin:
- * tests/test_dense_panels.py's chain; numpy's x @ W.T + b (kernels_ref.linear_ref) within rounding.
+ * with a fused multiply-add (AVX-512, AVX2, NEON; SSE2 and the generic build round the product and the sum apart).
+ * The exact twins: tests/test_kernels.py's chain_linear and selftest.c's check_linear; numpy's x @ W.T + b
+ * (kernels_ref.linear_ref) within rounding.
  *
- * A model's matrices are packed once, at load (vt_pack_panels; numpy_linears.DensePanels); vt_linear packs a
- * plain W one panel at a time into a thread's buffer as it goes, as BLAS does, for the same bits.
+ * A model's matrices are packed once, at load or by `votive convert --type panels` (vt_pack_panels;
+ * numpy_linears.DensePanels). vt_linear of a plain W packs one panel at a time into a thread's buffer as it goes,
+ * as BLAS does, or, for a few rows of x on AVX-512, transposes W's 16 x 16 blocks in registers as it reads them
+ * (dense_rows): the same chains, the same bits.
  */
 #include "simd.h"
 #include "vt_internal.h"
@@ -156,7 +159,7 @@ static inline __attribute__((always_inline)) void transpose16(float *dst, const 
  * its 16 columns meets each row's element: the same chain of multiply-adds over k, in the same order, as the
  * panels' tile, so the same bits. SMALL_ROWS rows of x at most: 16 registers for the block, one sum per row. */
 #define SMALL_ROWS 12
-#define SMALL_PF 1 /* prefetcht1: the next group's rows into L2 */
+#define SMALL_PF 2 /* prefetcht1: the next group's rows into L2 (t0 and t2 measured the same) */
 
 static inline __attribute__((always_inline)) void small_rows(const float *x, const float *w, const float *b,
                                                              float *y, int64_t k, int64_t ldy, int64_t cols,
