@@ -79,8 +79,8 @@ encoder_linear = qlinear.EncoderQ8Linear.make
 # the products `linear` gives for it as stored, bit for bit, without packing it on every call; the matrix itself
 # where the C library is missing. Optional: models look it up with getattr.
 encoder_dense_linear = qlinear.DensePanels.make
-# The same linear from panels a converted folder stores (`votive convert --type panels`), read in place; None without
-# the C library.
+# The same linear from panels a converted folder stores (`votive convert --type panels`), read in place; without the
+# C library the matrix, unpacked.
 encoder_dense_stored = qlinear.DensePanels.stored
 # An encoder's float matrix quantized at load to int8 with one scale per row (`quantize="int8"`), multiplied by
 # csrc/encoder_q8.c's vt_i8_matmul (AVX512-VNNI) or its twin; also optional, looked up with getattr.

@@ -89,7 +89,7 @@ class OpSet(Protocol):
     # ---------------------------------------------------------------------------------------------- products
     def linear(self, x: Array, weight: Array, bias: Array | None = None) -> Array:
         """x (..., in) float32 @ weight.T + bias -> (..., out) float32, a new array; weight (out, in) float32 as
-        PyTorch's nn.Linear stores it (read transposed in place, never copied), bias (out,) float32 or None."""
+        PyTorch's nn.Linear stores it (read, never changed), bias (out,) float32 or None."""
         ...
 
     def matmul(self, a: Array, b: Array) -> Array:

@@ -11,7 +11,9 @@ Ported from, at pinned commits:
 Quantized matrices: `from_safetensors(..., quantize=Q8_0)` and a quantized GGUF keep the six matrices of each
 layer (q, k, v, attention output, FFN up and down) as GGML blocks multiplied by votive's C kernels (the decoders'
 linears, `ops.make_linear`; the B*T rows of a batch go through in one call); embeddings, norms and biases stay
-float32. A float checkpoint keeps its arrays and `ops.linear`, unchanged.
+float32. A float checkpoint's matrices are packed at load as the backend's float product reads them (numpy:
+`encoder_dense_linear`, the products `ops.linear` gives), or read so from a folder `votive convert --type panels`
+wrote.
 
 Any checkpoint with this architecture (all-MiniLM-L6-v2, bge-small, e5-small, ...) loads unchanged: the sizes
 come from its config.json.
@@ -109,8 +111,9 @@ GGUF_KEYS = {"vocab_size": "token_embd.weight rows", "hidden_size": "bert.embedd
 
 # -------------------------------------------------------------------------------------------- weight names
 # Our name -> the checkpoint's name (BertModel's state dict). Linear weights are stored (out, in) as PyTorch
-# keeps them and used through a transposed view, never copied. Checkpoints saved from a task model prefix every
-# key with "bert."; old TF conversions call LayerNorm's parameters gamma/beta. Both are resolved in `_lookup`.
+# keeps them; the numpy backend packs each once at load (`encoder_dense_linear`). Checkpoints saved from a task
+# model prefix every key with "bert."; old TF conversions call LayerNorm's parameters gamma/beta. Both are resolved
+# in `_lookup`.
 WEIGHTS = {
     "tok_embed": "embeddings.word_embeddings.weight",  # (vocab, D)
     "pos_embed": "embeddings.position_embeddings.weight",  # (max_pos, D)
