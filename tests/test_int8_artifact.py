@@ -35,29 +35,29 @@ def _digest(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def convert_leaving_source(convert, folder: Path, out: Path) -> Path:
+    """`convert(folder, out)`'s folder, checking that the user's folder is left as it was."""
+    before = _digest(folder)
+    done = convert(folder, out).path
+    assert _digest(folder) == before
+    return done
+
+
 @pytest.fixture(scope="module")
 def converted(minilm_dir, tmp_path_factory) -> Path:
-    before = _digest(minilm_dir)
-    out = convert_bert_int8(minilm_dir, tmp_path_factory.mktemp("int8") / "minilm-int8").path
-    assert _digest(minilm_dir) == before  # the user's folder is left as it was
-    return out
+    return convert_leaving_source(convert_bert_int8, minilm_dir, tmp_path_factory.mktemp("int8") / "minilm-int8")
 
 
-@pytest.fixture(scope="module")
-def texts(reference_dir) -> list[str]:
-    return json.loads((reference_dir / "bench_sentences.json").read_text())["sentences"][:40] + ["a", "x " * 60]
-
-
-def test_the_stored_int8_model_embeds_as_load_time_int8_bit_for_bit(converted, minilm_dir, texts):
+def test_the_stored_int8_model_embeds_as_load_time_int8_bit_for_bit(converted, minilm_dir, bench_texts):
     stored = votive.load(str(converted), backend="numpy")
     at_load = votive.load(str(minilm_dir), backend="numpy", quantize="int8")
-    np.testing.assert_array_equal(stored.embed(texts), at_load.embed(texts))
+    np.testing.assert_array_equal(stored.embed(bench_texts), at_load.embed(bench_texts))
     # quantize="int8" on the stored model asks for what it already is
     again = votive.load(str(converted), backend="numpy", quantize="int8")
-    np.testing.assert_array_equal(again.embed(texts[:3]), at_load.embed(texts[:3]))
+    np.testing.assert_array_equal(again.embed(bench_texts[:3]), at_load.embed(bench_texts[:3]))
     # and it is still close to the float model (issue 15: cosine >= 0.99)
-    fp32 = votive.load(str(minilm_dir), backend="numpy").embed(texts)
-    got = stored.embed(texts)
+    fp32 = votive.load(str(minilm_dir), backend="numpy").embed(bench_texts)
+    got = stored.embed(bench_texts)
     cos = (got * fp32).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cos.min() >= 0.99
 

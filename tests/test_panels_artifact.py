@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_int8_artifact import _digest
+from test_int8_artifact import convert_leaving_source
 
 import votive
 from votive.backends.numpy_linears import DensePanels
@@ -33,27 +33,20 @@ needs_c = pytest.mark.skipif(not kernels.available(), reason="votive's C library
 def converted(minilm_dir, tmp_path_factory) -> Path:
     if not kernels.available():
         pytest.skip("votive's C library is not built here")
-    before = _digest(minilm_dir)
-    out = convert_bert_panels(minilm_dir, tmp_path_factory.mktemp("panels") / "minilm-panels").path
-    assert _digest(minilm_dir) == before  # the user's folder is left as it was
-    return out
-
-
-@pytest.fixture(scope="module")
-def texts(reference_dir) -> list[str]:
-    return json.loads((reference_dir / "bench_sentences.json").read_text())["sentences"][:40] + ["a", "x " * 60]
+    return convert_leaving_source(convert_bert_panels, minilm_dir,
+                                  tmp_path_factory.mktemp("panels") / "minilm-panels")
 
 
 @needs_c
-def test_the_panels_folder_embeds_as_the_float_folder_bit_for_bit(converted, minilm_dir, texts):
+def test_the_panels_folder_embeds_as_the_float_folder_bit_for_bit(converted, minilm_dir, bench_texts):
     stored = votive.load(str(converted), backend="numpy")
     plain = votive.load(str(minilm_dir), backend="numpy")
     assert all(isinstance(layer.w[m], DensePanels) for layer in stored.model.layers for m in bert.MATRICES)
-    np.testing.assert_array_equal(stored.embed(texts), plain.embed(texts))
-    np.testing.assert_array_equal(stored.embed(texts[:1]), plain.embed(texts[:1]))
+    np.testing.assert_array_equal(stored.embed(bench_texts), plain.embed(bench_texts))
+    np.testing.assert_array_equal(stored.embed(bench_texts[:1]), plain.embed(bench_texts[:1]))
     # the per-op path (the C pass's slow twin) from the same panels
     stored.model.whole = None
-    np.testing.assert_array_equal(stored.embed(texts[:7]), plain.embed(texts[:7]))
+    np.testing.assert_array_equal(stored.embed(bench_texts[:7]), plain.embed(bench_texts[:7]))
 
 
 @needs_c

@@ -256,7 +256,8 @@ class GteModel:
                           bq=bqkv[:D], bk=bqkv[D : 2 * D], bv=bqkv[2 * D :])
             w_up_gate = lw.pop("w_up_gate")  # (2F, D) -> up's rows, the gate's rows
             lw.update(w_up=w_up_gate[:F], w_gate=w_up_gate[F:])
-            layers.append(encoder_arrays(ops, lw, partial(store.release, *(prefix + theirs.format(i=i) for theirs in table.values()))))
+            names = (prefix + theirs.format(i=i) for theirs in table.values())
+            layers.append(encoder_arrays(ops, lw, partial(store.release, *names)))
         unknown = [n for n in store.keys() if n not in used  # task heads sit beside the prefixed encoder
                    and not n.startswith(UNUSED_PREFIXES) and not n[len(prefix) :].startswith(UNUSED_PREFIXES)]
         if unknown:

@@ -292,7 +292,8 @@ class NomicBertModel:
             lw = {ours: fetch(ours, theirs.format(i=i)) for ours, theirs in LAYER_WEIGHTS.items()}
             wqkv = lw.pop("wqkv")  # (3D, D) -> its q, k, v row blocks
             lw.update(wq=wqkv[:D], wk=wqkv[D : 2 * D], wv=wqkv[2 * D :])
-            layers.append(encoder_arrays(ops, lw, partial(store.release, *(prefix + theirs.format(i=i) for theirs in LAYER_WEIGHTS.values()))))
+            names = (prefix + theirs.format(i=i) for theirs in LAYER_WEIGHTS.values())
+            layers.append(encoder_arrays(ops, lw, partial(store.release, *names)))
         unknown = [n for n in store.keys() if n not in used  # task heads sit beside the prefixed encoder
                    and not n.startswith(UNUSED_PREFIXES) and not n[len(prefix) :].startswith(UNUSED_PREFIXES)]
         if unknown:

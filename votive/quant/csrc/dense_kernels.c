@@ -117,45 +117,55 @@ void VT_SUFFIX(vt_dense_panel)(float *y, int64_t ldy, const float *x, const floa
 }
 
 #if defined(VT_ISA_AVX512)
-/* dst[i * VT_PANEL + j] = src[j * k + i] for a block of 16 x 16: sixteen loads, four rounds of shuffles, sixteen
- * stores (element moves one at a time cost ~4x) */
-static inline __attribute__((always_inline)) void transpose16(float *dst, const float *src, int64_t k,
-                                                              const int stream) {
-    __m512 r[16], t[16];
-    for (int j = 0; j < 16; j++)
-        r[j] = _mm512_loadu_ps(src + j * k);
+/* A 16 x 16 block transposed in registers: r[j] holds row j on entry and column j on return (four rounds of
+ * shuffles; moving the elements one at a time costs ~4x). */
+static inline __attribute__((always_inline)) void transpose16_regs(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 8
     for (int j = 0; j < 16; j += 2) { /* pairs of rows interleaved */
         t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
         t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 16; j += 4) { /* then pairs of pairs: each 128-bit lane holds a column's four rows */
         r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
         r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xee);
         r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
         r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xee);
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) { /* lanes of rows 0-3 with 4-7, 8-11 with 12-15 */
         t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
         t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
         t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
         t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
     }
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j++) { /* and rows 0-7 with 8-15 */
-        const __m512 lo = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88), hi = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-        if (stream) {
-            _mm512_stream_ps(dst + j * VT_PANEL, lo);
-            _mm512_stream_ps(dst + (j + 8) * VT_PANEL, hi);
-        } else {
-            _mm512_storeu_ps(dst + j * VT_PANEL, lo);
-            _mm512_storeu_ps(dst + (j + 8) * VT_PANEL, hi);
-        }
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
     }
 }
-#endif
 
-#if defined(VT_ISA_AVX512)
+/* dst[i * VT_PANEL + j] = src[j * k + i] for a block of 16 x 16; stream: stores that bypass the caches (whole
+ * aligned lines) */
+static inline __attribute__((always_inline)) void transpose16(float *dst, const float *src, int64_t k, int stream) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++)
+        r[j] = _mm512_loadu_ps(src + j * k);
+    transpose16_regs(r);
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) {
+        if (stream)
+            _mm512_stream_ps(dst + j * VT_PANEL, r[j]);
+        else
+            _mm512_storeu_ps(dst + j * VT_PANEL, r[j]);
+    }
+}
+
 /* A few rows of x against W read in place, for the short texts whose products are too small to pay for packing a
- * panel: each block of 16 rows of W by 16 of k is transposed in registers (transpose16's shuffles), then each of
+ * panel: each block of 16 rows of W by 16 of k is transposed in registers (transpose16_regs), then each of
  * its 16 columns meets each row's element: the same chain of multiply-adds over k, in the same order, as the
  * panels' tile, so the same bits. SMALL_ROWS rows of x at most: 16 registers for the block, one sum per row. */
 #define SMALL_ROWS 12
@@ -171,37 +181,14 @@ static inline __attribute__((always_inline)) void small_rows(const float *x, con
     for (int64_t i0 = 0; i0 < k; i0 += 16) {
         const int64_t n = k - i0 < 16 ? k - i0 : 16;
         const __mmask16 in_k = (__mmask16)((1u << n) - 1);
-        __m512 r[16], t[16];
+        __m512 r[16];
 #pragma GCC unroll 16
         for (int j = 0; j < 16; j++) { /* rows past cols are zeros (their outputs are not stored) */
             r[j] = j < cols ? _mm512_maskz_loadu_ps(in_k, w + j * k + i0) : _mm512_setzero_ps();
             if (j < next) /* the next group's rows, a line of each a block: short rows are streams too short */
                 __builtin_prefetch(w + (16 + j) * k + i0, 0, SMALL_PF);
         }
-#pragma GCC unroll 8
-        for (int j = 0; j < 16; j += 2) {
-            t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < 16; j += 4) {
-            r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xee);
-            r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xee);
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
-            t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
-            t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
-            t[j + 12] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0xdd);
-        }
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) { /* r[i]: W[0 .. 15][i0 + i] */
-            r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-            r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-        }
+        transpose16_regs(r); /* r[i]: W[0 .. 15][i0 + i] */
         for (int64_t i = 0; i < n; i++)
 #pragma GCC unroll 12
             for (int q = 0; q < R; q++)
@@ -265,12 +252,9 @@ void VT_SUFFIX(vt_dense_pack)(float *panel, const float *w, int64_t k, int64_t c
         const int64_t n = k - i0 < 16 ? k - i0 : 16;
         int64_t j = 0;
 #if defined(VT_ISA_AVX512)
-        if (n == 16 && stream && !((uintptr_t)panel % 64)) /* streamed stores: whole aligned lines */
+        if (n == 16)
             for (; j + 16 <= cols; j += 16)
-                transpose16(panel + i0 * VT_PANEL + j, w + j * k + i0, k, 1);
-        else if (n == 16)
-            for (; j + 16 <= cols; j += 16)
-                transpose16(panel + i0 * VT_PANEL + j, w + j * k + i0, k, 0);
+                transpose16(panel + i0 * VT_PANEL + j, w + j * k + i0, k, stream && !((uintptr_t)panel % 64));
 #endif
         for (; j < cols; j++)
             for (int64_t i = 0; i < n; i++)
